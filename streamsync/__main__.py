@@ -1,0 +1,5 @@
+import sys
+
+from streamsync.cli import main
+
+sys.exit(main())

@@ -1,0 +1,51 @@
+"""The one typed event every decoder produces and the audience engine consumes.
+
+A plain slotted dataclass rather than a pydantic model: one is built per record on the
+hot path, and the decoders have already checked every field they fill in.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+#: ``kind`` values. Data Pipelines records keep their ``type``; reporting webhooks are
+#: ``"webhook"`` and carry their ``metric`` as the event name.
+TRACK = "track"
+IDENTIFY = "identify"
+PAGE = "page"
+SCREEN = "screen"
+WEBHOOK = "webhook"
+KINDS = frozenset({TRACK, IDENTIFY, PAGE, SCREEN, WEBHOOK})
+
+
+@dataclass(slots=True, frozen=True)
+class SourcePosition:
+    """Where a record came from: enough to find it again on the broker."""
+
+    topic: str
+    partition: int
+    offset: int
+
+
+@dataclass(slots=True)
+class Event:
+    """One Customer.io record, decoded.
+
+    ``name`` is the track event name (``"Order Completed"``), the webhook metric
+    (``"sent"``), or the page/screen name; for identify it is ``"identify"``.
+    ``timestamp_ms`` is event time in epoch milliseconds (webhook seconds are scaled).
+    ``record_id`` is ``messageId`` or ``event_id``; duplicates share it.
+    ``identifiers`` holds what is known to reach the customer: ``email``, ``phone``,
+    ``cio_id`` (from traits, context.traits or webhook ``data.identifiers``).
+    """
+
+    customer_id: str
+    kind: str
+    name: str
+    timestamp_ms: int
+    record_id: str | None = None
+    properties: dict[str, Any] = field(default_factory=dict)
+    traits: dict[str, Any] = field(default_factory=dict)
+    identifiers: dict[str, str] = field(default_factory=dict)
+    source: SourcePosition | None = None
