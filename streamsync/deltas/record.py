@@ -1,0 +1,93 @@
+"""The membership delta: what the engine emits and destinations consume.
+
+One record per change of ``member(t)`` for one customer and one audience. Its time is
+event time (the qualifying record's timestamp or a deadline), never the wall clock, so
+a replay of the same log gives the same deltas as the live run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+Op = Literal["enter", "exit"]
+ENTER: Op = "enter"
+EXIT: Op = "exit"
+
+
+def format_rfc3339_ms(epoch_ms: int) -> str:
+    """``2026-11-25T10:00:00.000Z``: RFC 3339, UTC, millisecond precision."""
+    moment = datetime.fromtimestamp(epoch_ms / 1000, tz=UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{epoch_ms % 1000:03d}Z"
+
+
+def parse_rfc3339_ms(text: str) -> int:
+    """Epoch milliseconds from an RFC 3339 / ISO 8601 timestamp (naive means UTC)."""
+    value = text.strip()
+    if value.endswith(("Z", "z")):
+        value = value[:-1] + "+00:00"
+    moment = datetime.fromisoformat(value)
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return (
+        int(moment.timestamp() * 1000 // 1)
+        if moment.microsecond % 1000 == 0
+        else (int(moment.timestamp() * 1_000_000) // 1000)
+    )
+
+
+@dataclass(slots=True)
+class MembershipDelta:
+    """``op`` for ``customer_id`` in ``audience`` (``version``) at event time ``at_ms``.
+
+    ``seq`` counts this customer's deltas in this audience from 1, so consumers can
+    order and deduplicate per user. ``record_ids`` are the records that qualified the
+    change (the records at that instant, or the record a deadline was computed from).
+    ``holdout`` members are evaluated like everyone else but are not delivered.
+    """
+
+    audience: str
+    version: int
+    customer_id: str
+    op: Op
+    at_ms: int
+    seq: int
+    record_ids: list[str] = field(default_factory=list)
+    identifiers: dict[str, str] = field(default_factory=dict)
+    holdout: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON form (also the shape of the ``replay`` output lines)."""
+        return {
+            "audience": self.audience,
+            "version": self.version,
+            "customer_id": self.customer_id,
+            "op": self.op,
+            "at": format_rfc3339_ms(self.at_ms),
+            "at_ms": self.at_ms,
+            "seq": self.seq,
+            "record_ids": list(self.record_ids),
+            "identifiers": dict(self.identifiers),
+            "holdout": self.holdout,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> MembershipDelta:
+        at_ms = data.get("at_ms")
+        if not isinstance(at_ms, int):
+            at_ms = parse_rfc3339_ms(str(data["at"]))
+        op = data["op"]
+        if op not in (ENTER, EXIT):
+            raise ValueError(f"op must be enter or exit, not {op!r}")
+        return cls(
+            audience=str(data["audience"]),
+            version=int(data["version"]),
+            customer_id=str(data["customer_id"]),
+            op=op,
+            at_ms=at_ms,
+            seq=int(data["seq"]),
+            record_ids=[str(r) for r in data.get("record_ids", [])],
+            identifiers={str(k): str(v) for k, v in data.get("identifiers", {}).items()},
+            holdout=bool(data.get("holdout", False)),
+        )

@@ -1,0 +1,85 @@
+"""What ingest raises, grouped by what the caller should do about it.
+
+Two families, after the Singer SDK's split of exceptions by recovery rather than by
+origin:
+
+* ``RecordError`` - this one record cannot be used. Recovery: dead-letter it with its
+  reason and keep consuming. Bad input must never stop the stream.
+* ``FatalIngestError`` - consuming cannot continue safely (a dead letter was not
+  delivered, the broker refused us). Recovery: stop *without* committing offsets, let an
+  operator act, restart from the last committed offset; nothing is lost.
+
+Messages (``detail``) name fields and types, never payload values: dead-letter headers and
+log lines must not leak emails, phone numbers or anything else a record carries.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class DecodeReason(StrEnum):
+    """Machine-readable reason a record was dead-lettered (the ``streamsync.error.reason``
+    header). Stable strings: dashboards and replay tools filter on them."""
+
+    EMPTY_RECORD = "empty_record"
+    """The Kafka value is null or zero bytes (a tombstone on an event topic)."""
+    OVERSIZED = "oversized"
+    """The value is larger than ``max_record_bytes``; it is not parsed at all."""
+    MALFORMED_JSON = "malformed_json"
+    """The value, or a JSON-encoded Avro field, is not valid JSON."""
+    WRONG_TYPE = "wrong_type"
+    """A field (or the record itself) has the wrong JSON/Avro type."""
+    MISSING_FIELD = "missing_field"
+    """A field the record shape requires is absent or null."""
+    UNKNOWN_TYPE = "unknown_type"
+    """A Data Pipelines ``type`` other than track, identify, page or screen."""
+    BAD_TIMESTAMP = "bad_timestamp"
+    """The timestamp has the right type but is not a usable instant."""
+    BAD_MAGIC_BYTE = "bad_magic_byte"
+    """A Confluent-framed topic carried a value whose first byte is not 0."""
+    UNKNOWN_SCHEMA_ID = "unknown_schema_id"
+    """The Confluent schema id is not in the schema registry."""
+    BAD_SCHEMA = "bad_schema"
+    """The registry holds the schema id, but the schema cannot be used."""
+    TRUNCATED_AVRO = "truncated_avro"
+    """The Avro payload ends before the schema says it should."""
+    MALFORMED_AVRO = "malformed_avro"
+    """The Avro payload does not match its schema (bad union index, bad UTF-8, trailing
+    bytes)."""
+
+
+class IngestError(Exception):
+    """Root of everything ingest raises on purpose."""
+
+
+class RecordError(IngestError):
+    """One record cannot be used; dead-letter it and carry on."""
+
+
+class DecodeError(RecordError):
+    """A record could not be decoded into an ``Event``.
+
+    ``reason`` is the machine code, ``detail`` the sentence for a human. ``detail`` must
+    not quote payload values (see the module docstring).
+    """
+
+    __slots__ = ("detail", "reason")
+
+    def __init__(self, reason: DecodeReason, detail: str) -> None:
+        super().__init__(f"{reason.value}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+class FatalIngestError(IngestError):
+    """Consuming must stop without committing offsets; see the module docstring."""
+
+
+class DeadLetterError(FatalIngestError):
+    """Dead letters could not be delivered, so the offsets of their source records must
+    not be committed."""
+
+
+class ConsumerError(FatalIngestError):
+    """The Kafka consumer reported an error it cannot recover from by itself."""

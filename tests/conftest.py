@@ -1,0 +1,44 @@
+"""Shared fixtures: one real Kafka broker for the whole test session.
+
+The broker is ``KAFKA_BOOTSTRAP_SERVERS`` when that is set, otherwise a local KRaft
+broker that streamsync fetches from Maven Central and starts on loopback.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+
+import pytest
+from confluent_kafka import Producer
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from streamsync.kafka.broker import kafka_bootstrap
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap_servers() -> Iterator[str]:
+    with kafka_bootstrap() as bootstrap:
+        yield bootstrap
+
+
+@pytest.fixture
+def new_topic(kafka_bootstrap_servers: str) -> Callable[..., str]:
+    """Create a uniquely named topic and return its name."""
+    admin = AdminClient({"bootstrap.servers": kafka_bootstrap_servers})
+
+    def make(prefix: str = "t", partitions: int = 1) -> str:
+        name = f"{prefix}-{uuid.uuid4().hex[:10]}"
+        futures = admin.create_topics([NewTopic(name, partitions, 1)])
+        futures[name].result(30)
+        return name
+
+    return make
+
+
+@pytest.fixture
+def producer(kafka_bootstrap_servers: str) -> Iterator[Producer]:
+    """A plain confluent-kafka producer, independent of streamsync's own clients."""
+    p = Producer({"bootstrap.servers": kafka_bootstrap_servers, "linger.ms": 1})
+    yield p
+    p.flush(30)
