@@ -1,0 +1,157 @@
+"""``streamsync ingest``: run the ingest loop, or decode a file offline.
+
+* ``streamsync ingest --config FILE [--bootstrap-servers S] [--idle-timeout 10]
+  [--max-records N]`` consumes the configured topics, prints progress (records/s) on
+  stderr every few seconds, and per-topic counts and dead letters by reason at the end.
+  SIGTERM/SIGINT finish the current batch, commit, and print the summary.
+* ``streamsync ingest decode --format F FILE`` decodes JSON lines (or, for Avro formats,
+  one plain Avro body per file) without Kafka, printing each event or error: for looking
+  at a dead letter or a sample from a producer.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+from pathlib import Path
+from typing import Any, TextIO
+
+import orjson
+
+from streamsync.config import ConfigError, TopicConfig, load_config
+from streamsync.ingest.avro import FileSchemaRegistry
+from streamsync.ingest.decoder import Decoder
+from streamsync.ingest.errors import DecodeError, FatalIngestError
+from streamsync.ingest.event import SourcePosition
+from streamsync.runtime.ingest_loop import IngestLoop, IngestStats
+
+_FORMATS = ("pipelines_json", "webhook_json", "pipelines_avro", "webhook_avro")
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "ingest",
+        help="consume Customer.io topics into events; bad records go to the dead-letter topic",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--config", type=Path, help="YAML configuration file")
+    parser.add_argument("--bootstrap-servers", help="override kafka.bootstrap_servers")
+    parser.add_argument(
+        "--idle-timeout",
+        type=float,
+        default=10.0,
+        help="stop after this many seconds without records (0: never; default 10)",
+    )
+    parser.add_argument("--max-records", type=int, help="stop after this many records")
+    parser.add_argument(
+        "--progress-interval", type=float, default=5.0, help="seconds between progress lines"
+    )
+    parser.set_defaults(func=run_ingest)
+    sub = parser.add_subparsers(dest="ingest_command", metavar="SUBCOMMAND")
+    decode = sub.add_parser("decode", help="decode a file offline and print events or errors")
+    decode.add_argument("--format", required=True, choices=_FORMATS)
+    decode.add_argument("--schema-registry", type=Path, help="unused for plain Avro bodies")
+    decode.add_argument("file", type=Path, help="JSON lines, or one plain Avro body")
+    decode.set_defaults(func=run_decode)
+
+
+def _progress(out: TextIO) -> Any:
+    last = [0, 0.0]
+
+    def show(stats: IngestStats) -> None:
+        records, elapsed = stats.records, stats.elapsed_s
+        window = elapsed - last[1]
+        rate = (records - last[0]) / window if window > 0 else 0.0
+        last[0], last[1] = records, elapsed
+        print(
+            f"ingest: {records} records in {elapsed:.0f}s ({rate:,.0f} records/s), "
+            f"{stats.dead_lettered} dead letters",
+            file=out,
+            flush=True,
+        )
+
+    return show
+
+
+def print_summary(stats: IngestStats, out: TextIO) -> None:
+    rate = stats.records / stats.elapsed_s if stats.elapsed_s > 0 else 0.0
+    print(
+        f"ingest stopped ({stats.stopped_by or 'error'}) after {stats.elapsed_s:.1f}s: "
+        f"{stats.records} records ({rate:,.0f}/s)",
+        file=out,
+    )
+    print(f"{'topic':<32} {'decoded':>9} {'skipped':>9} {'dead':>7}", file=out)
+    for name, topic in stats.topics.items():
+        dead = sum(topic.dead_lettered.values())
+        print(f"{name:<32} {topic.decoded:>9} {topic.skipped_no_customer:>9} {dead:>7}", file=out)
+    reasons = stats.dead_letters_by_reason
+    if reasons:
+        print("dead letters by reason:", file=out)
+        for reason, count in reasons.most_common():
+            print(f"  {reason:<24} {count:>7}", file=out)
+
+
+def run_ingest(args: argparse.Namespace) -> int:
+    if args.config is None:
+        print("streamsync ingest: --config FILE is required", file=sys.stderr)
+        return 2
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(f"streamsync ingest: {exc}", file=sys.stderr)
+        return 2
+    kafka = config.kafka
+    if args.bootstrap_servers:
+        kafka = kafka.model_copy(update={"bootstrap_servers": args.bootstrap_servers})
+    loop = IngestLoop(
+        config.ingest,
+        kafka,
+        progress=_progress(sys.stderr),
+        progress_interval_s=args.progress_interval,
+    )
+
+    def stop(_signum: int, _frame: object) -> None:
+        loop.stop()
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    print(
+        f"ingest: consuming {', '.join(t.name for t in config.ingest.topics)} from "
+        f"{kafka.bootstrap_servers} as {config.ingest.group_id}",
+        file=sys.stderr,
+        flush=True,
+    )
+    try:
+        stats = loop.run(max_records=args.max_records, idle_timeout_s=args.idle_timeout or None)
+    except FatalIngestError as exc:
+        print(f"streamsync ingest: stopped without committing: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    print_summary(stats, sys.stdout)
+    return 0
+
+
+def run_decode(args: argparse.Namespace) -> int:
+    topic = TopicConfig.model_validate({"name": str(args.file), "format": args.format})
+    registry = FileSchemaRegistry.from_path(args.schema_registry) if args.schema_registry else None
+    decoder = Decoder(topic, registry)
+    data = args.file.read_bytes()
+    values = [data] if topic.is_avro else [line for line in data.splitlines() if line.strip()]
+    failures = 0
+    for number, value in enumerate(values, start=1):
+        source = SourcePosition(str(args.file), 0, number)
+        try:
+            event = decoder.decode(value, None, source)
+        except DecodeError as exc:
+            failures += 1
+            print(f"{number}: ERROR {exc.reason.value}: {exc.detail}")
+            continue
+        if event is None:
+            print(f"{number}: skipped (no customer key)")
+        else:
+            shown = {k: getattr(event, k) for k in event.__slots__ if k != "source"}
+            print(f"{number}: {orjson.dumps(shown).decode()}")
+    return 1 if failures else 0

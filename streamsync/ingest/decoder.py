@@ -1,0 +1,78 @@
+"""The one entry point from Kafka record bytes to ``Event``: :class:`Decoder`.
+
+A ``Decoder`` is built once per topic from its :class:`~streamsync.config.TopicConfig` and
+then only does plain work per record: a size check, ``orjson.loads`` or a fastavro read,
+and the shared dict validators. Outcomes:
+
+* an ``Event`` - a good record;
+* ``None`` - a valid record without a customer key: counted and skipped, not an error
+  (anonymous traffic is normal);
+* :class:`~streamsync.ingest.errors.DecodeError` - dead-letter it, with its reason.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+
+from streamsync.config import TopicConfig
+from streamsync.ingest import pipelines, webhooks
+from streamsync.ingest.avro import AvroRecordDecoder, SchemaRegistry
+from streamsync.ingest.errors import DecodeError, DecodeReason
+from streamsync.ingest.event import Event, SourcePosition
+from streamsync.ingest.pipelines import CustomerKeyRule, type_name
+
+_Builder = Callable[[object, bytes | None, SourcePosition | None, CustomerKeyRule], Event | None]
+
+
+class Decoder:
+    """Decodes the records of one topic. Not thread-safe (caches schemas per id)."""
+
+    def __init__(self, topic: TopicConfig, registry: SchemaRegistry | None = None) -> None:
+        self.topic = topic.name
+        self.max_record_bytes = topic.max_record_bytes
+        kind = topic.record_kind
+        default_key = (
+            pipelines.DEFAULT_CUSTOMER_KEY if kind == "pipelines" else webhooks.DEFAULT_CUSTOMER_KEY
+        )
+        self.rule = CustomerKeyRule.parse(
+            topic.customer_key or default_key, from_kafka_key=topic.key_is_customer_id
+        )
+        self._build: _Builder = (
+            pipelines.pipelines_event if kind == "pipelines" else webhooks.webhook_event
+        )
+        self._avro = AvroRecordDecoder(kind, topic.framing, registry) if topic.is_avro else None
+
+    def parse(self, value: bytes) -> dict[str, Any]:
+        """Bytes -> the record's JSON-shaped dict (no field validation yet)."""
+        if self._avro is not None:
+            return self._avro.decode(value)
+        try:
+            record = orjson.loads(value)
+        except orjson.JSONDecodeError as exc:
+            raise DecodeError(
+                DecodeReason.MALFORMED_JSON, f"not valid JSON (at byte {exc.pos})"
+            ) from None
+        if type(record) is not dict:
+            raise DecodeError(
+                DecodeReason.WRONG_TYPE, f"record must be a JSON object, got {type_name(record)}"
+            )
+        return record
+
+    def decode(
+        self, value: bytes | None, key: bytes | None, source: SourcePosition | None
+    ) -> Event | None:
+        """One Kafka record -> ``Event``, ``None`` (no customer key), or ``DecodeError``.
+
+        The size is checked before any parsing, so an oversized value costs nothing.
+        """
+        if not value:
+            raise DecodeError(DecodeReason.EMPTY_RECORD, "the record value is null or empty")
+        if len(value) > self.max_record_bytes:
+            raise DecodeError(
+                DecodeReason.OVERSIZED,
+                f"{len(value)} bytes is over the limit of {self.max_record_bytes}",
+            )
+        return self._build(self.parse(value), key, source, self.rule)

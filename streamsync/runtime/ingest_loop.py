@@ -1,0 +1,249 @@
+"""The ingest loop: Kafka records -> ``Event`` callback, bad records -> dead-letter topic.
+
+Per batch (``Consumer.consume``): decode every record; hand good events to ``on_event``;
+count valid records without a customer key as skipped; queue bad ones as dead letters.
+Then flush the dead letters and only after that commit the batch's offsets synchronously.
+A crash anywhere before the commit re-reads the batch (at-least-once): no bad record is
+lost, and duplicates are harmless because events carry their ``record_id``.
+
+Fatal conditions (a dead letter not delivered, a fatal consumer error, an exception from
+``on_event``) propagate without committing; see :mod:`streamsync.ingest.errors`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from confluent_kafka import (
+    TIMESTAMP_NOT_AVAILABLE,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Producer,
+    TopicPartition,
+)
+
+from streamsync.config import IngestConfig, KafkaConfig
+from streamsync.ingest.avro import FileSchemaRegistry, SchemaRegistry
+from streamsync.ingest.decoder import Decoder
+from streamsync.ingest.errors import ConsumerError, DecodeError
+from streamsync.ingest.event import Event, SourcePosition
+from streamsync.kafka.config import consumer_config, producer_config
+from streamsync.runtime.dead_letter import DEAD_LETTER_PRODUCER_OVERRIDES, DeadLetterWriter
+
+log = logging.getLogger(__name__)
+
+EventCallback = Callable[[Event], None]
+
+
+@dataclass
+class TopicStats:
+    """What happened to one topic's records."""
+
+    decoded: int = 0
+    skipped_no_customer: int = 0
+    dead_lettered: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def records(self) -> int:
+        return self.decoded + self.skipped_no_customer + sum(self.dead_lettered.values())
+
+
+@dataclass
+class IngestStats:
+    """Counts per topic, and why and when the run stopped."""
+
+    topics: dict[str, TopicStats]
+    elapsed_s: float = 0.0
+    stopped_by: str = ""
+
+    @property
+    def records(self) -> int:
+        return sum(t.records for t in self.topics.values())
+
+    @property
+    def decoded(self) -> int:
+        return sum(t.decoded for t in self.topics.values())
+
+    @property
+    def skipped_no_customer(self) -> int:
+        return sum(t.skipped_no_customer for t in self.topics.values())
+
+    @property
+    def dead_letters_by_reason(self) -> Counter[str]:
+        total: Counter[str] = Counter()
+        for topic in self.topics.values():
+            total.update(topic.dead_lettered)
+        return total
+
+    @property
+    def dead_lettered(self) -> int:
+        return sum(self.dead_letters_by_reason.values())
+
+
+def _ignore(_event: Event) -> None:
+    pass
+
+
+class IngestLoop:
+    """Consumes the configured topics until a stop condition; see the module docstring.
+
+    ``registry`` defaults to a :class:`FileSchemaRegistry` on ``schema_registry_dir``.
+    ``progress`` is called about every ``progress_interval_s`` with the running stats.
+    """
+
+    def __init__(
+        self,
+        config: IngestConfig,
+        kafka: KafkaConfig,
+        on_event: EventCallback | None = None,
+        *,
+        registry: SchemaRegistry | None = None,
+        batch_size: int = 1000,
+        poll_timeout_s: float = 0.5,
+        progress: Callable[[IngestStats], None] | None = None,
+        progress_interval_s: float = 5.0,
+        consumer_extra: Mapping[str, Any] | None = None,
+        producer_extra: Mapping[str, Any] | None = None,
+    ) -> None:
+        if registry is None and config.schema_registry_dir is not None:
+            registry = FileSchemaRegistry.from_path(config.schema_registry_dir)
+        self.config = config
+        self.kafka = kafka
+        self.on_event = on_event or _ignore
+        self.decoders = {topic.name: Decoder(topic, registry) for topic in config.topics}
+        self.batch_size = batch_size
+        self.poll_timeout_s = poll_timeout_s
+        self.progress = progress
+        self.progress_interval_s = progress_interval_s
+        self._consumer_extra = dict(consumer_extra or {})
+        self._producer_extra = dict(producer_extra or {})
+        self._stop = False
+        self._fatal: KafkaError | None = None
+        self._last_activity = 0.0
+
+    def stop(self) -> None:
+        """Ask the loop to finish its current batch, commit and return (signal-safe)."""
+        self._stop = True
+
+    def _on_error(self, error: KafkaError) -> None:
+        if error.fatal():
+            self._fatal = error
+        else:
+            log.warning("kafka client error: %s", error)
+
+    def _on_assign(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # A group join can take seconds; it must not count as idleness.
+        self._last_activity = time.monotonic()
+        log.info("assigned %d partitions", len(partitions))
+
+    def _clients(self) -> tuple[Consumer, Producer]:
+        client = self.kafka.client_config()
+        consumer = Consumer(
+            consumer_config(
+                self.kafka.bootstrap_servers,
+                self.config.group_id,
+                extra={**client, "error_cb": self._on_error, **self._consumer_extra},
+            )
+        )
+        producer = Producer(
+            producer_config(
+                self.kafka.bootstrap_servers,
+                extra={**client, **DEAD_LETTER_PRODUCER_OVERRIDES, **self._producer_extra},
+            )
+        )
+        return consumer, producer
+
+    def run(
+        self, *, max_records: int | None = None, idle_timeout_s: float | None = None
+    ) -> IngestStats:
+        """Consume until ``max_records`` records were handled, no record arrived for
+        ``idle_timeout_s`` seconds, or :meth:`stop` was called; return the counts."""
+        stats = IngestStats({name: TopicStats() for name in self.decoders})
+        consumer, producer = self._clients()
+        dead_letters = DeadLetterWriter(producer, self.config.dead_letter_topic)
+        started = self._last_activity = last_progress = time.monotonic()
+        handled = 0
+        try:
+            consumer.subscribe(list(self.decoders), on_assign=self._on_assign)
+            while True:
+                if self._stop:
+                    stats.stopped_by = "stop"
+                    break
+                if max_records is not None and handled >= max_records:
+                    stats.stopped_by = "max_records"
+                    break
+                want = self.batch_size
+                if max_records is not None:
+                    want = min(want, max_records - handled)
+                messages = consumer.consume(num_messages=want, timeout=self.poll_timeout_s)
+                if self._fatal is not None:
+                    raise ConsumerError(f"fatal consumer error: {self._fatal}")
+                now = time.monotonic()
+                count = self._handle(messages, stats, dead_letters)
+                if count:
+                    handled += count
+                    self._last_activity = now
+                    dead_letters.flush()
+                    self._commit(consumer)
+                elif idle_timeout_s is not None and now - self._last_activity >= idle_timeout_s:
+                    stats.stopped_by = "idle_timeout"
+                    break
+                if self.progress is not None and now - last_progress >= self.progress_interval_s:
+                    last_progress = now
+                    stats.elapsed_s = now - started
+                    self.progress(stats)
+        finally:
+            stats.elapsed_s = time.monotonic() - started
+            consumer.close()
+            producer.flush(5)
+        return stats
+
+    def _handle(
+        self, messages: list[Any], stats: IngestStats, dead_letters: DeadLetterWriter
+    ) -> int:
+        handled = 0
+        on_event = self.on_event
+        for message in messages:
+            error = message.error()
+            if error is not None:
+                if error.fatal():
+                    raise ConsumerError(f"fatal consumer error: {error}")
+                log.warning("consumer error on %s: %s", message.topic(), error)
+                continue
+            handled += 1
+            topic = message.topic()
+            topic_stats = stats.topics[topic]
+            value = message.value()
+            key = message.key()
+            source = SourcePosition(topic, message.partition(), message.offset())
+            try:
+                event = self.decoders[topic].decode(value, key, source)
+            except DecodeError as exc:
+                kind, timestamp = message.timestamp()
+                dead_letters.write(
+                    value, key, source, None if kind == TIMESTAMP_NOT_AVAILABLE else timestamp, exc
+                )
+                topic_stats.dead_lettered[exc.reason.value] += 1
+                continue
+            if event is None:
+                topic_stats.skipped_no_customer += 1
+            else:
+                topic_stats.decoded += 1
+                on_event(event)
+        return handled
+
+    @staticmethod
+    def _commit(consumer: Consumer) -> None:
+        try:
+            consumer.commit(asynchronous=False)
+        except KafkaException as exc:
+            error = exc.args[0] if exc.args else None
+            if isinstance(error, KafkaError) and error.code() == KafkaError._NO_OFFSET:
+                return
+            raise ConsumerError(f"offset commit failed: {exc}") from exc

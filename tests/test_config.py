@@ -1,0 +1,139 @@
+"""Configuration file: YAML loading, validation messages, secrets never printed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from streamsync.config import AppConfig, ConfigError, load_config, parse_config
+
+REPO = Path(__file__).resolve().parents[1]
+SECRET = "hunter2-very-secret"
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "streamsync.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_example_config_loads() -> None:
+    config = load_config(REPO / "examples" / "config" / "local.yaml", env={})
+    assert [t.name for t in config.ingest.topics] == [
+        "cio.pipelines",
+        "cio.webhooks",
+        "cio.pipelines.avro",
+    ]
+    avro = config.ingest.topic("cio.pipelines.avro")
+    assert (avro.format, avro.framing, avro.record_kind) == (
+        "pipelines_avro",
+        "confluent",
+        "pipelines",
+    )
+    assert config.ingest.schema_registry_dir == REPO / "schemas" / "registry"
+    assert config.ingest.dead_letter_topic == "streamsync.dead-letter"
+    assert config.ingest.topics[0].max_record_bytes == 1024 * 1024
+
+
+def test_env_overrides_bootstrap(tmp_path: Path) -> None:
+    path = write(tmp_path, "ingest:\n  topics: [{name: a, format: webhook_json}]\n")
+    assert load_config(path, env={}).kafka.bootstrap_servers == "localhost:9092"
+    config = load_config(path, env={"KAFKA_BOOTSTRAP_SERVERS": "broker:29092"})
+    assert config.kafka.bootstrap_servers == "broker:29092"
+    assert load_config(path, env={"KAFKA_BOOTSTRAP_SERVERS": "  "}).kafka.bootstrap_servers == (
+        "localhost:9092"
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("ingest:\n  topics: []\n", "ingest.topics"),
+        ("ingest:\n  topics: [{name: a, format: csv}]\n", "ingest.topics.0.format"),
+        (
+            "ingest:\n  topics: [{name: a, format: pipelines_json, framing: confluent}]\n",
+            "Avro formats only",
+        ),
+        (
+            "ingest:\n  topics: [{name: a, format: pipelines_avro, framing: confluent}]\n",
+            "schema_registry_dir",
+        ),
+        (
+            "ingest:\n  topics:\n    - {name: a, format: webhook_json}\n"
+            "    - {name: a, format: webhook_json}\n",
+            "listed twice",
+        ),
+        (
+            "ingest:\n  dead_letter_topic: a\n  topics: [{name: a, format: webhook_json}]\n",
+            "dead_letter_topic",
+        ),
+        ("ingest:\n  topics: [{name: a, format: webhook_json, colour: red}]\n", "colour"),
+        (
+            "ingest:\n  topics: [{name: a, format: webhook_json, max_record_bytes: 0}]\n",
+            "max_record",
+        ),
+        ("ingest: [\n", "not valid YAML"),
+        ("- a\n- b\n", "mapping"),
+    ],
+)
+def test_validation_errors(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_config(write(tmp_path, text), env={})
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_config(tmp_path / "nope.yaml")
+
+
+SASL = f"""
+kafka:
+  bootstrap_servers: b:9093
+  security_protocol: SASL_SSL
+  sasl_mechanism: SCRAM-SHA-512
+  sasl_username: streamsync
+  sasl_password: {SECRET}
+ingest:
+  topics: [{{name: a, format: webhook_json}}]
+"""
+
+
+def test_secrets_never_printed(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, SASL), env={})
+    assert config.kafka.client_config()["sasl.password"] == SECRET
+    for text in (repr(config), str(config), repr(config.kafka), str(config.kafka.redacted())):
+        assert SECRET not in text
+    assert config.kafka.redacted()["sasl.password"] == "**********"
+    assert config.kafka.redacted()["sasl.username"] == "streamsync"
+
+
+def test_secrets_not_in_validation_errors(tmp_path: Path) -> None:
+    # A wrongly typed password (a list) must not be echoed back in the error.
+    bad = SASL.replace(f"sasl_password: {SECRET}", f"sasl_password: [{SECRET}]")
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, bad), env={})
+    assert "sasl_password" in str(info.value)
+    assert SECRET not in str(info.value)
+    # A YAML syntax error on the password's line must not quote it either.
+    broken = SASL.replace(f"sasl_password: {SECRET}", f"sasl_password: {SECRET}: [")
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, broken), env={})
+    assert SECRET not in str(info.value)
+
+
+def test_sasl_needs_credentials() -> None:
+    data = {
+        "kafka": {"security_protocol": "SASL_SSL", "sasl_mechanism": "PLAIN"},
+        "ingest": {"topics": [{"name": "a", "format": "webhook_json"}]},
+    }
+    with pytest.raises(ConfigError, match="sasl_username"):
+        parse_config(data, env={})
+
+
+def test_models_are_frozen() -> None:
+    config = AppConfig.model_validate(
+        {"ingest": {"topics": [{"name": "a", "format": "webhook_json"}]}}
+    )
+    with pytest.raises(ValueError, match="frozen"):
+        config.ingest.topics[0].name = "b"  # type: ignore[misc]
