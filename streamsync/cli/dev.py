@@ -1,0 +1,267 @@
+"""``streamsync dev``: a local Kafka broker and synthetic data, for development without Docker.
+
+``dev kafka start`` runs the same broker the tests use (``streamsync.kafka.broker``), so
+what works against it locally works in CI; ``dev generate`` writes the seeded synthetic
+Customer.io stream (``streamsync.synthetic``) that the demo and benchmarks replay.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from types import FrameType
+from typing import Any
+
+from streamsync.kafka.broker import (
+    BrokerStartError,
+    KafkaFetchError,
+    LocalBroker,
+    default_kafka_version,
+    fetch_kafka_jars,
+)
+from streamsync.synthetic import (
+    DEFAULT_START_MS,
+    format_timestamp,
+    generate_records,
+    mix_bad_records,
+    write_jsonl,
+)
+
+#: Below this many records ``dev generate`` finishes too fast for progress to help.
+_PROGRESS_THRESHOLD = 100_000
+
+
+def register(subparsers: Any) -> None:
+    """Add ``dev kafka fetch``, ``dev kafka start`` and ``dev generate``."""
+    dev = subparsers.add_parser(
+        "dev",
+        help="local development helpers: a Kafka broker without Docker, synthetic events",
+        description="Local development helpers: a Kafka broker without Docker, synthetic events.",
+    )
+    dev_sub = dev.add_subparsers(dest="dev_command", metavar="COMMAND")
+    dev_sub.required = True
+
+    kafka = dev_sub.add_parser(
+        "kafka",
+        help="a single-node Apache Kafka broker from Maven Central jars (needs Java 17+)",
+        description=(
+            "A single-node Apache Kafka (KRaft) broker run from jars fetched with Maven "
+            "and cached in ~/.cache/streamsync (or $STREAMSYNC_CACHE_DIR). Needs Java 17+."
+        ),
+    )
+    kafka_sub = kafka.add_subparsers(dest="kafka_command", metavar="COMMAND")
+    kafka_sub.required = True
+    version_help = (
+        f"Apache Kafka version (default: {default_kafka_version()}, pinned in "
+        "streamsync/kafka/pom.xml)"
+    )
+
+    fetch = kafka_sub.add_parser(
+        "fetch",
+        help="download the broker jars into the cache now (otherwise done on first start)",
+        description="Download the broker jars into the cache and print the directory.",
+    )
+    fetch.add_argument("--version", default=None, help=version_help)
+    fetch.set_defaults(func=_kafka_fetch)
+
+    start = kafka_sub.add_parser(
+        "start",
+        help="run a broker on 127.0.0.1 until Ctrl-C or SIGTERM",
+        description=(
+            "Run a throw-away broker on 127.0.0.1 until Ctrl-C or SIGTERM, then stop it "
+            "cleanly and delete its data. Prints KAFKA_BOOTSTRAP_SERVERS=host:port on "
+            "standard output once the broker answers."
+        ),
+    )
+    start.add_argument(
+        "--port", type=_port, default=9092, help="client port to listen on (default: %(default)s)"
+    )
+    start.add_argument("--version", default=None, help=version_help)
+    start.add_argument(
+        "--startup-timeout",
+        type=float,
+        default=120.0,
+        help="seconds to wait for the broker to answer (default: %(default)s)",
+    )
+    start.set_defaults(func=_kafka_start)
+
+    generate = dev_sub.add_parser(
+        "generate",
+        help="write a synthetic Customer.io event stream as JSON lines",
+        description=(
+            "Write a deterministic synthetic Customer.io stream (Data Pipelines records and "
+            "reporting webhooks) as JSON lines, in arrival order: about 1% of records "
+            "arrive up to 2 minutes late and 0.5% are re-sent duplicates. The same "
+            "arguments always produce the same bytes."
+        ),
+    )
+    generate.add_argument(
+        "--customers", type=_positive_int, required=True, help="number of distinct customers"
+    )
+    generate.add_argument(
+        "--events",
+        type=_non_negative_int,
+        required=True,
+        help="number of records to write (duplicates included, bad records not)",
+    )
+    generate.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
+    generate.add_argument(
+        "--start",
+        type=_rfc3339_ms,
+        default=DEFAULT_START_MS,
+        metavar="RFC3339",
+        help=f"start of the 180-day window (default: {format_timestamp(DEFAULT_START_MS)})",
+    )
+    generate.add_argument(
+        "--out",
+        default="-",
+        metavar="FILE",
+        help="output file, or - for standard output (default: %(default)s)",
+    )
+    generate.add_argument(
+        "--bad-fraction",
+        type=_fraction,
+        default=0.0,
+        metavar="F",
+        help="also interleave malformed records after this fraction of records (0-1), "
+        "to exercise the dead-letter path (default: %(default)s)",
+    )
+    generate.set_defaults(func=_generate)
+
+
+def _kafka_fetch(args: argparse.Namespace) -> int:
+    try:
+        libs = fetch_kafka_jars(args.version, progress=sys.stderr)
+    except KafkaFetchError as exc:
+        print(f"streamsync: {exc}", file=sys.stderr)
+        return 1
+    version = args.version or default_kafka_version()
+    print(f"streamsync: Apache Kafka {version} jars are in {libs}", file=sys.stderr)
+    print(libs)
+    return 0
+
+
+class _Stop(BaseException):
+    """Raised from the SIGTERM/SIGINT handler so a signal during start-up also unwinds
+    through ``LocalBroker.start``'s cleanup (the JVM runs in its own session and would
+    otherwise outlive us)."""
+
+
+def _kafka_start(args: argparse.Namespace) -> int:
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        raise _Stop(signum)
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    broker = LocalBroker(
+        version=args.version, port=args.port, startup_timeout=args.startup_timeout,
+        progress=sys.stderr,
+    )  # fmt: skip
+    try:
+        try:
+            broker.start()
+        except (BrokerStartError, KafkaFetchError) as exc:
+            print(f"streamsync: {exc}", file=sys.stderr)
+            return 1
+        print(
+            f"streamsync: Apache Kafka {broker.version} is ready on "
+            f"{broker.bootstrap_servers} (data in {broker.data_dir}); Ctrl-C stops it",
+            file=sys.stderr,
+            flush=True,
+        )
+        print(f"KAFKA_BOOTSTRAP_SERVERS={broker.bootstrap_servers}", flush=True)
+        idle = threading.Event()
+        while broker.is_running():
+            idle.wait(0.5)
+        print("streamsync: the Kafka broker exited unexpectedly", file=sys.stderr)
+        print(f"--- {broker.log_file} (tail) ---\n{_log_tail(broker)}", file=sys.stderr)
+        return 1
+    except _Stop:
+        print("streamsync: stopping the Kafka broker", file=sys.stderr, flush=True)
+        return 0
+    finally:
+        # Ignore further signals while stopping: a second Ctrl-C must not leave the JVM.
+        for sig in previous:
+            signal.signal(sig, signal.SIG_IGN)
+        broker.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _generate(args: argparse.Namespace) -> int:
+    records = generate_records(args.customers, args.events, seed=args.seed, start_ms=args.start)
+    stream = mix_bad_records(records, args.bad_fraction, seed=args.seed)
+    started = time.monotonic()
+    total = args.events
+
+    def progress(lines: int) -> None:
+        elapsed = max(time.monotonic() - started, 1e-9)
+        print(
+            f"streamsync: {lines:,} lines ({min(lines, total) * 100 // max(total, 1)}%), "
+            f"{lines / elapsed:,.0f} lines/s",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    show = total >= _PROGRESS_THRESHOLD
+    written = write_jsonl(stream, args.out, progress=progress if show else None)
+    if args.out != "-" or show:
+        where = "standard output" if args.out == "-" else args.out
+        print(
+            f"streamsync: wrote {written:,} lines ({written - total:,} bad) to {where} "
+            f"in {time.monotonic() - started:.1f}s",
+            file=sys.stderr,
+        )
+    return 0
+
+
+def _port(text: str) -> int:
+    value = int(text)
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{text} is not a TCP port (1-65535)")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} must be at least 1")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text} must not be negative")
+    return value
+
+
+def _fraction(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"{text} is not a fraction between 0 and 1")
+    return value
+
+
+def _rfc3339_ms(text: str) -> int:
+    """Epoch milliseconds of an RFC 3339 instant; a timezone is required, as RFC 3339 says."""
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not an RFC 3339 timestamp (e.g. 2026-01-01T00:00:00Z)"
+        ) from None
+    if moment.tzinfo is None:
+        raise argparse.ArgumentTypeError(f"{text!r} has no timezone; add Z or +HH:MM")
+    return (moment - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(milliseconds=1)
+
+
+def _log_tail(broker: LocalBroker, lines: int = 40) -> str:
+    try:
+        text = broker.log_file.read_text("utf-8", errors="replace")
+    except OSError as exc:
+        return f"(unreadable: {exc})"
+    return "\n".join(text.splitlines()[-lines:])
