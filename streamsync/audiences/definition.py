@@ -21,7 +21,7 @@ is what lets the engine fire deadlines without keeping event lists.
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -37,17 +37,10 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
 
-class Duration(int):
-    """Milliseconds, parsed from ``90m`` / ``7d`` spellings."""
-
-
 def _duration(value: Any) -> int:
     if isinstance(value, str | int) and not isinstance(value, bool):
         return parse_duration(value)
     raise ValueError("a duration is a number with a unit, such as 90m or 7d")
-
-
-DurationMs = Annotated[int, Field(description="a duration such as 90m, 7d, -7d")]
 
 
 class Comparison(_Strict):
@@ -77,7 +70,8 @@ class EventMatch(_Strict):
     """
 
     event: str
-    kind: Literal["track", "identify", "page", "screen", "webhook"] | None = None
+    #: Data Pipelines ``type``, or ``webhook`` for reporting webhooks (``event`` = metric).
+    kind: Literal["track", "identify", "page", "screen", "webhook"] = "track"
     where: dict[str, Scalar | Comparison] = Field(default_factory=dict)
 
 

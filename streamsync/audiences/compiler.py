@@ -1,0 +1,560 @@
+"""Audience definitions compiled into compact per-customer state and plain evaluators.
+
+A customer is one Python list (see the ``layout`` constants): a bitmask of current
+memberships, the earliest time anything may change, one "next change" time and one
+sequence number per audience, and then one slot per *fact*. A fact is the smallest
+summary of the customer's history a condition needs: the latest matching record, the
+last ``n`` timestamps per key, a capped counter, a net sum in micro-units, a set of open
+keys, a trait value. Facts are shared between audiences that read the same thing, and
+none of them grows with the length of the history, so per-event cost stays flat.
+
+Each condition compiles to ``evaluate(customer, t) -> (value, next_change)``: its value
+at event time ``t`` and the earliest later instant at which it could change without a
+new record arriving (``NEVER`` if only a record can change it). That second number is
+what turns "no order within 90 minutes" into a timer instead of a poll.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from streamsync.audiences.definition import (
+    Audience,
+    Capture,
+    Condition,
+    Count,
+    EventMatch,
+    OpenItems,
+    SinceLast,
+    Sum,
+    Trait,
+)
+from streamsync.audiences.durations import UNITS
+from streamsync.audiences.matching import Predicate, path_reader, predicate
+from streamsync.ingest.event import IDENTIFY, Event
+
+#: An instant later than any event time: "no change without a new record".
+NEVER = 1 << 62
+
+# Customer layout: fixed header, then per-audience "next change" and "seq", then facts.
+MEMBERS = 0  #: bitmask, bit i = member of audience i
+DUE = 1  #: min of the per-audience next changes (the customer's timer)
+PENDING = 2  #: audiences touched by records at the open instant (0 = not dirty)
+IDS = 3  #: identifiers (email, phone, cio_id) or None
+RIDS = 4  #: record ids applied at the open instant, or None
+CUSTOMER_ID = 5
+HEADER = 6
+
+Customer = list[Any]
+Evaluator = Callable[[Customer, int], tuple[bool, int]]
+Updater = Callable[[Customer, Event], None]
+
+_FALSE_NEVER = (False, NEVER)
+_TRUE_NEVER = (True, NEVER)
+_MICRO = 1_000_000
+
+
+class _Null:
+    """Stands for a trait explicitly set to null (distinct from "never set")."""
+
+    __slots__ = ()
+
+
+NULL = _Null()
+
+
+@dataclass
+class Program:
+    """Everything the engine runs: evaluators in dependency order and fact updaters.
+
+    ``audiences[i]`` has bit ``1 << i``; every audience comes after the audiences it
+    references, so evaluating in ascending bit order sees references already updated.
+    """
+
+    audiences: list[Audience]
+    evaluators: list[Evaluator]
+    #: record name -> fact updates for it, each with the audiences that read the fact
+    dispatch: dict[str, list[tuple[str, Predicate | None, Updater, int]]]
+    #: audience i -> bitmask of i and every audience that depends on it, transitively
+    dependents: list[int]
+    #: audience i -> slots of "latest record" facts, whose ids explain deadline deltas
+    anchors: list[list[int]]
+    fact_slots: int
+    names: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def next0(self) -> int:
+        return HEADER
+
+    @property
+    def seq0(self) -> int:
+        return HEADER + len(self.audiences)
+
+    @property
+    def width(self) -> int:
+        return HEADER + 2 * len(self.audiences) + self.fact_slots
+
+    def new_customer(self, customer_id: str) -> Customer:
+        n = len(self.audiences)
+        return (
+            [0, NEVER, 0, None, None, customer_id]
+            + [NEVER] * n
+            + [0] * n
+            + [None] * self.fact_slots
+        )
+
+
+def dependency_order(audiences: Sequence[Audience]) -> list[Audience]:
+    """Audiences sorted so references come first (stable otherwise).
+
+    Callers validate references and cycles first (``loader``); this raises on either.
+    """
+    by_name = {a.name: a for a in audiences}
+    ordered: list[Audience] = []
+    state: dict[str, int] = {}
+
+    def visit(audience: Audience, trail: tuple[str, ...]) -> None:
+        mark = state.get(audience.name)
+        if mark == 2:
+            return
+        if mark == 1:
+            raise ValueError("reference cycle: " + " -> ".join((*trail, audience.name)))
+        state[audience.name] = 1
+        for ref in sorted(audience.references()):
+            if ref not in by_name:
+                raise ValueError(f"{audience.name} references unknown audience {ref!r}")
+            visit(by_name[ref], (*trail, audience.name))
+        state[audience.name] = 2
+        ordered.append(audience)
+
+    for audience in audiences:
+        visit(audience, ())
+    return ordered
+
+
+class _Builder:
+    def __init__(self, audiences: list[Audience]) -> None:
+        self.audiences = audiences
+        self.index = {a.name: i for i, a in enumerate(audiences)}
+        self.base = HEADER + 2 * len(audiences)
+        self.slots: dict[tuple[Any, ...], int] = {}
+        self.updates: dict[tuple[Any, ...], tuple[str, str, Predicate | None, Updater]] = {}
+        self.readers: dict[int, int] = {}  # slot -> audience mask reading it
+        self.anchors: list[list[int]] = [[] for _ in audiences]
+        self.current = 0
+
+    # -- facts -----------------------------------------------------------------------
+
+    def _slot(self, key: tuple[Any, ...]) -> tuple[int, bool]:
+        slot = self.slots.get(key)
+        fresh = slot is None
+        if slot is None:
+            slot = self.slots[key] = self.base + len(self.slots)
+        self.readers[slot] = self.readers.get(slot, 0) | (1 << self.current)
+        return slot, fresh
+
+    def _on(self, match: EventMatch, key: tuple[Any, ...], update: Updater) -> None:
+        self.updates.setdefault(key, (match.event, match.kind, predicate(match), update))
+
+    @staticmethod
+    def _match_key(match: EventMatch) -> str:
+        return match.model_dump_json(include={"event", "kind", "where"})
+
+    def latest(self, match: EventMatch, capture: Capture | None = None) -> int:
+        """Slot holding ``(ts, record_id)`` (plus the captured offset) of the latest match."""
+        cap_key = None if capture is None else capture.model_dump_json()
+        key = ("latest", self._match_key(match), cap_key)
+        slot, fresh = self._slot(key)
+        if not fresh:
+            return slot
+        if capture is None:
+
+            def update(c: Customer, e: Event) -> None:
+                c[slot] = (e.timestamp_ms, e.record_id)
+
+        else:
+            read = path_reader(capture.path)
+            pick = max if capture.max_of is not None else min
+            unit = UNITS[capture.unit]
+
+            def update(c: Customer, e: Event) -> None:
+                values = [
+                    v
+                    for v in read(e.properties)
+                    if isinstance(v, int | float) and not isinstance(v, bool)
+                ]
+                offset = round(pick(values) * unit) if values else None
+                c[slot] = (e.timestamp_ms, e.record_id, offset)
+
+        self._on(match, key, update)
+        return slot
+
+    def window_count(self, spec: Count) -> int:
+        assert spec.within is not None
+        key = ("window_count", self._match_key(spec), spec.at_least, spec.within, spec.per)
+        slot, fresh = self._slot(key)
+        if not fresh:
+            return slot
+        n, within = spec.at_least, spec.within
+        read_key = path_reader(spec.per) if spec.per is not None else None
+
+        def update(c: Customer, e: Event) -> None:
+            ts = e.timestamp_ms
+            if read_key is None:
+                keys: list[Any] = [None]
+            else:
+                keys = [k for k in read_key(e.properties) if isinstance(k, str | int | float)]
+                if not keys:
+                    return
+            table: dict[Any, list[int]] | None = c[slot]
+            if table is None:
+                table = c[slot] = {}
+            for k in dict.fromkeys(keys):
+                times = table.get(k)
+                if times is None:
+                    table[k] = [ts]
+                else:
+                    times.append(ts)
+                    if len(times) > n:
+                        del times[0]
+            # Forget keys whose every timestamp has left the window: they cannot count again.
+            horizon = ts - within
+            for k in [k for k, times in table.items() if times[-1] <= horizon]:
+                del table[k]
+
+        self._on(spec, key, update)
+        return slot
+
+    def lifetime_count(self, spec: Count) -> int:
+        key = ("count", self._match_key(spec), spec.at_least)
+        slot, fresh = self._slot(key)
+        if fresh:
+            cap = spec.at_least
+
+            def update(c: Customer, e: Event) -> None:
+                count = c[slot] or 0
+                if count < cap:
+                    c[slot] = count + 1
+
+            self._on(spec, key, update)
+        return slot
+
+    def total(self, spec: Sum) -> int:
+        """Slot holding the net sum in integer micro-units (exact for cents)."""
+        key = ("sum", spec.model_dump_json())
+        slot, fresh = self._slot(key)
+        if not fresh:
+            return slot
+        windowed = spec.within is not None
+        for sign, amounts in ((1, spec.add), (-1, spec.subtract)):
+            for amount in amounts:
+                read = path_reader(amount.field)
+
+                def update(
+                    c: Customer, e: Event, read: Callable[..., list[Any]] = read, sign: int = sign
+                ) -> None:
+                    micro = 0
+                    for v in read(e.properties):
+                        if isinstance(v, int) and not isinstance(v, bool):
+                            micro += v * _MICRO
+                        elif isinstance(v, float):
+                            micro += round(v * _MICRO)
+                    if windowed:
+                        entries = c[slot]
+                        if entries is None:
+                            entries = c[slot] = []
+                        entries.append((e.timestamp_ms, sign * micro))
+                    else:
+                        c[slot] = (c[slot] or 0) + sign * micro
+
+                self._on(amount, (*key, sign, self._match_key(amount), amount.field), update)
+        return slot
+
+    def open_items(self, spec: OpenItems) -> int:
+        key = ("open", spec.model_dump_json())
+        slot, fresh = self._slot(key)
+        if not fresh:
+            return slot
+        read = path_reader(spec.key)
+
+        def opened(c: Customer, e: Event) -> None:
+            keys = [k for k in read(e.properties) if isinstance(k, str | int | float)]
+            if keys:
+                items = c[slot]
+                if items is None:
+                    items = c[slot] = set()
+                items.update(keys)
+
+        def closed(c: Customer, e: Event) -> None:
+            items = c[slot]
+            if items:
+                items.difference_update(read(e.properties))
+                if not items:
+                    c[slot] = None
+
+        self._on(spec.open, (*key, "open"), opened)
+        self._on(spec.close, (*key, "close"), closed)
+        return slot
+
+    def trait(self, spec: Trait) -> int:
+        key = ("trait", spec.name)
+        slot, fresh = self._slot(key)
+        if fresh:
+            name = spec.name
+
+            def update(c: Customer, e: Event) -> None:
+                traits = e.traits
+                if name in traits:
+                    value = traits[name]
+                    c[slot] = NULL if value is None else value
+
+            match = EventMatch(event=IDENTIFY, kind="identify")
+            self._on(match, key, update)
+        return slot
+
+    def private_slot(self, label: str) -> int:
+        slot, _ = self._slot(("private", label, self.current))
+        return slot
+
+    # -- conditions --------------------------------------------------------------------
+
+    def condition(self, cond: Condition) -> Evaluator:
+        kind = cond.kind
+        if kind == "all":
+            return _all([self.condition(c) for c in cond.all or []])
+        if kind == "any":
+            return _any([self.condition(c) for c in cond.any or []])
+        if kind == "not_":
+            assert cond.not_ is not None
+            inner = self.condition(cond.not_)
+            return lambda c, t: (not (r := inner(c, t))[0], r[1])
+        if kind == "since_last":
+            assert cond.since_last is not None
+            return self._since_last(cond.since_last)
+        if kind == "happened":
+            assert cond.happened is not None
+            slot = self.latest(cond.happened)
+            self.anchors[self.current].append(slot)
+
+            def happened(c: Customer, t: int) -> tuple[bool, int]:
+                last = c[slot]
+                return (True, t + 1) if last is not None and last[0] == t else _FALSE_NEVER
+
+            return happened
+        if kind == "occurred_since_last":
+            spec = cond.occurred_since_last
+            assert spec is not None
+            after, since = self.latest(spec), self.latest(spec.since)
+
+            def occurred(c: Customer, t: int) -> tuple[bool, int]:
+                a, s = c[after], c[since]
+                return (a is not None and s is not None and a[0] > s[0]), NEVER
+
+            return occurred
+        if kind == "count":
+            assert cond.count is not None
+            return self._count(cond.count)
+        if kind == "sum":
+            assert cond.sum is not None
+            return self._sum(cond.sum)
+        if kind == "open_items":
+            assert cond.open_items is not None
+            slot = self.open_items(cond.open_items)
+            return lambda c, t: (bool(c[slot]), NEVER)
+        if kind == "trait":
+            assert cond.trait is not None
+            slot = self.trait(cond.trait)
+            expected = cond.trait.equals
+
+            def trait(c: Customer, t: int) -> tuple[bool, int]:
+                value = c[slot]
+                if value is None:
+                    return _FALSE_NEVER
+                if value is NULL:
+                    return (expected is None), NEVER
+                same = value == expected and isinstance(value, bool) == isinstance(expected, bool)
+                return same, NEVER
+
+            return trait
+        if kind == "in_audience":
+            ref = self.index[str(cond.in_audience)]
+            self.anchors[self.current].extend(self.anchors[ref])
+            bit = 1 << ref
+            return lambda c, t: (bool(c[MEMBERS] & bit), NEVER)
+        raise AssertionError(f"unhandled condition {kind}")
+
+    def _since_last(self, spec: SinceLast) -> Evaluator:
+        slot = self.latest(spec, spec.offset_by)
+        self.anchors[self.current].append(slot)
+        at_least = spec.at_least
+        less_than = spec.less_than
+        captured = spec.offset_by is not None
+
+        def since_last(c: Customer, t: int) -> tuple[bool, int]:
+            last = c[slot]
+            if last is None:
+                return _FALSE_NEVER
+            base = last[0]
+            if captured:
+                offset = last[2]
+                if offset is None:
+                    return _FALSE_NEVER
+                base += offset
+            low = base + at_least
+            if t < low:
+                return False, low
+            if less_than is None:
+                return _TRUE_NEVER
+            high = base + less_than
+            return (True, high) if t < high else _FALSE_NEVER
+
+        return since_last
+
+    def _count(self, spec: Count) -> Evaluator:
+        n = spec.at_least
+        if spec.within is None:
+            if spec.per is not None:
+                raise ValueError("count with per needs a within window")
+            slot = self.lifetime_count(spec)
+            return lambda c, t: ((c[slot] or 0) >= n, NEVER)
+        slot = self.window_count(spec)
+        within = spec.within
+
+        def count(c: Customer, t: int) -> tuple[bool, int]:
+            table = c[slot]
+            if not table:
+                return _FALSE_NEVER
+            best = -NEVER
+            for times in table.values():
+                if len(times) >= n and times[-n] > best:
+                    best = times[-n]
+            until = best + within
+            return (True, until) if t < until else _FALSE_NEVER
+
+        return count
+
+    def _sum(self, spec: Sum) -> Evaluator:
+        slot = self.total(spec)
+        strict = spec.greater_than is not None
+        threshold = spec.greater_than if spec.greater_than is not None else spec.at_least
+        limit = round((threshold or 0) * _MICRO)
+        within = spec.within
+
+        def passes(value: int) -> bool:
+            return value > limit if strict else value >= limit
+
+        if within is None:
+            return lambda c, t: (passes(c[slot] or 0), NEVER)
+
+        def windowed(c: Customer, t: int) -> tuple[bool, int]:
+            entries = c[slot]
+            if not entries:
+                return passes(0), NEVER
+            horizon = t - within
+            live = [(ts, amount) for ts, amount in entries if ts > horizon]
+            c[slot] = live or None
+            nxt = min((ts + within for ts, _ in live), default=NEVER)
+            return passes(sum(amount for _, amount in live)), nxt
+
+        return windowed
+
+    def audience(self, i: int, audience: Audience) -> Evaluator:
+        self.current = i
+        entry = self.condition(audience.entry)
+        if audience.exit is not None:
+            leave = self.condition(audience.exit)
+            member = _all([entry, lambda c, t: (not (r := leave(c, t))[0], r[1])])
+        else:
+            member = entry
+        if audience.sticky_for is None:
+            return member
+        period = audience.sticky_for
+        end_slot = self.private_slot("sticky")
+
+        def sticky(c: Customer, t: int) -> tuple[bool, int]:
+            end = c[end_slot]
+            if end is not None and t < end:
+                return True, end
+            value, nxt = member(c, t)
+            if value:
+                c[end_slot] = t + period
+                return True, t + period
+            c[end_slot] = None
+            return False, nxt
+
+        return sticky
+
+
+def _all(parts: list[Evaluator]) -> Evaluator:
+    if len(parts) == 1:
+        return parts[0]
+
+    def all_of(c: Customer, t: int) -> tuple[bool, int]:
+        value, nxt = True, NEVER
+        for part in parts:
+            v, n = part(c, t)
+            if not v:
+                if n == NEVER:
+                    return _FALSE_NEVER
+                value = False
+            if n < nxt:
+                nxt = n
+        return value, nxt
+
+    return all_of
+
+
+def _any(parts: list[Evaluator]) -> Evaluator:
+    if len(parts) == 1:
+        return parts[0]
+
+    def any_of(c: Customer, t: int) -> tuple[bool, int]:
+        value, nxt = False, NEVER
+        for part in parts:
+            v, n = part(c, t)
+            if v:
+                if n == NEVER:
+                    return _TRUE_NEVER
+                value = True
+            if n < nxt:
+                nxt = n
+        return value, nxt
+
+    return any_of
+
+
+def compile_audiences(audiences: Sequence[Audience]) -> Program:
+    """Compile validated audiences into a :class:`Program` (references must resolve)."""
+    ordered = dependency_order(audiences)
+    builder = _Builder(ordered)
+    evaluators = [builder.audience(i, a) for i, a in enumerate(ordered)]
+
+    dispatch: dict[str, list[tuple[str, Predicate | None, Updater, int]]] = {}
+    for key, (name, kind, pred, update) in builder.updates.items():
+        slot = builder.slots[_fact_key(key)]
+        dispatch.setdefault(name, []).append((kind, pred, update, builder.readers[slot]))
+
+    dependents = [1 << i for i in range(len(ordered))]
+    # Reverse dependency order: a dependent's own closure is complete before it is read.
+    for i in range(len(ordered) - 1, -1, -1):
+        for j in range(i + 1, len(ordered)):
+            if ordered[i].name in ordered[j].references():
+                dependents[i] |= dependents[j]
+    return Program(
+        audiences=ordered,
+        evaluators=evaluators,
+        dispatch=dispatch,
+        dependents=dependents,
+        anchors=builder.anchors,
+        fact_slots=len(builder.slots),
+        names=dict(builder.index),
+    )
+
+
+def _fact_key(update_key: tuple[Any, ...]) -> tuple[Any, ...]:
+    """The fact an update key writes: update keys extend their fact's key."""
+    kind = update_key[0]
+    size = {"latest": 3, "window_count": 5, "count": 3, "sum": 2, "open": 2, "trait": 2}[kind]
+    return update_key[:size]

@@ -1,0 +1,357 @@
+"""The audience engine: events in (any arrival order), exact membership deltas out.
+
+Independent of Kafka: the runtime feeds it decoded events and a clock, ``replay`` feeds
+it a file, tests feed it lists. Time is event time in epoch milliseconds throughout.
+
+Ordering. Records are buffered in a heap and released in ``(timestamp, arrival)`` order
+once the highest timestamp seen is more than ``allowed_lateness_ms`` past them, so any
+disorder within that bound yields exactly the in-order result. A record later than that
+is applied at the earliest instant still open and counted in ``stats.corrections``.
+
+Instants. Everything released for one timestamp is applied before anyone is evaluated
+at it, because ``member(t)`` sees all records at ``t``; two records at the same
+millisecond that cancel out produce no delta at all.
+
+Timers. Every evaluation also yields the next instant at which membership could change
+without new input (a deadline). Customers sit in a timer heap under that instant, so a
+deadline fires on time even if the customer never sends another record; stale heap
+entries are skipped rather than removed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+from streamsync.audiences.compiler import (
+    CUSTOMER_ID,
+    DUE,
+    HEADER,
+    IDS,
+    MEMBERS,
+    NEVER,
+    PENDING,
+    RIDS,
+    Customer,
+    Program,
+    compile_audiences,
+)
+from streamsync.audiences.definition import Audience
+from streamsync.deltas.record import ENTER, EXIT, MembershipDelta
+from streamsync.ingest.event import Event
+
+_NO_IDS: dict[str, str] = {}
+
+#: Records may arrive this much behind the newest one and still be applied in order.
+DEFAULT_ALLOWED_LATENESS_MS = 5 * 60_000
+
+
+def in_holdout(audience: str, customer_id: str, percent: float) -> bool:
+    """Deterministic holdout assignment: the same answer on every instance and replay.
+
+    blake2b rather than ``hash()``, which is salted per process.
+    """
+    if percent <= 0:
+        return False
+    digest = hashlib.blake2b(f"{audience}\0{customer_id}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2**64 * 100 < percent
+
+
+@dataclass
+class EngineStats:
+    """Counters a runtime exports as metrics."""
+
+    events: int = 0
+    duplicates: int = 0
+    corrections: int = 0
+    deltas: int = 0
+
+
+class Engine:
+    """Evaluates compiled audiences for every customer; see the module docstring.
+
+    ``dedup_horizon_ms`` bounds how long record ids are remembered (in event time; ids
+    are kept between one and two horizons). ``None`` remembers them for ever, which is
+    what replay and tests want and what a long-running consumer cannot afford.
+    """
+
+    def __init__(
+        self,
+        audiences: Sequence[Audience],
+        *,
+        allowed_lateness_ms: int = DEFAULT_ALLOWED_LATENESS_MS,
+        dedup_horizon_ms: int | None = None,
+    ) -> None:
+        if allowed_lateness_ms < 0:
+            raise ValueError("allowed_lateness_ms must be >= 0")
+        self.program: Program = compile_audiences(audiences)
+        self.lateness = allowed_lateness_ms
+        self.dedup_horizon = dedup_horizon_ms
+        self.stats = EngineStats()
+        self.customers: dict[str, Customer] = {}
+        program = self.program
+        self._n = len(program.audiences)
+        self._next0 = program.next0
+        self._seq0 = program.seq0
+        self._evaluators = program.evaluators
+        self._dispatch = program.dispatch
+        self._names = [a.name for a in program.audiences]
+        self._versions = [a.version for a in program.audiences]
+        self._holdouts = [a.holdout.percent if a.holdout else 0.0 for a in program.audiences]
+        self._anchors = program.anchors
+        self._closure_cache: dict[int, int] = {}
+        self._buffer: list[tuple[int, int, Event]] = []
+        self._timers: list[tuple[int, int, Customer]] = []
+        self._dirty: list[Customer] = []
+        self._arrivals = 0
+        self._timer_seq = 0
+        self._max_seen = -NEVER
+        self._closed = -NEVER  # every instant before this has been evaluated
+        self._current = -NEVER  # the instant whose records are being applied
+        self._seen: set[str] = set()
+        self._seen_old: set[str] = set()
+        self._seen_since = -NEVER
+        self._out: list[MembershipDelta] = []
+
+    # -- input -----------------------------------------------------------------------------
+
+    def process(self, event: Event) -> list[MembershipDelta]:
+        """Take one record (in arrival order); return the deltas it lets the engine emit."""
+        self.stats.events += 1
+        rid = event.record_id
+        if rid is not None:
+            if rid in self._seen or rid in self._seen_old:
+                self.stats.duplicates += 1
+                return []
+            self._seen.add(rid)
+        ts = event.timestamp_ms
+        if ts < self._closed:
+            self.stats.corrections += 1
+            event = replace(event, timestamp_ms=self._closed)
+            ts = self._closed
+        heapq.heappush(self._buffer, (ts, self._arrivals, event))
+        self._arrivals += 1
+        if ts > self._max_seen:
+            self._max_seen = ts
+            self._rotate_seen(ts)
+            limit = ts - self.lateness
+            if limit > self._closed:
+                self._advance(limit)
+        return self._take()
+
+    def process_many(self, events: Iterable[Event]) -> list[MembershipDelta]:
+        out: list[MembershipDelta] = []
+        for event in events:
+            out.extend(self.process(event))
+        return out
+
+    def advance_to(self, t: int) -> list[MembershipDelta]:
+        """Treat the clock as standing at ``t``: apply every buffered record at or before
+        ``t`` and fire every deadline at or before ``t``.
+
+        Records that arrive later with a timestamp ``<= t`` become corrections.
+        """
+        if t + 1 > self._closed:
+            self._advance(t + 1)
+        return self._take()
+
+    def finish(self, until_ms: int | None = None) -> list[MembershipDelta]:
+        """End of input: ``advance_to(until_ms)``, by default the latest timestamp seen."""
+        until = self._max_seen if until_ms is None else until_ms
+        if until == -NEVER:
+            return self._take()
+        return self.advance_to(until)
+
+    @property
+    def watermark(self) -> int:
+        """Every instant before this is final."""
+        return self._closed
+
+    def _rotate_seen(self, ts: int) -> None:
+        horizon = self.dedup_horizon
+        if horizon is None:
+            return
+        if self._seen_since == -NEVER:
+            self._seen_since = ts
+        elif ts - self._seen_since >= horizon:
+            self._seen_old = self._seen
+            self._seen = set()
+            self._seen_since = ts
+
+    def _take(self) -> list[MembershipDelta]:
+        out = self._out
+        if out:
+            self._out = []
+            self.stats.deltas += len(out)
+        return out
+
+    # -- time ------------------------------------------------------------------------------
+
+    def _advance(self, limit: int) -> None:
+        """Apply records and fire timers for every instant ``< limit``, in time order.
+
+        An instant is closed (its customers evaluated) as soon as the next thing to
+        happen is later than it; timers due at the same instant as records fire after
+        the records are applied, since ``member(t)`` includes records at ``t``.
+        """
+        buffer, timers, dirty, pop = self._buffer, self._timers, self._dirty, heapq.heappop
+        apply, close = self._apply, self._close
+        while True:
+            te = buffer[0][0] if buffer and buffer[0][0] < limit else NEVER
+            if dirty and te != self._current:
+                close(self._current)
+            tt = timers[0][0] if timers else NEVER
+            if tt < te:
+                if tt >= limit:
+                    break
+                at, _, customer = pop(timers)
+                if customer[DUE] == at:
+                    self._evaluate(customer, at, 0, None)
+            elif te == NEVER:
+                break
+            else:
+                ts, _, event = pop(buffer)
+                self._current = ts
+                apply(event)
+        self._closed = limit
+        if len(timers) > 64 and len(timers) > 4 * len(self.customers):
+            self._compact_timers()
+
+    def _compact_timers(self) -> None:
+        """Drop stale timer entries (in place: ``_advance`` holds a reference)."""
+        timers = self._timers
+        timers[:] = [entry for entry in timers if entry[2][DUE] == entry[0]]
+        heapq.heapify(timers)
+
+    def _apply(self, event: Event) -> None:
+        cid = event.customer_id
+        customer = self.customers.get(cid)
+        if customer is None:
+            customer = self.customers[cid] = self.program.new_customer(cid)
+        found = event.identifiers
+        if found:
+            ids = customer[IDS]
+            if ids is None:
+                customer[IDS] = dict(found)
+            elif not found.items() <= ids.items():
+                customer[IDS] = {**ids, **found}
+        entries = self._dispatch.get(event.name)
+        if not entries:
+            return
+        mask = 0
+        kind = event.kind
+        for entry_kind, pred, update, readers in entries:
+            if entry_kind == kind and (pred is None or pred(event)):
+                update(customer, event)
+                mask |= readers
+        if not mask:
+            return
+        if not customer[PENDING]:
+            self._dirty.append(customer)
+        customer[PENDING] |= mask
+        if event.record_id is not None:
+            rids = customer[RIDS]
+            if rids is None:
+                customer[RIDS] = [event.record_id]
+            else:
+                rids.append(event.record_id)
+
+    def _close(self, t: int) -> None:
+        """Evaluate every customer that received records at instant ``t``."""
+        dirty = self._dirty
+        for customer in dirty:
+            mask = customer[PENDING]
+            customer[PENDING] = 0
+            rids = customer[RIDS]
+            customer[RIDS] = None
+            self._evaluate(customer, t, mask, rids)
+        dirty.clear()
+
+    # -- evaluation ------------------------------------------------------------------------
+
+    def _closure(self, mask: int) -> int:
+        closed = self._closure_cache.get(mask)
+        if closed is None:
+            closed = 0
+            deps = self.program.dependents
+            m = mask
+            while m:
+                low = m & -m
+                closed |= deps[low.bit_length() - 1]
+                m ^= low
+            self._closure_cache[mask] = closed
+        return closed
+
+    def _evaluate(self, c: Customer, t: int, mask: int, rids: list[str] | None) -> None:
+        next0 = self._next0
+        n = self._n
+        if c[DUE] <= t:
+            for i in range(n):
+                if c[next0 + i] <= t:
+                    mask |= 1 << i
+        mask = self._closure_cache.get(mask) or self._closure(mask)
+        members = c[MEMBERS]
+        evaluators = self._evaluators
+        while mask:
+            low = mask & -mask
+            mask ^= low
+            i = low.bit_length() - 1
+            value, nxt = evaluators[i](c, t)
+            c[next0 + i] = nxt
+            if value != bool(members & low):
+                members ^= low
+                c[MEMBERS] = members
+                self._emit(c, i, t, value, rids)
+        due = min(c[next0 : next0 + n])
+        if due != c[DUE]:
+            c[DUE] = due
+            if due < NEVER:
+                self._timer_seq += 1
+                heapq.heappush(self._timers, (due, self._timer_seq, c))
+
+    def _emit(self, c: Customer, i: int, t: int, entered: bool, rids: list[str] | None) -> None:
+        """Append one delta. ``record_ids`` and ``identifiers`` are shared, not copied:
+        the instant's id list is never touched again and identifier dicts are replaced,
+        not mutated, when they change."""
+        seq_slot = self._seq0 + i
+        seq = c[seq_slot] + 1
+        c[seq_slot] = seq
+        if rids is None:
+            rids = [
+                anchor[1] for slot in self._anchors[i] if (anchor := c[slot]) and anchor[1]
+            ]
+        cid: str = c[CUSTOMER_ID]
+        percent = self._holdouts[i]
+        self._out.append(
+            MembershipDelta(
+                self._names[i],
+                self._versions[i],
+                cid,
+                ENTER if entered else EXIT,
+                t,
+                seq,
+                rids,
+                c[IDS] or _NO_IDS,
+                bool(percent) and in_holdout(self._names[i], cid, percent),
+            )
+        )
+
+    # -- inspection ------------------------------------------------------------------------
+
+    def members(self, customer_id: str) -> list[str]:
+        """Audiences ``customer_id`` belongs to at the watermark."""
+        c = self.customers.get(customer_id)
+        if c is None:
+            return []
+        return [name for i, name in enumerate(self._names) if c[MEMBERS] >> i & 1]
+
+    def customer_state(self, customer_id: str) -> list[Any] | None:
+        """The raw state list (for size measurement and debugging)."""
+        return self.customers.get(customer_id)
+
+    @property
+    def header_width(self) -> int:
+        return HEADER
