@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from sys import intern
 from typing import Any
 
 from streamsync.audiences.definition import (
@@ -56,6 +57,32 @@ _TRUE_NEVER = (True, NEVER)
 _MICRO = 1_000_000
 
 
+def compact_id(record_id: str | None) -> bytes | str | None:
+    """A record id as stored in state: canonical lowercase UUIDs (what Customer.io and
+    Segment libraries send) become their 16 bytes, 49 bytes of memory instead of 85;
+    anything else is kept as is. :func:`expand_id` restores the exact original."""
+    if (
+        record_id is not None
+        and len(record_id) == 36
+        and record_id[8] == record_id[13] == record_id[18] == record_id[23] == "-"
+        and record_id == record_id.lower()
+    ):
+        try:
+            raw = bytes.fromhex(record_id.replace("-", ""))
+        except ValueError:
+            return record_id
+        if len(raw) == 16:
+            return raw
+    return record_id
+
+
+def expand_id(stored: bytes | str) -> str:
+    if isinstance(stored, str):
+        return stored
+    h = stored.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
 class _Null:
     """Stands for a trait explicitly set to null (distinct from "never set")."""
 
@@ -81,6 +108,9 @@ class Program:
     dependents: list[int]
     #: audience i -> slots of "latest record" facts, whose ids explain deadline deltas
     anchors: list[list[int]]
+    #: audience i -> its "next change" slot, or 0 if only records can change it (no
+    #: window, deadline or sticky period): such audiences need no slot or timer
+    next_slots: list[int]
     fact_slots: int
     names: dict[str, int] = field(default_factory=dict)
 
@@ -89,19 +119,27 @@ class Program:
         return HEADER
 
     @property
+    def timed(self) -> int:
+        """How many audiences have a next-change slot."""
+        return sum(1 for slot in self.next_slots if slot)
+
+    @property
     def seq0(self) -> int:
-        return HEADER + len(self.audiences)
+        return HEADER + self.timed
+
+    @property
+    def fact0(self) -> int:
+        return self.seq0 + len(self.audiences)
 
     @property
     def width(self) -> int:
-        return HEADER + 2 * len(self.audiences) + self.fact_slots
+        return self.fact0 + self.fact_slots
 
     def new_customer(self, customer_id: str) -> Customer:
-        n = len(self.audiences)
         return (
             [0, NEVER, 0, None, None, customer_id]
-            + [NEVER] * n
-            + [0] * n
+            + [NEVER] * self.timed
+            + [0] * len(self.audiences)
             + [None] * self.fact_slots
         )
 
@@ -134,24 +172,48 @@ def dependency_order(audiences: Sequence[Audience]) -> list[Audience]:
     return ordered
 
 
+def is_timed(cond: Condition) -> bool:
+    """Whether ``cond`` can change with time alone (a window, band or deadline)."""
+    if cond.since_last is not None or cond.happened is not None:
+        return True
+    if cond.count is not None:
+        return cond.count.within is not None
+    if cond.sum is not None:
+        return cond.sum.within is not None
+    return any(is_timed(child) for child in cond.children())
+
+
+def _audience_timed(audience: Audience) -> bool:
+    return (
+        audience.sticky_for is not None
+        or is_timed(audience.entry)
+        or (audience.exit is not None and is_timed(audience.exit))
+    )
+
+
 class _Builder:
     def __init__(self, audiences: list[Audience]) -> None:
         self.audiences = audiences
         self.index = {a.name: i for i, a in enumerate(audiences)}
-        self.base = HEADER + 2 * len(audiences)
+        timed = sum(1 for a in audiences if _audience_timed(a))
+        self.base = HEADER + timed + len(audiences)
         self.slots: dict[tuple[Any, ...], int] = {}
         self.updates: dict[tuple[Any, ...], tuple[str, str, Predicate | None, Updater]] = {}
         self.readers: dict[int, int] = {}  # slot -> audience mask reading it
         self.anchors: list[list[int]] = [[] for _ in audiences]
         self.current = 0
+        self.width = 0  # fact slots allocated so far
 
     # -- facts -----------------------------------------------------------------------
 
-    def _slot(self, key: tuple[Any, ...]) -> tuple[int, bool]:
+    def _slot(self, key: tuple[Any, ...], width: int = 1) -> tuple[int, bool]:
+        """The first of ``width`` adjacent slots holding the fact ``key``; ``fresh`` when
+        this call allocated them (the caller then registers the updater)."""
         slot = self.slots.get(key)
         fresh = slot is None
         if slot is None:
-            slot = self.slots[key] = self.base + len(self.slots)
+            slot = self.slots[key] = self.base + self.width
+            self.width += width
         self.readers[slot] = self.readers.get(slot, 0) | (1 << self.current)
         return slot, fresh
 
@@ -163,21 +225,28 @@ class _Builder:
         return match.model_dump_json(include={"event", "kind", "where"})
 
     def latest(self, match: EventMatch, capture: Capture | None = None) -> int:
-        """Slot holding ``(ts, record_id)`` (plus the captured offset) of the latest match."""
+        """Slots ``[ts, record_id]`` (plus ``offset`` with a capture) of the latest match.
+
+        Adjacent slots rather than a tuple: a tuple would cost 56 bytes per fact per
+        customer, and state size is what bounds customers per instance.
+        """
         cap_key = None if capture is None else capture.model_dump_json()
         key = ("latest", self._match_key(match), cap_key)
-        slot, fresh = self._slot(key)
+        slot, fresh = self._slot(key, 2 if capture is None else 3)
         if not fresh:
             return slot
+        rid_slot = slot + 1
         if capture is None:
 
             def update(c: Customer, e: Event) -> None:
-                c[slot] = (e.timestamp_ms, e.record_id)
+                c[slot] = e.timestamp_ms
+                c[rid_slot] = compact_id(e.record_id)
 
         else:
             read = path_reader(capture.path)
             pick = max if capture.max_of is not None else min
             unit = UNITS[capture.unit]
+            offset_slot = slot + 2
 
             def update(c: Customer, e: Event) -> None:
                 values = [
@@ -185,19 +254,27 @@ class _Builder:
                     for v in read(e.properties)
                     if isinstance(v, int | float) and not isinstance(v, bool)
                 ]
-                offset = round(pick(values) * unit) if values else None
-                c[slot] = (e.timestamp_ms, e.record_id, offset)
+                c[slot] = e.timestamp_ms
+                c[rid_slot] = compact_id(e.record_id)
+                c[offset_slot] = round(pick(values) * unit) if values else None
 
         self._on(match, key, update)
         return slot
 
     def window_count(self, spec: Count) -> int:
+        """A flat list of fixed-stride blocks ``[key, t1, ..., tn]``: the last ``n``
+        timestamps per key (``None`` until filled), oldest first.
+
+        A dict of lists would read more naturally but costs about twice the memory, and
+        this is the largest fact a browsing customer has.
+        """
         assert spec.within is not None
         key = ("window_count", self._match_key(spec), spec.at_least, spec.within, spec.per)
         slot, fresh = self._slot(key)
         if not fresh:
             return slot
         n, within = spec.at_least, spec.within
+        stride = n + 1
         read_key = path_reader(spec.per) if spec.per is not None else None
 
         def update(c: Customer, e: Event) -> None:
@@ -205,24 +282,37 @@ class _Builder:
             if read_key is None:
                 keys: list[Any] = [None]
             else:
-                keys = [k for k in read_key(e.properties) if isinstance(k, str | int | float)]
+                # Interned: the same product ids recur across customers, so each customer
+                # holds a reference instead of its own copy.
+                keys = [
+                    intern(k) if type(k) is str else k
+                    for k in read_key(e.properties)
+                    if isinstance(k, str | int | float)
+                ]
                 if not keys:
                     return
-            table: dict[Any, list[int]] | None = c[slot]
+            table: list[Any] | None = c[slot]
             if table is None:
-                table = c[slot] = {}
+                table = c[slot] = []
             for k in dict.fromkeys(keys):
-                times = table.get(k)
-                if times is None:
-                    table[k] = [ts]
+                for j in range(0, len(table), stride):
+                    if table[j] == k:
+                        del table[j + 1]
+                        table.insert(j + n, ts)
+                        break
                 else:
-                    times.append(ts)
-                    if len(times) > n:
-                        del times[0]
+                    table.append(k)
+                    table.extend([None] * (n - 1))
+                    table.append(ts)
             # Forget keys whose every timestamp has left the window: they cannot count again.
             horizon = ts - within
-            for k in [k for k, times in table.items() if times[-1] <= horizon]:
-                del table[k]
+            if any(table[j] <= horizon for j in range(n, len(table), stride)):
+                table[:] = [
+                    x
+                    for j in range(0, len(table), stride)
+                    if table[j + n] > horizon
+                    for x in table[j : j + stride]
+                ]
 
         self._on(spec, key, update)
         return slot
@@ -280,7 +370,11 @@ class _Builder:
         read = path_reader(spec.key)
 
         def opened(c: Customer, e: Event) -> None:
-            keys = [k for k in read(e.properties) if isinstance(k, str | int | float)]
+            keys = [
+                intern(k) if type(k) is str else k
+                for k in read(e.properties)
+                if isinstance(k, str | int | float)
+            ]
             if keys:
                 items = c[slot]
                 if items is None:
@@ -339,8 +433,7 @@ class _Builder:
             self.anchors[self.current].append(slot)
 
             def happened(c: Customer, t: int) -> tuple[bool, int]:
-                last = c[slot]
-                return (True, t + 1) if last is not None and last[0] == t else _FALSE_NEVER
+                return (True, t + 1) if c[slot] == t else _FALSE_NEVER
 
             return happened
         if kind == "occurred_since_last":
@@ -350,7 +443,7 @@ class _Builder:
 
             def occurred(c: Customer, t: int) -> tuple[bool, int]:
                 a, s = c[after], c[since]
-                return (a is not None and s is not None and a[0] > s[0]), NEVER
+                return (a is not None and s is not None and a > s), NEVER
 
             return occurred
         if kind == "count":
@@ -391,14 +484,14 @@ class _Builder:
         at_least = spec.at_least
         less_than = spec.less_than
         captured = spec.offset_by is not None
+        offset_slot = slot + 2
 
         def since_last(c: Customer, t: int) -> tuple[bool, int]:
-            last = c[slot]
-            if last is None:
+            base = c[slot]
+            if base is None:
                 return _FALSE_NEVER
-            base = last[0]
             if captured:
-                offset = last[2]
+                offset = c[offset_slot]
                 if offset is None:
                     return _FALSE_NEVER
                 base += offset
@@ -420,16 +513,19 @@ class _Builder:
             slot = self.lifetime_count(spec)
             return lambda c, t: ((c[slot] or 0) >= n, NEVER)
         slot = self.window_count(spec)
-        within = spec.within
+        within, stride = spec.within, n + 1
 
         def count(c: Customer, t: int) -> tuple[bool, int]:
             table = c[slot]
             if not table:
                 return _FALSE_NEVER
-            best = -NEVER
-            for times in table.values():
-                if len(times) >= n and times[-n] > best:
-                    best = times[-n]
+            # The n-th most recent timestamp of a full block is its first one.
+            best = max(
+                (table[j] for j in range(1, len(table), stride) if table[j] is not None),
+                default=None,
+            )
+            if best is None:
+                return _FALSE_NEVER
             until = best + within
             return (True, until) if t < until else _FALSE_NEVER
 
@@ -542,13 +638,18 @@ def compile_audiences(audiences: Sequence[Audience]) -> Program:
         for j in range(i + 1, len(ordered)):
             if ordered[i].name in ordered[j].references():
                 dependents[i] |= dependents[j]
+    next_slots: list[int] = []
+    for audience in ordered:
+        timed = _audience_timed(audience)
+        next_slots.append(HEADER + sum(1 for s in next_slots if s) if timed else 0)
     return Program(
         audiences=ordered,
+        next_slots=next_slots,
         evaluators=evaluators,
         dispatch=dispatch,
         dependents=dependents,
         anchors=builder.anchors,
-        fact_slots=len(builder.slots),
+        fact_slots=builder.width,
         names=dict(builder.index),
     )
 

@@ -20,6 +20,7 @@ entries are skipped rather than removed.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import heapq
 from collections.abc import Iterable, Sequence
@@ -38,6 +39,7 @@ from streamsync.audiences.compiler import (
     Customer,
     Program,
     compile_audiences,
+    expand_id,
 )
 from streamsync.audiences.definition import Audience
 from streamsync.deltas.record import ENTER, EXIT, MembershipDelta
@@ -60,6 +62,29 @@ def in_holdout(audience: str, customer_id: str, percent: float) -> bool:
     return int.from_bytes(digest, "big") / 2**64 * 100 < percent
 
 
+_FIELD, _PAIR = "\x1f", "\x1e"
+
+
+def pack_identifiers(identifiers: dict[str, str]) -> str:
+    """One string for a customer's identifiers, ``\x1ekey\x1fvalue\x1e...``: a third of
+    a dict's memory (state size per customer bounds customers per instance), and
+    :func:`has_identifiers` can test it without unpacking."""
+    return _PAIR + "".join(f"{k}{_FIELD}{v}{_PAIR}" for k, v in identifiers.items())
+
+
+def has_identifiers(packed: str, identifiers: dict[str, str]) -> bool:
+    """Whether ``packed`` already holds every pair in ``identifiers`` (the common case:
+    most records repeat what is known)."""
+    return all(f"{_PAIR}{k}{_FIELD}{v}{_PAIR}" in packed for k, v in identifiers.items())
+
+
+@functools.lru_cache(maxsize=8192)
+def unpack_identifiers(packed: str) -> dict[str, str]:
+    """The dict form of a packed string. Cached, and shared by the deltas that carry it:
+    treat it as read-only."""
+    return dict(pair.split(_FIELD, 1) for pair in packed[1:-1].split(_PAIR)) if packed else {}
+
+
 @dataclass
 class EngineStats:
     """Counters a runtime exports as metrics."""
@@ -73,6 +98,11 @@ class EngineStats:
 class Engine:
     """Evaluates compiled audiences for every customer; see the module docstring.
 
+    With ``auto_advance`` (the default) the newest timestamp seen drives the clock. A
+    consumer of several partitions turns it off and calls :meth:`advance_to` with its own
+    watermark (the slowest partition's progress), so a partition that is read ahead of
+    another does not turn the other's records into corrections.
+
     ``dedup_horizon_ms`` bounds how long record ids are remembered (in event time; ids
     are kept between one and two horizons). ``None`` remembers them for ever, which is
     what replay and tests want and what a long-running consumer cannot afford.
@@ -84,17 +114,22 @@ class Engine:
         *,
         allowed_lateness_ms: int = DEFAULT_ALLOWED_LATENESS_MS,
         dedup_horizon_ms: int | None = None,
+        auto_advance: bool = True,
     ) -> None:
         if allowed_lateness_ms < 0:
             raise ValueError("allowed_lateness_ms must be >= 0")
         self.program: Program = compile_audiences(audiences)
         self.lateness = allowed_lateness_ms
         self.dedup_horizon = dedup_horizon_ms
+        self.auto_advance = auto_advance
         self.stats = EngineStats()
         self.customers: dict[str, Customer] = {}
         program = self.program
         self._n = len(program.audiences)
         self._next0 = program.next0
+        self._next_end = program.next0 + program.timed
+        self._next_slots = program.next_slots
+        self._timed = [(i, slot) for i, slot in enumerate(program.next_slots) if slot]
         self._seq0 = program.seq0
         self._evaluators = program.evaluators
         self._dispatch = program.dispatch
@@ -138,7 +173,7 @@ class Engine:
             self._max_seen = ts
             self._rotate_seen(ts)
             limit = ts - self.lateness
-            if limit > self._closed:
+            if self.auto_advance and limit > self._closed:
                 self._advance(limit)
         return self._take()
 
@@ -233,11 +268,11 @@ class Engine:
             customer = self.customers[cid] = self.program.new_customer(cid)
         found = event.identifiers
         if found:
-            ids = customer[IDS]
-            if ids is None:
-                customer[IDS] = dict(found)
-            elif not found.items() <= ids.items():
-                customer[IDS] = {**ids, **found}
+            packed = customer[IDS]
+            if packed is None:
+                customer[IDS] = pack_identifiers(found)
+            elif not has_identifiers(packed, found):
+                customer[IDS] = pack_identifiers({**unpack_identifiers(packed), **found})
         entries = self._dispatch.get(event.name)
         if not entries:
             return
@@ -286,26 +321,27 @@ class Engine:
         return closed
 
     def _evaluate(self, c: Customer, t: int, mask: int, rids: list[str] | None) -> None:
-        next0 = self._next0
-        n = self._n
         if c[DUE] <= t:
-            for i in range(n):
-                if c[next0 + i] <= t:
+            for i, slot in self._timed:
+                if c[slot] <= t:
                     mask |= 1 << i
         mask = self._closure_cache.get(mask) or self._closure(mask)
         members = c[MEMBERS]
         evaluators = self._evaluators
+        next_slots = self._next_slots
         while mask:
             low = mask & -mask
             mask ^= low
             i = low.bit_length() - 1
             value, nxt = evaluators[i](c, t)
-            c[next0 + i] = nxt
+            slot = next_slots[i]
+            if slot:
+                c[slot] = nxt
             if value != bool(members & low):
                 members ^= low
                 c[MEMBERS] = members
                 self._emit(c, i, t, value, rids)
-        due = min(c[next0 : next0 + n])
+        due = min(c[self._next0 : self._next_end], default=NEVER)
         if due != c[DUE]:
             c[DUE] = due
             if due < NEVER:
@@ -313,16 +349,13 @@ class Engine:
                 heapq.heappush(self._timers, (due, self._timer_seq, c))
 
     def _emit(self, c: Customer, i: int, t: int, entered: bool, rids: list[str] | None) -> None:
-        """Append one delta. ``record_ids`` and ``identifiers`` are shared, not copied:
-        the instant's id list is never touched again and identifier dicts are replaced,
-        not mutated, when they change."""
+        """Append one delta. ``record_ids`` is shared, not copied: the instant's id list
+        is never touched again."""
         seq_slot = self._seq0 + i
         seq = c[seq_slot] + 1
         c[seq_slot] = seq
         if rids is None:
-            rids = [
-                anchor[1] for slot in self._anchors[i] if (anchor := c[slot]) and anchor[1]
-            ]
+            rids = [expand_id(rid) for slot in self._anchors[i] if (rid := c[slot + 1])]
         cid: str = c[CUSTOMER_ID]
         percent = self._holdouts[i]
         self._out.append(
@@ -334,7 +367,7 @@ class Engine:
                 t,
                 seq,
                 rids,
-                c[IDS] or _NO_IDS,
+                _NO_IDS if (packed := c[IDS]) is None else unpack_identifiers(packed),
                 bool(percent) and in_holdout(self._names[i], cid, percent),
             )
         )
