@@ -15,6 +15,7 @@ from typing import IO
 
 import orjson
 
+from streamsync.config import DEFAULT_MAX_RECORD_BYTES
 from streamsync.ingest.errors import DecodeError, DecodeReason
 from streamsync.ingest.event import Event, SourcePosition
 from streamsync.ingest.pipelines import pipelines_event, type_name
@@ -39,8 +40,15 @@ class Skipped:
     line: int
 
 
-def decode_line(raw: bytes, source: SourcePosition) -> Event | None:
-    """One JSON line -> ``Event``, ``None`` (no customer key) or ``DecodeError``."""
+def decode_line(
+    raw: bytes, source: SourcePosition, max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES
+) -> Event | None:
+    """One JSON line -> ``Event``, ``None`` (no customer key) or ``DecodeError``, with the
+    same size limit as a topic's default."""
+    if len(raw.rstrip(b"\r\n")) > max_record_bytes:
+        raise DecodeError(
+            DecodeReason.OVERSIZED, f"{len(raw)} bytes is over the limit of {max_record_bytes}"
+        )
     try:
         record = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:

@@ -17,7 +17,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from confluent_kafka import (
     TIMESTAMP_NOT_AVAILABLE,
@@ -39,6 +39,17 @@ from streamsync.runtime.dead_letter import DEAD_LETTER_PRODUCER_OVERRIDES, DeadL
 log = logging.getLogger(__name__)
 
 EventCallback = Callable[[Event], None]
+
+
+class PartitionListener(Protocol):
+    """Told which partitions this consumer reads and when one is caught up, so the
+    evaluate stage can tell a quiet partition from a slow one."""
+
+    def assigned(self, partitions: list[tuple[str, int]]) -> None: ...
+
+    def revoked(self, partitions: list[tuple[str, int]]) -> None: ...
+
+    def caught_up(self, topic: str, partition: int) -> None: ...
 
 
 @dataclass
@@ -110,6 +121,7 @@ class IngestLoop:
         progress_interval_s: float = 5.0,
         consumer_extra: Mapping[str, Any] | None = None,
         producer_extra: Mapping[str, Any] | None = None,
+        partitions: PartitionListener | None = None,
     ) -> None:
         if registry is None and config.schema_registry_dir is not None:
             registry = FileSchemaRegistry.from_path(config.schema_registry_dir)
@@ -121,7 +133,11 @@ class IngestLoop:
         self.poll_timeout_s = poll_timeout_s
         self.progress = progress
         self.progress_interval_s = progress_interval_s
+        self.partitions = partitions
         self._consumer_extra = dict(consumer_extra or {})
+        if partitions is not None:
+            # End-of-partition events say "caught up", which the listener needs.
+            self._consumer_extra.setdefault("enable.partition.eof", True)
         self._producer_extra = dict(producer_extra or {})
         self._stop = False
         self._fatal: KafkaError | None = None
@@ -141,6 +157,12 @@ class IngestLoop:
         # A group join can take seconds; it must not count as idleness.
         self._last_activity = time.monotonic()
         log.info("assigned %d partitions", len(partitions))
+        if self.partitions is not None:
+            self.partitions.assigned([(p.topic, p.partition) for p in partitions])
+
+    def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        if self.partitions is not None:
+            self.partitions.revoked([(p.topic, p.partition) for p in partitions])
 
     def _clients(self) -> tuple[Consumer, Producer]:
         client = self.kafka.client_config()
@@ -170,7 +192,9 @@ class IngestLoop:
         started = self._last_activity = last_progress = time.monotonic()
         handled = 0
         try:
-            consumer.subscribe(list(self.decoders), on_assign=self._on_assign)
+            consumer.subscribe(
+                list(self.decoders), on_assign=self._on_assign, on_revoke=self._on_revoke
+            )
             while True:
                 if self._stop:
                     stats.stopped_by = "stop"
@@ -212,6 +236,10 @@ class IngestLoop:
         for message in messages:
             error = message.error()
             if error is not None:
+                if error.code() == KafkaError._PARTITION_EOF:
+                    if self.partitions is not None:
+                        self.partitions.caught_up(message.topic(), message.partition())
+                    continue
                 if error.fatal():
                     raise ConsumerError(f"fatal consumer error: {error}")
                 log.warning("consumer error on %s: %s", message.topic(), error)
