@@ -20,7 +20,6 @@ import uuid
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, TextIO
 
 import orjson
@@ -37,13 +36,13 @@ from streamsync.ingest.event import SourcePosition
 from streamsync.ingest.jsonl import LineError, Skipped, decode_line
 from streamsync.kafka.broker import kafka_bootstrap, kafka_bootstrap_from_env
 from streamsync.kafka.config import consumer_config, producer_config
+from streamsync.resources import project_path
 from streamsync.runtime.evaluate import EvaluateStage
 from streamsync.runtime.ingest_loop import IngestLoop, IngestStats
 from streamsync.synthetic import generate_records, mix_bad_records
 
-REPO = Path(__file__).resolve().parents[1]
-EXAMPLE_AUDIENCES = REPO / "examples" / "audiences"
-SCHEMA_REGISTRY = REPO / "schemas" / "registry"
+EXAMPLE_AUDIENCES = project_path("examples", "audiences")
+SCHEMA_REGISTRY = project_path("schemas", "registry")
 #: Schema ids in ``schemas/registry/registry.yaml``.
 PIPELINES_SCHEMA_ID = 1
 PARTITIONS = 3

@@ -45,8 +45,6 @@ from streamsync.audiences.definition import Audience
 from streamsync.deltas.record import ENTER, EXIT, MembershipDelta
 from streamsync.ingest.event import Event
 
-_NO_IDS: dict[str, str] = {}
-
 #: Records may arrive this much behind the newest one and still be applied in order.
 DEFAULT_ALLOWED_LATENESS_MS = 5 * 60_000
 
@@ -80,8 +78,7 @@ def has_identifiers(packed: str, identifiers: dict[str, str]) -> bool:
 
 @functools.lru_cache(maxsize=8192)
 def unpack_identifiers(packed: str) -> dict[str, str]:
-    """The dict form of a packed string. Cached, and shared by the deltas that carry it:
-    treat it as read-only."""
+    """The dict form of a packed string. Cached and shared: copy before handing it out."""
     return dict(pair.split(_FIELD, 1) for pair in packed[1:-1].split(_PAIR)) if packed else {}
 
 
@@ -122,7 +119,7 @@ class Engine:
         self.lateness = allowed_lateness_ms
         self.dedup_horizon = dedup_horizon_ms
         self.auto_advance = auto_advance
-        self.stats = EngineStats()
+        self._events = self._duplicates = self._corrections = self._deltas = 0
         self.customers: dict[str, Customer] = {}
         program = self.program
         self._n = len(program.audiences)
@@ -155,27 +152,34 @@ class Engine:
 
     def process(self, event: Event) -> list[MembershipDelta]:
         """Take one record (in arrival order); return the deltas it lets the engine emit."""
-        self.stats.events += 1
+        self._events += 1
         rid = event.record_id
         if rid is not None:
-            if rid in self._seen or rid in self._seen_old:
-                self.stats.duplicates += 1
+            seen = self._seen
+            if rid in seen or rid in self._seen_old:
+                self._duplicates += 1
                 return []
-            self._seen.add(rid)
+            seen.add(rid)
         ts = event.timestamp_ms
         if ts < self._closed:
-            self.stats.corrections += 1
-            event = replace(event, timestamp_ms=self._closed)
+            self._corrections += 1
             ts = self._closed
+            event = replace(event, timestamp_ms=ts)
         heapq.heappush(self._buffer, (ts, self._arrivals, event))
         self._arrivals += 1
         if ts > self._max_seen:
             self._max_seen = ts
-            self._rotate_seen(ts)
+            if self.dedup_horizon is not None:
+                self._rotate_seen(ts)
             limit = ts - self.lateness
             if self.auto_advance and limit > self._closed:
                 self._advance(limit)
-        return self._take()
+        out = self._out
+        if not out:
+            return []
+        self._out = []
+        self._deltas += len(out)
+        return out
 
     def process_many(self, events: Iterable[Event]) -> list[MembershipDelta]:
         out: list[MembershipDelta] = []
@@ -207,8 +211,7 @@ class Engine:
 
     def _rotate_seen(self, ts: int) -> None:
         horizon = self.dedup_horizon
-        if horizon is None:
-            return
+        assert horizon is not None
         if self._seen_since == -NEVER:
             self._seen_since = ts
         elif ts - self._seen_since >= horizon:
@@ -217,11 +220,18 @@ class Engine:
             self._seen_since = ts
 
     def _take(self) -> list[MembershipDelta]:
+        """The pending deltas; the caller owns the returned list."""
         out = self._out
-        if out:
-            self._out = []
-            self.stats.deltas += len(out)
+        if not out:
+            return []
+        self._out = []
+        self._deltas += len(out)
         return out
+
+    @property
+    def stats(self) -> EngineStats:
+        """Counters so far (a snapshot)."""
+        return EngineStats(self._events, self._duplicates, self._corrections, self._deltas)
 
     # -- time ------------------------------------------------------------------------------
 
@@ -230,29 +240,71 @@ class Engine:
 
         An instant is closed (its customers evaluated) as soon as the next thing to
         happen is later than it; timers due at the same instant as records fire after
-        the records are applied, since ``member(t)`` includes records at ``t``.
+        the records are applied, since ``member(t)`` includes records at ``t``. This is
+        the engine's hot loop, so applying a record is written out here rather than
+        called.
         """
         buffer, timers, dirty, pop = self._buffer, self._timers, self._dirty, heapq.heappop
-        apply, close = self._apply, self._close
+        customers, dispatch, evaluate = self.customers, self._dispatch, self._evaluate
+        new_customer = self.program.new_customer
+        current = self._current
         while True:
             te = buffer[0][0] if buffer and buffer[0][0] < limit else NEVER
-            if dirty and te != self._current:
-                close(self._current)
+            if dirty and te != current:
+                for c in dirty:
+                    mask = c[PENDING]
+                    c[PENDING] = 0
+                    rids = c[RIDS]
+                    c[RIDS] = None
+                    evaluate(c, current, mask, rids)
+                dirty.clear()
             tt = timers[0][0] if timers else NEVER
             if tt < te:
                 if tt >= limit:
                     break
-                at, _, customer = pop(timers)
-                if customer[DUE] == at:
-                    self._evaluate(customer, at, 0, None)
-            elif te == NEVER:
+                at, _, c = pop(timers)
+                if c[DUE] == at:
+                    evaluate(c, at, 0, None)
+                continue
+            if te == NEVER:
                 break
-            else:
-                ts, _, event = pop(buffer)
-                self._current = ts
-                apply(event)
+            current, _, event = pop(buffer)
+            cid = event.customer_id
+            known = customers.get(cid)
+            if known is None:
+                known = customers[cid] = new_customer(cid)
+            c = known
+            found = event.identifiers
+            if found:
+                packed = c[IDS]
+                if packed is None:
+                    c[IDS] = pack_identifiers(found)
+                elif not has_identifiers(packed, found):
+                    c[IDS] = pack_identifiers({**unpack_identifiers(packed), **found})
+            entries = dispatch.get(event.name)
+            if not entries:
+                continue
+            mask = 0
+            kind = event.kind
+            for entry_kind, pred, update, readers in entries:
+                if entry_kind == kind and (pred is None or pred(event)):
+                    update(c, event)
+                    mask |= readers
+            if not mask:
+                continue
+            if not c[PENDING]:
+                dirty.append(c)
+            c[PENDING] |= mask
+            rid = event.record_id
+            if rid is not None:
+                rids = c[RIDS]
+                if rids is None:
+                    c[RIDS] = [rid]
+                else:
+                    rids.append(rid)
+        self._current = current
         self._closed = limit
-        if len(timers) > 64 and len(timers) > 4 * len(self.customers):
+        if len(timers) > 64 and len(timers) > 4 * len(customers):
             self._compact_timers()
 
     def _compact_timers(self) -> None:
@@ -260,50 +312,6 @@ class Engine:
         timers = self._timers
         timers[:] = [entry for entry in timers if entry[2][DUE] == entry[0]]
         heapq.heapify(timers)
-
-    def _apply(self, event: Event) -> None:
-        cid = event.customer_id
-        customer = self.customers.get(cid)
-        if customer is None:
-            customer = self.customers[cid] = self.program.new_customer(cid)
-        found = event.identifiers
-        if found:
-            packed = customer[IDS]
-            if packed is None:
-                customer[IDS] = pack_identifiers(found)
-            elif not has_identifiers(packed, found):
-                customer[IDS] = pack_identifiers({**unpack_identifiers(packed), **found})
-        entries = self._dispatch.get(event.name)
-        if not entries:
-            return
-        mask = 0
-        kind = event.kind
-        for entry_kind, pred, update, readers in entries:
-            if entry_kind == kind and (pred is None or pred(event)):
-                update(customer, event)
-                mask |= readers
-        if not mask:
-            return
-        if not customer[PENDING]:
-            self._dirty.append(customer)
-        customer[PENDING] |= mask
-        if event.record_id is not None:
-            rids = customer[RIDS]
-            if rids is None:
-                customer[RIDS] = [event.record_id]
-            else:
-                rids.append(event.record_id)
-
-    def _close(self, t: int) -> None:
-        """Evaluate every customer that received records at instant ``t``."""
-        dirty = self._dirty
-        for customer in dirty:
-            mask = customer[PENDING]
-            customer[PENDING] = 0
-            rids = customer[RIDS]
-            customer[RIDS] = None
-            self._evaluate(customer, t, mask, rids)
-        dirty.clear()
 
     # -- evaluation ------------------------------------------------------------------------
 
@@ -367,7 +375,7 @@ class Engine:
                 t,
                 seq,
                 rids,
-                _NO_IDS if (packed := c[IDS]) is None else unpack_identifiers(packed),
+                {} if (packed := c[IDS]) is None else dict(unpack_identifiers(packed)),
                 bool(percent) and in_holdout(self._names[i], cid, percent),
             )
         )

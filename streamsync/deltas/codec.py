@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import io
 from functools import cache
-from pathlib import Path
 from typing import Any, cast
 
 import fastavro
 import orjson
 
-from streamsync.deltas.record import MembershipDelta
+from streamsync.deltas.record import MembershipDelta, datetime_to_ms
+from streamsync.resources import project_path
 
-SCHEMA_PATH = Path(__file__).resolve().parents[2] / "schemas" / "membership_delta.avsc"
+SCHEMA_PATH = project_path("schemas", "membership_delta.avsc")
 
 
 @cache
@@ -43,5 +43,5 @@ def decode_avro(data: bytes) -> MembershipDelta:
     )
     at = record["at_ms"]
     if not isinstance(at, int):  # timestamp-millis may come back as a datetime
-        record["at_ms"] = int(at.timestamp() * 1000)
+        record["at_ms"] = datetime_to_ms(at)
     return MembershipDelta.from_json(record)

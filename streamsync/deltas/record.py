@@ -8,7 +8,7 @@ a replay of the same log gives the same deltas as the live run.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 Op = Literal["enter", "exit"]
@@ -22,19 +22,24 @@ def format_rfc3339_ms(epoch_ms: int) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{epoch_ms % 1000:03d}Z"
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MILLISECOND = timedelta(milliseconds=1)
+
+
+def datetime_to_ms(moment: datetime) -> int:
+    """Epoch milliseconds, exactly (integer arithmetic; floats lose a millisecond in some
+    years). Naive means UTC; sub-millisecond digits are truncated."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return (moment - _EPOCH) // _MILLISECOND
+
+
 def parse_rfc3339_ms(text: str) -> int:
     """Epoch milliseconds from an RFC 3339 / ISO 8601 timestamp (naive means UTC)."""
     value = text.strip()
     if value.endswith(("Z", "z")):
         value = value[:-1] + "+00:00"
-    moment = datetime.fromisoformat(value)
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return (
-        int(moment.timestamp() * 1000 // 1)
-        if moment.microsecond % 1000 == 0
-        else (int(moment.timestamp() * 1_000_000) // 1000)
-    )
+    return datetime_to_ms(datetime.fromisoformat(value))
 
 
 @dataclass(slots=True)

@@ -30,8 +30,9 @@ from fastavro.schema import to_parsing_canonical_form
 
 from streamsync.ingest.errors import DecodeError, DecodeReason
 from streamsync.ingest.pipelines import type_name
+from streamsync.resources import project_path
 
-SCHEMA_DIR = Path(__file__).resolve().parents[2] / "schemas"
+SCHEMA_DIR = project_path("schemas")
 PIPELINES_SCHEMA_PATH = SCHEMA_DIR / "customerio_pipelines_event.avsc"
 WEBHOOK_SCHEMA_PATH = SCHEMA_DIR / "customerio_webhook_event.avsc"
 #: Name of the optional id -> schema file mapping inside a registry directory.

@@ -27,6 +27,29 @@ from streamsync.ingest.pipelines import CustomerKeyRule, type_name
 _Builder = Callable[[object, bytes | None, SourcePosition | None, CustomerKeyRule], Event | None]
 
 
+def check_size(value: bytes, max_record_bytes: int) -> None:
+    """Reject a record over the limit before any parsing, so it costs nothing."""
+    if len(value) > max_record_bytes:
+        raise DecodeError(
+            DecodeReason.OVERSIZED, f"{len(value)} bytes is over the limit of {max_record_bytes}"
+        )
+
+
+def parse_json_object(value: bytes) -> dict[str, Any]:
+    """Bytes -> a JSON object (no field validation yet)."""
+    try:
+        record = orjson.loads(value)
+    except orjson.JSONDecodeError as exc:
+        raise DecodeError(
+            DecodeReason.MALFORMED_JSON, f"not valid JSON (at byte {exc.pos})"
+        ) from None
+    if type(record) is not dict:
+        raise DecodeError(
+            DecodeReason.WRONG_TYPE, f"record must be a JSON object, got {type_name(record)}"
+        )
+    return record
+
+
 class Decoder:
     """Decodes the records of one topic. Not thread-safe (caches schemas per id)."""
 
@@ -49,17 +72,7 @@ class Decoder:
         """Bytes -> the record's JSON-shaped dict (no field validation yet)."""
         if self._avro is not None:
             return self._avro.decode(value)
-        try:
-            record = orjson.loads(value)
-        except orjson.JSONDecodeError as exc:
-            raise DecodeError(
-                DecodeReason.MALFORMED_JSON, f"not valid JSON (at byte {exc.pos})"
-            ) from None
-        if type(record) is not dict:
-            raise DecodeError(
-                DecodeReason.WRONG_TYPE, f"record must be a JSON object, got {type_name(record)}"
-            )
-        return record
+        return parse_json_object(value)
 
     def decode(
         self, value: bytes | None, key: bytes | None, source: SourcePosition | None
@@ -70,9 +83,5 @@ class Decoder:
         """
         if not value:
             raise DecodeError(DecodeReason.EMPTY_RECORD, "the record value is null or empty")
-        if len(value) > self.max_record_bytes:
-            raise DecodeError(
-                DecodeReason.OVERSIZED,
-                f"{len(value)} bytes is over the limit of {self.max_record_bytes}",
-            )
+        check_size(value, self.max_record_bytes)
         return self._build(self.parse(value), key, source, self.rule)

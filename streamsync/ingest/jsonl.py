@@ -13,12 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-import orjson
-
 from streamsync.config import DEFAULT_MAX_RECORD_BYTES
-from streamsync.ingest.errors import DecodeError, DecodeReason
+from streamsync.ingest.decoder import check_size, parse_json_object
+from streamsync.ingest.errors import DecodeError
 from streamsync.ingest.event import Event, SourcePosition
-from streamsync.ingest.pipelines import pipelines_event, type_name
+from streamsync.ingest.pipelines import pipelines_event
 from streamsync.ingest.webhooks import webhook_event
 
 
@@ -44,21 +43,9 @@ def decode_line(
     raw: bytes, source: SourcePosition, max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES
 ) -> Event | None:
     """One JSON line -> ``Event``, ``None`` (no customer key) or ``DecodeError``, with the
-    same size limit as a topic's default."""
-    if len(raw.rstrip(b"\r\n")) > max_record_bytes:
-        raise DecodeError(
-            DecodeReason.OVERSIZED, f"{len(raw)} bytes is over the limit of {max_record_bytes}"
-        )
-    try:
-        record = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise DecodeError(
-            DecodeReason.MALFORMED_JSON, f"not valid JSON (at byte {exc.pos})"
-        ) from None
-    if type(record) is not dict:
-        raise DecodeError(
-            DecodeReason.WRONG_TYPE, f"record must be a JSON object, got {type_name(record)}"
-        )
+    same size limit and checks as a JSON topic."""
+    check_size(raw.rstrip(b"\r\n"), max_record_bytes)
+    record = parse_json_object(raw)
     if "event_id" in record and "metric" in record:
         return webhook_event(record, None, source)
     return pipelines_event(record, None, source)

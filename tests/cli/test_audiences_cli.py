@@ -1,0 +1,388 @@
+"""``streamsync validate``, ``replay`` and ``explain`` as a user runs them."""
+
+from __future__ import annotations
+
+import json
+import re
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from streamsync.cli import main
+
+REPO = Path(__file__).resolve().parents[2]
+EXAMPLES = REPO / "examples" / "audiences"
+CART = "ACT__CartAbandon__90m"
+MED = "ACT__CartAbandon__MedIntent"
+PURCHASERS = "SUP__RecentPurchasers__7d"
+
+_FIELDS = {
+    "audience",
+    "version",
+    "customer_id",
+    "op",
+    "at",
+    "at_ms",
+    "seq",
+    "record_ids",
+    "identifiers",
+    "holdout",
+}
+_AT = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
+
+
+def track(user: str, event: str, ts: str, rid: str, **props: Any) -> dict[str, Any]:
+    return {
+        "type": "track",
+        "userId": user,
+        "messageId": rid,
+        "event": event,
+        "timestamp": ts,
+        "properties": props,
+    }
+
+
+def identify(user: str, ts: str, rid: str, **traits: Any) -> dict[str, Any]:
+    return {"type": "identify", "userId": user, "messageId": rid, "timestamp": ts, "traits": traits}
+
+
+#: Two customers' carts, c1's identify and order; lines 1-5 of ``events.jsonl``.
+RECORDS: list[dict[str, Any]] = [
+    identify("c1", "2026-01-01T00:00:00.000Z", "id-1", email="c1@example.com"),
+    track("c1", "Product Added", "2026-01-01T00:00:00.000Z", "add-1", product_id="p1"),
+    track("c2", "Product Added", "2026-01-01T00:10:00.000Z", "add-2", product_id="p1"),
+    track(
+        "c1",
+        "Order Completed",
+        "2026-01-01T02:00:00.000Z",
+        "ord-1",
+        order_id="o1",
+        total=10,
+        products=[{"sku": "a", "category": "x"}],
+    ),
+    track(
+        "c2",
+        "Order Completed",
+        "2026-01-01T03:00:00.000Z",
+        "ord-2",
+        order_id="o2",
+        total=10,
+        products=[{"sku": "a", "category": "x"}],
+    ),
+]
+
+
+def write_events(tmp_path: Path, lines: list[dict[str, Any] | str]) -> Path:
+    path = tmp_path / "events.jsonl"
+    text = "".join((line if isinstance(line, str) else json.dumps(line)) + "\n" for line in lines)
+    path.write_text(text, "utf-8")
+    return path
+
+
+def replay(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, list[dict[str, Any]], str]:
+    capsys.readouterr()
+    rc = main(["replay", *args])
+    captured = capsys.readouterr()
+    deltas = [json.loads(line) for line in captured.out.splitlines() if line.strip()]
+    return rc, deltas, captured.err
+
+
+def summary(deltas: list[dict[str, Any]]) -> list[tuple[str, str, str, str]]:
+    return [(d["audience"], d["customer_id"], d["op"], d["at"]) for d in deltas]
+
+
+# ------------------------------------------------------------------------------ replay
+
+
+def test_replay_prints_one_json_delta_per_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    events = write_events(tmp_path, list(RECORDS))
+    rc, deltas, _ = replay(capsys, "--audiences", str(EXAMPLES), "--events", str(events))
+    assert rc == 0
+    assert deltas
+    for d in deltas:
+        assert set(d) == _FIELDS
+        assert _AT.match(d["at"]), d["at"]
+        assert d["op"] in ("enter", "exit")
+    assert sorted(
+        (a, c, op, at) for a, c, op, at in summary(deltas) if a in (CART, PURCHASERS)
+    ) == sorted(
+        [
+            (CART, "c1", "enter", "2026-01-01T01:30:00.000Z"),
+            (CART, "c2", "enter", "2026-01-01T01:40:00.000Z"),
+            (CART, "c1", "exit", "2026-01-01T02:00:00.000Z"),
+            (CART, "c2", "exit", "2026-01-01T03:00:00.000Z"),
+            (PURCHASERS, "c1", "enter", "2026-01-01T02:00:00.000Z"),
+            (PURCHASERS, "c2", "enter", "2026-01-01T03:00:00.000Z"),
+        ]
+    )
+    enter = next(
+        d for d in deltas if (d["audience"], d["customer_id"], d["op"]) == (CART, "c1", "enter")
+    )
+    assert enter["record_ids"] == ["add-1"]
+    assert enter["identifiers"] == {"email": "c1@example.com"}
+    assert enter["seq"] == 1
+    assert enter["holdout"] is False
+
+
+def test_replay_until_ignores_later_records_and_fires_deadlines_up_to_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    events = write_events(tmp_path, list(RECORDS))
+    args = ["--audiences", str(EXAMPLES), "--events", str(events)]
+    rc, deltas, _ = replay(capsys, *args, "--until", "2026-01-01T01:45:00Z")
+    assert rc == 0
+    # c1's and c2's deadlines (01:30, 01:40) fire; both orders (02:00, 03:00) are ignored.
+    assert sorted(summary(deltas)) == sorted(
+        [
+            (CART, "c1", "enter", "2026-01-01T01:30:00.000Z"),
+            (MED, "c1", "enter", "2026-01-01T01:30:00.000Z"),
+            (CART, "c2", "enter", "2026-01-01T01:40:00.000Z"),
+            (MED, "c2", "enter", "2026-01-01T01:40:00.000Z"),
+        ]
+    )
+
+
+def test_replay_until_is_inclusive_and_a_deadline_after_it_does_not_fire(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    events = write_events(tmp_path, list(RECORDS))
+    args = ["--audiences", str(EXAMPLES), "--events", str(events)]
+    _, at_deadline, _ = replay(capsys, *args, "--until", "2026-01-01T01:30:00.000Z")
+    assert summary(at_deadline) == [
+        (CART, "c1", "enter", "2026-01-01T01:30:00.000Z"),
+        (MED, "c1", "enter", "2026-01-01T01:30:00.000Z"),
+    ]
+    _, before, _ = replay(capsys, *args, "--until", "2026-01-01T01:29:59.999Z")
+    assert before == []
+    # An offset in --until is honoured: 02:30+01:00 is 01:30Z.
+    _, offset, _ = replay(capsys, *args, "--until", "2026-01-01T02:30:00+01:00")
+    assert summary(offset) == summary(at_deadline)
+
+
+def test_replay_until_later_than_the_log_fires_expiries(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    events = write_events(tmp_path, list(RECORDS))
+    args = ["--audiences", str(EXAMPLES), "--events", str(events)]
+    _, deltas, _ = replay(capsys, *args, "--until", "2026-01-20T00:00:00Z")
+    assert (PURCHASERS, "c1", "exit", "2026-01-08T02:00:00.000Z") in summary(deltas)
+    assert (PURCHASERS, "c2", "exit", "2026-01-08T03:00:00.000Z") in summary(deltas)
+
+
+def test_replay_reports_undecodable_lines_and_exits_zero(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    lines: list[dict[str, Any] | str] = [
+        RECORDS[0],
+        RECORDS[1],
+        "this is not json",  # line 3
+        "[1, 2, 3]",  # line 4
+        {"type": "bogus", "userId": "c2", "messageId": "x", "timestamp": "2026-01-01T00:00:00Z"},
+        "",  # blank lines are skipped, not errors
+        {"type": "track", "userId": "c2", "messageId": "y", "timestamp": "2026-01-01T00:00:00Z"},
+        *RECORDS[2:],
+    ]
+    events = write_events(tmp_path, lines)
+    rc, deltas, err = replay(capsys, "--audiences", str(EXAMPLES), "--events", str(events))
+    assert rc == 0
+    assert (CART, "c1", "exit", "2026-01-01T02:00:00.000Z") in summary(deltas)
+    assert (CART, "c2", "exit", "2026-01-01T03:00:00.000Z") in summary(deltas)
+    assert re.search(r"line 3: malformed_json", err), err
+    assert re.search(r"line 4: wrong_type", err), err
+    assert re.search(r"line 5: unknown_type", err), err
+    assert re.search(r"line 7: missing_field", err), err
+    assert "line 6" not in err
+    assert "4 undecodable" in err
+
+
+def test_replay_summary_counts_duplicates_and_late_corrections(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    late = track("c3", "Application Opened", "2026-01-01T00:30:00.000Z", "late-1")
+    events = write_events(tmp_path, [*RECORDS, RECORDS[1], late])
+    rc, deltas, err = replay(capsys, "--audiences", str(EXAMPLES), "--events", str(events))
+    assert rc == 0
+    assert "1 duplicates" in err
+    assert "1 late corrections" in err
+    # The late record is applied at the watermark (newest 03:00 minus 5m lateness).
+    assert ("ACT__ActiveApp__10m", "c3", "enter", "2026-01-01T02:55:00.000Z") in summary(deltas)
+
+
+def test_replay_quiet_prints_nothing_on_stderr(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    events = write_events(tmp_path, [*RECORDS, "broken"])
+    rc, deltas, err = replay(
+        capsys, "--audiences", str(EXAMPLES), "--events", str(events), "--quiet"
+    )
+    assert rc == 0 and deltas
+    assert "streamsync replay:" not in err
+
+
+def _bad_audience_dir(tmp_path: Path) -> tuple[Path, Path]:
+    root = tmp_path / "audiences"
+    root.mkdir()
+    (root / "good.yaml").write_text(
+        textwrap.dedent(
+            """\
+            name: ACT__Fine__10m
+            version: 1
+            owner: qa@example.com
+            description: Fine.
+            entry: {since_last: {event: Application Opened, less_than: 10m}}
+            """
+        ),
+        "utf-8",
+    )
+    bad = root / "bad.yaml"
+    bad.write_text(
+        textwrap.dedent(
+            """\
+            name: ACT__Broken__7d
+            version: 1
+            owner: qa@example.com
+            description: A typo in a duration and an unknown key.
+            entry:
+              since_last:
+                event: Product Added
+                less_than: 7 parsecs
+            colour: blue
+            """
+        ),
+        "utf-8",
+    )
+    return root, bad
+
+
+def test_replay_with_invalid_audiences_exits_2_with_file_and_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root, bad = _bad_audience_dir(tmp_path)
+    events = write_events(tmp_path, list(RECORDS))
+    rc, deltas, err = replay(capsys, "--audiences", str(root), "--events", str(events))
+    assert rc == 2
+    assert deltas == []
+    assert f"{bad}:8: error:" in err  # less_than: 7 parsecs
+    assert f"{bad}:9: error:" in err  # colour: blue
+    assert "colour" in err
+
+
+# ----------------------------------------------------------------------------- explain
+
+
+def explain(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    capsys.readouterr()
+    rc = main(["explain", *args])
+    captured = capsys.readouterr()
+    return rc, captured.out, captured.err
+
+
+def test_explain_prints_the_timeline_with_causes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    events = write_events(tmp_path, list(RECORDS))
+    rc, out, _ = explain(
+        capsys,
+        *("--audiences", str(EXAMPLES), "--events", str(events)),
+        *("--customer", "c1", "--audience", CART),
+    )
+    assert rc == 0
+    lines = out.splitlines()
+    enter = next(i for i, line in enumerate(lines) if "ENTER" in line)
+    exit_ = next(i for i, line in enumerate(lines) if "EXIT" in line)
+    assert enter < exit_
+    assert lines[enter].startswith("2026-01-01T01:30:00.000Z")
+    assert CART in lines[enter] and "seq 1" in lines[enter]
+    assert lines[exit_].startswith("2026-01-01T02:00:00.000Z")
+    assert "seq 2" in lines[exit_]
+    # Each change is followed by the record behind it.
+    assert "because of" in lines[enter + 1]
+    assert "Product Added" in lines[enter + 1] and "add-1" in lines[enter + 1]
+    assert "line 2" in lines[enter + 1]
+    assert "because of" in lines[exit_ + 1]
+    assert "Order Completed" in lines[exit_ + 1] and "ord-1" in lines[exit_ + 1]
+    assert "line 4" in lines[exit_ + 1]
+    # Only this customer and this audience.
+    assert "c2" not in out and "add-2" not in out
+    assert MED not in out and PURCHASERS not in out
+    assert "never entered" not in out
+
+
+def test_explain_all_audiences_of_a_customer(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    events = write_events(tmp_path, list(RECORDS))
+    rc, out, _ = explain(
+        capsys, "--audiences", str(EXAMPLES), "--events", str(events), "--customer", "c1"
+    )
+    assert rc == 0
+    assert CART in out and MED in out and PURCHASERS in out
+    assert "member now of: " + PURCHASERS in out
+
+
+def test_explain_unknown_customer_never_entered(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    events = write_events(tmp_path, list(RECORDS))
+    rc, out, _ = explain(
+        capsys,
+        *("--audiences", str(EXAMPLES), "--events", str(events)),
+        *("--customer", "nobody", "--audience", CART),
+    )
+    assert rc == 0
+    assert "never entered" in out
+    assert "ENTER" not in out and "EXIT" not in out
+
+
+def test_explain_unknown_audience_is_an_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    events = write_events(tmp_path, list(RECORDS))
+    rc, _, err = explain(
+        capsys,
+        *("--audiences", str(EXAMPLES), "--events", str(events)),
+        *("--customer", "c1", "--audience", "ACT__NoSuch__1d"),
+    )
+    assert rc == 2
+    assert "ACT__NoSuch__1d" in err
+
+
+# ---------------------------------------------------------------------------- validate
+
+
+def test_validate_examples_is_clean(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["validate", str(EXAMPLES)]) == 0
+    captured = capsys.readouterr()
+    assert "error" not in captured.out
+    assert "13 audience(s) checked: 0 error(s)" in captured.err
+
+
+def test_validate_reports_the_bad_file_and_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root, bad = _bad_audience_dir(tmp_path)
+    capsys.readouterr()
+    assert main(["validate", str(root)]) == 1
+    captured = capsys.readouterr()
+    errors = [line for line in captured.out.splitlines() if ": error: " in line]
+    assert errors
+    assert all(line.startswith(f"{bad}:") for line in errors)
+    assert any(line.startswith(f"{bad}:8: error:") for line in errors)
+    assert any(line.startswith(f"{bad}:9: error:") and "colour" in line for line in errors)
+    assert "good.yaml" not in captured.out
+    assert "1 audience(s) checked" in captured.err
+
+
+def test_validate_reports_invalid_yaml_with_its_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "broken.yaml"
+    path.write_text("name: ACT__X__1d\nversion: 1\nentry: {since_last: [\n", "utf-8")
+    capsys.readouterr()
+    assert main(["validate", str(path)]) == 1
+    out = capsys.readouterr().out
+    assert re.search(rf"^{re.escape(str(path))}:\d+: error: not valid YAML", out, re.M), out
