@@ -1,1 +1,1 @@
-"""deltas"""
+"""Deltas: the membership change record the engine emits, and its JSON and Avro forms."""

@@ -1,1 +1,1 @@
-"""observability"""
+"""Observability: logging and metrics (OpenTelemetry). Not built yet."""
