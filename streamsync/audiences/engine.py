@@ -119,12 +119,12 @@ class Engine:
         self.lateness = allowed_lateness_ms
         self.dedup_horizon = dedup_horizon_ms
         self.auto_advance = auto_advance
-        self._events = self._duplicates = self._corrections = self._deltas = 0
+        self._duplicates = self._corrections = self._deltas = 0
         self.customers: dict[str, Customer] = {}
         program = self.program
         self._n = len(program.audiences)
         self._next0 = program.next0
-        self._next_end = program.next0 + program.timed
+        self._next_slice = slice(program.next0, program.next0 + program.timed)
         self._next_slots = program.next_slots
         self._timed = [(i, slot) for i, slot in enumerate(program.next_slots) if slot]
         self._seq0 = program.seq0
@@ -152,7 +152,6 @@ class Engine:
 
     def process(self, event: Event) -> list[MembershipDelta]:
         """Take one record (in arrival order); return the deltas it lets the engine emit."""
-        self._events += 1
         rid = event.record_id
         if rid is not None:
             seen = self._seen
@@ -231,7 +230,8 @@ class Engine:
     @property
     def stats(self) -> EngineStats:
         """Counters so far (a snapshot)."""
-        return EngineStats(self._events, self._duplicates, self._corrections, self._deltas)
+        events = self._arrivals + self._duplicates  # every record is one or the other
+        return EngineStats(events, self._duplicates, self._corrections, self._deltas)
 
     # -- time ------------------------------------------------------------------------------
 
@@ -279,8 +279,11 @@ class Engine:
                 packed = c[IDS]
                 if packed is None:
                     c[IDS] = pack_identifiers(found)
-                elif not has_identifiers(packed, found):
-                    c[IDS] = pack_identifiers({**unpack_identifiers(packed), **found})
+                else:
+                    for k, v in found.items():  # has_identifiers, inlined
+                        if _PAIR + k + _FIELD + v + _PAIR not in packed:
+                            c[IDS] = pack_identifiers({**unpack_identifiers(packed), **found})
+                            break
             entries = dispatch.get(event.name)
             if not entries:
                 continue
@@ -349,7 +352,7 @@ class Engine:
                 members ^= low
                 c[MEMBERS] = members
                 self._emit(c, i, t, value, rids)
-        due = min(c[self._next0 : self._next_end], default=NEVER)
+        due = min(c[self._next_slice], default=NEVER)
         if due != c[DUE]:
             c[DUE] = due
             if due < NEVER:

@@ -17,6 +17,11 @@ from streamsync.runtime.watermark import UNKNOWN, PartitionWatermarks
 
 DeltaSink = Callable[[MembershipDelta], None]
 
+#: How long a live consumer remembers record ids for deduplication (event time): Kafka
+#: redeliveries and producer retries arrive within minutes, and remembering every id for
+#: ever would grow without bound. Replay remembers them for ever.
+DEFAULT_DEDUP_HORIZON_MS = 24 * 60 * 60_000
+
 #: Events between watermark checks: often enough for timely deadlines, rarely enough
 #: that the check costs nothing per event.
 _ADVANCE_EVERY = 256
@@ -32,7 +37,7 @@ class EvaluateStage:
         sink: DeltaSink,
         *,
         allowed_lateness_ms: int = DEFAULT_ALLOWED_LATENESS_MS,
-        dedup_horizon_ms: int | None = None,
+        dedup_horizon_ms: int | None = DEFAULT_DEDUP_HORIZON_MS,
     ) -> None:
         self.engine = Engine(
             audiences,
