@@ -17,7 +17,7 @@ what turns "no order within 90 minutes" into a timer instead of a poll.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from sys import intern
 from typing import Any
 
@@ -33,7 +33,7 @@ from streamsync.audiences.definition import (
     Trait,
 )
 from streamsync.audiences.durations import UNITS
-from streamsync.audiences.matching import Predicate, path_reader, predicate
+from streamsync.audiences.matching import Predicate, path_reader, predicate, same_value
 from streamsync.ingest.event import IDENTIFY, Event
 
 #: An instant later than any event time: "no change without a new record".
@@ -112,7 +112,6 @@ class Program:
     #: window, deadline or sticky period): such audiences need no slot or timer
     next_slots: list[int]
     fact_slots: int
-    names: dict[str, int] = field(default_factory=dict)
 
     @property
     def next0(self) -> int:
@@ -198,7 +197,8 @@ class _Builder:
         timed = sum(1 for a in audiences if _audience_timed(a))
         self.base = HEADER + timed + len(audiences)
         self.slots: dict[tuple[Any, ...], int] = {}
-        self.updates: dict[tuple[Any, ...], tuple[str, str, Predicate | None, Updater]] = {}
+        #: (record name, kind, where-filter, updater, fact slot), one per fact input
+        self.updates: list[tuple[str, str, Predicate | None, Updater, int]] = []
         self.readers: dict[int, int] = {}  # slot -> audience mask reading it
         self.anchors: list[list[int]] = [[] for _ in audiences]
         self.current = 0
@@ -217,8 +217,9 @@ class _Builder:
         self.readers[slot] = self.readers.get(slot, 0) | (1 << self.current)
         return slot, fresh
 
-    def _on(self, match: EventMatch, key: tuple[Any, ...], update: Updater) -> None:
-        self.updates.setdefault(key, (match.event, match.kind, predicate(match), update))
+    def _on(self, match: EventMatch, slot: int, update: Updater) -> None:
+        """Run ``update`` on the fact at ``slot`` for every record ``match`` selects."""
+        self.updates.append((match.event, match.kind, predicate(match), update, slot))
 
     @staticmethod
     def _match_key(match: EventMatch) -> str:
@@ -258,7 +259,7 @@ class _Builder:
                 c[rid_slot] = compact_id(e.record_id)
                 c[offset_slot] = round(pick(values) * unit) if values else None
 
-        self._on(match, key, update)
+        self._on(match, slot, update)
         return slot
 
     def window_count(self, spec: Count) -> int:
@@ -314,7 +315,7 @@ class _Builder:
                     for x in table[j : j + stride]
                 ]
 
-        self._on(spec, key, update)
+        self._on(spec, slot, update)
         return slot
 
     def lifetime_count(self, spec: Count) -> int:
@@ -328,7 +329,7 @@ class _Builder:
                 if count < cap:
                     c[slot] = count + 1
 
-            self._on(spec, key, update)
+            self._on(spec, slot, update)
         return slot
 
     def total(self, spec: Sum) -> int:
@@ -359,7 +360,7 @@ class _Builder:
                     else:
                         c[slot] = (c[slot] or 0) + sign * micro
 
-                self._on(amount, (*key, sign, self._match_key(amount), amount.field), update)
+                self._on(amount, slot, update)
         return slot
 
     def open_items(self, spec: OpenItems) -> int:
@@ -388,8 +389,8 @@ class _Builder:
                 if not items:
                     c[slot] = None
 
-        self._on(spec.open, (*key, "open"), opened)
-        self._on(spec.close, (*key, "close"), closed)
+        self._on(spec.open, slot, opened)
+        self._on(spec.close, slot, closed)
         return slot
 
     def trait(self, spec: Trait) -> int:
@@ -405,7 +406,7 @@ class _Builder:
                     c[slot] = NULL if value is None else value
 
             match = EventMatch(event=IDENTIFY, kind="identify")
-            self._on(match, key, update)
+            self._on(match, slot, update)
         return slot
 
     def private_slot(self, label: str) -> int:
@@ -467,8 +468,7 @@ class _Builder:
                     return _FALSE_NEVER
                 if value is NULL:
                     return (expected is None), NEVER
-                same = value == expected and isinstance(value, bool) == isinstance(expected, bool)
-                return same, NEVER
+                return same_value(value, expected), NEVER
 
             return trait
         if kind == "in_audience":
@@ -628,8 +628,7 @@ def compile_audiences(audiences: Sequence[Audience]) -> Program:
     evaluators = [builder.audience(i, a) for i, a in enumerate(ordered)]
 
     dispatch: dict[str, list[tuple[str, Predicate | None, Updater, int]]] = {}
-    for key, (name, kind, pred, update) in builder.updates.items():
-        slot = builder.slots[_fact_key(key)]
+    for name, kind, pred, update, slot in builder.updates:
         dispatch.setdefault(name, []).append((kind, pred, update, builder.readers[slot]))
 
     dependents = [1 << i for i in range(len(ordered))]
@@ -650,12 +649,4 @@ def compile_audiences(audiences: Sequence[Audience]) -> Program:
         dependents=dependents,
         anchors=builder.anchors,
         fact_slots=builder.width,
-        names=dict(builder.index),
     )
-
-
-def _fact_key(update_key: tuple[Any, ...]) -> tuple[Any, ...]:
-    """The fact an update key writes: update keys extend their fact's key."""
-    kind = update_key[0]
-    size = {"latest": 3, "window_count": 5, "count": 3, "sum": 2, "open": 2, "trait": 2}[kind]
-    return update_key[:size]

@@ -23,14 +23,12 @@ from __future__ import annotations
 import functools
 import hashlib
 import heapq
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Any
 
 from streamsync.audiences.compiler import (
     CUSTOMER_ID,
     DUE,
-    HEADER,
     IDS,
     MEMBERS,
     NEVER,
@@ -65,15 +63,9 @@ _FIELD, _PAIR = "\x1f", "\x1e"
 
 def pack_identifiers(identifiers: dict[str, str]) -> str:
     """One string for a customer's identifiers, ``\x1ekey\x1fvalue\x1e...``: a third of
-    a dict's memory (state size per customer bounds customers per instance), and
-    :func:`has_identifiers` can test it without unpacking."""
+    a dict's memory (state size per customer bounds customers per instance), and a pair
+    can be looked for with one substring test, without unpacking."""
     return _PAIR + "".join(f"{k}{_FIELD}{v}{_PAIR}" for k, v in identifiers.items())
-
-
-def has_identifiers(packed: str, identifiers: dict[str, str]) -> bool:
-    """Whether ``packed`` already holds every pair in ``identifiers`` (the common case:
-    most records repeat what is known)."""
-    return all(f"{_PAIR}{k}{_FIELD}{v}{_PAIR}" in packed for k, v in identifiers.items())
 
 
 @functools.lru_cache(maxsize=8192)
@@ -122,8 +114,6 @@ class Engine:
         self._duplicates = self._corrections = self._deltas = 0
         self.customers: dict[str, Customer] = {}
         program = self.program
-        self._n = len(program.audiences)
-        self._next0 = program.next0
         self._next_slice = slice(program.next0, program.next0 + program.timed)
         self._next_slots = program.next_slots
         self._timed = [(i, slot) for i, slot in enumerate(program.next_slots) if slot]
@@ -178,12 +168,6 @@ class Engine:
             return []
         self._out = []
         self._deltas += len(out)
-        return out
-
-    def process_many(self, events: Iterable[Event]) -> list[MembershipDelta]:
-        out: list[MembershipDelta] = []
-        for event in events:
-            out.extend(self.process(event))
         return out
 
     def advance_to(self, t: int) -> list[MembershipDelta]:
@@ -280,7 +264,7 @@ class Engine:
                 if packed is None:
                     c[IDS] = pack_identifiers(found)
                 else:
-                    for k, v in found.items():  # has_identifiers, inlined
+                    for k, v in found.items():  # usually all known already
                         if _PAIR + k + _FIELD + v + _PAIR not in packed:
                             c[IDS] = pack_identifiers({**unpack_identifiers(packed), **found})
                             break
@@ -391,11 +375,3 @@ class Engine:
         if c is None:
             return []
         return [name for i, name in enumerate(self._names) if c[MEMBERS] >> i & 1]
-
-    def customer_state(self, customer_id: str) -> list[Any] | None:
-        """The raw state list (for size measurement and debugging)."""
-        return self.customers.get(customer_id)
-
-    @property
-    def header_width(self) -> int:
-        return HEADER

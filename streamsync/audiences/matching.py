@@ -60,7 +60,7 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
-def _same(value: Any, expected: Scalar) -> bool:
+def same_value(value: Any, expected: Scalar) -> bool:
     """Equality that keeps ``true`` and ``1`` apart, as YAML authors mean them."""
     return bool(value == expected) and isinstance(value, bool) == isinstance(expected, bool)
 
@@ -71,13 +71,13 @@ def _compare(op: Callable[[float, float], bool], bound: float) -> Callable[[Any]
 
 def _test(expected: Scalar | Comparison) -> Callable[[list[Any]], bool]:
     if not isinstance(expected, Comparison):
-        return lambda values: any(_same(v, expected) for v in values)
+        return lambda values: any(same_value(v, expected) for v in values)
     checks: list[Callable[[Any], bool]] = []
     fields = expected.model_fields_set
     if "eq" in fields:
-        checks.append(lambda v: _same(v, expected.eq))
+        checks.append(lambda v: same_value(v, expected.eq))
     if "ne" in fields:
-        checks.append(lambda v: not _same(v, expected.ne))
+        checks.append(lambda v: not same_value(v, expected.ne))
     for name, op in (
         ("gt", float.__gt__),
         ("gte", float.__ge__),
@@ -89,7 +89,7 @@ def _test(expected: Scalar | Comparison) -> Callable[[list[Any]], bool]:
             checks.append(_compare(op, bound))
     if "one_of" in fields:
         allowed = list(expected.one_of or [])
-        checks.append(lambda v: any(_same(v, a) for a in allowed))
+        checks.append(lambda v: any(same_value(v, a) for a in allowed))
     exists = expected.exists
     if exists is not None and fields == {"exists"}:
         return lambda values: bool(values) is exists
