@@ -163,12 +163,7 @@ class Engine:
             limit = ts - self.lateness
             if self.auto_advance and limit > self._closed:
                 self._advance(limit)
-        out = self._out
-        if not out:
-            return []
-        self._out = []
-        self._deltas += len(out)
-        return out
+        return self._take()
 
     def advance_to(self, t: int) -> list[MembershipDelta]:
         """Treat the clock as standing at ``t``: apply every buffered record at or before

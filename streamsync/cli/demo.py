@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from streamsync.cli.arguments import fraction, positive_int
 from streamsync.demo import print_report, run_demo
 
 
@@ -18,12 +19,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "itself; exit status 1 if live and replay differ.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--customers", type=int, default=2_000, help="distinct customers")
-    parser.add_argument("--events", type=int, default=50_000, help="records to generate")
+    parser.add_argument("--customers", type=positive_int, default=2_000, help="distinct customers")
+    parser.add_argument("--events", type=positive_int, default=50_000, help="records to generate")
     parser.add_argument("--seed", type=int, default=1, help="random seed for the stream")
     parser.add_argument(
         "--bad-fraction",
-        type=float,
+        type=fraction,
         default=0.002,
         help="fraction of extra malformed records mixed into the stream",
     )

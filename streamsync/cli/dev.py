@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 from types import FrameType
 from typing import Any
 
+from streamsync.cli.arguments import fraction, non_negative_int, port, positive_int
 from streamsync.kafka.broker import (
     BrokerStartError,
     KafkaFetchError,
@@ -78,7 +79,7 @@ def register(subparsers: Any) -> None:
         ),
     )
     start.add_argument(
-        "--port", type=_port, default=9092, help="client port to listen on (default: %(default)s)"
+        "--port", type=port, default=9092, help="client port to listen on (default: %(default)s)"
     )
     start.add_argument("--version", default=None, help=version_help)
     start.add_argument(
@@ -100,11 +101,11 @@ def register(subparsers: Any) -> None:
         ),
     )
     generate.add_argument(
-        "--customers", type=_positive_int, required=True, help="number of distinct customers"
+        "--customers", type=positive_int, required=True, help="number of distinct customers"
     )
     generate.add_argument(
         "--events",
-        type=_non_negative_int,
+        type=non_negative_int,
         required=True,
         help="number of records to write (duplicates included, bad records not)",
     )
@@ -124,7 +125,7 @@ def register(subparsers: Any) -> None:
     )
     generate.add_argument(
         "--bad-fraction",
-        type=_fraction,
+        type=fraction,
         default=0.0,
         metavar="F",
         help="also interleave malformed records after this fraction of records (0-1), "
@@ -216,34 +217,6 @@ def _generate(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     return 0
-
-
-def _port(text: str) -> int:
-    value = int(text)
-    if not 1 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"{text} is not a TCP port (1-65535)")
-    return value
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text} must be at least 1")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{text} must not be negative")
-    return value
-
-
-def _fraction(text: str) -> float:
-    value = float(text)
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"{text} is not a fraction between 0 and 1")
-    return value
 
 
 def _rfc3339_ms(text: str) -> int:
