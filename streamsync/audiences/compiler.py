@@ -16,6 +16,7 @@ what turns "no order within 90 minutes" into a timer instead of a poll.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from sys import intern
@@ -117,7 +118,7 @@ class Program:
     def next0(self) -> int:
         return HEADER
 
-    @property
+    @functools.cached_property
     def timed(self) -> int:
         """How many audiences have a next-change slot."""
         return sum(1 for slot in self.next_slots if slot)
@@ -134,13 +135,19 @@ class Program:
     def width(self) -> int:
         return self.fact0 + self.fact_slots
 
-    def new_customer(self, customer_id: str) -> Customer:
+    @functools.cached_property
+    def _blank(self) -> Customer:
         return (
-            [0, NEVER, 0, None, None, customer_id]
+            [0, NEVER, 0, None, None, None]
             + [NEVER] * self.timed
             + [0] * len(self.audiences)
             + [None] * self.fact_slots
         )
+
+    def new_customer(self, customer_id: str) -> Customer:
+        customer = self._blank.copy()
+        customer[CUSTOMER_ID] = customer_id
+        return customer
 
 
 def dependency_order(audiences: Sequence[Audience]) -> list[Audience]:
@@ -283,31 +290,33 @@ class _Builder:
             if read_key is None:
                 keys: list[Any] = [None]
             else:
-                # Interned: the same product ids recur across customers, so each customer
-                # holds a reference instead of its own copy.
-                keys = [
-                    intern(k) if type(k) is str else k
-                    for k in read_key(e.properties)
-                    if isinstance(k, str | int | float)
-                ]
+                keys = [k for k in read_key(e.properties) if isinstance(k, str | int | float)]
                 if not keys:
                     return
+                if len(keys) > 1:
+                    keys = list(dict.fromkeys(keys))
             table: list[Any] | None = c[slot]
             if table is None:
                 table = c[slot] = []
-            for k in dict.fromkeys(keys):
+            grew = False
+            for k in keys:
                 for j in range(0, len(table), stride):
                     if table[j] == k:
                         del table[j + 1]
                         table.insert(j + n, ts)
                         break
                 else:
-                    table.append(k)
+                    # Interned: the same product ids recur across customers, so each
+                    # customer holds a reference instead of its own copy.
+                    table.append(intern(k) if type(k) is str else k)
                     table.extend([None] * (n - 1))
                     table.append(ts)
-            # Forget keys whose every timestamp has left the window: they cannot count again.
-            horizon = ts - within
-            if any(table[j] <= horizon for j in range(n, len(table), stride)):
+                    grew = True
+            if grew:
+                # Forget keys whose every timestamp has left the window: they can never
+                # count again. Only when the table grows: stale blocks never change the
+                # answer (a live block always has a later timestamp), only memory.
+                horizon = ts - within
                 table[:] = [
                     x
                     for j in range(0, len(table), stride)

@@ -311,7 +311,14 @@ class Engine:
         return closed
 
     def _evaluate(self, c: Customer, t: int, mask: int, rids: list[str] | None) -> None:
-        if c[DUE] <= t:
+        """Evaluate the audiences in ``mask`` (plus those due, plus dependents) at ``t``,
+        emit changes, and move the customer's timer to its new earliest next change."""
+        due = c[DUE]
+        # The earliest next change must be recomputed from every slot only when the
+        # audience holding it may have moved it later; otherwise the minimum of the old
+        # value and the fresh ones is exact.
+        rescan = due <= t
+        if rescan:
             for i, slot in self._timed:
                 if c[slot] <= t:
                     mask |= 1 << i
@@ -319,6 +326,7 @@ class Engine:
         members = c[MEMBERS]
         evaluators = self._evaluators
         next_slots = self._next_slots
+        low_next = NEVER
         while mask:
             low = mask & -mask
             mask ^= low
@@ -326,17 +334,21 @@ class Engine:
             value, nxt = evaluators[i](c, t)
             slot = next_slots[i]
             if slot:
+                if c[slot] == due:
+                    rescan = True
                 c[slot] = nxt
+                if nxt < low_next:
+                    low_next = nxt
             if value != bool(members & low):
                 members ^= low
                 c[MEMBERS] = members
                 self._emit(c, i, t, value, rids)
-        due = min(c[self._next_slice], default=NEVER)
-        if due != c[DUE]:
-            c[DUE] = due
-            if due < NEVER:
+        new_due = min(c[self._next_slice], default=NEVER) if rescan else min(due, low_next)
+        if new_due != due:
+            c[DUE] = new_due
+            if new_due < NEVER:
                 self._timer_seq += 1
-                heapq.heappush(self._timers, (due, self._timer_seq, c))
+                heapq.heappush(self._timers, (new_due, self._timer_seq, c))
 
     def _emit(self, c: Customer, i: int, t: int, entered: bool, rids: list[str] | None) -> None:
         """Append one delta. ``record_ids`` is shared, not copied: the instant's id list
