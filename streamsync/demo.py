@@ -96,7 +96,16 @@ def _produce(
     """Each customer's records keep their order: one key, one partition, one topic per
     record kind. A tenth of the customers send their Data Pipelines records as Avro."""
     producer = Producer(
-        producer_config(bootstrap, extra={"linger.ms": 20, "message.max.bytes": MAX_MESSAGE_BYTES})
+        producer_config(
+            bootstrap,
+            extra={
+                "linger.ms": 20,
+                "message.max.bytes": MAX_MESSAGE_BYTES,
+                # A fresh broker answers "coordinator load in progress" for a moment and
+                # the client retries by itself: keep that warning out of the demo output.
+                "log_level": 3,
+            },
+        )
     )
     produced: Counter[str] = Counter()
     for i, record in enumerate(records):
