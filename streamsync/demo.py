@@ -18,7 +18,6 @@ from __future__ import annotations
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
@@ -31,9 +30,7 @@ from streamsync.audiences.replay import replay
 from streamsync.config import IngestConfig, KafkaConfig, TopicConfig
 from streamsync.deltas.record import MembershipDelta
 from streamsync.ingest.avro import confluent_frame, encode_avro
-from streamsync.ingest.errors import DecodeError
-from streamsync.ingest.event import SourcePosition
-from streamsync.ingest.jsonl import LineError, Skipped, decode_line
+from streamsync.ingest.jsonl import is_webhook_record, read_events
 from streamsync.kafka.broker import kafka_bootstrap, kafka_bootstrap_from_env
 from streamsync.kafka.config import consumer_config, producer_config
 from streamsync.resources import project_path
@@ -72,12 +69,8 @@ def _say(out: TextIO, text: str) -> None:
     print(text, file=out, flush=True)
 
 
-def _is_webhook(record: dict[str, Any]) -> bool:
-    return "event_id" in record and "metric" in record
-
-
 def _customer(record: dict[str, Any]) -> str | None:
-    if _is_webhook(record):
+    if is_webhook_record(record):
         data = record.get("data")
         return data.get("customer_id") if isinstance(data, dict) else None
     user = record.get("userId")
@@ -114,7 +107,7 @@ def _produce(
         else:
             customer = _customer(record)
             key = customer.encode() if customer else None
-            if _is_webhook(record):
+            if is_webhook_record(record):
                 topic, value = topics["webhooks"], orjson.dumps(record)
             elif customer is not None and hash_bucket(customer) == 0:
                 topic = topics["avro"]
@@ -126,7 +119,7 @@ def _produce(
         if i % 10_000 == 0:
             producer.poll(0)
     # Two Avro records a registry cannot serve: an unknown schema id and a cut-off body.
-    sample = next(r for r in records if isinstance(r, dict) and not _is_webhook(r))
+    sample = next(r for r in records if isinstance(r, dict) and not is_webhook_record(r))
     body = encode_avro("pipelines", sample)
     producer.produce(topics["avro"], confluent_frame(99, body))
     producer.produce(topics["avro"], confluent_frame(PIPELINES_SCHEMA_ID, body[: len(body) // 2]))
@@ -166,18 +159,6 @@ def _count_topic(bootstrap: str, topic: str, expected: int, timeout_s: float = 3
     finally:
         consumer.close()
     return seen
-
-
-def _replay_records(records: list[Any]) -> Iterator[Any]:
-    """The produced records as the offline replay sees them (same decoders)."""
-    for line, record in enumerate(records, start=1):
-        raw = record if isinstance(record, bytes) else orjson.dumps(record)
-        try:
-            event = decode_line(raw, SourcePosition("demo", 0, line))
-        except DecodeError as exc:
-            yield LineError(line, exc)
-            continue
-        yield Skipped(line) if event is None else event
 
 
 def run_demo(
@@ -241,7 +222,9 @@ def run_demo(
         )
 
     _say(out, "[4/4] Replaying the same records offline to check the live result")
-    result.replay_deltas = list(replay(audiences, _replay_records(records), progress=None))
+    # The produced records as lines of a file, through the same decoders as replay.
+    lines = (r if isinstance(r, bytes) else orjson.dumps(r) for r in records)
+    result.replay_deltas = list(replay(audiences, read_events(lines, "demo"), progress=None))
     return result
 
 

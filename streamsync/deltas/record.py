@@ -16,14 +16,14 @@ ENTER: Op = "enter"
 EXIT: Op = "exit"
 
 
-def format_rfc3339_ms(epoch_ms: int) -> str:
-    """``2026-11-25T10:00:00.000Z``: RFC 3339, UTC, millisecond precision."""
-    moment = datetime.fromtimestamp(epoch_ms / 1000, tz=UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{epoch_ms % 1000:03d}Z"
-
-
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MILLISECOND = timedelta(milliseconds=1)
+
+
+def format_rfc3339_ms(epoch_ms: int) -> str:
+    """``2026-11-25T10:00:00.000Z``: RFC 3339, UTC, millisecond precision."""
+    moment = _EPOCH + timedelta(milliseconds=epoch_ms)  # exact: no float round trip
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{epoch_ms % 1000:03d}Z"
 
 
 def datetime_to_ms(moment: datetime) -> int:

@@ -8,10 +8,11 @@ partition 0, offset = line number, so errors point at the line.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import sys
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from streamsync.config import DEFAULT_MAX_RECORD_BYTES
 from streamsync.ingest.decoder import check_size, parse_json_object
@@ -39,6 +40,12 @@ class Skipped:
     line: int
 
 
+def is_webhook_record(record: dict[str, Any]) -> bool:
+    """Whether a decoded JSON record is a reporting webhook rather than a Data Pipelines
+    record: webhooks carry ``event_id`` and ``metric``."""
+    return "event_id" in record and "metric" in record
+
+
 def decode_line(
     raw: bytes, source: SourcePosition, max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES
 ) -> Event | None:
@@ -46,14 +53,14 @@ def decode_line(
     same size limit and checks as a JSON topic."""
     check_size(raw.rstrip(b"\r\n"), max_record_bytes)
     record = parse_json_object(raw)
-    if "event_id" in record and "metric" in record:
+    if is_webhook_record(record):
         return webhook_event(record, None, source)
     return pipelines_event(record, None, source)
 
 
-def read_events(handle: IO[bytes], name: str = "-") -> Iterator[Event | LineError | Skipped]:
-    """Decode every non-blank line of ``handle`` in order."""
-    for number, raw in enumerate(handle, start=1):
+def read_events(lines: Iterable[bytes], name: str = "-") -> Iterator[Event | LineError | Skipped]:
+    """Decode every non-blank line (an open file, or any iterable of lines) in order."""
+    for number, raw in enumerate(lines, start=1):
         if not raw.strip():
             continue
         try:
@@ -66,8 +73,6 @@ def read_events(handle: IO[bytes], name: str = "-") -> Iterator[Event | LineErro
 
 def open_events(path: str | Path) -> IO[bytes]:
     """``-`` is standard input."""
-    import sys
-
     if str(path) == "-":
         return sys.stdin.buffer
     return Path(path).open("rb")
