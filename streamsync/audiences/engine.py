@@ -298,16 +298,16 @@ class Engine:
     # -- evaluation ------------------------------------------------------------------------
 
     def _closure(self, mask: int) -> int:
-        closed = self._closure_cache.get(mask)
-        if closed is None:
-            closed = 0
-            deps = self.program.dependents
-            m = mask
-            while m:
-                low = m & -m
-                closed |= deps[low.bit_length() - 1]
-                m ^= low
-            self._closure_cache[mask] = closed
+        """``mask`` plus every audience depending on one in it (computed once per mask;
+        callers look in ``_closure_cache`` first)."""
+        closed = 0
+        deps = self.program.dependents
+        m = mask
+        while m:
+            low = m & -m
+            closed |= deps[low.bit_length() - 1]
+            m ^= low
+        self._closure_cache[mask] = closed
         return closed
 
     def _evaluate(self, c: Customer, t: int, mask: int, rids: list[str] | None) -> None:
@@ -322,7 +322,8 @@ class Engine:
             for i, slot in self._timed:
                 if c[slot] <= t:
                     mask |= 1 << i
-        mask = self._closure_cache.get(mask) or self._closure(mask)
+        closed = self._closure_cache.get(mask)
+        mask = self._closure(mask) if closed is None else closed
         members = c[MEMBERS]
         evaluators = self._evaluators
         next_slots = self._next_slots
