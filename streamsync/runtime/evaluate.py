@@ -71,7 +71,7 @@ class EvaluateStage:
         """Fire everything before the common watermark."""
         self._since_advance = 0
         watermark = self.watermarks.watermark
-        if watermark != UNKNOWN and watermark - 1 >= self.engine.watermark:
+        if watermark != UNKNOWN:  # advance_to ignores instants already final
             self._emit(self.engine.advance_to(watermark - 1))
 
     def finish(self, until_ms: int | None = None) -> None:
