@@ -21,7 +21,7 @@ import orjson
 
 from streamsync.config import ConfigError, TopicConfig, load_config
 from streamsync.ingest.avro import FileSchemaRegistry
-from streamsync.ingest.decoder import Decoder
+from streamsync.ingest.decoder import Decoder, Skipped
 from streamsync.ingest.errors import DecodeError, FatalIngestError
 from streamsync.ingest.event import SourcePosition
 from streamsync.runtime.ingest_loop import IngestLoop, IngestStats
@@ -143,15 +143,13 @@ def run_decode(args: argparse.Namespace) -> int:
     failures = 0
     for number, value in enumerate(values, start=1):
         source = SourcePosition(str(args.file), 0, number)
-        try:
-            event = decoder.decode(value, None, source)
-        except DecodeError as exc:
-            failures += 1
-            print(f"{number}: ERROR {exc.reason.value}: {exc.detail}")
-            continue
-        if event is None:
-            print(f"{number}: skipped (no customer key)")
-        else:
-            shown = {k: getattr(event, k) for k in event.__slots__ if k != "source"}
-            print(f"{number}: {orjson.dumps(shown).decode()}")
+        for outcome in decoder.decode_all(value, None, source):
+            if isinstance(outcome, DecodeError):
+                failures += 1
+                print(f"{number}: ERROR {outcome.reason.value}: {outcome.detail}")
+            elif isinstance(outcome, Skipped):
+                print(f"{number}: skipped ({outcome.reason})")
+            else:
+                shown = {k: getattr(outcome, k) for k in outcome.__slots__ if k != "source"}
+                print(f"{number}: {orjson.dumps(shown).decode()}")
     return 1 if failures else 0

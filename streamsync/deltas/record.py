@@ -50,6 +50,7 @@ class MembershipDelta:
     order and deduplicate per user. ``record_ids`` are the records that qualified the
     change (the records at that instant, or the record a deadline was computed from).
     ``holdout`` members are evaluated like everyone else but are not delivered.
+    ``id_kind`` says what ``customer_id`` is (``streamsync.ingest.event.ID_KINDS``).
     """
 
     audience: str
@@ -61,6 +62,7 @@ class MembershipDelta:
     record_ids: list[str] = field(default_factory=list)
     identifiers: dict[str, str] = field(default_factory=dict)
     holdout: bool = False
+    id_kind: str = "id"
 
     def to_json(self) -> dict[str, Any]:
         """The JSON form (also the shape of the ``replay`` output lines)."""
@@ -75,6 +77,7 @@ class MembershipDelta:
             "record_ids": list(self.record_ids),
             "identifiers": dict(self.identifiers),
             "holdout": self.holdout,
+            "id_kind": self.id_kind,
         }
 
     @classmethod
@@ -95,4 +98,5 @@ class MembershipDelta:
             record_ids=[str(r) for r in data.get("record_ids", [])],
             identifiers={str(k): str(v) for k, v in data.get("identifiers", {}).items()},
             holdout=bool(data.get("holdout", False)),
+            id_kind=str(data.get("id_kind") or "id"),
         )

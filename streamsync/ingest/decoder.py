@@ -8,11 +8,16 @@ and the shared dict validators. Outcomes:
 * ``None`` - a valid record without a customer key: counted and skipped, not an error
   (anonymous traffic is normal);
 * :class:`~streamsync.ingest.errors.DecodeError` - dead-letter it, with its reason.
+
+Consumers call :meth:`Decoder.decode_all`, which returns those outcomes as a list (one
+Kafka record may hold several Customer.io records) with skips as :class:`Skipped`
+carrying their reason, and errors as values rather than raised.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -23,6 +28,22 @@ from streamsync.ingest.avro import AvroRecordDecoder, SchemaRegistry
 from streamsync.ingest.errors import DecodeError, DecodeReason
 from streamsync.ingest.event import Event, SourcePosition
 from streamsync.ingest.pipelines import CustomerKeyRule, type_name
+
+#: ``Skipped.reason`` for a valid record that names no customer.
+NO_CUSTOMER = "no_customer"
+
+
+@dataclass(slots=True, frozen=True)
+class Skipped:
+    """A valid record that is deliberately not evaluated; ``reason`` is counted."""
+
+    reason: str
+
+
+#: What one Customer.io record in a Kafka record became.
+Outcome = Event | Skipped | DecodeError
+
+_NO_CUSTOMER = Skipped(NO_CUSTOMER)
 
 _Builder = Callable[[object, bytes | None, SourcePosition | None, CustomerKeyRule], Event | None]
 
@@ -85,3 +106,14 @@ class Decoder:
             raise DecodeError(DecodeReason.EMPTY_RECORD, "the record value is null or empty")
         check_size(value, self.max_record_bytes)
         return self._build(self.parse(value), key, source, self.rule)
+
+    def decode_all(
+        self, value: bytes | None, key: bytes | None, source: SourcePosition | None
+    ) -> list[Outcome]:
+        """Every outcome of one Kafka record, in record order; never raises
+        :class:`DecodeError` (it is returned, so one bad item cannot hide good ones)."""
+        try:
+            event = self.decode(value, key, source)
+        except DecodeError as exc:
+            return [exc]
+        return [_NO_CUSTOMER if event is None else event]

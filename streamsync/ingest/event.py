@@ -18,6 +18,11 @@ SCREEN = "screen"
 WEBHOOK = "webhook"
 KINDS = frozenset({TRACK, IDENTIFY, PAGE, SCREEN, WEBHOOK})
 
+#: What a customer key is: ``id`` (Data Pipelines ``userId`` or a webhook's
+#: ``identifiers.id``: the workspace's own person id), ``cio_id`` (Customer.io's internal
+#: id), ``email``, or ``customer_id`` (the deprecated webhook field, a last fallback).
+ID_KINDS = ("id", "cio_id", "email", "customer_id")
+
 
 @dataclass(slots=True, frozen=True)
 class SourcePosition:
@@ -38,6 +43,8 @@ class Event:
     ``record_id`` is ``messageId`` or ``event_id``; duplicates share it.
     ``identifiers`` holds what is known to reach the customer: ``email``, ``phone``,
     ``cio_id`` (from traits, context.traits or webhook ``data.identifiers``).
+    ``id_kind`` names what ``customer_id`` is (see :data:`ID_KINDS`), so the delivery
+    side can map it to the identifier a destination expects.
     """
 
     customer_id: str
@@ -49,3 +56,4 @@ class Event:
     traits: dict[str, Any] = field(default_factory=dict)
     identifiers: dict[str, str] = field(default_factory=dict)
     source: SourcePosition | None = None
+    id_kind: str = "id"

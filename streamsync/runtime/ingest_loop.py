@@ -30,7 +30,7 @@ from confluent_kafka import (
 
 from streamsync.config import IngestConfig, KafkaConfig
 from streamsync.ingest.avro import FileSchemaRegistry, SchemaRegistry
-from streamsync.ingest.decoder import Decoder
+from streamsync.ingest.decoder import NO_CUSTOMER, Decoder
 from streamsync.ingest.errors import ConsumerError, DecodeError
 from streamsync.ingest.event import Event, SourcePosition
 from streamsync.kafka.config import consumer_config, producer_config
@@ -57,12 +57,16 @@ class TopicStats:
     """What happened to one topic's records."""
 
     decoded: int = 0
-    skipped_no_customer: int = 0
+    skipped: Counter[str] = field(default_factory=Counter)
     dead_lettered: Counter[str] = field(default_factory=Counter)
 
     @property
+    def skipped_no_customer(self) -> int:
+        return self.skipped[NO_CUSTOMER]
+
+    @property
     def records(self) -> int:
-        return self.decoded + self.skipped_no_customer + sum(self.dead_lettered.values())
+        return self.decoded + sum(self.skipped.values()) + sum(self.dead_lettered.values())
 
 
 @dataclass
@@ -250,20 +254,22 @@ class IngestLoop:
             value = message.value()
             key = message.key()
             source = SourcePosition(topic, message.partition(), message.offset())
-            try:
-                event = self.decoders[topic].decode(value, key, source)
-            except DecodeError as exc:
-                kind, timestamp = message.timestamp()
-                dead_letters.write(
-                    value, key, source, None if kind == TIMESTAMP_NOT_AVAILABLE else timestamp, exc
-                )
-                topic_stats.dead_lettered[exc.reason.value] += 1
-                continue
-            if event is None:
-                topic_stats.skipped_no_customer += 1
-            else:
-                topic_stats.decoded += 1
-                on_event(event)
+            for outcome in self.decoders[topic].decode_all(value, key, source):
+                if isinstance(outcome, Event):
+                    topic_stats.decoded += 1
+                    on_event(outcome)
+                elif isinstance(outcome, DecodeError):
+                    kind, timestamp = message.timestamp()
+                    dead_letters.write(
+                        value,
+                        key,
+                        source,
+                        None if kind == TIMESTAMP_NOT_AVAILABLE else timestamp,
+                        outcome,
+                    )
+                    topic_stats.dead_lettered[outcome.reason.value] += 1
+                else:
+                    topic_stats.skipped[outcome.reason] += 1
         return handled
 
     @staticmethod

@@ -29,6 +29,7 @@ _FIELDS = {
     "record_ids",
     "identifiers",
     "holdout",
+    "id_kind",
 }
 _AT = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
 

@@ -93,6 +93,7 @@ def test_json_shape_matches_readme() -> None:
         "record_ids": ["5c2e-add", "9f00-view"],
         "identifiers": {"email": "a@example.com", "cio_id": "cio_1"},
         "holdout": True,
+        "id_kind": "id",
     }
 
 
@@ -232,6 +233,7 @@ def test_avro_schema_parses_and_has_the_delta_fields() -> None:
         "record_ids",
         "identifiers",
         "holdout",
+        "id_kind",
     ]
     by_name = {f["name"]: f for f in fields}
     assert by_name["op"]["type"]["symbols"] == ["enter", "exit"]
