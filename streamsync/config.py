@@ -146,11 +146,29 @@ class IngestConfig(_Model):
         raise KeyError(name)
 
 
+DEFAULT_DELTAS_TOPIC = "streamsync.deltas"
+
+
+class DeltasConfig(_Model):
+    """The membership deltas topic: written by ``evaluate``, read by ``deliver``.
+
+    Records are keyed by customer id, so one customer's deltas stay in order.
+    """
+
+    topic: str = Field(default=DEFAULT_DELTAS_TOPIC, min_length=1)
+    format: Literal["json", "avro"] = Field(
+        default="json",
+        description="json: the README's JSON form; avro: schemas/membership_delta.avsc in the "
+        "Confluent wire format.",
+    )
+
+
 class AppConfig(_Model):
     """The whole configuration file."""
 
     kafka: KafkaConfig = Field(default_factory=KafkaConfig)
     ingest: IngestConfig
+    deltas: DeltasConfig = Field(default_factory=DeltasConfig)
 
 
 def _format_errors(error: ValidationError) -> str:
