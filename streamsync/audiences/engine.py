@@ -29,6 +29,7 @@ from dataclasses import dataclass, replace
 from streamsync.audiences.compiler import (
     CUSTOMER_ID,
     DUE,
+    ID_KIND,
     IDS,
     MEMBERS,
     NEVER,
@@ -253,6 +254,7 @@ class Engine:
             if known is None:
                 known = customers[cid] = new_customer(cid)
             c = known
+            c[ID_KIND] = event.id_kind
             found = event.identifiers
             if found:
                 packed = c[IDS]
@@ -372,6 +374,7 @@ class Engine:
                 rids,
                 {} if (packed := c[IDS]) is None else dict(unpack_identifiers(packed)),
                 bool(percent) and in_holdout(self._names[i], cid, percent),
+                c[ID_KIND],
             )
         )
 
