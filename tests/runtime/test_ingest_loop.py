@@ -137,7 +137,7 @@ def test_ingest_loop_end_to_end(
         (pipelines, b"bad-3", js(sample(ORDER_COMPLETED, properties="x=1")), "wrong_type"),
         (pipelines, b"bad-4", js(big), "oversized"),
         (pipelines, None, js(sample(ORDER_COMPLETED, userId=None)), "skipped"),
-        (pipelines, b"bad-5", js(sample(ORDER_COMPLETED, messageId=None)), "missing_field"),
+        (pipelines, b"bad-5", js(sample(ORDER_COMPLETED, event=None)), "missing_field"),
         (pipelines, b"bad-6", None, "empty_record"),
         (webhooks, None, js(WEBHOOK_SENT), "event"),
         (webhooks, b"bad-7", js(sample(WEBHOOK_SENT, timestamp="soon")), "wrong_type"),
