@@ -134,15 +134,17 @@ class Decoder:
     ) -> Event | None:
         """One Kafka record holding one Customer.io record -> ``Event``, ``None`` (not
         evaluated: see :class:`Skipped`), or ``DecodeError`` raised. A batch envelope
-        raises ``WRONG_TYPE``: use :meth:`decode_all`.
+        raises ``WRONG_TYPE``: use :meth:`decode_all`, which handles every case.
         """
-        outcomes = self.decode_all(value, key, source)
-        if len(outcomes) != 1:
+        if not value:
+            raise DecodeError(DecodeReason.EMPTY_RECORD, "the record value is null or empty")
+        check_size(value, self.max_record_bytes)
+        record = self.parse(value)
+        if self.batches and "batch" in record and "type" not in record:
             raise DecodeError(DecodeReason.WRONG_TYPE, "a batch envelope: use decode_all")
-        outcome = outcomes[0]
-        if isinstance(outcome, DecodeError):
-            raise outcome
-        return outcome if isinstance(outcome, Event) else None
+        latest = self.clock_ms() + self.max_clock_skew_ms
+        outcome = self._build(record, key, source, self.rule, latest)
+        return outcome if type(outcome) is Event else None
 
     def decode_all(
         self, value: bytes | None, key: bytes | None, source: SourcePosition | None
