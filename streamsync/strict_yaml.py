@@ -16,6 +16,9 @@ composer is always PyYAML's Python one, because that is where depth is bounded.
 
 from __future__ import annotations
 
+import gc
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -113,7 +116,9 @@ class _StrictConstructor(SafeConstructor):
     def construct_object(self, node: Node, deep: bool = False) -> Any:
         try:
             return super().construct_object(node, deep)
-        except (ValueError, TypeError, OverflowError) as exc:
+        except yaml.YAMLError:
+            raise
+        except Exception as exc:  # PyYAML's value constructors raise whatever Python does
             raise ConstructorError(
                 None, None, f"cannot read this value ({type(exc).__name__})", node.start_mark
             ) from None
@@ -212,13 +217,17 @@ def _check_aliases(root: Node) -> None:
 
 
 def _line_of(exc: yaml.YAMLError, text: str) -> int:
+    """1-based line of an error; an error at the end of the stream is on the last line
+    (libyaml places it after the final line break)."""
     mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
     if mark is not None:
-        return int(mark.line) + 1
-    position = getattr(exc, "position", None)
-    if isinstance(position, int):
-        return text.count("\n", 0, position) + 1
-    return 0
+        line = int(mark.line) + 1
+    else:
+        position = getattr(exc, "position", None)
+        if not isinstance(position, int):
+            return 0
+        line = text.count("\n", 0, position) + 1
+    return min(line, max(1, len(text.splitlines())))
 
 
 def decode_text(raw: bytes) -> str:
@@ -231,8 +240,26 @@ def decode_text(raw: bytes) -> str:
         raise YamlTextError(line, "not UTF-8 text (is it a binary file?)") from None
 
 
+@contextmanager
+def gc_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector while building a large acyclic structure: its
+    passes over the growing heap would otherwise make loading a big file quadratic."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
 def parse_yaml(raw: bytes | str) -> YamlDocument:
     """Parse one YAML document strictly; see the module docstring."""
+    with gc_paused():
+        return _parse(raw)
+
+
+def _parse(raw: bytes | str) -> YamlDocument:
     text = decode_text(raw) if isinstance(raw, bytes) else raw
     loader = _make_loader(text)
     loader.duplicates = []

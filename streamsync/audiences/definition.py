@@ -223,6 +223,10 @@ class Condition(_Strict):
         if len(self.model_fields_set) != 1:
             names = ", ".join(sorted(_CONDITION_KEYS))
             raise ValueError(f"a condition has exactly one of: {names}")
+        (name,) = self.model_fields_set
+        if getattr(self, name) is None:
+            key = "not" if name == "not_" else name
+            raise ValueError(f"{key} needs a value, not null")
         return self
 
     @property

@@ -8,6 +8,7 @@ fixing a file wants the whole list, not one error per run.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +18,7 @@ import yaml
 from pydantic import ValidationError
 
 from streamsync.audiences.definition import NAME_CONVENTION, Audience, Condition
-from streamsync.strict_yaml import YamlSyntaxError, YamlTextError, parse_yaml
+from streamsync.strict_yaml import YamlSyntaxError, YamlTextError, gc_paused, parse_yaml
 
 #: Largest audience file read (a 10 MB file of thousands of audiences loads in seconds).
 MAX_FILE_BYTES = 64 * 1024 * 1024
@@ -81,10 +82,12 @@ def _read(path: Path) -> bytes:
         raise AudienceFileError(f"{path}: not a regular file")
     try:
         with path.open("rb") as handle:
-            raw = handle.read(MAX_FILE_BYTES + 1)
+            # Size first: read(limit) would allocate the whole limit up front.
+            too_large = os.fstat(handle.fileno()).st_size > MAX_FILE_BYTES
+            raw = b"" if too_large else handle.read()
     except OSError as exc:
         raise AudienceFileError(f"{path}: cannot read ({exc.strerror or exc})") from None
-    if len(raw) > MAX_FILE_BYTES:
+    if too_large or len(raw) > MAX_FILE_BYTES:
         raise AudienceFileError(
             f"{path}: larger than {MAX_FILE_BYTES // (1024 * 1024)} MiB; split the definitions"
         )
@@ -236,7 +239,7 @@ def validate(located: Sequence[_Located]) -> list[Problem]:
                 )
             )
     for item in by_name.values():
-        for ref in sorted(item.audience.references() - by_name.keys()):
+        for ref in sorted(r for r in item.audience.references() if r not in by_name):
             problems.append(
                 Problem(
                     item.path,
@@ -331,7 +334,14 @@ def check_audiences(path: str | Path) -> tuple[list[Audience], list[Problem]]:
     raises :class:`AudienceFileError` instead: there is nothing to validate."""
     problems: list[Problem] = []
     located: list[_Located] = []
-    for file in audience_files(path):
+    with gc_paused():
+        _check_files(audience_files(path), problems, located)
+    problems.extend(validate(located))
+    return [item.audience for item in located], problems
+
+
+def _check_files(files: list[Path], problems: list[Problem], located: list[_Located]) -> None:
+    for file in files:
         for data, node in _documents(file, problems):
             line = node.start_mark.line + 1
             try:
@@ -346,8 +356,6 @@ def check_audiences(path: str | Path) -> tuple[list[Audience], list[Problem]]:
                     )
                 continue
             located.append(_Located(audience, str(file), line, _reference_lines(node)))
-    problems.extend(validate(located))
-    return [item.audience for item in located], problems
 
 
 def load_audiences(path: str | Path) -> list[Audience]:

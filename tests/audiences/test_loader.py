@@ -411,3 +411,23 @@ def test_a_large_file_is_read_and_parsed_once(
     audiences, problems = check_audiences(text)
     assert len(audiences) == 2000 and problems == []
     assert calls == {"parse": 1, "compose": 1, "open": 1}
+
+
+def test_a_null_condition_is_an_error_not_a_crash(tmp_path: Path) -> None:
+    # Found by tests/fuzz: "exit: {occurred_since_last: null}" passed validation and
+    # failed in the compiler.
+    errors = _errors(
+        tmp_path,
+        HEAD + "entry: {happened: {event: E}}\nsticky_for: 1d\nexit: {occurred_since_last: null}\n",
+    )
+    assert any(":7: error:" in m and "occurred_since_last needs a value" in m for m in errors)
+
+
+def test_an_error_at_the_end_of_the_file_is_on_its_last_line(tmp_path: Path) -> None:
+    (message,) = _errors(tmp_path, "[")
+    assert message.startswith(f"{tmp_path / 'a.yaml'}:1: error: not valid YAML")
+
+
+def test_an_empty_tagged_int_is_a_yaml_error(tmp_path: Path) -> None:
+    (message,) = _errors(tmp_path, "!!int ")
+    assert "cannot read this value" in message
