@@ -16,10 +16,18 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from streamsync.kafka.broker import BOOTSTRAP_ENV
+from streamsync.strict_yaml import YamlSyntaxError, YamlTextError, parse_yaml
 
 TopicFormat = Literal["pipelines_json", "webhook_json", "pipelines_avro", "webhook_avro"]
 #: Identifier kinds a webhook topic's identity policy may list (``Event.id_kind``).
@@ -35,7 +43,42 @@ _REDACTED = "**********"
 
 
 class ConfigError(ValueError):
-    """The configuration file is missing, not YAML, or not valid; the message says where."""
+    """The configuration file is missing, not YAML, or not valid; the message is one line
+    that says where (file, line or key) and never quotes a value."""
+
+
+def check_librdkafka_settings(settings: Mapping[str, Any]) -> None:
+    """Raise ``ValueError`` naming the first key librdkafka rejects (unknown, or a value
+    it cannot take), without the value: it may be a secret.
+
+    confluent-kafka checks settings only when a client is built, which for ``ingest``
+    would be after start-up; building a throw-away producer (no brokers, logging off)
+    here checks them at load, in about a millisecond.
+    """
+    if not settings:
+        return
+    from confluent_kafka import KafkaException, Producer
+
+    def rejected(candidate: Mapping[str, Any]) -> str | None:
+        try:
+            Producer({**candidate, "log_level": 0})
+        except KafkaException as exc:
+            return str(exc.args[0].str() if exc.args else exc)
+        except (TypeError, ValueError) as exc:
+            return str(exc)
+        return None
+
+    if rejected(settings) is None:
+        return
+    for key, value in settings.items():
+        problem = rejected({key: value})
+        if problem is None:
+            continue
+        if "No such configuration property" in problem:
+            raise ValueError(f"{key!r} is not a librdkafka setting")
+        raise ValueError(f"librdkafka rejects the value of {key!r}")
+    keys = ", ".join(map(repr, settings))
+    raise ValueError(f"librdkafka rejects these settings together: {keys}")
 
 
 class _Model(BaseModel):
@@ -119,6 +162,14 @@ class KafkaConfig(_Model):
     sasl_password: SecretStr | None = None
     ssl_ca_location: str | None = None
     extra: dict[str, str | int | float | bool] = Field(default_factory=dict)
+
+    @field_validator("extra")
+    @classmethod
+    def _librdkafka_accepts(
+        cls, extra: dict[str, str | int | float | bool]
+    ) -> dict[str, str | int | float | bool]:
+        check_librdkafka_settings(extra)
+        return extra
 
     @model_validator(mode="after")
     def _check(self) -> KafkaConfig:
@@ -213,11 +264,12 @@ class AppConfig(_Model):
 
 def _format_errors(error: ValidationError) -> str:
     # Never include ``input``: it may be a password or a customer's data.
-    lines = []
+    parts = []
     for item in error.errors(include_input=False, include_url=False):
         where = ".".join(str(part) for part in item["loc"]) or "(root)"
-        lines.append(f"  {where}: {item['msg']}")
-    return "\n".join(lines)
+        message = str(item["msg"]).removeprefix("Value error, ")
+        parts.append(f"{where}: {message}")
+    return "; ".join(parts)
 
 
 def parse_config(
@@ -234,7 +286,7 @@ def parse_config(
     try:
         config = AppConfig.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(f"{source}: invalid configuration\n{_format_errors(exc)}") from None
+        raise ConfigError(f"{source}: invalid configuration: {_format_errors(exc)}") from None
     bootstrap = environ.get(BOOTSTRAP_ENV, "").strip()
     if bootstrap:
         config = config.model_copy(
@@ -249,6 +301,9 @@ def parse_config(
                 )
             }
         )
+        registry = config.ingest.schema_registry_dir
+    if registry is not None and not registry.exists():
+        raise ConfigError(f"{source}: ingest.schema_registry_dir: {registry} does not exist")
     return config
 
 
@@ -261,17 +316,21 @@ def load_config(path: str | Path, *, env: Mapping[str, str] | None = None) -> Ap
     file's directory, so the result does not depend on the working directory.
     """
     file = Path(path)
+    if file.is_dir():
+        raise ConfigError(f"{file}: is a directory, not a configuration file")
     try:
-        text = file.read_text("utf-8")
+        raw = file.read_bytes()
     except OSError as exc:
         raise ConfigError(f"{file}: cannot read ({exc.strerror})") from None
     try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
+        document = parse_yaml(raw)
+    except YamlTextError as exc:
+        raise ConfigError(f"{file}: {exc}") from None
+    except YamlSyntaxError as exc:
         # Only the position and the problem: PyYAML's own message quotes the line, which
         # may be the one holding the password.
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
-        problem = getattr(exc, "problem", None) or "syntax error"
-        raise ConfigError(f"{file}: not valid YAML: {where}{problem}") from None
-    return parse_config(data, source=str(file), base_dir=file.parent, env=env)
+        raise ConfigError(f"{file}: not valid YAML: {exc}") from None
+    if document.duplicate_keys:
+        where = "; ".join(f"line {d.line}: {d}" for d in document.duplicate_keys)
+        raise ConfigError(f"{file}: {where}")
+    return parse_config(document.data, source=str(file), base_dir=file.parent, env=env)

@@ -12,11 +12,18 @@ import signal
 import sys
 import threading
 import time
-from datetime import UTC, datetime, timedelta
 from types import FrameType
 from typing import Any
 
-from streamsync.cli.arguments import fraction, non_negative_int, port, positive_int
+from streamsync.cli.arguments import (
+    check_output_file,
+    fraction,
+    int_between,
+    non_negative_int,
+    port,
+    rfc3339_ms,
+    seconds,
+)
 from streamsync.kafka.broker import (
     BrokerStartError,
     KafkaFetchError,
@@ -32,6 +39,8 @@ from streamsync.synthetic import (
     write_jsonl,
 )
 
+#: The generator holds a few hundred bytes per customer in memory.
+MAX_GENERATED_CUSTOMERS = 10_000_000
 #: Below this many records ``dev generate`` finishes too fast for progress to help.
 _PROGRESS_THRESHOLD = 100_000
 
@@ -84,7 +93,7 @@ def register(subparsers: Any) -> None:
     start.add_argument("--version", default=None, help=version_help)
     start.add_argument(
         "--startup-timeout",
-        type=float,
+        type=seconds(allow_zero=False),
         default=120.0,
         help="seconds to wait for the broker to answer (default: %(default)s)",
     )
@@ -101,7 +110,10 @@ def register(subparsers: Any) -> None:
         ),
     )
     generate.add_argument(
-        "--customers", type=positive_int, required=True, help="number of distinct customers"
+        "--customers",
+        type=int_between(1, MAX_GENERATED_CUSTOMERS, "the generator keeps every customer"),
+        required=True,
+        help=f"number of distinct customers (at most {MAX_GENERATED_CUSTOMERS:,})",
     )
     generate.add_argument(
         "--events",
@@ -112,7 +124,7 @@ def register(subparsers: Any) -> None:
     generate.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
     generate.add_argument(
         "--start",
-        type=_rfc3339_ms,
+        type=rfc3339_ms,
         default=DEFAULT_START_MS,
         metavar="RFC3339",
         help=f"start of the 180-day window (default: {format_timestamp(DEFAULT_START_MS)})",
@@ -193,6 +205,7 @@ def _kafka_start(args: argparse.Namespace) -> int:
 
 
 def _generate(args: argparse.Namespace) -> int:
+    check_output_file(args.out, "--out")
     records = generate_records(args.customers, args.events, seed=args.seed, start_ms=args.start)
     stream = mix_bad_records(records, args.bad_fraction, seed=args.seed)
     started = time.monotonic()
@@ -217,19 +230,6 @@ def _generate(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     return 0
-
-
-def _rfc3339_ms(text: str) -> int:
-    """Epoch milliseconds of an RFC 3339 instant; a timezone is required, as RFC 3339 says."""
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not an RFC 3339 timestamp (e.g. 2026-01-01T00:00:00Z)"
-        ) from None
-    if moment.tzinfo is None:
-        raise argparse.ArgumentTypeError(f"{text!r} has no timezone; add Z or +HH:MM")
-    return (moment - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(milliseconds=1)
 
 
 def _log_tail(broker: LocalBroker, lines: int = 40) -> str:
