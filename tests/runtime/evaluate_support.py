@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from confluent_kafka import Consumer, KafkaError, Producer
+from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from streamsync.audiences.loader import load_audiences
@@ -51,7 +51,8 @@ class Stream:
         for future in futures.values():
             future.result(30)
         self.lines: list[bytes] = []
-        self.newest: dict[int, int] = {}  # partition -> newest event time
+        #: (topic, partition) -> newest event time produced there
+        self.newest: dict[tuple[str, int], int] = {}
         self._producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5})
 
     def partition_of(self, customer: str) -> int:
@@ -67,8 +68,8 @@ class Stream:
             self.lines.append(value)
             for event in read_events([value]):
                 ts = getattr(event, "timestamp_ms", None)
-                if ts is not None and ts > self.newest.get(partition, -1):
-                    self.newest[partition] = ts
+                if ts is not None and ts > self.newest.get((topic, partition), -1):
+                    self.newest[(topic, partition)] = ts
         assert self._producer.flush(30) == 0
 
     def config(self, tmp: Path, state: str = "state", **evaluate: Any) -> Path:
@@ -93,6 +94,30 @@ class Stream:
         path = tmp / f"{state}.yaml"
         path.write_bytes(orjson.dumps(config))  # JSON is YAML
         return path
+
+    def end_offsets(self) -> dict[tuple[str, int], int]:
+        consumer = Consumer({"bootstrap.servers": self.bootstrap, "group.id": self.group})
+        try:
+            return {
+                (topic, p): consumer.get_watermark_offsets(TopicPartition(topic, p), 10)[1]
+                for topic in (self.pipelines, self.webhooks)
+                for p in range(self.partitions)
+            }
+        finally:
+            consumer.close()
+
+    def committed(self) -> dict[tuple[str, int], int]:
+        """The evaluate group's committed offsets (read without joining the group)."""
+        consumer = Consumer({"bootstrap.servers": self.bootstrap, "group.id": self.group})
+        try:
+            tps = [
+                TopicPartition(topic, p)
+                for topic in (self.pipelines, self.webhooks)
+                for p in range(self.partitions)
+            ]
+            return {(tp.topic, tp.partition): tp.offset for tp in consumer.committed(tps, 10)}
+        finally:
+            consumer.close()
 
 
 def synthetic(customers: int, events: int, seed: int) -> list[dict[str, Any]]:
