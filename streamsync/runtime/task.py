@@ -109,15 +109,24 @@ class Task:
         return out
 
     def watermark(self, now_ms: int) -> int:
-        """Instants before this are final for this task (``UNKNOWN`` if none is)."""
+        """Instants before this are final for this task (``UNKNOWN`` if none is).
+
+        A partition that has delivered nothing yet holds it back (its first records may
+        be old) unless it is caught up. With the wall clock off, a caught-up partition
+        does not hold it back at all, and when all are caught up the newest record of
+        any stands for the clock."""
         low = NEVER
+        newest_any = UNKNOWN
         for topic in self.topics:
             newest = self.newest[topic]
             mark = UNKNOWN if newest == UNKNOWN else newest - self.lateness
-            if self.wall_clock and self.caught_up[topic]:
+            newest_any = max(newest_any, mark)
+            if self.caught_up[topic]:
+                if not self.wall_clock:
+                    continue
                 mark = max(mark, now_ms - self.grace)
             low = min(low, mark)
-        return low
+        return newest_any if low == NEVER else low
 
     def advance(self, now_ms: int) -> list[MembershipDelta]:
         mark = self.watermark(now_ms)
