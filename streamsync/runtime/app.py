@@ -76,7 +76,13 @@ from streamsync.runtime.dead_letter import (
     dead_letter_headers,
     fit_dead_letter,
 )
-from streamsync.runtime.ingest_loop import IngestStats, TopicStats
+from streamsync.runtime.ingest_loop import (
+    _BROKER_DOWN,
+    _QUIET,
+    BROKER_REPORT_INTERVAL_S,
+    IngestStats,
+    TopicStats,
+)
 from streamsync.runtime.task import Task
 from streamsync.state.recovery import restore_partition
 from streamsync.state.store import PartitionStore
@@ -85,12 +91,6 @@ log = logging.getLogger(__name__)
 
 #: Dead-letter reason for a record whose evaluation raised inside the engine.
 ENGINE_ERROR = "engine_error"
-#: How often an unreachable broker is reported again after the first report.
-BROKER_REPORT_INTERVAL_S = 30.0
-#: librdkafka logs every failed connection attempt (several a second); streamsync reports
-#: broker trouble itself through the error callback, once and then at a slow interval.
-_QUIET = {"log_level": 2}
-_BROKER_DOWN = frozenset({KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT})
 _DEFAULT_MAX_MESSAGE_BYTES = 1_048_588
 
 
@@ -256,17 +256,27 @@ class Application:
         admin = self.clients.admin(
             admin_config(self.config.kafka.bootstrap_servers, extra=self._client_base())
         )
-        deadline = time.monotonic() + settings.broker_timeout_ms / 1000
+        bootstrap = self.config.kafka.bootstrap_servers
+        started = time.monotonic()
+        deadline = started + settings.broker_timeout_ms / 1000
+        reported = -BROKER_REPORT_INTERVAL_S
         while True:
             try:
-                metadata = admin.list_topics(timeout=5)
+                budget = settings.broker_timeout_ms / 1000
+                metadata = admin.list_topics(timeout=min(5.0, max(1.0, budget / 4)))
                 break
             except KafkaException as exc:
-                if time.monotonic() >= deadline:
+                error = exc.args[0] if exc.args else exc
+                reason = error.str() if isinstance(error, KafkaError) else str(error)
+                now = time.monotonic()
+                if now >= deadline:
                     raise BrokerUnreachable(
-                        f"cannot reach Kafka at {self.config.kafka.bootstrap_servers} "
-                        f"(gave up after {settings.broker_timeout_ms / 1000:.0f}s: {exc})"
+                        f"cannot reach Kafka at {bootstrap} ({reason}); gave up after "
+                        f"{now - started:.0f}s (evaluate.broker_timeout)"
                     ) from None
+                if now - reported >= BROKER_REPORT_INTERVAL_S:
+                    reported = now
+                    log.error("cannot reach Kafka at %s (%s); retrying", bootstrap, reason)
         self._down_since = None
         counts: dict[str, int] = {}
         missing = []
