@@ -218,3 +218,72 @@ def test_a_dead_letter_too_large_for_its_topic_is_truncated_and_says_so(
     assert headers[REASON_HEADER] == b"malformed_json"
     assert int(headers[TRUNCATED_HEADER]) == len(malformed)
     assert malformed.startswith(letter.value()) and len(letter.value()) < limit
+
+
+def test_the_example_configuration_with_avro_deltas(
+    kafka_bootstrap_servers: str, tmp_path: Path
+) -> None:
+    """examples/config/local.yaml as shipped (under unique topic names on the shared
+    broker), its three input formats, and deltas in the Avro form with Confluent framing."""
+    from streamsync.config import DeltasConfig
+    from streamsync.deltas.codec import decode_avro
+    from streamsync.ingest.avro import confluent_frame, encode_avro
+    from streamsync.resources import project_path
+
+    config = load_config(project_path("examples", "config", "local.yaml"), env={})
+    assert config.evaluate is not None
+    run = uuid.uuid4().hex[:8]
+    names = [f"ex-{run}.{t.name}" for t in config.ingest.topics]
+    admin = AdminClient({"bootstrap.servers": kafka_bootstrap_servers})
+    for future in admin.create_topics([NewTopic(n, 2, 1) for n in names]).values():
+        future.result(30)
+    app_config = config.model_copy(
+        update={
+            "kafka": config.kafka.model_copy(update={"bootstrap_servers": kafka_bootstrap_servers}),
+            "ingest": config.ingest.model_copy(
+                update={
+                    "topics": [
+                        t.model_copy(update={"name": n})
+                        for t, n in zip(config.ingest.topics, names, strict=True)
+                    ],
+                    "dead_letter_topic": f"ex-{run}.dead-letter",
+                }
+            ),
+            "deltas": DeltasConfig(topic=f"ex-{run}.deltas", format="avro"),
+            "evaluate": config.evaluate.model_copy(
+                update={"group_id": f"ex-{run}", "state_dir": tmp_path / "state"}
+            ),
+        }
+    )
+    t0 = 1_767_225_600_000
+    producer = Producer({"bootstrap.servers": kafka_bootstrap_servers})
+    added = _track("ex-1", "Product Added", t0, sku="A")
+    later = _track("ex-2", "Page Viewed", t0 + 3 * 3_600_000)
+    producer.produce(names[0], orjson.dumps(added), b"ex-1")
+    framed = confluent_frame(1, encode_avro("pipelines", later))
+    producer.produce(names[2], framed, b"ex-2")
+    assert producer.flush(30) == 0
+    stats = Application(app_config).run(idle_timeout_s=2.0)
+    assert stats.records == 2 and stats.dead_lettered == 0
+    reader = Consumer(
+        {
+            "bootstrap.servers": kafka_bootstrap_servers,
+            "group.id": f"reader-{uuid.uuid4().hex}",
+            "auto.offset.reset": "earliest",
+            "isolation.level": "read_committed",
+        }
+    )
+    reader.subscribe([f"ex-{run}.deltas"])
+    got = []
+    deadline = time.monotonic() + 20
+    try:
+        while time.monotonic() < deadline and not got:
+            for message in reader.consume(100, 0.3):
+                if message.error() is None:
+                    value = message.value()
+                    assert value[0] == 0 and int.from_bytes(value[1:5], "big") == 3
+                    got.append(decode_avro(value[5:]))
+    finally:
+        reader.close()
+    enter = [d for d in got if d.audience == "ACT__CartAbandon__90m"]
+    assert enter and enter[0].customer_id == "ex-1" and enter[0].at_ms == t0 + 90 * 60_000
