@@ -14,10 +14,11 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     SecretStr,
@@ -254,12 +255,75 @@ class DeltasConfig(_Model):
     )
 
 
+def _duration_ms(value: object) -> int:
+    """Durations in the configuration are written as in audience files (``100ms``,
+    ``5m``); a bare number is not accepted, so ``5`` cannot mean 5 ms by accident."""
+    from streamsync.audiences.durations import parse_duration
+
+    if not isinstance(value, str):
+        raise ValueError("a duration is a number with a unit, such as 100ms or 5m")
+    ms = parse_duration(value)
+    if ms < 0:
+        raise ValueError("a duration must not be negative")
+    return ms
+
+
+Duration = Annotated[int, BeforeValidator(_duration_ms)]
+
+
+class EvaluateConfig(_Model):
+    """The evaluate service: audiences, state, transactions and time.
+
+    Durations are strings with a unit (``100ms``, ``10s``, ``5m``) and are held in
+    milliseconds.
+    """
+
+    audiences: Path = Field(
+        description="Audience file or directory; relative to the configuration file."
+    )
+    group_id: str = Field(default="streamsync-evaluate", min_length=1)
+    state_dir: Path = Field(
+        default=Path("state"),
+        description="Local state stores (one RocksDB per partition) and this instance's "
+        "transactional id; relative to the configuration file. One per process.",
+    )
+    changelog_topic: str | None = Field(
+        default=None,
+        description="Compacted changelog of the state stores; default <group_id>.changelog.",
+    )
+    commit_interval_ms: Duration = Field(default=100, alias="commit_interval")
+    allowed_lateness_ms: Duration = Field(default=5 * 60_000, alias="allowed_lateness")
+    wall_clock: bool = Field(
+        default=True,
+        description="While every input partition of a task is caught up, advance its "
+        "watermark with the wall clock (minus idle_grace) so deadlines fire on time.",
+    )
+    idle_grace_ms: Duration = Field(default=500, alias="idle_grace")
+    dedup_horizon_ms: Duration = Field(default=24 * 3_600_000, alias="dedup_horizon")
+    transaction_timeout_ms: Duration = Field(default=10_000, alias="transaction_timeout")
+    session_timeout_ms: Duration = Field(default=10_000, alias="session_timeout")
+    revoke_budget_ms: Duration = Field(default=10_000, alias="revoke_budget")
+    broker_timeout_ms: Duration = Field(default=60_000, alias="broker_timeout")
+    delta_schema_id: int = Field(
+        default=3,
+        ge=0,
+        description="Schema id in the Confluent framing of Avro deltas (deltas.format avro).",
+    )
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @property
+    def changelog(self) -> str:
+        return self.changelog_topic or f"{self.group_id}.changelog"
+
+
 class AppConfig(_Model):
     """The whole configuration file."""
 
     kafka: KafkaConfig = Field(default_factory=KafkaConfig)
     ingest: IngestConfig
     deltas: DeltasConfig = Field(default_factory=DeltasConfig)
+    evaluate: EvaluateConfig | None = None
 
 
 def _format_errors(error: ValidationError) -> str:
@@ -304,6 +368,18 @@ def parse_config(
         registry = config.ingest.schema_registry_dir
     if registry is not None and not registry.exists():
         raise ConfigError(f"{source}: ingest.schema_registry_dir: {registry} does not exist")
+    evaluate = config.evaluate
+    if evaluate is not None and base_dir is not None:
+        paths = {
+            name: (base_dir / value).resolve()
+            for name, value in (
+                ("audiences", evaluate.audiences),
+                ("state_dir", evaluate.state_dir),
+            )
+            if not value.is_absolute()
+        }
+        if paths:
+            config = config.model_copy(update={"evaluate": evaluate.model_copy(update=paths)})
     return config
 
 
