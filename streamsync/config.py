@@ -17,8 +17,17 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
+from streamsync.destinations.config import DestinationConfig, parse_destinations, resolve_paths
 from streamsync.kafka.broker import BOOTSTRAP_ENV
 
 TopicFormat = Literal["pipelines_json", "webhook_json", "pipelines_avro", "webhook_avro"]
@@ -169,6 +178,12 @@ class AppConfig(_Model):
     kafka: KafkaConfig = Field(default_factory=KafkaConfig)
     ingest: IngestConfig
     deltas: DeltasConfig = Field(default_factory=DeltasConfig)
+    #: name -> settings; each entry's ``kind`` picks its model (streamsync/destinations/).
+    destinations: dict[str, DestinationConfig] = Field(default_factory=dict)
+
+    _destinations = field_validator("destinations", mode="before")(
+        classmethod(lambda cls, v: parse_destinations(v))
+    )
 
 
 def _format_errors(error: ValidationError) -> str:
@@ -207,6 +222,14 @@ def parse_config(
                 "ingest": config.ingest.model_copy(
                     update={"schema_registry_dir": (base_dir / registry).resolve()}
                 )
+            }
+        )
+    if base_dir is not None and config.destinations:
+        config = config.model_copy(
+            update={
+                "destinations": {
+                    name: resolve_paths(dest, base_dir) for name, dest in config.destinations.items()
+                }
             }
         )
     return config
