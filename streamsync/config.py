@@ -228,7 +228,8 @@ def parse_config(
         config = config.model_copy(
             update={
                 "destinations": {
-                    name: resolve_paths(dest, base_dir) for name, dest in config.destinations.items()
+                    name: resolve_paths(dest, base_dir)
+                    for name, dest in config.destinations.items()
                 }
             }
         )

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from streamsync import __version__
 
 #: Modules under ``streamsync.cli`` that contribute sub-commands, in help order.
-_COMMAND_MODULES = ("demo", "audiences", "ingest", "dev")
+_COMMAND_MODULES = ("demo", "audiences", "ingest", "deliver", "dev")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -144,6 +144,10 @@ class DestinationConfig(_Model):
         description="JSON or YAML file read every second: {paused: bool, paused_audiences: []}",
     )
     dry_run: bool = False
+    consumer: dict[str, str | int | float | bool] = Field(
+        default_factory=dict,
+        description="librdkafka settings for this destination's consumer only (they win)",
+    )
     retry: Retry = Field(default_factory=Retry)
     batching: Batching = Field(default_factory=Batching)
 

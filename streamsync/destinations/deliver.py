@@ -177,7 +177,7 @@ class DeliverLoop:
             consumer_config(
                 kafka.bootstrap_servers,
                 self.dest.consumer_group(self.name),
-                extra={**client, "error_cb": self._on_error},
+                extra={**client, **self.dest.consumer, "error_cb": self._on_error},
             )
         )
         producer = None
