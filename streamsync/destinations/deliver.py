@@ -23,7 +23,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -76,9 +76,13 @@ class DeliverResult:
         }
 
 
-def routed_audiences(name: str, dest: DestinationConfig) -> frozenset[str] | None:
+def routed_audiences(
+    name: str, dest: DestinationConfig, known: Collection[str] | None = None
+) -> frozenset[str] | None:
     """The audiences ``name`` receives: ``audiences`` plus those whose definition names it
-    in ``destinations`` (from ``audience_files``); ``None`` means every audience."""
+    in ``destinations`` (from ``audience_files``); ``None`` means every audience. With
+    ``known`` (the configured destination names), an audience routing to a name that is
+    not configured is a :class:`DeliverSetupError` (a typo would otherwise send nothing)."""
     if dest.audiences is None and dest.audience_files is None:
         return None
     chosen = set(dest.audiences or ())
@@ -90,19 +94,15 @@ def routed_audiences(name: str, dest: DestinationConfig) -> frozenset[str] | Non
         except AudienceDefinitionError as exc:
             first = exc.problems[0] if exc.problems else "invalid"
             raise DeliverSetupError(f"audience files for {name!r}: {first}") from None
+        for audience in audiences:
+            for target in audience.destinations:
+                if known is not None and target not in known:
+                    raise DeliverSetupError(
+                        f"audience {audience.name!r} routes to destination {target!r}, which "
+                        f"is not configured (configured: {', '.join(sorted(known))})"
+                    )
         chosen.update(a.name for a in audiences if name in a.destinations)
     return frozenset(chosen)
-
-
-def check_routes(config: AppConfig, audience_destinations: Mapping[str, list[str]]) -> None:
-    """Every destination an audience routes to must be configured."""
-    for audience, names in audience_destinations.items():
-        for name in names:
-            if name not in config.destinations:
-                raise DeliverSetupError(
-                    f"audience {audience!r} routes to destination {name!r}, which is not "
-                    f"configured (configured: {', '.join(sorted(config.destinations)) or 'none'})"
-                )
 
 
 class DeliverLoop:
@@ -130,7 +130,7 @@ class DeliverLoop:
         except CredentialsError as exc:
             raise DeliverSetupError(f"destination {name!r}: {exc}") from None
         self.client: DestinationClient = self.dest.build_client(name, secret)
-        self.routes = routed_audiences(name, self.dest)
+        self.routes = routed_audiences(name, self.dest, config.destinations)
         self.transport: Transport = transport or HttpTransport(
             self.dest.base_url, self.dest.retry.timeout_s
         )
@@ -186,7 +186,7 @@ class DeliverLoop:
         return consumer, producer
 
     def _commit(self, consumer: Consumer) -> None:
-        if self.sink is None:
+        if self.sink is None or self.dry_run:  # a dry run must not skip real delivery later
             return
         positions = self.offsets.to_commit()
         if not positions:

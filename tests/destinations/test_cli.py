@@ -9,11 +9,14 @@ import subprocess
 import sys
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 
 from streamsync.cli import main
+from tests.destinations.conftest import delta
+from tests.destinations.helpers import produce_deltas, uncommitted_records, write_config
 
 
 def _config(tmp_path: Path, destinations: dict[str, object]) -> Path:
@@ -82,3 +85,26 @@ def test_standins_serve_and_stop_on_sigterm() -> None:
         proc.send_signal(signal.SIGTERM)
         _out, err = proc.communicate(timeout=20)
     assert proc.returncode == 0 and b"cli-key" not in err and b"Traceback" not in err
+
+
+@pytest.mark.kafka
+def test_dry_run_logs_redacted_requests_and_commits_nothing(
+    tmp_path: Path, kafka_bootstrap_servers: str, new_topic: Any,
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    topic = new_topic("deltas")
+    deltas = [delta(f"c{i}", "ACT__A", "enter") for i in range(3)]
+    produce_deltas(kafka_bootstrap_servers, topic, deltas)
+    monkeypatch.setenv("DRY_KEY", "dry-secret-key")
+    config = write_config(
+        tmp_path / "c.yaml", kafka_bootstrap_servers, topic,
+        {"braze": {"kind": "braze", "base_url": "http://127.0.0.1:9",
+                   "credentials": {"env": "DRY_KEY"}, "group_id": "dry-run-group"}},
+    )  # fmt: skip
+    rc = main(["deliver", "--config", str(config), "--destination", "braze", "--dry-run",
+               "--idle-timeout", "2"])  # fmt: skip
+    captured = capsys.readouterr()
+    assert rc == 0
+    assert '"delivered":3' in captured.out
+    assert "dry-secret-key" not in captured.err and "dry-secret-key" not in captured.out
+    assert uncommitted_records(kafka_bootstrap_servers, "dry-run-group", topic, 1) == 3

@@ -57,6 +57,18 @@ def test_routing_from_audience_files_and_explicit_lists(tmp_path: Path) -> None:
     assert routed_audiences("braze", config.destinations["braze"]) == {"ACT__Cart__1h"}
     assert routed_audiences("moe", config.destinations["moe"]) == {"SUP__Other"}
     assert routed_audiences("all", config.destinations["all"]) is None
+    with pytest.raises(DeliverSetupError, match="routes to destination 'braze', which is not"):
+        routed_audiences("moe", config.destinations["moe"], known={"moe", "all"})
     broken = config.destinations["braze"].model_copy(update={"audience_files": tmp_path / "no"})
     with pytest.raises(DeliverSetupError, match="audience files for 'braze'"):
         routed_audiences("braze", broken)
+
+
+def test_example_delivery_config_is_valid() -> None:
+    from streamsync.config import load_config
+    from streamsync.resources import project_path
+
+    config = load_config(project_path("examples", "config", "deliver-local.yaml"), env={})
+    assert set(config.destinations) == {"braze", "moengage"}
+    braze = config.destinations["braze"]
+    assert routed_audiences("braze", braze, config.destinations) is None  # every audience
