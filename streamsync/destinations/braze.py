@@ -25,7 +25,7 @@ named object; everything else in the request was applied.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any, Literal
 
 import orjson
@@ -39,7 +39,13 @@ from streamsync.destinations.client import (
     Response,
     raise_for_status,
 )
-from streamsync.destinations.config import DestinationConfig, RateLimit, _Model, register_kind
+from streamsync.destinations.config import (
+    Credentials,
+    DestinationConfig,
+    RateLimit,
+    _Model,
+    register_kind,
+)
 from streamsync.destinations.errors import Rejection
 from streamsync.destinations.identifiers import identifier
 
@@ -47,11 +53,25 @@ from streamsync.destinations.identifiers import identifier
 MAX_OBJECTS_PER_REQUEST = 75
 #: /users/track: 3,000 requests per 3 seconds per workspace (api_limits, since Oct 2024).
 DEFAULT_RATE_LIMIT = RateLimit(limit=3000, window_s=3.0)
+#: Partner cohort endpoints: 250,000 requests per hour (the newer pt-BR copy of
+#: cohort_import; the older English one names no limit beyond 1,000 ids per request).
+DEFAULT_COHORT_RATE_LIMIT = RateLimit(limit=250_000, window_s=3600.0)
 
 IdentifierKind = Literal["external_id", "user_alias", "email", "phone"]
 ValueSource = Literal["at", "seq", "version", "customer_id", "email", "phone", "cio_id"]
 _DEFAULT_ORDER: tuple[IdentifierKind, ...] = ("external_id", "email", "phone")
 AttributeType = Literal["string", "boolean", "integer", "float", "time"]
+
+
+class BrazeCohorts(_Model):
+    """The partner cohort import API (hidden Braze page ``partners/isv_partners/cohort_import``):
+    the partner key comes from Braze to partners only."""
+
+    partner_name: str = Field(min_length=1)
+    partner_key: Credentials
+    cohort_ids: dict[str, str] = Field(
+        default_factory=dict, description="audience -> cohort_id (default: the audience name)"
+    )
 
 
 class BrazeAudienceOptions(_Model):
@@ -132,7 +152,13 @@ class BrazeConfig(DestinationConfig):
         "Braze's default is already update-only, so streamsync always sends the value",
     )
     max_objects_per_request: int = Field(default=MAX_OBJECTS_PER_REQUEST, ge=1, le=75)
-    rate_limit: RateLimit = DEFAULT_RATE_LIMIT
+    rate_limit: RateLimit | None = None
+    mode: Literal["users_track", "cohorts"] = Field(
+        default="users_track",
+        description="cohorts: the partner cohort endpoints (needs a Braze partner key); "
+        "credentials then hold the customer's Data Import Key",
+    )
+    cohorts: BrazeCohorts | None = None
 
     @model_validator(mode="after")
     def _writes_something(self) -> BrazeConfig:
@@ -140,9 +166,23 @@ class BrazeConfig(DestinationConfig):
             o.boolean_attribute for o in self.audience_options.values()
         ):
             raise ValueError("set array_attribute or a boolean_attribute per audience")
+        if self.mode == "cohorts" and self.cohorts is None:
+            raise ValueError("mode cohorts needs cohorts: {partner_name, partner_key}")
         return self
 
-    def build_client(self, name: str, secret: SecretStr) -> BrazeClient:
+    def effective_rate_limit(self) -> RateLimit:
+        if self.rate_limit is not None:
+            return self.rate_limit
+        return DEFAULT_COHORT_RATE_LIMIT if self.mode == "cohorts" else DEFAULT_RATE_LIMIT
+
+    def build_client(
+        self, name: str, secret: SecretStr, env: Mapping[str, str] | None = None
+    ) -> DestinationClient:
+        if self.mode == "cohorts":
+            from streamsync.destinations.braze_cohorts import BrazeCohortClient
+
+            assert self.cohorts is not None
+            return BrazeCohortClient(name, self, secret, self.cohorts.partner_key.read(env))
         return BrazeClient(name, self, secret)
 
 
@@ -150,7 +190,7 @@ class BrazeClient(DestinationClient):
     kind = "braze"
 
     def __init__(self, name: str, config: BrazeConfig, secret: SecretStr) -> None:
-        super().__init__(name, config.rate_limit, config.max_objects_per_request)
+        super().__init__(name, config.effective_rate_limit(), config.max_objects_per_request)
         self.config = config
         self._headers = {
             "Content-Type": "application/json",

@@ -109,6 +109,10 @@ class DestinationClient(ABC):
         raise_for_status(self, response)
         return []
 
+    def redacted_body(self, request: Request) -> str:
+        """The body as it may be logged (kinds with secrets in the body override this)."""
+        return request.body.decode("utf-8", errors="replace")
+
     def redacted_headers(self, headers: dict[str, str]) -> dict[str, str]:
         return {k: REDACTED if k.lower() in SECRET_HEADERS else v for k, v in headers.items()}
 

@@ -160,8 +160,11 @@ class DestinationConfig(_Model):
     def consumer_group(self, name: str) -> str:
         return self.group_id or f"streamsync-deliver-{name}"
 
-    def build_client(self, name: str, secret: SecretStr) -> DestinationClient:
-        """The API client for this configuration (each kind overrides this)."""
+    def build_client(
+        self, name: str, secret: SecretStr, env: Mapping[str, str] | None = None
+    ) -> DestinationClient:
+        """The API client for this configuration (each kind overrides this); ``env`` is
+        where any further credentials named in the configuration are read from."""
         raise NotImplementedError
 
 

@@ -127,9 +127,9 @@ class DeliverLoop:
         self.dry_run = self.dest.dry_run if dry_run is None else dry_run
         try:
             secret = self.dest.credentials.read(env)
+            self.client: DestinationClient = self.dest.build_client(name, secret, env)
         except CredentialsError as exc:
             raise DeliverSetupError(f"destination {name!r}: {exc}") from None
-        self.client: DestinationClient = self.dest.build_client(name, secret)
         self.routes = routed_audiences(name, self.dest, config.destinations)
         self.transport: Transport = transport or HttpTransport(
             self.dest.base_url, self.dest.retry.timeout_s

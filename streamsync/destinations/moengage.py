@@ -32,6 +32,7 @@ Auth: Basic ``base64(app_id:data_api_key)`` plus ``MOE-APPKEY: app_id``; the hos
 from __future__ import annotations
 
 import base64
+from collections.abc import Mapping
 from typing import Any, Literal
 
 import orjson
@@ -116,7 +117,9 @@ class MoEngageConfig(DestinationConfig):
             return self.max_body_bytes
         return MAX_BULK_BODY_BYTES if self.mode == "bulk_import" else MAX_BODY_BYTES
 
-    def build_client(self, name: str, secret: SecretStr) -> MoEngageClient:
+    def build_client(
+        self, name: str, secret: SecretStr, env: Mapping[str, str] | None = None
+    ) -> MoEngageClient:
         return MoEngageClient(name, self, secret)
 
 

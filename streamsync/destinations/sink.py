@@ -362,5 +362,5 @@ class DeliverySink:
             "%s dry run: %s %s headers=%s body=%s",
             self.client.name, request.method, request.path,
             self.client.redacted_headers(request.headers),
-            request.body.decode("utf-8", errors="replace"),
+            self.client.redacted_body(request),
         )  # fmt: skip

@@ -178,3 +178,36 @@ def test_coercion_refuses_values_that_do_not_fit() -> None:
     for value, kind in (("yes", "boolean"), (1, "boolean"), (True, "integer"), ("x", "float")):
         with pytest.raises(CoercionError):
             coerce(value, kind)
+
+
+def test_partner_cohort_mode(
+    standins: StandInServer, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = standins.urls["braze"]
+    settings = {
+        "mode": "cohorts",
+        "cohorts": {"partner_name": "streamsync", "partner_key": {"env": "PARTNER_KEY"},
+                    "cohort_ids": {"ACT__A": "cohort-a"}},
+        "identifiers": {"order": ["external_id", "user_alias"]},
+    }  # fmt: skip
+    monkeypatch.setenv("PARTNER_KEY", "dev-braze-partner-key")
+    client = braze_client(url, key="dev-braze-data-import-key", **settings)
+    h = harness(client, url)
+    for i in range(1500):
+        h.add(delta(f"c{i}", "ACT__A", "enter"))
+    h.add(delta("anon", "ACT__A", "enter", id_kind="cio_id"))  # no external_id: alias
+    h.drain()
+    h.add(delta("c0", "ACT__A", "exit", seq=2))
+    h.drain()
+    cohort = h.admin.profiles()["cohorts"]["cohort-a"]
+    assert cohort["name"] == "ACT__A" and len(cohort["members"]) == 1500
+    assert "external_id:c0" not in cohort["members"]
+    assert "user_alias:cio_id:anon" in cohort["members"]
+    assert h.admin.report()["violations"] == []  # 1,000 ids per request at most
+    dry = harness(braze_client(url, key="dev-braze-data-import-key", **settings), url,
+                  dry_run=True)  # fmt: skip
+    dry.add(delta("c1", "ACT__A", "enter"))
+    with caplog.at_level(logging.INFO, logger="streamsync.deliver"):
+        dry.drain()
+    assert "/partners/streamsync/cohorts" in caplog.text
+    assert "dev-braze-partner-key" not in caplog.text and "data-import-key" not in caplog.text

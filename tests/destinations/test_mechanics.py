@@ -94,7 +94,7 @@ def test_destinations_section_picks_models_by_kind(tmp_path: Path) -> None:
     )  # fmt: skip
     braze, moe = config.destinations["braze-eu"], config.destinations["moe"]
     assert braze.kind == "braze" and braze.credentials.file == tmp_path / "secrets" / "braze"
-    assert braze.rate_limit.limit == 3000 and braze.rate_limit.window_s == 3.0  # type: ignore[attr-defined]
+    assert braze.effective_rate_limit() == RateLimit(limit=3000, window_s=3.0)  # type: ignore[attr-defined]
     assert moe.base_url == "https://api-02.moengage.com"
     assert moe.effective_rate_limit().limit == 300  # type: ignore[attr-defined]
     assert braze.consumer_group("braze-eu") == "streamsync-deliver-braze-eu"

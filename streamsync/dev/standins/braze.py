@@ -32,21 +32,44 @@ _ID_FIELDS = ("external_id", "user_alias", "braze_id", "email", "phone")
 class BrazeStandIn(StandIn):
     reset_style = "epoch"
 
-    def __init__(self, api_key: str, *, limit: int = 3000, window_s: float = 3.0) -> None:
+    def __init__(
+        self,
+        api_key: str,
+        *,
+        limit: int = 3000,
+        window_s: float = 3.0,
+        partner_key: str = "dev-braze-partner-key",
+        data_import_key: str = "dev-braze-data-import-key",
+        cohort_limit: int = 250_000,
+        cohort_window_s: float = 3600.0,
+    ) -> None:
         super().__init__()
         self.api_key = api_key
+        self.partner_key = partner_key
+        self.data_import_key = data_import_key
         self.window = FixedWindow(limit, window_s)
+        self.cohort_window = FixedWindow(cohort_limit, cohort_window_s)
+        self.cohorts: dict[str, dict[str, Any]] = {}
         self.users: dict[str, dict[str, Any]] = {}
         self.events: dict[str, list[dict[str, Any]]] = {}
         self.objects_per_request: list[int] = []
 
     def routes(self) -> list[web.RouteDef]:
-        return [web.post("/users/track", self.track)]
+        return [
+            web.post("/users/track", self.track),
+            web.post("/partners/{partner}/cohorts", self.cohort_create),
+            web.post("/partners/{partner}/cohorts/users", self.cohort_users),
+        ]
 
     def profiles(self) -> dict[str, Any]:
-        return {"users": self.users, "events": self.events}
+        cohorts = {
+            cohort_id: {"name": c["name"], "members": sorted(c["members"])}
+            for cohort_id, c in self.cohorts.items()
+        }
+        return {"users": self.users, "events": self.events, "cohorts": cohorts}
 
     def clear(self) -> None:
+        self.cohorts.clear()
         self.users.clear()
         self.events.clear()
         self.objects_per_request.clear()
@@ -172,3 +195,67 @@ class BrazeStandIn(StandIn):
             {k: v for k, v in obj.items() if k not in _ID_FIELDS}
         )
         return None
+
+    # -- partner cohort import (partners/isv_partners/cohort_import) -------------------
+
+    async def _cohort_request(
+        self, request: web.Request
+    ) -> tuple[dict[str, Any], dict[str, str]] | web.StreamResponse:
+        body, _raw = await read_json(request)
+        if not isinstance(body, dict):
+            return web.json_response({"message": "Invalid JSON"}, status=400)
+        if body.get("partner_api_key") != self.partner_key:
+            return web.json_response({"message": "Invalid partner key"}, status=401)
+        if body.get("client_secret") != self.data_import_key:
+            return web.json_response({"message": "Invalid client secret"}, status=401)
+        gate = await self.gate(request, self.cohort_window, 1, {"message": "429 Rate Limited"})
+        if not isinstance(gate, dict):
+            return gate
+        return body, gate
+
+    async def cohort_create(self, request: web.Request) -> web.StreamResponse:
+        prepared = await self._cohort_request(request)
+        if not isinstance(prepared, tuple):
+            return prepared
+        body, headers = prepared
+        cohort_id, name = body.get("cohort_id"), body.get("name")
+        if not isinstance(cohort_id, str) or not cohort_id or not isinstance(name, str) or not name:
+            return web.json_response(
+                {"message": "cohort_id and a non-empty name are required"}, status=400,
+                headers=headers,
+            )  # fmt: skip
+        cohort = self.cohorts.setdefault(cohort_id, {"name": name, "members": set()})
+        cohort["name"] = name
+        return web.json_response({"message": "success"}, status=201, headers=headers)
+
+    async def cohort_users(self, request: web.Request) -> web.StreamResponse:
+        prepared = await self._cohort_request(request)
+        if not isinstance(prepared, tuple):
+            return prepared
+        body, headers = prepared
+        cohort = self.cohorts.get(str(body.get("cohort_id")))
+        changes = body.get("cohort_changes")
+        if cohort is None or not isinstance(changes, list):
+            return web.json_response(
+                {"message": "invalid cohort_id or cohort_changes"}, status=400, headers=headers
+            )
+        total = 0
+        for change in changes:
+            if not isinstance(change, dict):
+                return web.json_response({"message": "bad cohort_changes"}, status=400)
+            total += sum(len(change.get(k) or []) for k in ("user_ids", "device_ids", "aliases"))
+        if total > 1000:
+            self.violation("over_limit", f"{total} ids in one cohort_changes request")
+            return web.json_response({"message": "more than 1000 ids"}, status=400, headers=headers)
+        for change in changes:
+            members = [f"external_id:{u}" for u in change.get("user_ids") or []]
+            members += [
+                f"user_alias:{a.get('alias_label')}:{a.get('alias_name')}"
+                for a in change.get("aliases") or []
+                if isinstance(a, dict)
+            ]
+            if change.get("should_remove"):
+                cohort["members"].difference_update(members)
+            else:
+                cohort["members"].update(members)
+        return web.json_response({"message": "success"}, status=201, headers=headers)

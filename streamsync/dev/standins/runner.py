@@ -2,7 +2,8 @@
 
 Prints ``BRAZE_URL=...`` and ``MOENGAGE_URL=...`` once both listen, for scripts and the
 docker-compose service. The keys they accept come from the environment
-(``STANDIN_BRAZE_API_KEY``, ``STANDIN_MOENGAGE_APP_ID``, ``STANDIN_MOENGAGE_API_KEY``)
+(``STANDIN_BRAZE_API_KEY``, ``STANDIN_BRAZE_PARTNER_KEY``, ``STANDIN_BRAZE_DATA_IMPORT_KEY``,
+``STANDIN_MOENGAGE_APP_ID``, ``STANDIN_MOENGAGE_API_KEY``)
 with development defaults; they are never printed.
 """
 
@@ -43,6 +44,8 @@ def build_server(options: StandInOptions, env: Mapping[str, str] | None = None) 
         environ.get("STANDIN_BRAZE_API_KEY", DEFAULT_BRAZE_KEY),
         limit=options.braze_limit,
         window_s=options.braze_window_s,
+        partner_key=environ.get("STANDIN_BRAZE_PARTNER_KEY", "dev-braze-partner-key"),
+        data_import_key=environ.get("STANDIN_BRAZE_DATA_IMPORT_KEY", "dev-braze-data-import-key"),
     )
     moengage = MoEngageStandIn(
         environ.get("STANDIN_MOENGAGE_APP_ID", DEFAULT_MOENGAGE_APP_ID),
