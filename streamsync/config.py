@@ -27,6 +27,7 @@ from pydantic import (
     model_validator,
 )
 
+from streamsync.destinations.config import DestinationConfig, parse_destinations, resolve_paths
 from streamsync.kafka.broker import BOOTSTRAP_ENV
 from streamsync.strict_yaml import YamlSyntaxError, YamlTextError, parse_yaml
 
@@ -324,6 +325,12 @@ class AppConfig(_Model):
     ingest: IngestConfig
     deltas: DeltasConfig = Field(default_factory=DeltasConfig)
     evaluate: EvaluateConfig | None = None
+    #: name -> settings; each entry's ``kind`` picks its model (streamsync/destinations/).
+    destinations: dict[str, DestinationConfig] = Field(default_factory=dict)
+
+    _destinations = field_validator("destinations", mode="before")(
+        classmethod(lambda cls, v: parse_destinations(v))
+    )
 
 
 def _format_errors(error: ValidationError) -> str:
@@ -380,6 +387,15 @@ def parse_config(
         }
         if paths:
             config = config.model_copy(update={"evaluate": evaluate.model_copy(update=paths)})
+    if base_dir is not None and config.destinations:
+        config = config.model_copy(
+            update={
+                "destinations": {
+                    name: resolve_paths(dest, base_dir)
+                    for name, dest in config.destinations.items()
+                }
+            }
+        )
     return config
 
 

@@ -266,11 +266,8 @@ _CONDITION_KEYS = {
 }
 
 
-class Destination(_Strict):
-    """Where membership goes. Filled in by the destinations configuration."""
-
-    type: Literal["braze", "moengage"]
-    options: dict[str, Any] = Field(default_factory=dict)
+#: A destination name as configured under ``destinations:`` in the configuration file.
+DESTINATION_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
 class HoldoutDelivery(_Strict):
@@ -287,11 +284,28 @@ class Audience(_Strict):
     exit: Condition | None = None
     sticky_for: int | None = None
     holdout: HoldoutDelivery | None = None
-    destinations: list[Destination] = Field(default_factory=list)
+    #: Names of the configured destinations (``destinations:`` in the configuration file)
+    #: that receive this audience. How membership is written there is the destination's
+    #: configuration, so the audience language does not grow with each destination.
+    destinations: list[str] = Field(default_factory=list)
 
     _durations = field_validator("sticky_for", mode="before")(
         classmethod(lambda cls, v: None if v is None else _duration(v))
     )
+
+    @field_validator("destinations")
+    @classmethod
+    def _destination_names(cls, names: list[str]) -> list[str]:
+        for name in names:
+            if not DESTINATION_NAME.match(name):
+                raise ValueError(
+                    f"destination name {name!r} must be letters, digits, '_', '.' or '-' "
+                    "(up to 64, starting with a letter or digit)"
+                )
+        repeated = sorted({name for name in names if names.count(name) > 1})
+        if repeated:
+            raise ValueError(f"destinations listed twice: {', '.join(repeated)}")
+        return names
 
     @field_validator("sticky_for")
     @classmethod

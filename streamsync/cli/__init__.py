@@ -21,7 +21,7 @@ from streamsync.cli.arguments import Parser, UserError
 from streamsync.config import ConfigError
 
 #: Modules under ``streamsync.cli`` that contribute sub-commands, in help order.
-_COMMAND_MODULES = ("demo", "audiences", "ingest", "evaluate", "dev")
+_COMMAND_MODULES = ("demo", "audiences", "ingest", "evaluate", "deliver", "dev")
 
 #: The project's exceptions for a mistake in the user's input: one line, exit status 2.
 USER_ERRORS: tuple[type[Exception], ...] = (UserError, ConfigError, AudienceFileError)

@@ -145,6 +145,20 @@ def register(subparsers: Any) -> None:
     )
     generate.set_defaults(func=_generate)
 
+    standins = dev_sub.add_parser(
+        "stand-ins",
+        help="local Braze and MoEngage API stand-ins (for tests, the demo, docker-compose)",
+        description=(
+            "Run local stand-ins of the Braze and MoEngage APIs until Ctrl-C or SIGTERM; "
+            "prints BRAZE_URL=... and MOENGAGE_URL=... once they listen. Keys accepted: "
+            "$STANDIN_BRAZE_API_KEY, $STANDIN_MOENGAGE_APP_ID, $STANDIN_MOENGAGE_API_KEY."
+        ),
+    )
+    standins.add_argument("--host", default="127.0.0.1", help="address (default: %(default)s)")
+    standins.add_argument("--braze-port", type=port, default=0, help="default: any free port")
+    standins.add_argument("--moengage-port", type=port, default=0, help="default: any free port")
+    standins.set_defaults(func=_standins)
+
 
 def _kafka_fetch(args: argparse.Namespace) -> int:
     try:
@@ -230,6 +244,14 @@ def _generate(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     return 0
+
+
+def _standins(args: argparse.Namespace) -> int:
+    from streamsync.dev.standins.runner import StandInOptions, serve
+
+    return serve(
+        StandInOptions(host=args.host, braze_port=args.braze_port, moengage_port=args.moengage_port)
+    )
 
 
 def _log_tail(broker: LocalBroker, lines: int = 40) -> str:

@@ -1,0 +1,117 @@
+"""``streamsync deliver --config FILE --destination NAME``: keep one destination in sync.
+
+Reads the deltas topic (``deltas.topic``, read committed) in the destination's own
+consumer group and delivers until SIGTERM or Ctrl-C, then sends what it can within
+``--drain-timeout``, commits, and prints the counts. Every configuration mistake is one
+line on stderr and exit status 2; a destination refusing the credentials or the URL is
+exit status 1 with nothing committed past it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import orjson
+from confluent_kafka import KafkaException
+
+from streamsync.cli.arguments import non_negative_int
+from streamsync.config import ConfigError, load_config
+from streamsync.destinations.deliver import DeliverLoop, DeliverResult, DeliverSetupError
+from streamsync.destinations.errors import FatalDestinationError
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "deliver",
+        help="deliver membership deltas to one destination (Braze, MoEngage) until stopped",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--config", type=Path, required=True, help="YAML configuration file")
+    parser.add_argument(
+        "--destination", required=True, help="a name under 'destinations:' in the configuration"
+    )
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="log the exact requests (secrets redacted) instead of sending them; commits nothing",
+    )
+    parser.add_argument(
+        "--idle-timeout",
+        type=float,
+        default=0.0,
+        help="stop after this many seconds with nothing to do (default 0: run until stopped)",
+    )
+    parser.add_argument(
+        "--drain-timeout",
+        type=non_negative_int,
+        default=10,
+        help="seconds to finish sending buffered changes when stopping (default 10)",
+    )
+    parser.add_argument("--verbose", "-v", action="store_true", help="log at INFO level")
+    parser.set_defaults(func=run_deliver)
+
+
+def _fail(message: str, status: int = 2) -> int:
+    print(f"streamsync deliver: {message}", file=sys.stderr)
+    return status
+
+
+def run_deliver(args: argparse.Namespace) -> int:
+    logging.basicConfig(
+        level=logging.INFO if (args.verbose or args.dry_run) else logging.WARNING,
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+        stream=sys.stderr,
+    )
+    if args.idle_timeout < 0:
+        return _fail("--idle-timeout must be 0 or more")
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        return _fail(str(exc).replace("\n", " "))
+    try:
+        loop = DeliverLoop(config, args.destination, dry_run=True if args.dry_run else None)
+    except DeliverSetupError as exc:
+        return _fail(str(exc))
+
+    def stop(_signum: int, _frame: object) -> None:
+        loop.stop()
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    dest = loop.dest
+    print(
+        f"deliver: {config.deltas.topic} -> {args.destination} ({dest.kind} at {dest.base_url}) "
+        f"as {dest.consumer_group(args.destination)}{' [dry run]' if loop.dry_run else ''}",
+        file=sys.stderr,
+        flush=True,
+    )
+    try:
+        result = loop.run(
+            idle_timeout_s=args.idle_timeout or None, drain_timeout_s=args.drain_timeout
+        )
+    except FatalDestinationError as exc:
+        return _fail(f"stopped without committing further: {exc}", 1)
+    except KafkaException as exc:
+        return _fail(f"stopped: Kafka error: {exc}", 1)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    print_summary(result)
+    return 0
+
+
+def print_summary(result: DeliverResult) -> None:
+    print(orjson.dumps(result.summary()).decode(), flush=True)
+    stats = result.stats
+    audiences = sorted(set(stats.matched) | set(stats.unmatched))
+    for audience in audiences:
+        print(
+            f"  {audience:<40} match rate {stats.match_rate(audience):6.1%}  "
+            f"unmatched {stats.unmatched[audience]}",
+            file=sys.stderr,
+        )

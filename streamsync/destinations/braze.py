@@ -1,0 +1,370 @@
+"""Braze through ``POST /users/track``.
+
+Membership is written, per customer and batch, as one attributes object:
+
+* an array custom attribute (``array_attribute``, default ``streamsync_audiences``)
+  updated with ``{"add": [...], "remove": [...]}``: streamsync adds and removes only the
+  audience names it manages, so values others put in a shared attribute stay;
+* optionally a boolean attribute per audience (``audience_options.<A>.boolean_attribute``);
+* optionally a custom event on enter (``audience_options.<A>.enter_event``) for Canvas
+  triggers. Braze does not deduplicate events, so after a retry of a request whose
+  answer was lost the event can arrive twice; its properties carry the delta's ``seq``.
+
+Identifiers, first available wins (``identifiers.order``): ``external_id`` (the
+customer's own id), ``user_alias`` (``alias_label`` with the value of
+``alias_source``), ``email``, ``phone``. A delta with none of them is unmatched
+(counted per audience, dead-lettered).
+
+Limits enforced here, from braze.com/docs/api/endpoints/user_data/post_user_track and
+braze.com/docs/api/api_limits: at most 75 attribute, 75 event and 75 purchase objects
+per request; 3,000 requests per 3 seconds for /users/track (the rate-limit default);
+``X-RateLimit-Reset`` is a UTC epoch time in seconds. Partial success (2xx with
+``errors: [{type, input_array, index}]``) is mapped back to the changes behind each
+named object; everything else in the request was applied.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any, Literal
+
+import orjson
+from pydantic import Field, SecretStr, model_validator
+
+from streamsync.deltas.record import MembershipDelta, format_rfc3339_ms
+from streamsync.destinations.client import (
+    Change,
+    DestinationClient,
+    Request,
+    Response,
+    raise_for_status,
+)
+from streamsync.destinations.config import (
+    Credentials,
+    DestinationConfig,
+    RateLimit,
+    _Model,
+    register_kind,
+)
+from streamsync.destinations.errors import Rejection
+from streamsync.destinations.identifiers import identifier
+
+#: Objects of each kind per /users/track request (post_user_track: "up to 75").
+MAX_OBJECTS_PER_REQUEST = 75
+#: /users/track: 3,000 requests per 3 seconds per workspace (api_limits, since Oct 2024).
+DEFAULT_RATE_LIMIT = RateLimit(limit=3000, window_s=3.0)
+#: Partner cohort endpoints: 250,000 requests per hour (the newer pt-BR copy of
+#: cohort_import; the older English one names no limit beyond 1,000 ids per request).
+DEFAULT_COHORT_RATE_LIMIT = RateLimit(limit=250_000, window_s=3600.0)
+
+IdentifierKind = Literal["external_id", "user_alias", "email", "phone"]
+ValueSource = Literal["at", "seq", "version", "customer_id", "email", "phone", "cio_id"]
+_DEFAULT_ORDER: tuple[IdentifierKind, ...] = ("external_id", "email", "phone")
+AttributeType = Literal["string", "boolean", "integer", "float", "time"]
+
+
+class BrazeCohorts(_Model):
+    """The partner cohort import API (hidden Braze page ``partners/isv_partners/cohort_import``):
+    the partner key comes from Braze to partners only."""
+
+    partner_name: str = Field(min_length=1)
+    partner_key: Credentials
+    cohort_ids: dict[str, str] = Field(
+        default_factory=dict, description="audience -> cohort_id (default: the audience name)"
+    )
+
+
+class BrazeAudienceOptions(_Model):
+    boolean_attribute: str | None = Field(default=None, min_length=1)
+    enter_event: str | None = Field(default=None, min_length=1)
+
+
+class BrazeIdentifiers(_Model):
+    order: list[IdentifierKind] = Field(default_factory=lambda: list(_DEFAULT_ORDER), min_length=1)
+    alias_label: str = Field(default="cio_id", min_length=1)
+    alias_source: Literal["cio_id", "email", "customer_id"] = "cio_id"
+
+
+class RideAlong(_Model):
+    """An extra attribute written with each change: a delta field or a constant, with a
+    declared type; values that do not fit the type are rejected, never sent as strings."""
+
+    attribute: str = Field(min_length=1)
+    type: AttributeType
+    source: ValueSource | None = None
+    value: str | int | float | bool | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> RideAlong:
+        if (self.source is None) == (self.value is None):
+            raise ValueError(f"attribute {self.attribute!r} needs exactly one of source or value")
+        if self.value is not None:
+            coerce(self.value, self.type)  # a constant must fit its type at start-up
+        return self
+
+
+class CoercionError(ValueError):
+    pass
+
+
+def coerce(value: Any, kind: str) -> Any:
+    """``value`` as ``kind``; :class:`CoercionError` when it does not fit (booleans are
+    only booleans or the strings true/false; never 'yes' or 1)."""
+    if kind == "string":
+        if isinstance(value, bool):
+            raise CoercionError("a boolean is not a string")
+        return str(value)
+    if kind == "boolean":
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false"):
+            return value.lower() == "true"
+        raise CoercionError(f"{type(value).__name__} is not a boolean")
+    if kind == "integer":
+        if isinstance(value, bool):
+            raise CoercionError("a boolean is not an integer")
+        try:
+            return int(value)
+        except (TypeError, ValueError):
+            raise CoercionError("not an integer") from None
+    if kind == "float":
+        if isinstance(value, bool):
+            raise CoercionError("a boolean is not a number")
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise CoercionError("not a number") from None
+    if isinstance(value, int) and not isinstance(value, bool):
+        return format_rfc3339_ms(value)
+    raise CoercionError("a time is epoch milliseconds")
+
+
+@register_kind("braze")
+class BrazeConfig(DestinationConfig):
+    kind: Literal["braze"] = "braze"
+    array_attribute: str | None = Field(default="streamsync_audiences", min_length=1)
+    audience_options: dict[str, BrazeAudienceOptions] = Field(default_factory=dict)
+    identifiers: BrazeIdentifiers = Field(default_factory=BrazeIdentifiers)
+    attributes: list[RideAlong] = Field(default_factory=list)
+    update_existing_only: bool = Field(
+        default=False,
+        description="only update profiles that exist (_update_existing_only); with user_alias "
+        "Braze's default is already update-only, so streamsync always sends the value",
+    )
+    max_objects_per_request: int = Field(default=MAX_OBJECTS_PER_REQUEST, ge=1, le=75)
+    rate_limit: RateLimit | None = None
+    mode: Literal["users_track", "cohorts"] = Field(
+        default="users_track",
+        description="cohorts: the partner cohort endpoints (needs a Braze partner key); "
+        "credentials then hold the customer's Data Import Key",
+    )
+    cohorts: BrazeCohorts | None = None
+
+    @model_validator(mode="after")
+    def _writes_something(self) -> BrazeConfig:
+        if self.array_attribute is None and not any(
+            o.boolean_attribute for o in self.audience_options.values()
+        ):
+            raise ValueError("set array_attribute or a boolean_attribute per audience")
+        if self.mode == "cohorts" and self.cohorts is None:
+            raise ValueError("mode cohorts needs cohorts: {partner_name, partner_key}")
+        return self
+
+    def effective_rate_limit(self) -> RateLimit:
+        if self.rate_limit is not None:
+            return self.rate_limit
+        return DEFAULT_COHORT_RATE_LIMIT if self.mode == "cohorts" else DEFAULT_RATE_LIMIT
+
+    def build_client(
+        self, name: str, secret: SecretStr, env: Mapping[str, str] | None = None
+    ) -> DestinationClient:
+        if self.mode == "cohorts":
+            from streamsync.destinations.braze_cohorts import BrazeCohortClient
+
+            assert self.cohorts is not None
+            return BrazeCohortClient(name, self, secret, self.cohorts.partner_key.read(env))
+        return BrazeClient(name, self, secret)
+
+
+class BrazeClient(DestinationClient):
+    kind = "braze"
+
+    def __init__(self, name: str, config: BrazeConfig, secret: SecretStr) -> None:
+        super().__init__(name, config.effective_rate_limit(), config.max_objects_per_request)
+        self.config = config
+        self._headers = {
+            "Content-Type": "application/json",
+            "Authorization": f"Bearer {secret.get_secret_value()}",
+        }
+        self._limit = config.max_objects_per_request
+        self._suffix = config.holdout_suffix
+
+    def identify(self, delta: MembershipDelta) -> Any | None:
+        ids = self.config.identifiers
+        for kind in ids.order:
+            if kind == "external_id":
+                value = identifier(delta, "customer_id")
+            elif kind == "user_alias":
+                value = identifier(delta, ids.alias_source)
+                if value is not None:
+                    return ("user_alias", {"alias_name": value, "alias_label": ids.alias_label})
+                continue
+            else:
+                value = identifier(delta, kind)
+            if value is not None:
+                return (kind, value)
+        return None
+
+    def check(self, delta: MembershipDelta) -> str | None:
+        try:
+            self._ride_along(delta, {})
+        except CoercionError as exc:
+            return f"ride-along attribute does not fit its type: {exc}"
+        return None
+
+    def _value(self, change: Change) -> str:
+        return change.audience + self._suffix if change.holdout else change.audience
+
+    def _ride_along(self, delta: MembershipDelta, target: dict[str, Any]) -> None:
+        for extra in self.config.attributes:
+            if extra.value is not None:
+                raw: Any = extra.value
+            elif extra.source == "at":
+                raw = delta.at_ms
+            elif extra.source == "seq":
+                raw = delta.seq
+            elif extra.source == "version":
+                raw = delta.version
+            else:
+                raw = identifier(delta, str(extra.source))
+                if raw is None:
+                    continue
+            target[extra.attribute] = coerce(raw, extra.type)
+
+    def _objects(
+        self, changes: list[Change]
+    ) -> tuple[dict[str, Any], list[tuple[dict[str, Any], Change]]]:
+        first = changes[0]
+        kind, value = first.identity
+        ident = {kind: value}
+        attributes: dict[str, Any] = dict(ident)
+        attributes["_update_existing_only"] = self.config.update_existing_only
+        adds = [self._value(c) for c in changes if c.enter]
+        removes = [self._value(c) for c in changes if not c.enter]
+        array = self.config.array_attribute
+        if array is not None:
+            op: dict[str, list[str]] = {}
+            if adds:
+                op["add"] = adds
+            if removes:
+                op["remove"] = removes
+            attributes[array] = op
+        events: list[tuple[dict[str, Any], Change]] = []
+        for change in changes:
+            options = self.config.audience_options.get(change.audience)
+            if options is None:
+                continue
+            if options.boolean_attribute:
+                name = options.boolean_attribute + (self._suffix if change.holdout else "")
+                attributes[name] = change.enter
+            if options.enter_event and change.enter and not change.holdout:
+                event = dict(ident)
+                event.update(
+                    name=options.enter_event,
+                    time=format_rfc3339_ms(change.delta.at_ms),
+                    properties={"audience": change.audience, "seq": change.delta.seq},
+                    _update_existing_only=self.config.update_existing_only,
+                )
+                events.append((event, change))
+        for change in changes:
+            self._ride_along(change.delta, attributes)
+        return attributes, events
+
+    def plan(self, changes: list[Change]) -> list[Request]:
+        by_customer: dict[str, list[Change]] = {}
+        for change in changes:
+            by_customer.setdefault(change.customer_id, []).append(change)
+        requests: list[Request] = []
+        attrs: list[dict[str, Any]] = []
+        events: list[dict[str, Any]] = []
+        attr_changes: list[list[Change]] = []
+        event_changes: list[Change] = []
+
+        def close() -> None:
+            if not attrs and not events:
+                return
+            body: dict[str, Any] = {}
+            if attrs:
+                body["attributes"] = list(attrs)
+            if events:
+                body["events"] = list(events)
+            carried = [c for group in attr_changes for c in group]
+            requests.append(
+                Request(
+                    "POST",
+                    "/users/track",
+                    orjson.dumps(body),
+                    self._headers,
+                    carried,
+                    cost=1,
+                    objects=len(attrs) + len(events),
+                    meta={"attributes": list(attr_changes), "events": list(event_changes)},
+                )
+            )
+            attrs.clear()
+            events.clear()
+            attr_changes.clear()
+            event_changes.clear()
+
+        for group in by_customer.values():
+            attributes, new_events = self._objects(group)
+            if len(attrs) + 1 > self._limit or len(events) + len(new_events) > self._limit:
+                close()
+            attrs.append(attributes)
+            attr_changes.append(group)
+            for event, change in new_events:
+                events.append(event)
+                event_changes.append(change)
+        close()
+        return requests
+
+    def reset_at(self, response: Response, now_epoch: float) -> float | None:
+        try:
+            return float(response.headers["x-ratelimit-reset"])
+        except (KeyError, ValueError):
+            return None
+
+    def interpret(self, request: Request, response: Response) -> list[tuple[Change, Rejection]]:
+        request_id = response.headers.get("x-request-id", "")
+        raise_for_status(self, response, request_id)
+        try:
+            body = orjson.loads(response.body) if response.body else {}
+        except orjson.JSONDecodeError:
+            body = {}
+        errors = body.get("errors") if isinstance(body, dict) else None
+        if not errors:
+            return []
+        rejected: list[tuple[Change, Rejection]] = []
+        seen: set[int] = set()
+        for error in _dicts(errors):
+            array, index = error.get("input_array"), error.get("index")
+            if not isinstance(index, int):
+                continue
+            if array == "attributes":
+                groups = request.meta.get("attributes", [])
+                named = groups[index] if 0 <= index < len(groups) else []
+            elif array == "events":
+                singles = request.meta.get("events", [])
+                named = [singles[index]] if 0 <= index < len(singles) else []
+            else:
+                continue
+            message = str(error.get("type") or error.get("message") or "rejected")
+            for change in named:
+                if id(change) not in seen:
+                    seen.add(id(change))
+                    rejected.append((change, Rejection(response.status, message, request_id)))
+        return rejected
+
+
+def _dicts(items: Iterable[Any]) -> Iterable[dict[str, Any]]:
+    return (item for item in items if isinstance(item, dict))

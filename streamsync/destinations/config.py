@@ -1,0 +1,241 @@
+"""Configuration shared by every destination kind, and the registry of kinds.
+
+The ``destinations:`` section of the configuration file maps a destination *name* (what
+audiences route to and what ``streamsync deliver --destination`` takes) to one mapping
+whose ``kind`` picks the model::
+
+    destinations:
+      braze:
+        kind: braze
+        base_url: https://rest.iad-01.braze.com
+        credentials: {env: BRAZE_API_KEY}
+
+Each kind is one module that subclasses :class:`DestinationConfig` and calls
+:func:`register_kind`; a third destination is a new module, not an edit here or in the
+audience language. Credentials are never in the file: ``credentials`` names an
+environment variable or a mounted file, read at start-up into a ``SecretStr``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+
+if TYPE_CHECKING:
+    from streamsync.destinations.client import DestinationClient
+
+DEFAULT_DEAD_LETTER_TOPIC = "streamsync.deliver.dead-letter"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class CredentialsError(ValueError):
+    """The configured credential source is missing or empty (the message names the
+    source, never the value)."""
+
+
+class Credentials(_Model):
+    """Where the secret comes from: exactly one of an environment variable or a file
+    (a Kubernetes secret mounted as a file, for instance). Trailing whitespace and newlines
+    of a file are dropped."""
+
+    env: str | None = Field(default=None, min_length=1)
+    file: Path | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> Credentials:
+        if (self.env is None) == (self.file is None):
+            raise ValueError("credentials need exactly one of env: VARIABLE or file: PATH")
+        return self
+
+    def describe(self) -> str:
+        return f"environment variable {self.env}" if self.env else f"file {self.file}"
+
+    def read(self, env: Mapping[str, str] | None = None) -> SecretStr:
+        """The secret, or :class:`CredentialsError` naming the source."""
+        if self.env is not None:
+            value = (os.environ if env is None else env).get(self.env, "").strip()
+        else:
+            assert self.file is not None
+            try:
+                value = self.file.read_text("utf-8").strip()
+            except OSError as exc:
+                raise CredentialsError(
+                    f"cannot read credentials {self.describe()} ({exc.strerror})"
+                ) from None
+        if not value:
+            raise CredentialsError(f"credentials {self.describe()} is unset or empty")
+        return SecretStr(value)
+
+
+class RateLimit(_Model):
+    """A token bucket: at most ``limit`` units per ``window_s`` seconds as the vendor
+    counts them. The bucket refills at ``utilisation * limit / window_s`` per second and
+    holds ``(1 - utilisation) * limit`` at most, so no window of ``window_s`` (sliding or
+    fixed) ever sees more than ``limit`` units from this process."""
+
+    limit: int = Field(gt=0)
+    window_s: float = Field(gt=0)
+    utilisation: float = Field(default=0.9, gt=0, lt=1)
+
+
+class Retry(_Model):
+    """Backoff for retriable failures (5xx, timeouts, dropped connections): full jitter
+    between half and all of ``min(max, initial * 2**attempt)``, retried without a limit
+    on time (the consumer pauses meanwhile, so nothing buffers without bound)."""
+
+    initial_backoff_s: float = Field(default=0.5, gt=0)
+    max_backoff_s: float = Field(default=30.0, gt=0)
+    timeout_s: float = Field(default=10.0, gt=0)
+
+
+class Batching(_Model):
+    linger_ms: int = Field(
+        default=100, ge=0, description="how long a partly filled batch waits for more changes"
+    )
+    max_buffered: int = Field(
+        default=20_000,
+        gt=0,
+        description="changes held in memory before the consumer is paused (backpressure)",
+    )
+
+
+class DestinationConfig(_Model):
+    """Fields every destination kind has; subclasses add their API's own."""
+
+    #: ``kind`` value -> model; filled by :func:`register_kind`.
+    kinds: ClassVar[dict[str, type[DestinationConfig]]] = {}
+
+    kind: str
+    base_url: str = Field(
+        min_length=1,
+        description="scheme://host[:port] of the API (instance or data centre); point it at "
+        "a proxy or the local stand-ins freely",
+    )
+    credentials: Credentials
+    audiences: list[str] | None = Field(
+        default=None,
+        description="audiences this destination receives; unset: every audience whose "
+        "'destinations' names it (with audience_files), or every audience",
+    )
+    audience_files: Path | None = Field(
+        default=None,
+        description="audience definitions whose 'destinations' field routes to this name; "
+        "relative to the configuration file",
+    )
+    holdout: Literal["skip", "marker"] = Field(
+        default="skip",
+        description="skip: holdout members are not delivered; marker: delivered under the "
+        "audience name plus holdout_suffix, so reports can compare",
+    )
+    holdout_suffix: str = Field(default="__holdout", min_length=1)
+    group_id: str | None = Field(
+        default=None, description="consumer group; default streamsync-deliver-<name>"
+    )
+    dead_letter_topic: str = Field(default=DEFAULT_DEAD_LETTER_TOPIC, min_length=1)
+    control_file: Path | None = Field(
+        default=None,
+        description="JSON or YAML file read every second: {paused: bool, paused_audiences: []}",
+    )
+    dry_run: bool = False
+    consumer: dict[str, str | int | float | bool] = Field(
+        default_factory=dict,
+        description="librdkafka settings for this destination's consumer only (they win)",
+    )
+    retry: Retry = Field(default_factory=Retry)
+    batching: Batching = Field(default_factory=Batching)
+
+    @model_validator(mode="after")
+    def _base_url(self) -> DestinationConfig:
+        if not self.base_url.startswith(("http://", "https://")):
+            raise ValueError("base_url must start with http:// or https://")
+        return self
+
+    def consumer_group(self, name: str) -> str:
+        return self.group_id or f"streamsync-deliver-{name}"
+
+    def build_client(
+        self, name: str, secret: SecretStr, env: Mapping[str, str] | None = None
+    ) -> DestinationClient:
+        """The API client for this configuration (each kind overrides this); ``env`` is
+        where any further credentials named in the configuration are read from."""
+        raise NotImplementedError
+
+
+def register_kind(kind: str) -> Callable[[type[DestinationConfig]], type[DestinationConfig]]:
+    """Class decorator: make ``kind: <kind>`` in the configuration choose this model."""
+
+    def add(model: type[DestinationConfig]) -> type[DestinationConfig]:
+        DestinationConfig.kinds[kind] = model
+        return model
+
+    return add
+
+
+def _load_kinds() -> None:
+    # The built-in kinds register themselves on import.
+    import streamsync.destinations.braze
+    import streamsync.destinations.moengage  # noqa: F401
+
+
+def parse_destinations(data: Any) -> dict[str, DestinationConfig]:
+    """``destinations:`` mapping -> validated models, each by its ``kind``.
+
+    Raises ``ValueError`` with the destination's name for unknown kinds, so the
+    configuration loader reports it like any other error.
+    """
+    from streamsync.audiences.definition import DESTINATION_NAME
+
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ValueError("destinations must be a mapping of name -> settings")
+    _load_kinds()
+    result: dict[str, DestinationConfig] = {}
+    for name, settings in data.items():
+        if isinstance(settings, DestinationConfig):
+            result[str(name)] = settings
+            continue
+        if not isinstance(name, str) or not DESTINATION_NAME.match(name):
+            raise ValueError(f"destination name {name!r} must be letters, digits, '_', '.', '-'")
+        if not isinstance(settings, dict):
+            raise ValueError(f"destination {name!r} must be a mapping")
+        kind = settings.get("kind")
+        model = DestinationConfig.kinds.get(kind) if isinstance(kind, str) else None
+        if model is None:
+            known = ", ".join(sorted(DestinationConfig.kinds))
+            raise ValueError(f"destination {name!r}: kind must be one of {known}")
+        try:
+            result[name] = model.model_validate(settings)
+        except ValidationError as exc:
+            # Never the input values: they may be customer data or a pasted secret.
+            problems = "; ".join(
+                ".".join(str(part) for part in item["loc"]) + ": " + item["msg"]
+                for item in exc.errors(include_input=False, include_url=False)
+            )
+            raise ValueError(f"destination {name!r}: {problems}") from None
+    return result
+
+
+def resolve_paths(config: DestinationConfig, base_dir: Path) -> DestinationConfig:
+    """Relative file paths in ``config`` made relative to the configuration file's
+    directory, so the result does not depend on the working directory."""
+
+    def fix(path: Path | None) -> Path | None:
+        return path if path is None or path.is_absolute() else (base_dir / path).resolve()
+
+    update: dict[str, Any] = {
+        "audience_files": fix(config.audience_files),
+        "control_file": fix(config.control_file),
+    }
+    if config.credentials.file is not None:
+        update["credentials"] = config.credentials.model_copy(
+            update={"file": fix(config.credentials.file)}
+        )
+    return config.model_copy(update=update)

@@ -1,0 +1,362 @@
+"""The deliver loop: the deltas topic -> one destination, until stopped.
+
+One process (one Kubernetes Deployment) per destination, each in its own consumer group
+(``streamsync-deliver-<name>`` by default), reading the deltas topic with
+``isolation.level=read_committed`` so only deltas of committed evaluate transactions are
+delivered. Deltas are keyed by customer id, so a customer's deltas are in one partition,
+in order; the :class:`~streamsync.destinations.sink.DeliverySink` keeps that order to
+the destination.
+
+Offsets are committed (every :data:`COMMIT_INTERVAL_S`, and at the end) only up to the
+oldest delta not yet acknowledged by the destination or written to the dead-letter topic
+(which is flushed first). A crash therefore re-delivers some acknowledged changes, which
+is harmless: every write sets membership to a value (add/remove of one array element, a
+boolean), never toggles it.
+
+:func:`run_delivery` runs several destinations for a bounded time in threads and
+returns their counts (what the demo needs).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+
+from streamsync.config import AppConfig
+from streamsync.deltas.codec import decode_avro, decode_json
+from streamsync.deltas.record import MembershipDelta
+from streamsync.destinations.client import Change, DestinationClient
+from streamsync.destinations.config import CredentialsError, DestinationConfig
+from streamsync.destinations.control import ControlFile
+from streamsync.destinations.dead_letter import DeliveryDeadLetters
+from streamsync.destinations.errors import FatalDestinationError
+from streamsync.destinations.offsets import OffsetTracker
+from streamsync.destinations.sink import DeliverySink, SinkStats, Transport
+from streamsync.destinations.transport import HttpTransport
+from streamsync.kafka.config import consumer_config, producer_config
+
+log = logging.getLogger("streamsync.deliver")
+
+COMMIT_INTERVAL_S = 0.5
+_CONSUME_BATCH = 500
+
+
+class DeliverSetupError(ValueError):
+    """A configuration problem found at start-up; the message is one line for the user."""
+
+
+@dataclass
+class DeliverResult:
+    destination: str
+    stats: SinkStats
+    consumed: int = 0
+    skipped_not_routed: int = 0
+    malformed: int = 0
+    dead_letters: int = 0
+    elapsed_s: float = 0.0
+    stopped_by: str = ""
+    error: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "destination": self.destination,
+            "consumed": self.consumed,
+            "not_routed": self.skipped_not_routed,
+            "malformed": self.malformed,
+            "dead_letters": self.dead_letters,
+            **self.stats.as_dict(),
+        }
+
+
+def routed_audiences(
+    name: str, dest: DestinationConfig, known: Collection[str] | None = None
+) -> frozenset[str] | None:
+    """The audiences ``name`` receives: ``audiences`` plus those whose definition names it
+    in ``destinations`` (from ``audience_files``); ``None`` means every audience. With
+    ``known`` (the configured destination names), an audience routing to a name that is
+    not configured is a :class:`DeliverSetupError` (a typo would otherwise send nothing)."""
+    if dest.audiences is None and dest.audience_files is None:
+        return None
+    chosen = set(dest.audiences or ())
+    if dest.audience_files is not None:
+        from streamsync.audiences.loader import AudienceDefinitionError, load_audiences
+
+        try:
+            audiences = load_audiences(dest.audience_files)
+        except AudienceDefinitionError as exc:
+            first = exc.problems[0] if exc.problems else "invalid"
+            raise DeliverSetupError(f"audience files for {name!r}: {first}") from None
+        for audience in audiences:
+            for target in audience.destinations:
+                if known is not None and target not in known:
+                    raise DeliverSetupError(
+                        f"audience {audience.name!r} routes to destination {target!r}, which "
+                        f"is not configured (configured: {', '.join(sorted(known))})"
+                    )
+        chosen.update(a.name for a in audiences if name in a.destinations)
+    return frozenset(chosen)
+
+
+class DeliverLoop:
+    """Delivers the deltas topic to one configured destination."""
+
+    def __init__(
+        self,
+        config: AppConfig,
+        name: str,
+        *,
+        env: Mapping[str, str] | None = None,
+        on_ack: Callable[[list[Change], float], None] | None = None,
+        transport: Transport | None = None,
+        dry_run: bool | None = None,
+    ) -> None:
+        if name not in config.destinations:
+            known = ", ".join(sorted(config.destinations)) or "none"
+            raise DeliverSetupError(f"no destination named {name!r} (configured: {known})")
+        self.config = config
+        self.name = name
+        self.dest = config.destinations[name]
+        self.dry_run = self.dest.dry_run if dry_run is None else dry_run
+        try:
+            secret = self.dest.credentials.read(env)
+            self.client: DestinationClient = self.dest.build_client(name, secret, env)
+        except CredentialsError as exc:
+            raise DeliverSetupError(f"destination {name!r}: {exc}") from None
+        self.routes = routed_audiences(name, self.dest, config.destinations)
+        self.transport: Transport = transport or HttpTransport(
+            self.dest.base_url, self.dest.retry.timeout_s
+        )
+        self.on_ack = on_ack
+        self.control = ControlFile(self.dest.control_file)
+        self.offsets = OffsetTracker()
+        self._stop = threading.Event()
+        self._fatal: str | None = None
+        self._assigned: list[TopicPartition] = []
+        self._paused = False
+        self._decode = decode_avro_framed if config.deltas.format == "avro" else decode_json
+        self.sink: DeliverySink | None = None
+
+    def stop(self) -> None:
+        """Finish (drain what the destination accepts, commit) and return; signal-safe."""
+        self._stop.set()
+
+    # -- kafka callbacks ---------------------------------------------------------------
+
+    def _on_error(self, error: KafkaError) -> None:
+        if error.fatal():
+            self._fatal = str(error)
+        else:
+            log.debug("kafka client error: %s", error)
+
+    def _on_assign(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._assigned = list(partitions)
+        self._paused = False
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        gone = {p.partition for p in partitions}
+        self._commit(consumer)
+        if self.sink is not None:
+            self.sink.drop_partitions(gone)
+        self.offsets.forget(gone)
+        self._assigned = [p for p in self._assigned if p.partition not in gone]
+
+    # -- the loop ----------------------------------------------------------------------
+
+    def _clients(self) -> tuple[Consumer, Producer | None]:
+        kafka = self.config.kafka
+        client = kafka.client_config()
+        consumer = Consumer(
+            consumer_config(
+                kafka.bootstrap_servers,
+                self.dest.consumer_group(self.name),
+                extra={**client, **self.dest.consumer, "error_cb": self._on_error},
+            )
+        )
+        producer = None
+        if not self.dry_run:
+            producer = Producer(producer_config(kafka.bootstrap_servers, extra=client))
+        return consumer, producer
+
+    def _commit(self, consumer: Consumer) -> None:
+        if self.sink is None or self.dry_run:  # a dry run must not skip real delivery later
+            return
+        positions = self.offsets.to_commit()
+        if not positions:
+            return
+        self.sink.dead_letters.flush()
+        topic = self.config.deltas.topic
+        try:
+            consumer.commit(
+                offsets=[TopicPartition(topic, p, o) for p, o in positions.items()],
+                asynchronous=False,
+            )
+        except KafkaException as exc:
+            log.warning("offset commit failed (will retry): %s", exc)
+            return
+        self.offsets.committed(positions)
+
+    def _set_paused(self, consumer: Consumer, paused: bool) -> None:
+        if paused == self._paused or not self._assigned:
+            return
+        (consumer.pause if paused else consumer.resume)(self._assigned)
+        self._paused = paused
+
+    def run(
+        self,
+        *,
+        duration_s: float | None = None,
+        idle_timeout_s: float | None = None,
+        drain_timeout_s: float = 10.0,
+    ) -> DeliverResult:
+        """Deliver until :meth:`stop`, ``duration_s`` elapsed, or nothing happened for
+        ``idle_timeout_s``. Raises :class:`FatalDestinationError` (nothing committed past
+        the failure) when the destination refuses the credentials or the URL."""
+        dest = self.dest
+        consumer, producer = self._clients()
+        dead_letters = DeliveryDeadLetters(
+            producer, dest.dead_letter_topic, self.config.deltas.topic
+        )
+        sink = self.sink = DeliverySink(
+            self.client,
+            self.transport,
+            dead_letters,
+            self.offsets,
+            retry=dest.retry,
+            linger_s=dest.batching.linger_ms / 1000.0,
+            max_buffered=dest.batching.max_buffered,
+            holdout=dest.holdout,
+            dry_run=self.dry_run,
+            on_ack=self.on_ack,
+        )
+        result = DeliverResult(self.name, sink.stats)
+        started = last_activity = last_commit = time.monotonic()
+        routes = self.routes
+        decode = self._decode
+        try:
+            consumer.subscribe(
+                [self.config.deltas.topic], on_assign=self._on_assign, on_revoke=self._on_revoke
+            )
+            while not self._stop.is_set():
+                now = time.monotonic()
+                if duration_s is not None and now - started >= duration_s:
+                    result.stopped_by = "duration"
+                    break
+                state = self.control.poll()
+                sink.paused = state.paused
+                sink.paused_audiences = state.paused_audiences
+                self._set_paused(consumer, sink.backpressure)
+                timeout = min(0.1, max(0.0, sink.next_wakeup(now)))
+                messages = consumer.consume(num_messages=_CONSUME_BATCH, timeout=timeout)
+                if self._fatal is not None:
+                    raise KafkaException(self._fatal)
+                for message in messages:
+                    error = message.error()
+                    if error is not None:
+                        if error.fatal():
+                            raise KafkaException(error)
+                        continue
+                    result.consumed += 1
+                    partition = cast(int, message.partition())
+                    offset = cast(int, message.offset())
+                    value = message.value() or b""
+                    try:
+                        delta = decode(value)
+                    except Exception as exc:  # any undecodable record: dead-letter it
+                        result.malformed += 1
+                        self.offsets.track(partition, offset)
+                        dead_letters.write_raw(
+                            value, message.key(), partition, offset, type(exc).__name__
+                        )
+                        self.offsets.done(partition, [offset])
+                        continue
+                    if routes is not None and delta.audience not in routes:
+                        result.skipped_not_routed += 1
+                        self.offsets.track(partition, offset)
+                        self.offsets.done(partition, [offset])
+                        continue
+                    sink.add(delta, partition, offset)
+                before = sink.stats.requests + sink.stats.dry_run_requests
+                sink.pump()
+                if messages or sink.stats.requests + sink.stats.dry_run_requests != before:
+                    last_activity = time.monotonic()
+                now = time.monotonic()
+                if now - last_commit >= COMMIT_INTERVAL_S:
+                    self._commit(consumer)
+                    last_commit = now
+                if (
+                    idle_timeout_s is not None
+                    and sink.idle
+                    and now - last_activity >= idle_timeout_s
+                ):
+                    result.stopped_by = "idle_timeout"
+                    break
+            else:
+                result.stopped_by = "stop"
+            self._drain(sink, drain_timeout_s)
+            self._commit(consumer)
+        except FatalDestinationError as exc:
+            result.error = str(exc)
+            raise
+        finally:
+            result.elapsed_s = time.monotonic() - started
+            result.dead_letters = dead_letters.written
+            with contextlib.suppress(KafkaException):
+                consumer.close()
+            if producer is not None:
+                producer.flush(5)
+            self.transport.close()
+        return result
+
+    def _drain(self, sink: DeliverySink, timeout_s: float) -> None:
+        """Send what is buffered (no linger) for up to ``timeout_s``; what remains is
+        re-read from Kafka by the next run."""
+        deadline = time.monotonic() + timeout_s
+        while not sink.idle and not sink.paused and time.monotonic() < deadline:
+            sink.pump(budget_s=0.05, force=True)
+            wait = sink.next_wakeup(time.monotonic())
+            if wait > 0:
+                time.sleep(min(wait, 0.05, max(0.0, deadline - time.monotonic())))
+
+
+def decode_avro_framed(value: bytes) -> MembershipDelta:
+    """A delta in the Confluent wire format (magic 0, 4-byte schema id, Avro body)."""
+    if len(value) < 5 or value[0] != 0:
+        raise ValueError("not Confluent-framed Avro")
+    return decode_avro(value[5:])
+
+
+def run_delivery(
+    config: AppConfig,
+    names: list[str] | None = None,
+    *,
+    duration_s: float,
+    idle_timeout_s: float | None = None,
+    env: Mapping[str, str] | None = None,
+) -> dict[str, DeliverResult]:
+    """Run delivery to ``names`` (default: every configured destination) side by side for
+    at most ``duration_s`` (or until each was idle ``idle_timeout_s``); return each
+    destination's counts. A destination that failed has ``error`` set."""
+    loops = [DeliverLoop(config, name, env=env) for name in (names or list(config.destinations))]
+    results: dict[str, DeliverResult] = {}
+
+    def work(loop: DeliverLoop) -> None:
+        try:
+            results[loop.name] = loop.run(duration_s=duration_s, idle_timeout_s=idle_timeout_s)
+        except (FatalDestinationError, KafkaException) as exc:
+            stats = loop.sink.stats if loop.sink is not None else SinkStats()
+            results[loop.name] = DeliverResult(loop.name, stats, error=str(exc))
+
+    threads = [threading.Thread(target=work, args=(loop,), daemon=True) for loop in loops]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return results

@@ -1,0 +1,58 @@
+"""Delivery failures, grouped by what recovers from them (as the Singer SDK groups its
+exceptions): the sink decides what to do from the class alone.
+
+* :class:`RetriableError` - the destination or the network failed (5xx, timeout, dropped
+  connection); the same request is sent again after a jittered backoff, for ever.
+* :class:`RateLimited` - a 429; nothing is sent before ``not_before`` (wall-clock epoch
+  seconds taken from the response's reset header).
+* :class:`BatchRejected` - the destination refused the whole request as invalid (a 4xx
+  that is not about credentials); the batch is split to isolate the bad record(s),
+  and a single rejected change is dead-lettered.
+* :class:`FatalDestinationError` - nothing will work until a person acts (bad key,
+  missing permission, wrong URL): delivery stops without committing.
+
+Per-record rejections inside a successful response are not exceptions: clients return
+them as :class:`Rejection` values.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class DeliveryError(Exception):
+    """Base of every delivery failure."""
+
+
+class RetriableError(DeliveryError):
+    """Try the same request again later."""
+
+
+class RateLimited(RetriableError):
+    """HTTP 429: wait until ``not_before`` (epoch seconds) before the next request."""
+
+    def __init__(self, message: str, not_before: float) -> None:
+        super().__init__(message)
+        self.not_before = not_before
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """The destination refused one change: ``status`` and ``message`` as it said,
+    ``request_id`` when it gave one (for its support team)."""
+
+    status: int
+    message: str
+    request_id: str = ""
+
+
+class BatchRejected(DeliveryError):
+    """The whole request was refused as invalid; see :class:`Rejection` fields."""
+
+    def __init__(self, rejection: Rejection) -> None:
+        super().__init__(f"HTTP {rejection.status}: {rejection.message}")
+        self.rejection = rejection
+
+
+class FatalDestinationError(DeliveryError):
+    """Stop delivering: credentials, permissions or the URL are wrong."""

@@ -1,0 +1,366 @@
+"""The delivery sink: one place for batching, ordering, limits, retries and acks.
+
+Like a quix-streams sink, the caller :meth:`DeliverySink.add`\\ s changes as they are
+consumed and calls :meth:`DeliverySink.pump` often; :attr:`DeliverySink.backpressure`
+tells it to pause the consumer. Unlike a callback-per-record design, the sink never
+blocks: every wait (linger, rate limit, retry backoff, a 429's reset) is a time it
+reports through :meth:`next_wakeup`, so the consumer keeps polling (and keeps its group
+membership) while the destination is down.
+
+Guarantees, and how:
+
+* *Per-customer order.* One batch is in flight at a time and its requests are sent in
+  order; a batch is acknowledged only when every request in it was. Changes added
+  meanwhile wait in the buffer, so an exit can never overtake the enter before it.
+* *Net effect.* In the buffer, a customer+audience has at most one change: a later delta
+  replaces the earlier one's direction and inherits its offsets.
+* *Nothing lost.* A change's offsets are released (:class:`OffsetTracker`) only when the
+  destination acknowledged it, or it was dead-lettered with the reason.
+* *Limits.* :class:`~streamsync.destinations.limiter.TokenBucket` before each request;
+  a 429 blocks the bucket until the reset its headers name.
+* *Retries.* Retriable failures resend the same request after jittered exponential
+  backoff, with no limit on attempts; the consumer is paused meanwhile.
+* *Bad records.* A refused whole request is split in halves until the refused change is
+  alone, then dead-lettered; per-record errors in a 2xx response are dead-lettered too.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from streamsync.deltas.record import MembershipDelta
+from streamsync.destinations.client import Change, DestinationClient, Request, Response
+from streamsync.destinations.config import Retry
+from streamsync.destinations.dead_letter import DeliveryDeadLetters
+from streamsync.destinations.errors import (
+    BatchRejected,
+    FatalDestinationError,
+    RateLimited,
+    Rejection,
+    RetriableError,
+)
+from streamsync.destinations.limiter import TokenBucket
+from streamsync.destinations.offsets import OffsetTracker
+
+log = logging.getLogger("streamsync.deliver")
+
+
+class Transport(Protocol):
+    """What the sink sends through (:class:`~streamsync.destinations.transport.HttpTransport`)."""
+
+    def send(self, request: Request) -> Response: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass
+class SinkStats:
+    """Counters a metrics exporter can read; plain fields, updated in place."""
+
+    delivered: Counter[tuple[str, str]] = field(default_factory=Counter)  # (audience, op)
+    matched: Counter[str] = field(default_factory=Counter)
+    unmatched: Counter[str] = field(default_factory=Counter)
+    rejected: Counter[str] = field(default_factory=Counter)
+    holdout_skipped: Counter[str] = field(default_factory=Counter)
+    collapsed: int = 0
+    requests: int = 0
+    objects: int = 0
+    batches: int = 0
+    rate_limited: int = 0
+    retries: int = 0
+    splits: int = 0
+    dry_run_requests: int = 0
+
+    @property
+    def delivered_total(self) -> int:
+        return sum(self.delivered.values())
+
+    def match_rate(self, audience: str) -> float:
+        seen = self.matched[audience] + self.unmatched[audience]
+        return self.matched[audience] / seen if seen else 1.0
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "delivered": self.delivered_total,
+            "requests": self.requests,
+            "objects": self.objects,
+            "batches": self.batches,
+            "rejected": sum(self.rejected.values()),
+            "unmatched": sum(self.unmatched.values()),
+            "holdout_skipped": sum(self.holdout_skipped.values()),
+            "rate_limited": self.rate_limited,
+            "retries": self.retries,
+            "splits": self.splits,
+        }
+
+
+@dataclass
+class _Batch:
+    changes: list[Change]
+    requests: list[Request]
+    index: int = 0
+    attempt: int = 0
+    not_before: float = 0.0  # monotonic
+    rejected: list[tuple[Change, Rejection]] = field(default_factory=list)
+
+
+class DeliverySink:
+    def __init__(
+        self,
+        client: DestinationClient,
+        transport: Transport,
+        dead_letters: DeliveryDeadLetters,
+        offsets: OffsetTracker,
+        *,
+        retry: Retry,
+        linger_s: float,
+        max_buffered: int,
+        holdout: str = "skip",
+        dry_run: bool = False,
+        on_ack: Callable[[list[Change], float], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        self.client = client
+        self.transport = transport
+        self.dead_letters = dead_letters
+        self.offsets = offsets
+        self.retry = retry
+        self.linger_s = linger_s
+        self.max_buffered = max_buffered
+        self.holdout = holdout
+        self.dry_run = dry_run
+        self.on_ack = on_ack
+        self.limiter = TokenBucket(client.rate_limit, clock=clock, wall=wall)
+        self.stats = SinkStats()
+        self.paused = False
+        self.paused_audiences: frozenset[str] = frozenset()
+        self._clock = clock
+        self._buffer: dict[tuple[str, str], Change] = {}
+        self._inflight: _Batch | None = None
+        self._random = random.Random()
+
+    # -- input -------------------------------------------------------------------------
+
+    @property
+    def buffered(self) -> int:
+        return len(self._buffer) + (len(self._inflight.changes) if self._inflight else 0)
+
+    @property
+    def failing(self) -> bool:
+        """The in-flight batch is waiting to retry: the destination is down or limiting."""
+        return self._inflight is not None and self._inflight.attempt > 0
+
+    @property
+    def backpressure(self) -> bool:
+        """Pause the consumer: buffer full, or the destination is failing."""
+        return self.failing or len(self._buffer) >= self.max_buffered
+
+    @property
+    def idle(self) -> bool:
+        return self._inflight is None and not self._buffer
+
+    def add(self, delta: MembershipDelta, partition: int, offset: int) -> None:
+        """Take one consumed delta (already routed to this destination). The offset is
+        registered with the tracker and released when the change is settled."""
+        self.offsets.track(partition, offset)
+        if delta.holdout and self.holdout == "skip":
+            self.stats.holdout_skipped[delta.audience] += 1
+            self.offsets.done(partition, [offset])
+            return
+        identity = self.client.identify(delta)
+        if identity is None:
+            self.stats.unmatched[delta.audience] += 1
+            self.dead_letters.write(
+                delta, partition, offset, reason="unmatched", destination=self.client.name,
+                rejection=Rejection(0, "no identifier this destination is configured to use"),
+            )  # fmt: skip
+            self.offsets.done(partition, [offset])
+            return
+        self.stats.matched[delta.audience] += 1
+        problem = self.client.check(delta)
+        if problem is not None:
+            self.stats.rejected[delta.audience] += 1
+            self.dead_letters.write(
+                delta, partition, offset, reason="rejected", destination=self.client.name,
+                rejection=Rejection(0, problem),
+            )  # fmt: skip
+            self.offsets.done(partition, [offset])
+            return
+        key = (delta.customer_id, delta.audience)
+        existing = self._buffer.get(key)
+        if existing is not None:
+            self.stats.collapsed += 1
+            existing.enter = delta.op == "enter"
+            existing.delta = delta
+            existing.identity = identity
+            existing.holdout = delta.holdout
+            existing.offsets.append(offset)
+            return
+        self._buffer[key] = Change(
+            delta.customer_id, delta.audience, delta.op == "enter", delta.holdout, identity,
+            delta, partition, [offset], self._clock(),
+        )  # fmt: skip
+
+    def drop_partitions(self, partitions: set[int]) -> None:
+        """Forget unacknowledged changes of partitions this consumer no longer owns (their
+        new owner re-reads them from the committed offsets; writes are idempotent)."""
+        self._buffer = {k: c for k, c in self._buffer.items() if c.partition not in partitions}
+        batch = self._inflight
+        if batch is not None and any(c.partition in partitions for c in batch.changes):
+            keep = [c for c in batch.changes if c.partition not in partitions]
+            self._inflight = _Batch(keep, self.client.plan(keep)) if keep else None
+
+    # -- output ------------------------------------------------------------------------
+
+    def _sendable(self, change: Change) -> bool:
+        return change.audience not in self.paused_audiences
+
+    def _take_batch(self, now: float, force: bool) -> list[Change] | None:
+        if self.paused or not self._buffer:
+            return None
+        limit = self.client.max_customers_per_batch
+        customers: set[str] = set()
+        chosen: list[tuple[str, str]] = []
+        oldest: float | None = None
+        for key, change in self._buffer.items():
+            if not self._sendable(change):
+                continue
+            if change.customer_id not in customers:
+                if len(customers) == limit:
+                    break
+                customers.add(change.customer_id)
+            if oldest is None:
+                oldest = change.added_at
+            chosen.append(key)
+        if not chosen or oldest is None:
+            return None
+        full = len(customers) >= limit
+        if not (full or force or now - oldest >= self.linger_s):
+            return None
+        return [self._buffer.pop(key) for key in chosen]
+
+    def next_wakeup(self, now: float) -> float:
+        """Seconds until :meth:`pump` has something to do (capped by the caller)."""
+        batch = self._inflight
+        if batch is not None:
+            wait = max(0.0, batch.not_before - now)
+            if batch.index < len(batch.requests):
+                wait = max(wait, self.limiter.wait_s(batch.requests[batch.index].cost))
+            return wait
+        if self.paused or not self._buffer:
+            return 1.0
+        first = next((c for c in self._buffer.values() if self._sendable(c)), None)
+        if first is None:
+            return 1.0
+        return max(0.0, first.added_at + self.linger_s - now)
+
+    def pump(self, budget_s: float = 0.05, force: bool = False) -> None:
+        """Send whatever may be sent now, for at most about ``budget_s`` seconds.
+        ``force`` ignores the linger (used when draining before shutdown)."""
+        deadline = self._clock() + budget_s
+        while True:
+            now = self._clock()
+            if self._inflight is None:
+                changes = self._take_batch(now, force)
+                if changes is None:
+                    return
+                self._inflight = _Batch(changes, self.client.plan(changes))
+                self.stats.batches += 1
+            if not self._step(now) or self._clock() >= deadline:
+                return
+
+    def _backoff(self, attempt: int) -> float:
+        growth = float(2 ** min(attempt, 30))
+        base = min(self.retry.max_backoff_s, self.retry.initial_backoff_s * growth)
+        return base * (0.5 + 0.5 * self._random.random())
+
+    def _step(self, now: float) -> bool:
+        """Advance the in-flight batch by at most one request; False when it must wait."""
+        batch = self._inflight
+        assert batch is not None
+        if batch.index >= len(batch.requests):
+            self._settle(batch)
+            return True
+        if now < batch.not_before:
+            return False
+        request = batch.requests[batch.index]
+        if self.limiter.wait_s(request.cost) > 0:
+            return False
+        self.limiter.take(request.cost)
+        if self.dry_run:
+            self._log_dry_run(request)
+            batch.index += 1
+            return True
+        self.stats.requests += 1
+        try:
+            response = self.transport.send(request)
+            rejected = self.client.interpret(request, response)
+        except RateLimited as exc:
+            self.stats.rate_limited += 1
+            self.limiter.block_until(exc.not_before)
+            batch.attempt += 1
+            log.warning("%s: rate limited; nothing sent before the reset", self.client.name)
+            return False
+        except RetriableError as exc:
+            self.stats.retries += 1
+            delay = self._backoff(batch.attempt)
+            batch.attempt += 1
+            batch.not_before = now + delay
+            log.warning("%s: %s; retrying in %.1fs", self.client.name, exc, delay)
+            return False
+        except BatchRejected as exc:
+            self._split(batch, request, exc.rejection)
+            return True
+        except FatalDestinationError:
+            raise
+        batch.attempt = 0
+        self.stats.objects += request.objects
+        batch.rejected.extend(rejected)
+        batch.index += 1
+        return True
+
+    def _split(self, batch: _Batch, request: Request, rejection: Rejection) -> None:
+        batch.attempt = 0
+        if len(request.changes) == 1:
+            batch.rejected.append((request.changes[0], rejection))
+            batch.index += 1
+            return
+        self.stats.splits += 1
+        half = len(request.changes) // 2
+        parts = self.client.plan(request.changes[:half]) + self.client.plan(request.changes[half:])
+        batch.requests[batch.index : batch.index + 1] = parts
+
+    def _settle(self, batch: _Batch) -> None:
+        refused = {id(change) for change, _ in batch.rejected}
+        for change, rejection in batch.rejected:
+            self.stats.rejected[change.audience] += 1
+            for offset in change.offsets[:-1]:
+                self.offsets.done(change.partition, [offset])
+            self.dead_letters.write(
+                change.delta, change.partition, change.offsets[-1], reason="rejected",
+                destination=self.client.name, rejection=rejection,
+            )  # fmt: skip
+            self.offsets.done(change.partition, [change.offsets[-1]])
+        acked = [c for c in batch.changes if id(c) not in refused]
+        for change in acked:
+            self.stats.delivered[(change.audience, "enter" if change.enter else "exit")] += 1
+            self.offsets.done(change.partition, change.offsets)
+        self._inflight = None
+        if self.on_ack is not None:
+            self.on_ack(acked, time.time())
+
+    def _log_dry_run(self, request: Request) -> None:
+        self.stats.dry_run_requests += 1
+        log.info(
+            "%s dry run: %s %s headers=%s body=%s",
+            self.client.name, request.method, request.path,
+            self.client.redacted_headers(request.headers),
+            self.client.redacted_body(request),
+        )  # fmt: skip

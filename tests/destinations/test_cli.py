@@ -1,0 +1,110 @@
+"""``streamsync deliver`` and ``streamsync dev stand-ins`` from the command line: every
+user mistake is one line and exit status 2."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from streamsync.cli import main
+from tests.destinations.conftest import delta
+from tests.destinations.helpers import produce_deltas, uncommitted_records, write_config
+
+
+def _config(tmp_path: Path, destinations: dict[str, object]) -> Path:
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "ingest": {"topics": [{"name": "in", "format": "pipelines_json"}]},
+                "destinations": destinations,
+            }
+        )
+    )
+    return path
+
+
+BRAZE = {"kind": "braze", "base_url": "http://127.0.0.1:9", "credentials": {"env": "NO_SUCH_VAR_X"}}
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--destination", "braze"], "cannot read"),
+        (["--destination", "nope"], "no destination named 'nope' (configured: braze)"),
+        (["--destination", "braze"], "environment variable NO_SUCH_VAR_X is unset"),
+    ],
+)
+def test_deliver_mistakes_are_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], message: str
+) -> None:
+    config = _config(tmp_path, {"braze": BRAZE})
+    if message == "cannot read":
+        config = tmp_path / "missing.yaml"
+    rc = main(["deliver", "--config", str(config), *args])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and message in err and len(err.splitlines()) == 1 and "Traceback" not in err
+
+
+def test_deliver_invalid_destination_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = _config(tmp_path, {"braze": {**BRAZE, "kind": "brace"}})
+    assert main(["deliver", "--config", str(config), "--destination", "braze"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "kind must be one of braze, moengage" in err
+
+
+def test_deliver_requires_its_arguments(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["deliver", "--config", "x.yaml"])
+    assert info.value.code == 2 and "--destination" in capsys.readouterr().err
+
+
+def test_standins_serve_and_stop_on_sigterm() -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamsync", "dev", "stand-ins"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        env={**os.environ, "STANDIN_BRAZE_API_KEY": "cli-key"},
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        urls = dict(proc.stdout.readline().decode().strip().split("=", 1) for _ in range(2))
+        assert set(urls) == {"BRAZE_URL", "MOENGAGE_URL"}
+        with urllib.request.urlopen(urls["BRAZE_URL"] + "/_standin/profiles", timeout=10) as r:
+            assert r.status == 200
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _out, err = proc.communicate(timeout=20)
+    assert proc.returncode == 0 and b"cli-key" not in err and b"Traceback" not in err
+
+
+@pytest.mark.kafka
+def test_dry_run_logs_redacted_requests_and_commits_nothing(
+    tmp_path: Path, kafka_bootstrap_servers: str, new_topic: Any,
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    topic = new_topic("deltas")
+    deltas = [delta(f"c{i}", "ACT__A", "enter") for i in range(3)]
+    produce_deltas(kafka_bootstrap_servers, topic, deltas)
+    monkeypatch.setenv("DRY_KEY", "dry-secret-key")
+    config = write_config(
+        tmp_path / "c.yaml", kafka_bootstrap_servers, topic,
+        {"braze": {"kind": "braze", "base_url": "http://127.0.0.1:9",
+                   "credentials": {"env": "DRY_KEY"}, "group_id": "dry-run-group"}},
+    )  # fmt: skip
+    rc = main(["deliver", "--config", str(config), "--destination", "braze", "--dry-run",
+               "--idle-timeout", "2"])  # fmt: skip
+    captured = capsys.readouterr()
+    assert rc == 0
+    assert '"delivered":3' in captured.out
+    assert "dry-secret-key" not in captured.err and "dry-secret-key" not in captured.out
+    assert uncommitted_records(kafka_bootstrap_servers, "dry-run-group", topic, 1) == 3
