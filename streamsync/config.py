@@ -19,7 +19,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
-from streamsync.kafka.broker import BOOTSTRAP_ENV
+from streamsync.kafka.config import BOOTSTRAP_ENV
+from streamsync.observability.config import ObservabilityConfig
 
 TopicFormat = Literal["pipelines_json", "webhook_json", "pipelines_avro", "webhook_avro"]
 DEFAULT_MAX_RECORD_BYTES = 1024 * 1024
@@ -169,6 +170,7 @@ class AppConfig(_Model):
     kafka: KafkaConfig = Field(default_factory=KafkaConfig)
     ingest: IngestConfig
     deltas: DeltasConfig = Field(default_factory=DeltasConfig)
+    observability: ObservabilityConfig = Field(default_factory=ObservabilityConfig)
 
 
 def _format_errors(error: ValidationError) -> str:
