@@ -428,3 +428,12 @@ def test_container_commands_parse(full: list[dict[str, Any]]) -> None:
             pytest.skip(f"'streamsync {command}' is not in this build yet; its arguments wait")
         args = build_parser().parse_args(container["args"])
         assert args.command == command
+
+
+def test_example_audiences_are_valid(full: list[dict[str, Any]], tmp_path: Any) -> None:
+    from streamsync.cli import main
+
+    audiences = one(full, "ConfigMap", f"{RELEASE}-audiences")["data"]
+    for name, text in audiences.items():
+        (tmp_path / name).write_text(text)
+    assert main(["validate", str(tmp_path)]) == 0
