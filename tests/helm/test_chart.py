@@ -437,3 +437,19 @@ def test_example_audiences_are_valid(full: list[dict[str, Any]], tmp_path: Any) 
     for name, text in audiences.items():
         (tmp_path / name).write_text(text)
     assert main(["validate", str(tmp_path)]) == 0
+
+
+def test_values_schema_rejects_wrong_types_with_the_path() -> None:
+    for args, message in (
+        (["--set", "observability.logFormat=xml"], "/observability/logFormat"),
+        (["--set-string", "evaluate.replicas=two"], "/evaluate/replicas"),
+        (["--set", "evaluate.state.type=hostPath"], "/evaluate/state/type"),
+        (["--set", "evaluate.state.size=lots"], "/evaluate/state/size"),
+        (["--set", "credentials.api-key.secretName=s"], "/credentials"),
+        (["--set", "prometheusRule.deadLetterRatio=2"], "/prometheusRule/deadLetterRatio"),
+        (["--set", "inputPartitions=0"], "/inputPartitions"),
+    ):
+        with pytest.raises(RenderError, match=re.escape(message)):
+            render(*args)
+    with pytest.raises(RenderError, match=r"config\.observability is written by the chart"):
+        render("--set", "config.observability.log_format=text")

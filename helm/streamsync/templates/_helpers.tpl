@@ -165,6 +165,9 @@ securityContext:
 
 {{/* Render-time checks: fail with one line naming the value. */}}
 {{- define "streamsync.validate" -}}
+{{- if hasKey .Values.config "observability" -}}
+{{- fail "config.observability is written by the chart: set the observability and admin values instead" -}}
+{{- end -}}
 {{- $partitions := int .Values.inputPartitions -}}
 {{- if lt $partitions 1 -}}
 {{- fail "inputPartitions must be at least 1" -}}
