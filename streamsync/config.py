@@ -28,7 +28,8 @@ from pydantic import (
 )
 
 from streamsync.destinations.config import DestinationConfig, parse_destinations, resolve_paths
-from streamsync.kafka.broker import BOOTSTRAP_ENV
+from streamsync.kafka.config import BOOTSTRAP_ENV
+from streamsync.observability.config import ObservabilityConfig
 from streamsync.strict_yaml import YamlSyntaxError, YamlTextError, parse_yaml
 
 TopicFormat = Literal["pipelines_json", "webhook_json", "pipelines_avro", "webhook_avro"]
@@ -331,6 +332,7 @@ class AppConfig(_Model):
     _destinations = field_validator("destinations", mode="before")(
         classmethod(lambda cls, v: parse_destinations(v))
     )
+    observability: ObservabilityConfig = Field(default_factory=ObservabilityConfig)
 
 
 def _format_errors(error: ValidationError) -> str:
