@@ -87,9 +87,6 @@ class _Table:
             values = self._values
             values[labels] = values.get(labels, 0) + amount
 
-    def get(self, labels: Labels) -> float | None:
-        return self._values.get(labels)
-
     def discard(self, **match: LabelValue) -> None:
         """Remove every series whose labels include all of ``match``."""
         wanted = [(self._keys.index(key), value) for key, value in match.items()]
