@@ -175,6 +175,8 @@ def test_autoscaler_default_maximum_equals_default_partitions() -> None:
     hpa = one(docs, "HorizontalPodAutoscaler", EVALUATE)
     assert hpa["spec"]["maxReplicas"] == 6 and hpa["spec"]["minReplicas"] == 1
     assert hpa["spec"]["scaleTargetRef"]["kind"] == "Deployment"
+    # With the autoscaler on, evaluate.replicas is not used, so it is not checked.
+    render("--set", "evaluate.autoscaling.enabled=true", "--set", "evaluate.replicas=9")
     with pytest.raises(RenderError, match=r"minReplicas \(5\) exceeds maxReplicas \(4\)"):
         render(
             "--set", "evaluate.autoscaling.enabled=true",

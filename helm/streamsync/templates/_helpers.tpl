@@ -179,7 +179,7 @@ securityContext:
 {{- if lt $partitions 1 -}}
 {{- fail "inputPartitions must be at least 1" -}}
 {{- end -}}
-{{- if gt (int .Values.evaluate.replicas) $partitions -}}
+{{- if and (not .Values.evaluate.autoscaling.enabled) (gt (int .Values.evaluate.replicas) $partitions) -}}
 {{- fail (printf "evaluate.replicas (%d) exceeds inputPartitions (%d): a replica beyond the partition count gets no partition" (int .Values.evaluate.replicas) $partitions) -}}
 {{- end -}}
 {{- $hpa := .Values.evaluate.autoscaling -}}
