@@ -175,6 +175,8 @@ def test_autoscaler_default_maximum_equals_default_partitions() -> None:
     hpa = one(docs, "HorizontalPodAutoscaler", EVALUATE)
     assert hpa["spec"]["maxReplicas"] == 6 and hpa["spec"]["minReplicas"] == 1
     assert hpa["spec"]["scaleTargetRef"]["kind"] == "Deployment"
+    # With the autoscaler on, evaluate.replicas is not used, so it is not checked.
+    render("--set", "evaluate.autoscaling.enabled=true", "--set", "evaluate.replicas=9")
     with pytest.raises(RenderError, match=r"minReplicas \(5\) exceeds maxReplicas \(4\)"):
         render(
             "--set", "evaluate.autoscaling.enabled=true",
@@ -315,7 +317,10 @@ def test_probes_on_the_admin_port(docs_name: str, request: pytest.FixtureRequest
         assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "admin"}
         assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "admin"}
         assert container["resources"]["requests"]["memory"]
-        assert annotations(workload)["prometheus.io/port"] == str(admin_port)
+        if docs_name == "default":
+            assert annotations(workload)["prometheus.io/port"] == str(admin_port)
+        else:  # scraped through the ServiceMonitor, not twice
+            assert "prometheus.io/scrape" not in annotations(workload)
 
 
 def test_service_monitor_scrapes_every_pod(full: list[dict[str, Any]]) -> None:
@@ -453,3 +458,20 @@ def test_values_schema_rejects_wrong_types_with_the_path() -> None:
             render(*args)
     with pytest.raises(RenderError, match=r"config\.observability is written by the chart"):
         render("--set", "config.observability.log_format=text")
+
+
+def test_a_config_holding_the_kafka_password_goes_in_a_secret() -> None:
+    password = "s3cr3t-kafka-password"
+    with pytest.raises(RenderError, match=r"set configSecret: true"):
+        render("--set", f"config.kafka.sasl_password={password}")
+    docs = render("--set", f"config.kafka.sasl_password={password}", "--set", "configSecret=true")
+    assert not find(docs, "ConfigMap", f"{RELEASE}-config")
+    secret = one(docs, "Secret", f"{RELEASE}-config")
+    assert yaml.safe_load(secret["stringData"]["streamsync.yaml"])["kafka"]["sasl_password"] == (
+        password
+    )
+    for workload in workloads(docs):
+        (volume,) = [v for v in pod_spec(workload)["volumes"] if v["name"] == "config"]
+        assert volume == {"name": "config", "secret": {"secretName": f"{RELEASE}-config"}}
+    rendered = "\n".join(yaml.safe_dump(d) for d in docs if d["kind"] != "Secret")
+    assert password not in rendered

@@ -5,10 +5,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from streamsync.observability.admin import AdminServer
 from streamsync.observability.metrics import LATENCY_BUCKETS_SECONDS, Telemetry
-from tests.observability.scrape import scrape, value
+from tests.observability.scrape import get, scrape, value
 
 
 @pytest.fixture
@@ -165,3 +166,19 @@ def test_two_telemetry_objects_do_not_share_series(telemetry: Telemetry) -> None
         assert target and ("streamsync_role", "deliver") in target[0]
     finally:
         other.shutdown()
+
+
+def test_metric_types_are_what_prometheus_functions_expect(
+    telemetry: Telemetry, admin: AdminServer
+) -> None:
+    """rate() needs counters, histogram_quantile() histograms: check the declared types."""
+    telemetry.records_ingested("t")
+    telemetry.destination_request("braze", 200)
+    telemetry.set_audience_size("a", 1)
+    telemetry.observe_event_to_delta(0.1)
+    _, _, body = get(f"{admin.url}/metrics")
+    types = {family.name: family.type for family in text_string_to_metric_families(body)}
+    assert types["streamsync_records_ingested"] == "counter"
+    assert types["streamsync_destination_requests"] == "counter"
+    assert types["streamsync_audience_members"] == "gauge"
+    assert types["streamsync_event_to_delta_seconds"] == "histogram"

@@ -72,10 +72,13 @@ checksum/config: {{ include "streamsync.configFile" . | sha256sum }}
 checksum/audiences: {{ toYaml .Values.audiences | sha256sum }}
 {{- end -}}
 
+{{/* For annotation-based scraping; not with the ServiceMonitor, or pods are scraped twice. */}}
 {{- define "streamsync.podAnnotations" -}}
+{{- if not .Values.serviceMonitor.enabled -}}
 prometheus.io/scrape: "true"
 prometheus.io/port: {{ .Values.admin.port | quote }}
 prometheus.io/path: /metrics
+{{- end -}}
 {{- end -}}
 
 {{/* Environment from Secrets: a map of NAME -> {secretName, key}. */}}
@@ -99,10 +102,6 @@ args:
 env:
   - name: PYTHONUNBUFFERED
     value: "1"
-  - name: STREAMSYNC_POD_NAME
-    valueFrom:
-      fieldRef:
-        fieldPath: metadata.name
 {{- with $root.Values.credentials }}
 {{- include "streamsync.secretEnv" . | nindent 2 }}
 {{- end }}
@@ -147,8 +146,13 @@ securityContext:
 
 {{- define "streamsync.volumes" -}}
 - name: config
+  {{- if .Values.configSecret }}
+  secret:
+    secretName: {{ include "streamsync.fullname" . }}-config
+  {{- else }}
   configMap:
     name: {{ include "streamsync.fullname" . }}-config
+  {{- end }}
 - name: audiences
   configMap:
     name: {{ include "streamsync.fullname" . }}-audiences
@@ -165,6 +169,9 @@ securityContext:
 
 {{/* Render-time checks: fail with one line naming the value. */}}
 {{- define "streamsync.validate" -}}
+{{- if and (not .Values.configSecret) (hasKey (default (dict) .Values.config.kafka) "sasl_password") -}}
+{{- fail "config.kafka.sasl_password would be stored in a ConfigMap: set configSecret: true" -}}
+{{- end -}}
 {{- if hasKey .Values.config "observability" -}}
 {{- fail "config.observability is written by the chart: set the observability and admin values instead" -}}
 {{- end -}}
@@ -172,7 +179,7 @@ securityContext:
 {{- if lt $partitions 1 -}}
 {{- fail "inputPartitions must be at least 1" -}}
 {{- end -}}
-{{- if gt (int .Values.evaluate.replicas) $partitions -}}
+{{- if and (not .Values.evaluate.autoscaling.enabled) (gt (int .Values.evaluate.replicas) $partitions) -}}
 {{- fail (printf "evaluate.replicas (%d) exceeds inputPartitions (%d): a replica beyond the partition count gets no partition" (int .Values.evaluate.replicas) $partitions) -}}
 {{- end -}}
 {{- $hpa := .Values.evaluate.autoscaling -}}

@@ -1,4 +1,5 @@
-"""Consumer lag per partition from a real consumer on the real broker, read back from /metrics."""
+"""Observability on the real broker: consumer lag per partition read back from /metrics,
+and trace context through real Kafka headers."""
 
 from __future__ import annotations
 
@@ -90,3 +91,36 @@ def _report_until(
         consumer.poll(0.1)
         lags = report_consumer_lag(telemetry, consumer, group)
     return lags
+
+
+def test_trace_context_survives_a_kafka_round_trip(
+    kafka_bootstrap_servers: str, new_topic: Callable[..., str], producer: Producer
+) -> None:
+    """Input record (with the producer's traceparent) -> evaluate's span -> delta record:
+    the headers confluent-kafka hands back are what the helpers read and write."""
+    from opentelemetry import trace
+
+    from streamsync.observability.tracing import Tracing, extract_trace_context
+
+    source, deltas = new_topic("trace-in"), new_topic("trace-out")
+    traceparent = b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    producer.produce(source, value=b"{}", headers=[("traceparent", traceparent), ("x", b"1")])
+    producer.flush(30)
+    tracing = Tracing(role="evaluate")
+    consumer = Consumer(consumer_config(kafka_bootstrap_servers, f"trace-{uuid.uuid4().hex[:8]}"))
+    try:
+        consumer.assign([TopicPartition(source, 0, 0)])
+        (record,) = _consume(consumer, 1)
+        with tracing.span("streamsync.evaluate", headers=record.headers()):
+            producer.produce(deltas, value=b"{}", headers=tracing.headers([("op", b"enter")]))
+        producer.flush(30)
+        consumer.assign([TopicPartition(deltas, 0, 0)])
+        (delta,) = _consume(consumer, 1)
+    finally:
+        consumer.close()
+        tracing.shutdown()
+    headers = delta.headers()
+    assert ("op", b"enter") in headers
+    context = trace.get_current_span(extract_trace_context(headers)).get_span_context()
+    assert context.trace_id == 0x4BF92F3577B34DA6A3CE929D0E0E4736
+    assert context.span_id != 0x00F067AA0BA902B7  # a span of ours, child of the producer's
