@@ -99,8 +99,9 @@ class Decoder:
     ``clock_ms`` is the reference clock for the event-time bound: the wall clock by
     default (the live path); replay passes the clock at its start, so a historical file
     decodes the same on every run. The bound is cached and re-read from the clock only
-    when a record exceeds it: a clock only moves forward, so the cached bound is never
-    more lenient than a fresh one, and a rejection is always confirmed with a fresh one.
+    when a record exceeds it: while the clock moves forward the cached bound is never
+    more lenient than a fresh one, and a rejection is always confirmed with a fresh one
+    (a wall clock stepped back keeps the bound it had).
     """
 
     def __init__(
