@@ -151,9 +151,11 @@ def test_webhook_identity_policy(
     options: dict[str, Any] | None, expected: list[tuple[str, str] | None]
 ) -> None:
     dec = decoder("webhook_json", **(options or {}))
+    avro = decoder("webhook_avro", **(options or {}))
     got: list[tuple[str, str] | None] = []
     for record in records("customerio_webhook_identity.jsonl"):
         [outcome] = outcomes(dec, record)
+        assert avro.decode_all(encode_avro("webhook", record), None, SOURCE) == [outcome]
         if isinstance(outcome, Event):
             got.append((outcome.customer_id, outcome.id_kind))
         else:
