@@ -412,7 +412,11 @@ class _Builder:
         def closed(c: Customer, e: Event) -> None:
             items = c[slot]
             if items:
-                items.difference_update(read(e.properties))
+                # Only keys an open can hold: a list or object under the key path is a
+                # valid record that closes nothing (and is not hashable).
+                items.difference_update(
+                    k for k in read(e.properties) if isinstance(k, str | int | float)
+                )
                 if not items:
                     c[slot] = None
 

@@ -281,18 +281,7 @@ def pipelines_to_avro(record: Mapping[str, Any]) -> dict[str, Any]:
     """The Avro datum of a JSON Data Pipelines record (objects JSON-encoded)."""
     datum: dict[str, Any] = {
         field: record.get(field)
-        for field in (
-            "type",
-            "messageId",
-            "timestamp",
-            "originalTimestamp",
-            "sentAt",
-            "receivedAt",
-            "userId",
-            "anonymousId",
-            "event",
-            "name",
-        )
+        for field in ("type", "messageId", "timestamp", "userId", "anonymousId", "event", "name")
     }
     for field in _PIPELINES_JSON_FIELDS:
         value = record.get(field)

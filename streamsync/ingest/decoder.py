@@ -98,7 +98,10 @@ class Decoder:
 
     ``clock_ms`` is the reference clock for the event-time bound: the wall clock by
     default (the live path); replay passes the clock at its start, so a historical file
-    decodes the same on every run.
+    decodes the same on every run. The bound is cached and re-read from the clock only
+    when a record exceeds it: while the clock moves forward the cached bound is never
+    more lenient than a fresh one, and a rejection is always confirmed with a fresh one
+    (a wall clock stepped back keeps the bound it had).
     """
 
     def __init__(
@@ -112,6 +115,7 @@ class Decoder:
         self.max_record_bytes = topic.max_record_bytes
         self.max_clock_skew_ms = topic.max_clock_skew_s * 1000
         self.clock_ms = clock_ms
+        self._latest = clock_ms() + self.max_clock_skew_ms
         self.rule = rule_for(topic)
         self.batches = topic.record_kind == "pipelines" and not topic.is_avro
         self._build: _Builder = (
@@ -142,9 +146,22 @@ class Decoder:
         record = self.parse(value)
         if self.batches and "batch" in record and "type" not in record:
             raise DecodeError(DecodeReason.WRONG_TYPE, "a batch envelope: use decode_all")
-        latest = self.clock_ms() + self.max_clock_skew_ms
-        outcome = self._build(record, key, source, self.rule, latest)
+        try:
+            outcome = self._build(record, key, source, self.rule, self._latest)
+        except DecodeError as exc:
+            if exc.reason is not DecodeReason.BAD_TIMESTAMP or not self._later():
+                raise
+            outcome = self._build(record, key, source, self.rule, self._latest)
         return outcome if type(outcome) is Event else None
+
+    def _later(self) -> bool:
+        """Re-read the clock; whether the time bound moved (then a record refused for
+        its time is tried once more)."""
+        latest = self.clock_ms() + self.max_clock_skew_ms
+        if latest > self._latest:
+            self._latest = latest
+            return True
+        return False
 
     def decode_all(
         self, value: bytes | None, key: bytes | None, source: SourcePosition | None
@@ -167,20 +184,26 @@ class Decoder:
         self, record: dict[str, Any], key: bytes | None, source: SourcePosition | None
     ) -> list[Outcome]:
         """The outcomes of one parsed record (a batch envelope gives one per item)."""
-        latest = self.clock_ms() + self.max_clock_skew_ms
         if self.batches and "batch" in record and "type" not in record:
-            return self._split(record, key, source, latest)
+            return self._split(record, key, source)
+        return [self._one(record, key, source)]
+
+    def _one(self, record: object, key: bytes | None, source: SourcePosition | None) -> Outcome:
         try:
-            return [self._build(record, key, source, self.rule, latest)]
+            return self._build(record, key, source, self.rule, self._latest)
         except DecodeError as exc:
-            return [exc]
+            if exc.reason is not DecodeReason.BAD_TIMESTAMP or not self._later():
+                return exc
+        try:
+            return self._build(record, key, source, self.rule, self._latest)
+        except DecodeError as exc:
+            return exc
 
     def _split(
         self,
         envelope: dict[str, Any],
         key: bytes | None,
         source: SourcePosition | None,
-        latest: int,
     ) -> list[Outcome]:
         items = envelope["batch"]
         if type(items) is not list:
@@ -192,18 +215,19 @@ class Decoder:
         if not items:
             return [_EMPTY_BATCH]
         context = envelope.get("context")
-        build, rule = self._build, self.rule
         outcomes: list[Outcome] = []
         for index, item in enumerate(items):
-            try:
-                if type(item) is not dict:
-                    raise DecodeError(
+            if type(item) is not dict:
+                outcomes.append(
+                    DecodeError(
                         DecodeReason.WRONG_TYPE,
                         f"batch item must be an object, got {type_name(item)}",
+                        index,
                     )
-                if context is not None and "context" not in item:
-                    item = {**item, "context": context}
-                outcomes.append(build(item, key, source, rule, latest))
-            except DecodeError as exc:
-                outcomes.append(exc.at_index(index))
+                )
+                continue
+            if context is not None and "context" not in item:
+                item = {**item, "context": context}
+            outcome = self._one(item, key, source)
+            outcomes.append(outcome.at_index(index) if type(outcome) is DecodeError else outcome)
         return outcomes

@@ -58,6 +58,22 @@ class DecodeReason(StrEnum):
     bytes)."""
 
 
+_JSON_TYPE_NAMES = {
+    dict: "object",
+    list: "array",
+    str: "string",
+    int: "integer",
+    float: "number",
+    bool: "boolean",
+    type(None): "null",
+}
+
+
+def type_name(value: object) -> str:
+    """The JSON name of ``value``'s type, for error details (never the value itself)."""
+    return _JSON_TYPE_NAMES.get(type(value), type(value).__name__)
+
+
 class IngestError(Exception):
     """Root of everything ingest raises on purpose."""
 

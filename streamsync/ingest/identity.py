@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from streamsync.config import DEFAULT_WEBHOOK_IDENTITY
-from streamsync.ingest.errors import DecodeError, DecodeReason
+from streamsync.ingest.errors import DecodeError, DecodeReason, type_name
 
 __all__ = ["DEFAULT_WEBHOOK_IDENTITY", "WEBHOOK_PATHS", "CustomerKeyRule"]
 
@@ -34,12 +34,6 @@ WEBHOOK_PATHS: dict[str, tuple[str, ...]] = {
     "customer_id": ("data", "customer_id"),
 }
 PIPELINES_KEY = "userId"
-
-
-def _type_name(value: object) -> str:
-    return {dict: "object", list: "array", float: "number", bool: "boolean"}.get(
-        type(value), type(value).__name__
-    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,7 +87,7 @@ class CustomerKeyRule:
             elif node is not None:
                 raise DecodeError(
                     DecodeReason.WRONG_TYPE,
-                    f"{'.'.join(path)} must be a string, got {_type_name(node)}",
+                    f"{'.'.join(path)} must be a string, got {type_name(node)}",
                 )
         if self.from_kafka_key and kafka_key:
             try:

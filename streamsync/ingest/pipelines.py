@@ -20,7 +20,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from streamsync.ingest.bounds import check_skew, check_values
-from streamsync.ingest.errors import DecodeError, DecodeReason
+from streamsync.ingest.errors import DecodeError, DecodeReason, type_name
 from streamsync.ingest.event import (
     ALIAS,
     GROUP,
@@ -36,7 +36,13 @@ from streamsync.ingest.event import (
 from streamsync.ingest.identity import PIPELINES_RULE, CustomerKeyRule
 from streamsync.ingest.record_ids import derived_record_id
 
-__all__ = ["CustomerKeyRule", "event_time_ms", "parse_timestamp_ms", "pipelines_event"]
+__all__ = [
+    "CustomerKeyRule",
+    "event_time_ms",
+    "parse_timestamp_ms",
+    "pipelines_event",
+    "type_name",
+]
 
 PIPELINES_TYPES = frozenset({TRACK, IDENTIFY, PAGE, SCREEN})
 #: Documented call types that are counted as skipped, with the type as the reason: a
@@ -51,20 +57,6 @@ DEFAULT_CUSTOMER_KEY = "userId"
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MILLISECOND = timedelta(milliseconds=1)
-_JSON_TYPE_NAMES = {
-    dict: "object",
-    list: "array",
-    str: "string",
-    int: "integer",
-    float: "number",
-    bool: "boolean",
-    type(None): "null",
-}
-
-
-def type_name(value: object) -> str:
-    """The JSON name of ``value``'s type, for error details (never the value itself)."""
-    return _JSON_TYPE_NAMES.get(type(value), type(value).__name__)
 
 
 def wrong_type(field: str, expected: str, value: object) -> DecodeError:

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import replace
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +15,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from streamsync.audiences.definition import Audience
+from streamsync.audiences.engine import Engine
+from streamsync.audiences.loader import load_audiences
 from streamsync.config import TopicConfig
 from streamsync.ingest.avro import (
     PIPELINES_SCHEMA_PATH,
@@ -92,11 +97,27 @@ def check_outcomes(outcomes: list[Outcome]) -> None:
             assert -MAX_ABS_NUMBER <= n <= MAX_ABS_NUMBER  # also false for NaN
 
 
+@cache
+def audiences() -> list[Audience]:
+    return load_audiences(Path(__file__).resolve().parents[2] / "examples" / "audiences")
+
+
 def decode_everywhere(decoders: list[Decoder], value: bytes) -> None:
+    """Through every decoder and the file reader; whatever decodes goes through the
+    engine with the example audiences (which must not raise either)."""
     for decoder in decoders:
         check_outcomes(decoder.decode_all(value, value[:8] or None, SOURCE))
-    for item in read_events([value], "fuzz", now_ms=NOW_MS):
+    engine = Engine(audiences())
+    for base in BASES:  # state for the hostile record to act on (an open ticket, ...)
+        for event in read_events([json.dumps(base).encode()], "bases", now_ms=NOW_MS):
+            if isinstance(event, Event):
+                engine.process(event)
+    for item in read_events([value, value], "fuzz", now_ms=NOW_MS):
         assert isinstance(item, Event | LineError | LineSkipped)
+        if isinstance(item, Event):
+            engine.process(item)
+            engine.process(replace(item, record_id=None, timestamp_ms=item.timestamp_ms + 1))
+    engine.finish()
 
 
 @FUZZ
@@ -147,11 +168,33 @@ json_values = st.recursive(
     max_leaves=20,
 )
 
+
+def _track(event: str, **properties: Any) -> dict[str, Any]:
+    return {
+        "type": "track",
+        "userId": "c1",
+        "messageId": f"m-{event}",
+        "event": event,
+        "timestamp": "2025-11-01T00:00:00Z",
+        "properties": properties,
+    }
+
+
+#: Records every example audience reads (open items, per-product counts, offsets, sums,
+#: traits, webhooks), so mutations reach every fact updater in the engine.
 BASES = [
     ORDER_COMPLETED,
     IDENTIFY,
     PAGE,
     WEBHOOK_SENT,
+    _track("Support Ticket Closed", ticket_id="t-0"),
+    _track("Support Ticket Opened", ticket_id="t-1"),  # left open for the hostile records
+    _track("Product Viewed", product_id="p-1"),
+    _track("Product Added", product_id="p-1"),
+    _track("Order Refunded", total=10),
+    _track("Order Completed", total=10, products=[{"sku": "starter-kit", "days_supply": 30}]),
+    _track("Application Opened"),
+    {**IDENTIFY, "traits": {"subscription_status": "active"}},
     *(
         json.loads(line)
         for line in (FIXTURES / "pipelines_policies.jsonl").read_text().splitlines()
@@ -255,3 +298,17 @@ def test_mutated_avro_bodies(
     check_outcomes(
         framed.decode_all(confluent_frame(1 if kind == "pipelines" else 2, data), None, SOURCE)
     )
+
+
+SHAPES: list[Any] = [[1], {"a": 1}, [[]], [None], [{"sku": [1]}], "", True, None, 2**53 - 1, -0.5]
+
+
+def test_every_evaluated_value_in_every_shape(decoders: list[Decoder]) -> None:
+    """Exhaustive rather than random: each property, trait and webhook data value of every
+    base record, replaced by each shape a where path, key, amount or offset may meet."""
+    for base in BASES:
+        for path in _paths(base):
+            if not path or path[0] not in ("properties", "traits", "data") or len(path) < 2:
+                continue
+            for shape in SHAPES:
+                decode_everywhere(decoders, json.dumps(_replace(base, path, shape)).encode())

@@ -121,3 +121,48 @@ def test_a_poison_record_changes_nobodys_deltas(
     assert summary.corrections == clean_summary.corrections
     assert deltas == clean
     assert any(d.customer_id != victim for d in clean)  # others have deltas to change
+
+
+SHAPES: list[Any] = [[1], {"a": 1}, [[]], [None], "", True, None, -(2**53 - 1), 0.1]
+
+
+@settings(max_examples=max(10, EXAMPLES // 6), deadline=None)
+@given(
+    victim=st.sampled_from(CUSTOMERS),
+    picks=st.lists(
+        st.tuples(st.integers(0, 10_000), st.sampled_from(SHAPES)), min_size=1, max_size=4
+    ),
+)
+def test_oddly_shaped_valid_records_change_only_their_customer(
+    victim: str, picks: list[tuple[int, Any]]
+) -> None:
+    """Valid records whose evaluated values have unexpected shapes (a list where a key is
+    expected, an object for an amount...) may change their own customer's deltas, never
+    another's. Each copy sits right after its original, so it moves no clock."""
+    positions = [
+        i
+        for i, r in enumerate(LOG)
+        if victim in (r.get("userId"), r.get("data", {}).get("customer_id"))
+    ]
+    lines = list(LINES)
+    chosen = sorted(
+        ((positions[pick % len(positions)], shape) for pick, shape in picks), key=lambda p: -p[0]
+    )
+    for n, (at, shape) in enumerate(chosen):  # from the end, so positions stay valid
+        record = json.loads(json.dumps(LOG[at]))
+        values = record.get("properties") or record.get("traits") or record.get("data") or {}
+        for key in values:
+            # Identity fields must be strings (else the record is a poison, see above).
+            if key not in ("customer_id", "identifiers", "email", "phone", "cio_id"):
+                values[key] = shape
+        if "messageId" in record:
+            record["messageId"] = f"odd-{n}"
+        else:
+            record["event_id"] = f"odd-{n}"
+        lines.insert(at + 1, json.dumps(record).encode())
+    deltas, summary = run(lines)
+    clean, _ = clean_run()
+    assert not summary.errors
+    assert [d for d in deltas if d.customer_id != victim] == [
+        d for d in clean if d.customer_id != victim
+    ]

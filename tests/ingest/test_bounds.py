@@ -242,3 +242,26 @@ def test_depth_limit_of_what_the_engine_reads() -> None:
     for _ in range(200):
         shallow = {"c": shallow}
     assert isinstance(decode({**record, "context": shallow}), Event)
+
+
+def test_the_time_bound_follows_a_moving_clock() -> None:
+    now = [NOW_MS]
+    decoder = Decoder(
+        TopicConfig(name="t", format="pipelines_json", max_clock_skew_s=60),
+        clock_ms=lambda: now[0],
+    )
+
+    def outcome(ts: str) -> Event | DecodeError:
+        [result] = decoder.decode_all(orjson.dumps(order("c", ts, ts, 1)), None, SOURCE)
+        return result  # type: ignore[return-value]
+
+    assert isinstance(outcome("2026-11-26T12:01:00Z"), Event)
+    assert isinstance(outcome("2026-11-26T12:30:00Z"), DecodeError)
+    now[0] += 30 * 60_000  # half an hour later, the same instant is acceptable
+    assert isinstance(outcome("2026-11-26T12:30:00Z"), Event)
+    assert isinstance(
+        decoder.decode(orjson.dumps(order("c", "2026-11-26T12:31:00Z", "x", 1)), None, SOURCE),
+        Event,
+    )
+    late = outcome("2026-11-26T12:31:00.001Z")
+    assert isinstance(late, DecodeError) and "2026-11-26T12:31:00Z" in late.detail

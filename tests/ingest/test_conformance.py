@@ -151,9 +151,11 @@ def test_webhook_identity_policy(
     options: dict[str, Any] | None, expected: list[tuple[str, str] | None]
 ) -> None:
     dec = decoder("webhook_json", **(options or {}))
+    avro = decoder("webhook_avro", **(options or {}))
     got: list[tuple[str, str] | None] = []
     for record in records("customerio_webhook_identity.jsonl"):
         [outcome] = outcomes(dec, record)
+        assert avro.decode_all(encode_avro("webhook", record), None, SOURCE) == [outcome]
         if isinstance(outcome, Event):
             got.append((outcome.customer_id, outcome.id_kind))
         else:
@@ -264,8 +266,6 @@ def test_records_without_an_id_get_one_from_their_content() -> None:
     assert one_event(dec, {**no_id, "messageId": None}).record_id == first.record_id
     changed = {**no_id, "properties": {**no_id["properties"], "price": 50}}
     assert one_event(dec, changed).record_id != first.record_id
-    avro = decoder("pipelines_avro").decode_all(encode_avro("pipelines", http_body), None, SOURCE)
-    assert avro == [one_event(dec, http_body)]
     hook = records("customerio_webhooks.jsonl")[0]
     del hook["event_id"]
     assert one_event(decoder("webhook_json"), hook).record_id == (
@@ -350,3 +350,32 @@ def test_ingest_decode_shows_the_documented_key(capsys: pytest.CaptureFixture[st
         "97980cfea0067",
         "97980cfea0067",
     ]
+
+
+def test_a_customer_keyed_two_ways_takes_the_latest_records_kind() -> None:
+    """In an email workspace Data Pipelines records carry the email as ``userId`` (kind
+    ``id``) while webhooks are keyed by ``identifiers.email`` (kind ``email``): one
+    customer, whose deltas say what its latest record's key was."""
+    contacted = audience(
+        "ACT__Contacted__7d",
+        entry={"since_last": {"event": "sent", "kind": "webhook", "less_than": "7d"}},
+    )
+    engine = Engine([contacted])
+    email = "test@example.com"
+    track = {
+        "type": "track",
+        "userId": email,
+        "event": "Signed Up",
+        "messageId": "t-1",
+        "timestamp": "2021-02-11T17:00:00Z",
+    }
+    [first] = outcomes(decoder("pipelines_json"), track)
+    hook = records("customerio_webhook_identity.jsonl")[1]  # identifiers.id null
+    [second] = outcomes(decoder("webhook_json"), hook)
+    assert isinstance(first, Event) and isinstance(second, Event)
+    assert (first.customer_id, first.id_kind) == (email, "id")
+    assert (second.customer_id, second.id_kind) == (email, "email")
+    hook_sent = {**hook, "metric": "sent", "event_id": "sent-1"}
+    [third] = outcomes(decoder("webhook_json"), hook_sent)
+    deltas = [*engine.process(first), *engine.process(third), *engine.finish()]
+    assert [(d.customer_id, d.op, d.id_kind) for d in deltas] == [(email, "enter", "email")]
