@@ -14,8 +14,9 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
+import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -28,6 +29,9 @@ from pydantic import (
 
 from streamsync.kafka.broker import BOOTSTRAP_ENV
 from streamsync.strict_yaml import YamlSyntaxError, YamlTextError, parse_yaml
+
+if TYPE_CHECKING:
+    from streamsync.ingest.avro import FileSchemaRegistry
 
 TopicFormat = Literal["pipelines_json", "webhook_json", "pipelines_avro", "webhook_avro"]
 DEFAULT_MAX_RECORD_BYTES = 1024 * 1024
@@ -262,9 +266,29 @@ def parse_config(
             }
         )
         registry = config.ingest.schema_registry_dir
-    if registry is not None and not registry.exists():
-        raise ConfigError(f"{source}: ingest.schema_registry_dir: {registry} does not exist")
+    if registry is not None:
+        load_schema_registry(registry, f"{source}: ingest.schema_registry_dir")
     return config
+
+
+def load_schema_registry(path: Path, what: str) -> FileSchemaRegistry:
+    """The file-backed schema registry at ``path``, or :class:`ConfigError` (prefixed
+    with ``what``) when it is missing or its mapping file cannot be read: found at
+    start-up, not when the first Avro record arrives."""
+    from streamsync.ingest.avro import FileSchemaRegistry
+
+    if not path.exists():
+        raise ConfigError(f"{what}: {path} does not exist")
+    try:
+        return FileSchemaRegistry.from_path(path)
+    except OSError as exc:
+        raise ConfigError(f"{what}: {exc.filename or path}: {exc.strerror}") from None
+    except yaml.YAMLError:
+        # Not PyYAML's message: it quotes lines.
+        raise ConfigError(f"{what}: {path}: its registry mapping is not valid YAML") from None
+    except (ValueError, TypeError) as exc:
+        detail = " ".join(str(exc).split())
+        raise ConfigError(f"{what}: {path}: the registry mapping is invalid: {detail}") from None
 
 
 def load_config(path: str | Path, *, env: Mapping[str, str] | None = None) -> AppConfig:

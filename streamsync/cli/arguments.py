@@ -169,14 +169,6 @@ def check_input_file(path: str | Path, what: str) -> Path:
     return file
 
 
-def check_exists(path: str | Path, what: str) -> Path:
-    """A file or directory that exists, else :class:`UserError`."""
-    found = Path(path)
-    if not found.exists():
-        raise UserError(f"{what} {path}: no such file or directory")
-    return found
-
-
 def check_output_file(path: str, what: str) -> str:
     """A file that can be created (its directory exists), or ``-`` for standard output;
     else :class:`UserError`."""
