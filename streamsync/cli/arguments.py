@@ -16,11 +16,12 @@ import math
 import os
 import stat
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import NoReturn
 
 from streamsync.audiences.durations import format_duration, parse_duration
+from streamsync.deltas.record import datetime_to_ms
 
 
 class UserError(Exception):
@@ -130,10 +131,7 @@ def rfc3339_ms(text: str) -> int:
         ) from None
     if moment.tzinfo is None:
         raise argparse.ArgumentTypeError(f"{text!r} has no timezone; add Z or +HH:MM ({example})")
-    try:
-        return (moment - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(milliseconds=1)
-    except OverflowError:
-        raise argparse.ArgumentTypeError(f"{text!r} is out of range") from None
+    return datetime_to_ms(moment)
 
 
 def duration_ms(text: str) -> int:
