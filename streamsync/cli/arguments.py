@@ -24,6 +24,14 @@ from streamsync.audiences.durations import format_duration, parse_duration
 from streamsync.deltas.record import datetime_to_ms
 
 
+def one_line(text: str) -> str:
+    """``text`` as one printable line: line breaks become spaces and other control
+    characters are escaped (a user's argument is echoed; it must not break the line or
+    drive the terminal)."""
+    words = " ".join(text.split())
+    return "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in words)
+
+
 class UserError(Exception):
     """A mistake in what the user asked for: reported as one line, exit status 2."""
 
@@ -37,7 +45,7 @@ class Parser(argparse.ArgumentParser):
         self.set_defaults(command_prog=self.prog)
 
     def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+        self.exit(2, f"{self.prog}: {one_line(message)} (see {self.prog} --help)\n")
 
 
 def _integer(text: str) -> int:

@@ -378,3 +378,40 @@ def test_installed_script_prints_one_line_and_exits_2(argv: list[str]) -> None:
     assert len(done.stderr.splitlines()) == 1, done.stderr
     assert done.stderr.startswith(f"streamsync {argv[0]}: ")
     assert done.stdout == ""
+
+
+def test_control_characters_in_an_argument_do_not_break_the_line(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    rc, err = run(capsys, ["demo", "--events", "1\n2\x1b[31m\x85"])
+    assert_one_line(rc, err, "demo", "--events", "\\x1b")
+    assert "\x1b" not in err
+
+
+def test_interrupt_is_one_line(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    def interrupted(*args: object, **kwargs: object) -> int:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("streamsync.cli.dev.write_jsonl", interrupted)
+    argv = ["dev", "generate", "--customers", "1", "--events", "1"]
+    rc, err = run(capsys, [*argv, "--out", str(tmp_path / "x.jsonl")])
+    assert (rc, err) == (130, "streamsync dev generate: interrupted\n")
+
+
+def test_a_closed_pipe_ends_quietly() -> None:
+    # ``streamsync dev generate ... | head -1``: the reader leaves after one line.
+    argv = ["dev", "generate", "--customers", "5", "--events", "200000"]
+    with subprocess.Popen(
+        [sys.executable, "-m", "streamsync", *argv],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    ) as proc:
+        assert proc.stdout is not None and proc.stderr is not None
+        assert proc.stdout.readline().startswith(b"{")
+        proc.stdout.close()
+        err = proc.stderr.read().decode()
+        rc = proc.wait(timeout=60)
+    assert rc == 1, err
+    assert "Traceback" not in err and "BrokenPipe" not in err, err
