@@ -199,6 +199,16 @@ def test_rejected_values_have_file_line_and_reason(
     assert any(m.startswith(f"{path}:{line}: error:") and needle in m for m in errors), errors
 
 
+def test_version_fits_the_delta_schema(tmp_path: Path) -> None:
+    # Deltas carry the version as a 32-bit Avro int.
+    body = "entry: {since_last: {event: E, less_than: 1d}}\n"
+    (message,) = _errors(tmp_path, HEAD.replace("version: 1", "version: 2147483648") + body)
+    assert message.startswith(f"{tmp_path / 'a.yaml'}:2: error:")
+    assert "version must be at most 2147483647" in message
+    path = _write(tmp_path, HEAD.replace("version: 1", "version: 2147483647") + body)
+    assert [a.version for a in load_audiences(path)] == [2147483647]
+
+
 def test_accepted_durations(tmp_path: Path) -> None:
     path = _write(
         tmp_path,
