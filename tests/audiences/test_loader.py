@@ -441,3 +441,45 @@ def test_an_error_at_the_end_of_the_file_is_on_its_last_line(tmp_path: Path) -> 
 def test_an_empty_tagged_int_is_a_yaml_error(tmp_path: Path) -> None:
     (message,) = _errors(tmp_path, "!!int ")
     assert "cannot read this value" in message
+
+
+@pytest.mark.parametrize(
+    ("entry", "expected"),
+    [
+        (
+            "{trait: {name: x, equals: [1]}}",
+            ["entry.trait.equals: should be a string, number, boolean or null"],
+        ),
+        (
+            "{since_last: {event: E, less_than: 1d, where: {x: [1]}}}",
+            [
+                "entry.since_last.where.x: should be a string, number, boolean, null or a "
+                "comparison such as {gt: 5}"
+            ],
+        ),
+        (
+            "{since_last: {event: E, less_than: 1d, where: {x: {gt: a, colour: 1}}}}",
+            [
+                "entry.since_last.where.x.gt: Input should be a valid number, unable to parse "
+                "string as a number",
+                "entry.since_last.where.x: unknown key 'colour'",
+            ],
+        ),
+        (
+            "{since_last: {event: E, less_than: 1d, where: {x: {in: [[1]]}}}}",
+            ["entry.since_last.where.x.in.0: should be a string, number, boolean or null"],
+        ),
+        (
+            "{since_last: {event: E, less_than: 1d, where: {x: {}}}}",
+            ["entry.since_last.where.x: a comparison needs an operator"],
+        ),
+    ],
+)
+def test_a_bad_value_in_a_union_is_one_problem(
+    tmp_path: Path, entry: str, expected: list[str]
+) -> None:
+    errors = _errors(tmp_path, HEAD + f"entry: {entry}\n")
+    prefix = f"{tmp_path / 'a.yaml'}:5: error: audience 'ACT__X__1d': "
+    assert len(errors) == len(expected), errors
+    for message, text in zip(errors, expected, strict=True):
+        assert message.startswith(prefix + text), (message, text)
