@@ -415,3 +415,20 @@ def test_a_closed_pipe_ends_quietly() -> None:
         rc = proc.wait(timeout=60)
     assert rc == 1, err
     assert "Traceback" not in err and "BrokenPipe" not in err, err
+
+
+def test_a_failed_fetch_names_the_command(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from streamsync.kafka.broker import KafkaFetchError
+
+    def offline(*args: object, **kwargs: object) -> Path:
+        raise KafkaFetchError("Maven could not reach\nrepo.maven.apache.org")
+
+    monkeypatch.setattr("streamsync.cli.dev.fetch_kafka_jars", offline)
+    rc, err = run(capsys, ["dev", "kafka", "fetch"])
+    # Not a usage mistake (exit 1), but reported the same way: one line, the command.
+    assert (rc, err) == (
+        1,
+        "streamsync dev kafka fetch: Maven could not reach repo.maven.apache.org\n",
+    )
