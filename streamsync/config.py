@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import (
@@ -29,9 +29,6 @@ from pydantic import (
 
 from streamsync.kafka.broker import BOOTSTRAP_ENV
 from streamsync.strict_yaml import YamlSyntaxError, YamlTextError, parse_yaml
-
-if TYPE_CHECKING:
-    from streamsync.ingest.avro import FileSchemaRegistry
 
 TopicFormat = Literal["pipelines_json", "webhook_json", "pipelines_avro", "webhook_avro"]
 DEFAULT_MAX_RECORD_BYTES = 1024 * 1024
@@ -265,22 +262,19 @@ def parse_config(
                 )
             }
         )
-        registry = config.ingest.schema_registry_dir
-    if registry is not None:
-        load_schema_registry(registry, f"{source}: ingest.schema_registry_dir")
     return config
 
 
-def load_schema_registry(path: Path, what: str) -> FileSchemaRegistry:
-    """The file-backed schema registry at ``path``, or :class:`ConfigError` (prefixed
-    with ``what``) when it is missing or its mapping file cannot be read: found at
-    start-up, not when the first Avro record arrives."""
+def check_schema_registry(path: Path, what: str) -> None:
+    """:class:`ConfigError` (prefixed with ``what``) when the file-backed schema registry
+    at ``path`` is missing or its mapping file cannot be read: found at start-up, not
+    when the first Avro record arrives."""
     from streamsync.ingest.avro import FileSchemaRegistry
 
     if not path.exists():
         raise ConfigError(f"{what}: {path} does not exist")
     try:
-        return FileSchemaRegistry.from_path(path)
+        FileSchemaRegistry.from_path(path)
     except OSError as exc:
         raise ConfigError(f"{what}: {exc.filename or path}: {exc.strerror}") from None
     except yaml.YAMLError:
@@ -317,4 +311,8 @@ def load_config(path: str | Path, *, env: Mapping[str, str] | None = None) -> Ap
     if document.duplicate_keys:
         where = "; ".join(f"line {d.line}: {d}" for d in document.duplicate_keys)
         raise ConfigError(f"{file}: {where}")
-    return parse_config(document.data, source=str(file), base_dir=file.parent, env=env)
+    config = parse_config(document.data, source=str(file), base_dir=file.parent, env=env)
+    registry = config.ingest.schema_registry_dir
+    if registry is not None:
+        check_schema_registry(registry, f"{file}: ingest.schema_registry_dir")
+    return config

@@ -25,7 +25,8 @@ from streamsync.cli.arguments import (
     positive_int,
     seconds,
 )
-from streamsync.config import TopicConfig, load_config, load_schema_registry
+from streamsync.config import TopicConfig, check_schema_registry, load_config
+from streamsync.ingest.avro import FileSchemaRegistry
 from streamsync.ingest.decoder import Decoder, Skipped
 from streamsync.ingest.errors import DecodeError, FatalIngestError
 from streamsync.ingest.event import SourcePosition
@@ -140,11 +141,9 @@ def run_ingest(args: argparse.Namespace) -> int:
 def run_decode(args: argparse.Namespace) -> int:
     check_input_file(args.file, "FILE")
     topic = TopicConfig.model_validate({"name": str(args.file), "format": args.format})
-    registry = (
-        load_schema_registry(args.schema_registry, "--schema-registry")
-        if args.schema_registry
-        else None
-    )
+    if args.schema_registry is not None:
+        check_schema_registry(args.schema_registry, "--schema-registry")
+    registry = FileSchemaRegistry.from_path(args.schema_registry) if args.schema_registry else None
     decoder = Decoder(topic, registry)
     data = args.file.read_bytes()
     values = [data] if topic.is_avro else [line for line in data.splitlines() if line.strip()]
