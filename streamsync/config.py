@@ -36,6 +36,10 @@ DEFAULT_DEAD_LETTER_TOPIC = "streamsync.dead-letter"
 _REDACTED = "**********"
 
 
+#: A configuration file is a page of YAML; anything near this size is the wrong file.
+MAX_CONFIG_BYTES = 1024 * 1024
+
+
 class ConfigError(ValueError):
     """The configuration file is missing, not YAML, or not valid; the message is one line
     that says where (file, line or key) and never quotes a value."""
@@ -296,10 +300,15 @@ def load_config(path: str | Path, *, env: Mapping[str, str] | None = None) -> Ap
     file = Path(path)
     if file.is_dir():
         raise ConfigError(f"{file}: is a directory, not a configuration file")
+    if file.exists() and not (file.is_file() or file.is_fifo()):
+        raise ConfigError(f"{file}: not a regular file")
     try:
-        raw = file.read_bytes()
+        with file.open("rb") as handle:
+            raw = handle.read(MAX_CONFIG_BYTES + 1)
     except OSError as exc:
         raise ConfigError(f"{file}: cannot read ({exc.strerror})") from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{file}: larger than {MAX_CONFIG_BYTES // 1024 // 1024} MiB")
     try:
         document = parse_yaml(raw)
     except YamlTextError as exc:

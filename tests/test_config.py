@@ -217,3 +217,11 @@ def test_valid_librdkafka_settings_pass_as_is(tmp_path: Path) -> None:
     config = load_config(write(tmp_path, f"kafka:\n  extra: {extra}\n{TOPICS}"), env={})
     assert config.kafka.client_config()["linger.ms"] == 5
     assert config.kafka.client_config()["auto.offset.reset"] == "earliest"
+
+
+def test_not_a_regular_file_or_too_large(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="not a regular file"):
+        load_config("/dev/zero", env={})
+    big = write(tmp_path, TOPICS + "#" * (1024 * 1024) + "\n")
+    with pytest.raises(ConfigError, match="larger than 1 MiB"):
+        load_config(big, env={})
