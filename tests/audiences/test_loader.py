@@ -483,3 +483,11 @@ def test_a_bad_value_in_a_union_is_one_problem(
     assert len(errors) == len(expected), errors
     for message, text in zip(errors, expected, strict=True):
         assert message.startswith(prefix + text), (message, text)
+
+
+def test_yaml_errors_name_where_the_construct_began(tmp_path: Path) -> None:
+    (message,) = _errors(tmp_path, "a: [1,\n\n  2\n")
+    assert message == (
+        f"{tmp_path / 'a.yaml'}:3: error: not valid YAML: while parsing a flow sequence "
+        "(line 1): did not find expected ',' or ']'"
+    )
