@@ -159,19 +159,20 @@ def duration_ms(text: str) -> int:
 
 def check_input_file(path: str | Path, what: str) -> Path:
     """An existing file to read (a regular file or a pipe), else :class:`UserError`
-    naming ``what`` (the option) and the path."""
+    naming ``what`` (the option; empty for a positional argument) and the path."""
     file = Path(path)
+    what = f"{what} " if what else ""
     try:
         mode = file.stat().st_mode
     except (OSError, ValueError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "cannot read"
-        raise UserError(f"{what} {path}: {reason}") from None
+        raise UserError(f"{what}{path}: {reason}") from None
     if stat.S_ISDIR(mode):
-        raise UserError(f"{what} {path}: is a directory, not a file")
+        raise UserError(f"{what}{path}: is a directory, not a file")
     if not (stat.S_ISREG(mode) or stat.S_ISFIFO(mode)):
-        raise UserError(f"{what} {path}: not a regular file")
+        raise UserError(f"{what}{path}: not a regular file")
     if not os.access(file, os.R_OK):
-        raise UserError(f"{what} {path}: permission denied")
+        raise UserError(f"{what}{path}: permission denied")
     return file
 
 

@@ -139,7 +139,7 @@ def run_ingest(args: argparse.Namespace) -> int:
 
 
 def run_decode(args: argparse.Namespace) -> int:
-    check_input_file(args.file, "FILE")
+    check_input_file(args.file, "")
     topic = TopicConfig.model_validate({"name": str(args.file), "format": args.format})
     if args.schema_registry is not None:
         check_schema_registry(args.schema_registry, "--schema-registry")
