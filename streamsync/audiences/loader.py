@@ -233,6 +233,10 @@ def _documents(path: Path, problems: list[Problem]) -> list[tuple[Any, yaml.Node
         problems.append(Problem(str(path), 1, "the file is empty"))
         return []
     if isinstance(data, dict) and "audiences" in data:
+        for key in data:
+            if key != "audiences":
+                line = _node_at(root, [key]).start_mark.line + 1
+                problems.append(Problem(str(path), line, f"unknown key {key!r} next to audiences:"))
         root = _node_at(root, ["audiences"])
         data = data["audiences"]
     if isinstance(data, dict):

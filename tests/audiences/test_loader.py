@@ -491,3 +491,13 @@ def test_yaml_errors_name_where_the_construct_began(tmp_path: Path) -> None:
         f"{tmp_path / 'a.yaml'}:3: error: not valid YAML: while parsing a flow sequence "
         "(line 1): did not find expected ',' or ']'"
     )
+
+
+def test_keys_next_to_an_audiences_list_are_errors(tmp_path: Path) -> None:
+    errors = _errors(
+        tmp_path,
+        "owner: team@example.com\naudiences:\n"
+        "  - {name: ACT__A__1d, version: 1, owner: o, description: d,\n"
+        "     entry: {since_last: {event: E, less_than: 1d}}}\n",
+    )
+    assert errors == [f"{tmp_path / 'a.yaml'}:1: error: unknown key 'owner' next to audiences:"]
