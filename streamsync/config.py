@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+import yaml
 from pydantic import (
     BaseModel,
     BeforeValidator,
@@ -43,6 +44,10 @@ DEFAULT_WEBHOOK_IDENTITY: tuple[IdKind, ...] = ("id", "email", "cio_id", "custom
 DEFAULT_MAX_CLOCK_SKEW_S = 24 * 60 * 60
 DEFAULT_DEAD_LETTER_TOPIC = "streamsync.dead-letter"
 _REDACTED = "**********"
+
+
+#: A configuration file is a page of YAML; anything near this size is the wrong file.
+MAX_CONFIG_BYTES = 1024 * 1024
 
 
 class ConfigError(ValueError):
@@ -374,9 +379,6 @@ def parse_config(
                 )
             }
         )
-        registry = config.ingest.schema_registry_dir
-    if registry is not None and not registry.exists():
-        raise ConfigError(f"{source}: ingest.schema_registry_dir: {registry} does not exist")
     evaluate = config.evaluate
     if evaluate is not None and base_dir is not None:
         paths = {
@@ -401,6 +403,26 @@ def parse_config(
     return config
 
 
+def check_schema_registry(path: Path, what: str) -> None:
+    """:class:`ConfigError` (prefixed with ``what``) when the file-backed schema registry
+    at ``path`` is missing or its mapping file cannot be read: found at start-up, not
+    when the first Avro record arrives."""
+    from streamsync.ingest.avro import FileSchemaRegistry
+
+    if not path.exists():
+        raise ConfigError(f"{what}: {path} does not exist")
+    try:
+        FileSchemaRegistry.from_path(path)
+    except OSError as exc:
+        raise ConfigError(f"{what}: {exc.filename or path}: {exc.strerror}") from None
+    except yaml.YAMLError:
+        # Not PyYAML's message: it quotes lines.
+        raise ConfigError(f"{what}: {path}: its registry mapping is not valid YAML") from None
+    except (ValueError, TypeError) as exc:
+        detail = " ".join(str(exc).split())
+        raise ConfigError(f"{what}: {path}: the registry mapping is invalid: {detail}") from None
+
+
 def load_config(path: str | Path, *, env: Mapping[str, str] | None = None) -> AppConfig:
     """Read and validate a YAML configuration file.
 
@@ -412,10 +434,15 @@ def load_config(path: str | Path, *, env: Mapping[str, str] | None = None) -> Ap
     file = Path(path)
     if file.is_dir():
         raise ConfigError(f"{file}: is a directory, not a configuration file")
+    if file.exists() and not (file.is_file() or file.is_fifo()):
+        raise ConfigError(f"{file}: not a regular file")
     try:
-        raw = file.read_bytes()
+        with file.open("rb") as handle:
+            raw = handle.read(MAX_CONFIG_BYTES + 1)
     except OSError as exc:
         raise ConfigError(f"{file}: cannot read ({exc.strerror})") from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{file}: larger than {MAX_CONFIG_BYTES // 1024 // 1024} MiB")
     try:
         document = parse_yaml(raw)
     except YamlTextError as exc:
@@ -427,4 +454,8 @@ def load_config(path: str | Path, *, env: Mapping[str, str] | None = None) -> Ap
     if document.duplicate_keys:
         where = "; ".join(f"line {d.line}: {d}" for d in document.duplicate_keys)
         raise ConfigError(f"{file}: {where}")
-    return parse_config(document.data, source=str(file), base_dir=file.parent, env=env)
+    config = parse_config(document.data, source=str(file), base_dir=file.parent, env=env)
+    registry = config.ingest.schema_registry_dir
+    if registry is not None:
+        check_schema_registry(registry, f"{file}: ingest.schema_registry_dir")
+    return config

@@ -88,11 +88,23 @@ class _TooDeep(Exception):
         self.line = line
 
 
+class _Line:
+    """A node's position, reduced to its line: all that error messages use. Shared by the
+    nodes of one line, it replaces PyYAML's two full marks per node, which are most of
+    the memory of a large file's node tree."""
+
+    __slots__ = ("line",)
+
+    def __init__(self, line: int) -> None:
+        self.line = line
+
+
 class _StrictComposer(Composer):
     """PyYAML's composer with a depth bound; records whether any alias was used."""
 
     _depth: int
     _aliased: bool
+    _lines: dict[int, _Line]
 
     def compose_node(self, parent: Node | None, index: int) -> Node | None:
         events: Any = self  # the parser half of the loader supplies the event methods
@@ -102,9 +114,16 @@ class _StrictComposer(Composer):
             self._aliased = True
         self._depth += 1
         try:
-            return super().compose_node(parent, index)
+            node = super().compose_node(parent, index)
         finally:
             self._depth -= 1
+        if node is not None:
+            line = node.start_mark.line
+            mark = self._lines.get(line)
+            if mark is None:
+                mark = self._lines[line] = _Line(line)
+            node.start_mark = node.end_mark = mark
+        return node
 
 
 class _StrictConstructor(SafeConstructor):
@@ -263,6 +282,7 @@ def _parse(raw: bytes | str) -> YamlDocument:
     text = decode_text(raw) if isinstance(raw, bytes) else raw
     loader = _make_loader(text)
     loader.duplicates = []
+    loader._lines = {}
     loader._depth = 0
     loader._aliased = False
     try:
@@ -283,8 +303,11 @@ def _parse(raw: bytes | str) -> YamlDocument:
             raise YamlTextError(
                 _line_of(exc, text), f"nested more than {MAX_DEPTH} levels deep"
             ) from None
-        reason = " ".join(part for part in (exc.context, exc.problem) if part) or "syntax error"
-        raise YamlSyntaxError(_line_of(exc, text), reason) from None
+        line, context, at = _line_of(exc, text), exc.context, exc.context_mark
+        if context and at is not None and at.line + 1 < line:
+            context = f"{context} (line {at.line + 1})"
+        reason = ": ".join(part for part in (context, exc.problem) if part) or "syntax error"
+        raise YamlSyntaxError(line, reason) from None
     except yaml.YAMLError as exc:
         raise YamlSyntaxError(_line_of(exc, text), type(exc).__name__) from None
     finally:

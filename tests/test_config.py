@@ -187,6 +187,17 @@ def test_missing_schema_registry_dir_is_named(tmp_path: Path) -> None:
     assert load_config(path, env={}).ingest.schema_registry_dir == tmp_path / "registry"
 
 
+def test_unreadable_schema_registry_mapping_is_found_at_load(tmp_path: Path) -> None:
+    registry = tmp_path / "registry"
+    registry.mkdir()
+    (registry / "registry.yaml").write_text(f"1: [{SECRET}\n", "utf-8")
+    path = write(tmp_path, TOPICS + "  schema_registry_dir: registry\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path, env={})
+    assert "ingest.schema_registry_dir" in str(info.value)
+    assert "not valid YAML" in str(info.value) and SECRET not in str(info.value)
+
+
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
@@ -206,3 +217,11 @@ def test_valid_librdkafka_settings_pass_as_is(tmp_path: Path) -> None:
     config = load_config(write(tmp_path, f"kafka:\n  extra: {extra}\n{TOPICS}"), env={})
     assert config.kafka.client_config()["linger.ms"] == 5
     assert config.kafka.client_config()["auto.offset.reset"] == "earliest"
+
+
+def test_not_a_regular_file_or_too_large(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="not a regular file"):
+        load_config("/dev/zero", env={})
+    big = write(tmp_path, TOPICS + "#" * (1024 * 1024) + "\n")
+    with pytest.raises(ConfigError, match="larger than 1 MiB"):
+        load_config(big, env={})

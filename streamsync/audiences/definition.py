@@ -39,6 +39,8 @@ class _Strict(BaseModel):
 
 #: Largest ``count.at_least``: the engine keeps that many timestamps per key.
 MAX_COUNT = 100_000
+#: Largest audience version: deltas carry it as a 32-bit Avro int.
+MAX_VERSION = 2**31 - 1
 
 
 def _duration(value: Any) -> int:
@@ -312,6 +314,14 @@ class Audience(_Strict):
     def _positive(cls, v: int | None) -> int | None:
         if v is not None and v <= 0:
             raise ValueError("sticky_for must be a positive duration")
+        return v
+
+    @field_validator("version")
+    @classmethod
+    def _fits_the_delta_schema(cls, v: int) -> int:
+        # Deltas carry the version as an Avro int (schemas/membership_delta.avsc).
+        if v > MAX_VERSION:
+            raise ValueError(f"version must be at most {MAX_VERSION}")
         return v
 
     def references(self) -> set[str]:

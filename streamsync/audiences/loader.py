@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -139,14 +139,79 @@ def _reference_lines(root: yaml.Node) -> dict[str, int]:
     return lines
 
 
-def _describe(error: Any) -> str:
-    loc = [str(part) for part in error["loc"] if not str(part).startswith("function-")]
+#: pydantic reports a value that fits no member of ``str | int | float | bool | None``
+#: once per member, each with the member's tag appended to the location.
+_SCALAR_TAGS = {"string_type": "str", "int_type": "int", "float_type": "float", "bool_type": "bool"}
+_SCALAR = "a string, number, boolean or null"
+
+
+@dataclass(slots=True)
+class _Union:
+    """Errors of one value checked against a union (``Scalar | Comparison``)."""
+
+    mapping_tried: bool = False  # the comparison member rejected a non-mapping
+    deeper: list[tuple[tuple[Any, ...], str, str]] = field(default_factory=list)
+    nested: bool = False  # an error inside the comparison is reported on its own
+
+
+def _merged_errors(errors: Sequence[Any]) -> list[tuple[tuple[Any, ...], str, str]]:
+    """``(location, type, message)`` per problem, with union member errors merged.
+
+    A value that fits no member of a union (a list where a scalar belongs) is one
+    problem, not one per member; when the value was a mapping meant as a comparison
+    (``{gt: 5}``), the comparison's own errors are the ones that matter.
+    """
+    Error = tuple[tuple[Any, ...], str, str]
+    order: list[tuple[Error | None, tuple[Any, ...]]] = []  # (error, or None for a union)
+    unions: dict[tuple[Any, ...], _Union] = {}
+
+    def union(base: tuple[Any, ...]) -> _Union:
+        if base not in unions:
+            unions[base] = _Union()
+            order.append((None, base))
+        return unions[base]
+
+    for error in errors:
+        loc, kind, message = tuple(error["loc"]), str(error["type"]), str(error["msg"])
+        model = [i for i, part in enumerate(loc) if str(part).startswith("function-")]
+        if loc and _SCALAR_TAGS.get(kind) == loc[-1]:
+            union(loc[:-1])
+            if model:
+                union(loc[: model[-1]]).nested = True
+        elif model:
+            group = union(loc[: model[-1]])
+            if kind == "model_type" and model[-1] == len(loc) - 1:
+                group.mapping_tried = True
+            else:
+                group.deeper.append((loc, kind, message))
+        else:
+            order.append(((loc, kind, message), loc))
+    result: list[Error] = []
+    for plain, base in order:
+        if plain is not None:
+            result.append(plain)
+            continue
+        group = unions[base]
+        if group.deeper or group.nested:
+            result.extend(group.deeper)
+            continue
+        choices = (
+            "a string, number, boolean, null or a comparison such as {gt: 5}"
+            if group.mapping_tried
+            else _SCALAR
+        )
+        result.append((base, "union", f"should be {choices}"))
+    return result
+
+
+def _describe(loc_parts: tuple[Any, ...], kind: str, msg: str) -> str:
+    loc = [str(part) for part in loc_parts if not str(part).startswith("function-")]
     where = ".".join("not" if p == "not_" else p for p in loc)
-    message = str(error["msg"]).removeprefix("Value error, ")
-    if error["type"] == "extra_forbidden":
+    message = msg.removeprefix("Value error, ")
+    if kind == "extra_forbidden":
         message = f"unknown key {loc[-1]!r}" if loc else "unknown key"
         where = ".".join(loc[:-1])
-    elif error["type"] == "missing":
+    elif kind == "missing":
         message = f"{loc[-1]!r} is required" if loc else "a required field is missing"
         where = ".".join(loc[:-1])
     return f"{where}: {message}" if where else message
@@ -168,6 +233,10 @@ def _documents(path: Path, problems: list[Problem]) -> list[tuple[Any, yaml.Node
         problems.append(Problem(str(path), 1, "the file is empty"))
         return []
     if isinstance(data, dict) and "audiences" in data:
+        for key in data:
+            if key != "audiences":
+                line = _node_at(root, [key]).start_mark.line + 1
+                problems.append(Problem(str(path), line, f"unknown key {key!r} next to audiences:"))
         root = _node_at(root, ["audiences"])
         data = data["audiences"]
     if isinstance(data, dict):
@@ -349,11 +418,10 @@ def _check_files(files: list[Path], problems: list[Problem], located: list[_Loca
             except ValidationError as exc:
                 name = data.get("name") if isinstance(data, dict) else None
                 label = f"audience {name[:80]!r}: " if isinstance(name, str) else ""
-                for error in exc.errors():
-                    where = _node_at(node, error["loc"])
-                    problems.append(
-                        Problem(str(file), where.start_mark.line + 1, label + _describe(error))
-                    )
+                for loc, kind, message in _merged_errors(exc.errors()):
+                    where = _node_at(node, loc)
+                    line = where.start_mark.line + 1
+                    problems.append(Problem(str(file), line, label + _describe(loc, kind, message)))
                 continue
             located.append(_Located(audience, str(file), line, _reference_lines(node)))
 

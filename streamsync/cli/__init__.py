@@ -17,7 +17,7 @@ from collections.abc import Sequence
 
 from streamsync import __version__
 from streamsync.audiences.loader import AudienceDefinitionError, AudienceFileError
-from streamsync.cli.arguments import Parser, UserError
+from streamsync.cli.arguments import Parser, UserError, one_line
 from streamsync.config import ConfigError
 
 #: Modules under ``streamsync.cli`` that contribute sub-commands, in help order.
@@ -49,10 +49,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _one_line(text: str) -> str:
-    return " ".join(text.split())
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; its exit status (2 for a user mistake, printed as one line)."""
     parser = build_parser()
@@ -67,7 +63,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{prog}: {len(exc.problems)} error(s) in the audience definitions", file=sys.stderr)
         return 2
     except USER_ERRORS as exc:
-        print(f"{prog}: {_one_line(str(exc))}", file=sys.stderr)
+        print(f"{prog}: {one_line(str(exc))}", file=sys.stderr)
         return 2
     except BrokenPipeError:
         # The reader went away (``streamsync replay ... | head``): stop quietly, and keep
@@ -81,7 +77,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as exc:
         if exc.filename is None:
             raise
-        print(f"{prog}: {exc.filename}: {exc.strerror or 'cannot access'}", file=sys.stderr)
+        where = one_line(f"{exc.filename}: {exc.strerror or 'cannot access'}")
+        print(f"{prog}: {where}", file=sys.stderr)
         return 2
     return rc
 

@@ -16,11 +16,20 @@ import math
 import os
 import stat
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import NoReturn
 
 from streamsync.audiences.durations import format_duration, parse_duration
+from streamsync.deltas.record import datetime_to_ms
+
+
+def one_line(text: str) -> str:
+    """``text`` as one printable line: line breaks become spaces and other control
+    characters are escaped (a user's argument is echoed; it must not break the line or
+    drive the terminal)."""
+    words = " ".join(text.split())
+    return "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in words)
 
 
 class UserError(Exception):
@@ -36,7 +45,7 @@ class Parser(argparse.ArgumentParser):
         self.set_defaults(command_prog=self.prog)
 
     def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+        self.exit(2, f"{self.prog}: {one_line(message)} (see {self.prog} --help)\n")
 
 
 def _integer(text: str) -> int:
@@ -130,10 +139,7 @@ def rfc3339_ms(text: str) -> int:
         ) from None
     if moment.tzinfo is None:
         raise argparse.ArgumentTypeError(f"{text!r} has no timezone; add Z or +HH:MM ({example})")
-    try:
-        return (moment - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(milliseconds=1)
-    except OverflowError:
-        raise argparse.ArgumentTypeError(f"{text!r} is out of range") from None
+    return datetime_to_ms(moment)
 
 
 def duration_ms(text: str) -> int:
@@ -153,28 +159,21 @@ def duration_ms(text: str) -> int:
 
 def check_input_file(path: str | Path, what: str) -> Path:
     """An existing file to read (a regular file or a pipe), else :class:`UserError`
-    naming ``what`` (the option) and the path."""
+    naming ``what`` (the option; empty for a positional argument) and the path."""
     file = Path(path)
+    what = f"{what} " if what else ""
     try:
         mode = file.stat().st_mode
     except (OSError, ValueError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "cannot read"
-        raise UserError(f"{what} {path}: {reason}") from None
+        raise UserError(f"{what}{path}: {reason}") from None
     if stat.S_ISDIR(mode):
-        raise UserError(f"{what} {path}: is a directory, not a file")
+        raise UserError(f"{what}{path}: is a directory, not a file")
     if not (stat.S_ISREG(mode) or stat.S_ISFIFO(mode)):
-        raise UserError(f"{what} {path}: not a regular file")
+        raise UserError(f"{what}{path}: not a regular file")
     if not os.access(file, os.R_OK):
-        raise UserError(f"{what} {path}: permission denied")
+        raise UserError(f"{what}{path}: permission denied")
     return file
-
-
-def check_exists(path: str | Path, what: str) -> Path:
-    """A file or directory that exists, else :class:`UserError`."""
-    found = Path(path)
-    if not found.exists():
-        raise UserError(f"{what} {path}: no such file or directory")
-    return found
 
 
 def check_output_file(path: str, what: str) -> str:

@@ -25,7 +25,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "validate",
         help="check audience definitions and report every error with file and line",
         description="Check audience YAML files (a file or a directory of them). Prints "
-        "every error and warning as FILE:LINE: severity: reason; exit status 1 on errors.",
+        "every error and warning as FILE:LINE: severity: reason; exit status 1 on errors, "
+        "2 when a path cannot be read as YAML text at all.",
     )
     validate.add_argument("path", help="audience file or directory")
     validate.set_defaults(func=_validate)

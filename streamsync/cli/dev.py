@@ -20,6 +20,7 @@ from streamsync.cli.arguments import (
     fraction,
     int_between,
     non_negative_int,
+    one_line,
     port,
     rfc3339_ms,
     seconds,
@@ -164,7 +165,7 @@ def _kafka_fetch(args: argparse.Namespace) -> int:
     try:
         libs = fetch_kafka_jars(args.version, progress=sys.stderr)
     except KafkaFetchError as exc:
-        print(f"streamsync: {exc}", file=sys.stderr)
+        print(f"{args.command_prog}: {one_line(str(exc))}", file=sys.stderr)
         return 1
     version = args.version or default_kafka_version()
     print(f"streamsync: Apache Kafka {version} jars are in {libs}", file=sys.stderr)
@@ -191,7 +192,7 @@ def _kafka_start(args: argparse.Namespace) -> int:
         try:
             broker.start()
         except (BrokerStartError, KafkaFetchError) as exc:
-            print(f"streamsync: {exc}", file=sys.stderr)
+            print(f"{args.command_prog}: {one_line(str(exc))}", file=sys.stderr)
             return 1
         print(
             f"streamsync: Apache Kafka {broker.version} is ready on "

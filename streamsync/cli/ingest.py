@@ -21,12 +21,11 @@ import orjson
 
 from streamsync.cli.arguments import (
     UserError,
-    check_exists,
     check_input_file,
     positive_int,
     seconds,
 )
-from streamsync.config import TopicConfig, load_config
+from streamsync.config import TopicConfig, check_schema_registry, load_config
 from streamsync.ingest.avro import FileSchemaRegistry
 from streamsync.ingest.decoder import Decoder, Skipped
 from streamsync.ingest.errors import DecodeError, FatalIngestError
@@ -140,10 +139,10 @@ def run_ingest(args: argparse.Namespace) -> int:
 
 
 def run_decode(args: argparse.Namespace) -> int:
-    check_input_file(args.file, "FILE")
-    if args.schema_registry is not None:
-        check_exists(args.schema_registry, "--schema-registry")
+    check_input_file(args.file, "")
     topic = TopicConfig.model_validate({"name": str(args.file), "format": args.format})
+    if args.schema_registry is not None:
+        check_schema_registry(args.schema_registry, "--schema-registry")
     registry = FileSchemaRegistry.from_path(args.schema_registry) if args.schema_registry else None
     decoder = Decoder(topic, registry)
     data = args.file.read_bytes()

@@ -199,6 +199,16 @@ def test_rejected_values_have_file_line_and_reason(
     assert any(m.startswith(f"{path}:{line}: error:") and needle in m for m in errors), errors
 
 
+def test_version_fits_the_delta_schema(tmp_path: Path) -> None:
+    # Deltas carry the version as a 32-bit Avro int.
+    body = "entry: {since_last: {event: E, less_than: 1d}}\n"
+    (message,) = _errors(tmp_path, HEAD.replace("version: 1", "version: 2147483648") + body)
+    assert message.startswith(f"{tmp_path / 'a.yaml'}:2: error:")
+    assert "version must be at most 2147483647" in message
+    path = _write(tmp_path, HEAD.replace("version: 1", "version: 2147483647") + body)
+    assert [a.version for a in load_audiences(path)] == [2147483647]
+
+
 def test_accepted_durations(tmp_path: Path) -> None:
     path = _write(
         tmp_path,
@@ -431,3 +441,63 @@ def test_an_error_at_the_end_of_the_file_is_on_its_last_line(tmp_path: Path) -> 
 def test_an_empty_tagged_int_is_a_yaml_error(tmp_path: Path) -> None:
     (message,) = _errors(tmp_path, "!!int ")
     assert "cannot read this value" in message
+
+
+@pytest.mark.parametrize(
+    ("entry", "expected"),
+    [
+        (
+            "{trait: {name: x, equals: [1]}}",
+            ["entry.trait.equals: should be a string, number, boolean or null"],
+        ),
+        (
+            "{since_last: {event: E, less_than: 1d, where: {x: [1]}}}",
+            [
+                "entry.since_last.where.x: should be a string, number, boolean, null or a "
+                "comparison such as {gt: 5}"
+            ],
+        ),
+        (
+            "{since_last: {event: E, less_than: 1d, where: {x: {gt: a, colour: 1}}}}",
+            [
+                "entry.since_last.where.x.gt: Input should be a valid number, unable to parse "
+                "string as a number",
+                "entry.since_last.where.x: unknown key 'colour'",
+            ],
+        ),
+        (
+            "{since_last: {event: E, less_than: 1d, where: {x: {in: [[1]]}}}}",
+            ["entry.since_last.where.x.in.0: should be a string, number, boolean or null"],
+        ),
+        (
+            "{since_last: {event: E, less_than: 1d, where: {x: {}}}}",
+            ["entry.since_last.where.x: a comparison needs an operator"],
+        ),
+    ],
+)
+def test_a_bad_value_in_a_union_is_one_problem(
+    tmp_path: Path, entry: str, expected: list[str]
+) -> None:
+    errors = _errors(tmp_path, HEAD + f"entry: {entry}\n")
+    prefix = f"{tmp_path / 'a.yaml'}:5: error: audience 'ACT__X__1d': "
+    assert len(errors) == len(expected), errors
+    for message, text in zip(errors, expected, strict=True):
+        assert message.startswith(prefix + text), (message, text)
+
+
+def test_yaml_errors_name_where_the_construct_began(tmp_path: Path) -> None:
+    (message,) = _errors(tmp_path, "a: [1,\n\n  2\n")
+    assert message == (
+        f"{tmp_path / 'a.yaml'}:3: error: not valid YAML: while parsing a flow sequence "
+        "(line 1): did not find expected ',' or ']'"
+    )
+
+
+def test_keys_next_to_an_audiences_list_are_errors(tmp_path: Path) -> None:
+    errors = _errors(
+        tmp_path,
+        "owner: team@example.com\naudiences:\n"
+        "  - {name: ACT__A__1d, version: 1, owner: o, description: d,\n"
+        "     entry: {since_last: {event: E, less_than: 1d}}}\n",
+    )
+    assert errors == [f"{tmp_path / 'a.yaml'}:1: error: unknown key 'owner' next to audiences:"]

@@ -242,6 +242,22 @@ def test_ingest_decode_missing_file(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert_one_line(rc, err, "ingest decode", missing, "No such file")
 
 
+@pytest.mark.parametrize(
+    ("registry", "needle"),
+    [("nope", "does not exist"), ("bad.yaml", "not valid YAML"), ("list.yaml", "invalid")],
+)
+def test_ingest_decode_bad_schema_registry(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], registry: str, needle: str
+) -> None:
+    (tmp_path / "bad.yaml").write_text("1: [unclosed\n", "utf-8")
+    (tmp_path / "list.yaml").write_text("- a\n", "utf-8")
+    body = tmp_path / "body.avro"
+    body.write_bytes(b"\x00")
+    argv = ["ingest", "decode", "--format", "pipelines_avro", "--schema-registry"]
+    rc, err = run(capsys, [*argv, str(tmp_path / registry), str(body)])
+    assert_one_line(rc, err, "ingest decode", "--schema-registry", registry, needle)
+
+
 # ----------------------------------------------------------------------------------- dev
 
 
@@ -307,7 +323,6 @@ def test_argument_types_accept_good_values(tmp_path: Path) -> None:
     file = tmp_path / "f"
     file.write_text("x")
     assert arguments.check_input_file(str(file), "FILE") == file
-    assert arguments.check_exists(tmp_path, "DIR") == tmp_path
 
 
 def test_path_checks_name_the_option_and_path(tmp_path: Path) -> None:
@@ -317,8 +332,6 @@ def test_path_checks_name_the_option_and_path(tmp_path: Path) -> None:
         arguments.check_input_file(tmp_path, "--events")
     with pytest.raises(arguments.UserError, match="not a regular file"):
         arguments.check_input_file("/dev/null", "--events")
-    with pytest.raises(arguments.UserError, match="no such file or directory"):
-        arguments.check_exists(tmp_path / "nope", "--schema-registry")
 
 
 @pytest.mark.parametrize(
@@ -365,3 +378,57 @@ def test_installed_script_prints_one_line_and_exits_2(argv: list[str]) -> None:
     assert len(done.stderr.splitlines()) == 1, done.stderr
     assert done.stderr.startswith(f"streamsync {argv[0]}: ")
     assert done.stdout == ""
+
+
+def test_control_characters_in_an_argument_do_not_break_the_line(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    rc, err = run(capsys, ["demo", "--events", "1\n2\x1b[31m\x85"])
+    assert_one_line(rc, err, "demo", "--events", "\\x1b")
+    assert "\x1b" not in err
+
+
+def test_interrupt_is_one_line(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    def interrupted(*args: object, **kwargs: object) -> int:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("streamsync.cli.dev.write_jsonl", interrupted)
+    argv = ["dev", "generate", "--customers", "1", "--events", "1"]
+    rc, err = run(capsys, [*argv, "--out", str(tmp_path / "x.jsonl")])
+    assert (rc, err) == (130, "streamsync dev generate: interrupted\n")
+
+
+def test_a_closed_pipe_ends_quietly() -> None:
+    # ``streamsync dev generate ... | head -1``: the reader leaves after one line.
+    argv = ["dev", "generate", "--customers", "5", "--events", "200000"]
+    with subprocess.Popen(
+        [sys.executable, "-m", "streamsync", *argv],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    ) as proc:
+        assert proc.stdout is not None and proc.stderr is not None
+        assert proc.stdout.readline().startswith(b"{")
+        proc.stdout.close()
+        err = proc.stderr.read().decode()
+        rc = proc.wait(timeout=60)
+    assert rc == 1, err
+    assert "Traceback" not in err and "BrokenPipe" not in err, err
+
+
+def test_a_failed_fetch_names_the_command(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from streamsync.kafka.broker import KafkaFetchError
+
+    def offline(*args: object, **kwargs: object) -> Path:
+        raise KafkaFetchError("Maven could not reach\nrepo.maven.apache.org")
+
+    monkeypatch.setattr("streamsync.cli.dev.fetch_kafka_jars", offline)
+    rc, err = run(capsys, ["dev", "kafka", "fetch"])
+    # Not a usage mistake (exit 1), but reported the same way: one line, the command.
+    assert (rc, err) == (
+        1,
+        "streamsync dev kafka fetch: Maven could not reach repo.maven.apache.org\n",
+    )

@@ -27,6 +27,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from streamsync.audiences.compiler import compile_audiences
+from streamsync.audiences.durations import MAX_DURATION, format_duration, parse_duration
 from streamsync.audiences.loader import (
     AudienceDefinitionError,
     AudienceFileError,
@@ -286,3 +287,21 @@ def test_the_unmutated_audiences_load_and_compile() -> None:
         path = Path(tmp) / "ok.yaml"
         path.write_text(text, "utf-8")
         assert [a.name for a in load_audiences(path)] == ["ACT__A__1", "ACT__B__1"]
+
+
+@FUZZ
+@given(
+    st.one_of(
+        st.text(max_size=30),
+        st.integers(),
+        st.from_regex(r"\s*-?\s*[0-9]{1,22}\s*(ms|s|m|h|d|w)\s*", fullmatch=True),
+    )
+)
+def test_durations_parse_within_range_or_raise_value_error(text: str | int) -> None:
+    try:
+        value = parse_duration(text)
+    except ValueError as exc:
+        assert "\n" not in str(exc)
+        return
+    assert abs(value) <= MAX_DURATION
+    assert parse_duration(format_duration(value)) == value
