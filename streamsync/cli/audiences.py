@@ -5,19 +5,41 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import orjson
 
-from streamsync.audiences.durations import MINUTE, format_duration
+from streamsync.audiences.engine import DEFAULT_ALLOWED_LATENESS_MS
 from streamsync.audiences.loader import check_audiences, load_audiences
 from streamsync.audiences.replay import ReplaySummary, replay
-from streamsync.cli.arguments import UserError, check_input_file, duration_ms, rfc3339_ms
-from streamsync.deltas.record import MembershipDelta, format_rfc3339_ms
+from streamsync.cli.arguments import (
+    UserError,
+    check_input_file,
+    duration_ms,
+    one_line,
+    positive_int,
+    rfc3339_ms,
+    seconds,
+)
+from streamsync.config import AppConfig, load_config
+from streamsync.deltas.audit import (
+    MAX_RECORDS,
+    TIMEOUT,
+    AuditError,
+    AuditProgress,
+    BrokerUnreachable,
+    audit_customer,
+)
+from streamsync.deltas.record import MembershipDelta
+from streamsync.deltas.timeline import kafka_position, timeline_lines
 from streamsync.ingest.event import Event
-from streamsync.ingest.jsonl import LineError, Skipped, open_events, read_events
+from streamsync.ingest.jsonl import InputPolicy, LineError, Skipped, open_events, read_events
 
 #: Bad lines printed in full before the rest are only counted.
 _SHOWN_ERRORS = 10
+#: Live explain's default bounds on reading the input topics.
+DEFAULT_MAX_RECORDS = 10_000_000
+DEFAULT_TIMEOUT_S = 120.0
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -31,51 +53,76 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     validate.add_argument("path", help="audience file or directory")
     validate.set_defaults(func=_validate)
 
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--audiences", required=True, help="audience file or directory")
-    common.add_argument(
+    rep = sub.add_parser(
+        "replay",
+        help="evaluate audiences over a file of records and print the membership deltas",
+        description="Replay a file through the audience engine, exactly as the live "
+        "consumer would, and write membership deltas as JSON lines to stdout. Progress "
+        "and a summary go to stderr.",
+    )
+    _file_arguments(rep, required=True)
+    rep.add_argument("--quiet", action="store_true", help="no progress or summary on stderr")
+    rep.set_defaults(func=_replay)
+
+    exp = sub.add_parser(
+        "explain",
+        help="show one customer's membership timeline and the records behind each change",
+        description="Why did this customer get this push? Prints every membership change "
+        "of one customer, with the records that caused it: from Kafka (--config: the "
+        "deltas evaluate wrote, and their records in the input topics), or by replaying "
+        "a file (--audiences and --events).",
+    )
+    exp.add_argument("--customer", required=True, help="customer key (as on the deltas)")
+    exp.add_argument("--audience", help="only this audience")
+    _file_arguments(exp, required=False)
+    live = exp.add_argument_group("reading Kafka (--config without --events)")
+    live.add_argument(
+        "--max-records",
+        type=positive_int,
+        metavar="N",
+        help=f"read at most N input records looking for the qualifying ones "
+        f"(default {DEFAULT_MAX_RECORDS:,})",
+    )
+    live.add_argument(
+        "--timeout",
+        type=seconds(allow_zero=False, maximum=24 * 3600.0),
+        metavar="SECONDS",
+        help=f"give up reading after this long (default {DEFAULT_TIMEOUT_S:.0f})",
+    )
+    exp.set_defaults(func=_explain)
+
+
+def _file_arguments(parser: argparse.ArgumentParser, *, required: bool) -> None:
+    """The file-mode options of ``replay`` and ``explain``."""
+    parser.add_argument(
+        "--config",
+        type=Path,
+        metavar="FILE",
+        help="configuration file: its ingest topic settings (identity, size, clock skew) "
+        "decode the file and its evaluate.allowed_lateness is the default lateness, as "
+        "in the live run",
+    )
+    parser.add_argument("--audiences", required=required, help="audience file or directory")
+    parser.add_argument(
         "--events",
-        required=True,
+        required=required,
         help="JSON-lines file of Customer.io records (Data Pipelines and reporting webhooks, "
         "in arrival order); - for stdin",
     )
-    common.add_argument(
+    parser.add_argument(
         "--until",
         type=rfc3339_ms,
         metavar="RFC3339",
         help="RFC 3339 instant the clock stands at: later records are ignored and every "
         "deadline at or before it fires (default: the latest record timestamp)",
     )
-    common.add_argument(
+    parser.add_argument(
         "--allowed-lateness",
         type=duration_ms,
-        default=5 * MINUTE,
         metavar="DURATION",
         help="how far behind the newest record a record may arrive and still be applied "
-        "in event-time order (default: 5m)",
+        "in event-time order (default: evaluate.allowed_lateness of --config, else 5m)",
     )
-
-    rep = sub.add_parser(
-        "replay",
-        parents=[common],
-        help="evaluate audiences over a file of records and print the membership deltas",
-        description="Replay a file through the audience engine, exactly as the live "
-        "consumer would, and write membership deltas as JSON lines to stdout. Progress "
-        "and a summary go to stderr.",
-    )
-    rep.add_argument("--quiet", action="store_true", help="no progress or summary on stderr")
-    rep.set_defaults(func=_replay)
-
-    exp = sub.add_parser(
-        "explain",
-        parents=[common],
-        help="show one customer's membership timeline and the records behind each change",
-        description="Why did this customer get this push? Replays the file and prints "
-        "every membership change of one customer, with the records that caused it.",
-    )
-    exp.add_argument("--customer", required=True, help="customer key (userId)")
-    exp.add_argument("--audience", help="only this audience")
-    exp.set_defaults(func=_explain)
 
 
 def _validate(args: argparse.Namespace) -> int:
@@ -104,10 +151,13 @@ class _ErrorReporter:
             print(f"streamsync: {self.source}: {item}", file=sys.stderr)
 
 
-def _records(args: argparse.Namespace) -> Iterator[Event | LineError | Skipped]:
+def _records(
+    args: argparse.Namespace, config: AppConfig | None
+) -> Iterator[Event | LineError | Skipped]:
+    policy = None if config is None else InputPolicy.from_config(config.ingest)
     handle = open_events(args.events)  # checked by _check_events before any work
     try:
-        yield from read_events(handle, str(args.events))
+        yield from read_events(handle, str(args.events), policy=policy)
     finally:
         if handle is not sys.stdin.buffer:
             handle.close()
@@ -117,33 +167,43 @@ def _print_summary(summary: ReplaySummary) -> None:
     err = sys.stderr
     print(
         f"streamsync replay: {summary.lines:,} lines, {summary.events:,} events, "
-        f"{summary.skipped_no_customer:,} without customer key (skipped), "
+        f"{sum(summary.skipped.values()):,} skipped, "
         f"{summary.duplicates:,} duplicates (counted once), "
         f"{summary.corrections:,} late corrections, "
         f"{sum(summary.errors.values()):,} undecodable",
         file=err,
     )
+    for reason, count in sorted(summary.skipped.items()):
+        print(f"  skipped {reason}: {count:,}", file=err)
     for reason, count in sorted(summary.errors.items()):
         print(f"  undecodable {reason}: {count:,}", file=err)
     for (audience, op), count in sorted(summary.deltas.items()):
         print(f"  {audience} {op}: {count:,}", file=err)
 
 
-def _check_events(args: argparse.Namespace) -> None:
+def _file_setup(args: argparse.Namespace) -> tuple[AppConfig | None, int]:
+    """Check ``--events`` and ``--config`` before any work; the configuration (if any)
+    and the allowed lateness to use."""
     if args.events != "-":
         check_input_file(args.events, "--events")
+    config = None if args.config is None else load_config(args.config)
+    lateness = args.allowed_lateness
+    if lateness is None:
+        evaluate = None if config is None else config.evaluate
+        lateness = DEFAULT_ALLOWED_LATENESS_MS if evaluate is None else evaluate.allowed_lateness_ms
+    return config, lateness
 
 
 def _replay(args: argparse.Namespace) -> int:
-    _check_events(args)
+    config, lateness = _file_setup(args)
     audiences = load_audiences(args.audiences)
     summary = ReplaySummary()
     out = sys.stdout.buffer
     for delta in replay(
         audiences,
-        _records(args),
+        _records(args, config),
         until_ms=args.until,
-        allowed_lateness_ms=args.allowed_lateness,
+        allowed_lateness_ms=lateness,
         on_error=_ErrorReporter(str(args.events)),
         progress=None if args.quiet else sys.stderr,
         summary=summary,
@@ -156,7 +216,31 @@ def _replay(args: argparse.Namespace) -> int:
 
 
 def _explain(args: argparse.Namespace) -> int:
-    _check_events(args)
+    file_mode = args.events is not None or args.audiences is not None
+    if file_mode:
+        if args.events is None or args.audiences is None:
+            raise UserError(
+                "--audiences and --events go together (replay a file); "
+                "to read Kafka give --config without them"
+            )
+        if args.max_records is not None or args.timeout is not None:
+            raise UserError(
+                "--max-records and --timeout apply when reading Kafka "
+                "(--config without --audiences and --events)"
+            )
+        return _explain_file(args)
+    if args.config is None:
+        raise UserError(
+            "give --config FILE to read the deltas on Kafka, "
+            "or --audiences and --events to replay a file"
+        )
+    if args.until is not None or args.allowed_lateness is not None:
+        raise UserError("--until and --allowed-lateness apply to a file (--events), not to Kafka")
+    return _explain_kafka(args)
+
+
+def _explain_file(args: argparse.Namespace) -> int:
+    config, lateness = _file_setup(args)
     audiences = load_audiences(args.audiences)
     if args.audience is not None and args.audience not in {a.name for a in audiences}:
         raise UserError(f"no audience named {args.audience!r} in {args.audiences}")
@@ -173,37 +257,79 @@ def _explain(args: argparse.Namespace) -> int:
         d
         for d in replay(
             audiences,
-            _records(args),
+            _records(args, config),
             until_ms=args.until,
-            allowed_lateness_ms=args.allowed_lateness,
+            allowed_lateness_ms=lateness,
             on_event=keep,
             progress=sys.stderr,
         )
         if d.customer_id == args.customer and (args.audience is None or d.audience == args.audience)
     ]
     print(f"customer {args.customer}: {len(history)} record(s), {len(deltas)} change(s)")
-    if not deltas:
-        print("  never entered" + (f" {args.audience}" if args.audience else " any audience"))
-    members: set[str] = set()
-    for delta in deltas:
-        arrow = "ENTER" if delta.op == "enter" else "EXIT "
-        print(f"{format_rfc3339_ms(delta.at_ms)}  {arrow} {delta.audience}  (seq {delta.seq})")
-        (members.add if delta.op == "enter" else members.discard)(delta.audience)
-        for rid in delta.record_ids:
-            event = records.get(rid)
-            if event is None:
-                print(f"    record {rid}")
-                continue
-            where = f"line {event.source.offset}" if event.source else "?"
-            gap = delta.at_ms - event.timestamp_ms
-            after = "" if gap == 0 else f", {_span(gap)} before this change"
-            print(
-                f"    because of {event.kind} {event.name!r} at "
-                f"{format_rfc3339_ms(event.timestamp_ms)} ({where}, record {rid}{after})"
-            )
-    print("member now of: " + (", ".join(sorted(members)) or "nothing"))
+    for line in timeline_lines(deltas, records, audience=args.audience):
+        print(line)
     return 0
 
 
-def _span(ms: int) -> str:
-    return format_duration(ms)
+def _explain_kafka(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    if args.audience is not None and config.evaluate is not None:
+        names = {a.name for a in load_audiences(config.evaluate.audiences)}
+        if args.audience not in names:
+            raise UserError(f"no audience named {args.audience!r} in {config.evaluate.audiences}")
+    prog = args.command_prog
+
+    def progress(at: AuditProgress) -> None:
+        print(
+            f"{prog}: {at.deltas_read:,} deltas and {at.records_read:,} records read, "
+            f"{at.found:,} of {at.wanted:,} qualifying records found ({at.elapsed_s:.0f}s)",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    max_records = DEFAULT_MAX_RECORDS if args.max_records is None else args.max_records
+    try:
+        audit = audit_customer(
+            config,
+            args.customer,
+            audience=args.audience,
+            max_records=max_records,
+            timeout_s=DEFAULT_TIMEOUT_S if args.timeout is None else args.timeout,
+            progress=progress,
+        )
+    except BrokerUnreachable as exc:
+        print(f"{prog}: {one_line(str(exc))}", file=sys.stderr)
+        return 1
+    except AuditError as exc:
+        raise UserError(str(exc)) from None
+    topics = ", ".join(audit.input_topics)
+    print(
+        f"customer {audit.customer}: {len(audit.deltas)} change(s) in {audit.deltas_topic}; "
+        f"{len(audit.records)} of {len(audit.wanted)} qualifying record(s) found in {topics}"
+    )
+    why = {
+        MAX_RECORDS: f" (not found in the first {max_records:,} records)",
+        TIMEOUT: " (not found before the timeout)",
+    }.get(audit.stopped_by or "", " (no longer in the input topics)")
+    lines = timeline_lines(
+        audit.deltas, audit.records, audience=args.audience, where=kafka_position, not_found=why
+    )
+    for line in lines:
+        print(line)
+    if audit.missing_topics:
+        missing = ", ".join(audit.missing_topics)
+        print(f"{prog}: input topics not found: {missing}", file=sys.stderr)
+    if audit.undecodable_deltas:
+        print(
+            f"{prog}: {audit.undecodable_deltas:,} of this customer's deltas could not be "
+            f"decoded as {config.deltas.format}",
+            file=sys.stderr,
+        )
+    if not audit.deltas_complete:
+        print(
+            f"{prog}: timed out reading {audit.deltas_topic}: the changes above may be "
+            "incomplete (raise --timeout)",
+            file=sys.stderr,
+        )
+        return 1
+    return 0

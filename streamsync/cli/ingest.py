@@ -5,8 +5,9 @@
   stderr every few seconds, and per-topic counts and dead letters by reason at the end.
   SIGTERM/SIGINT finish the current batch, commit, and print the summary.
 * ``streamsync ingest decode --format F FILE`` decodes JSON lines (or, for Avro formats,
-  one plain Avro body per file) without Kafka, printing each event or error: for looking
-  at a dead letter or a sample from a producer.
+  one plain Avro body per file) without Kafka, printing each event or error by line
+  number (``LINE item I`` for an error in item I of a ``{"batch": [...]}`` envelope, as
+  the dead letter's index says): for looking at a dead letter or a sample from a producer.
 """
 
 from __future__ import annotations
@@ -153,7 +154,8 @@ def run_decode(args: argparse.Namespace) -> int:
         for outcome in decoder.decode_all(value, None, source):
             if isinstance(outcome, DecodeError):
                 failures += 1
-                print(f"{number}: ERROR {outcome.reason.value}: {outcome.detail}")
+                item = "" if outcome.index is None else f" item {outcome.index}"
+                print(f"{number}{item}: ERROR {outcome.reason.value}: {outcome.detail}")
             elif isinstance(outcome, Skipped):
                 print(f"{number}: skipped ({outcome.reason})")
             else:

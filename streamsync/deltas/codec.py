@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 from functools import cache
 from typing import Any, cast
 
@@ -45,3 +46,16 @@ def decode_avro(data: bytes) -> MembershipDelta:
     if not isinstance(at, int):  # timestamp-millis may come back as a datetime
         record["at_ms"] = datetime_to_ms(at)
     return MembershipDelta.from_json(record)
+
+
+def decode_avro_framed(value: bytes) -> MembershipDelta:
+    """A delta in the Confluent wire format (magic 0, 4-byte schema id, Avro body), as
+    ``evaluate`` writes it when ``deltas.format`` is ``avro``."""
+    if len(value) < 5 or value[0] != 0:
+        raise ValueError("not Confluent-framed Avro")
+    return decode_avro(value[5:])
+
+
+def delta_decoder(fmt: str) -> Callable[[bytes], MembershipDelta]:
+    """The decoder for a deltas topic's ``deltas.format`` (``json`` or ``avro``)."""
+    return decode_avro_framed if fmt == "avro" else decode_json
