@@ -6,8 +6,8 @@ that partition instead of the whole topic. The functions match librdkafka's buil
 partitioners for a non-empty key (the ``partitioner`` setting; default
 ``consistent_random``): ``consistent``/``consistent_random`` hash with CRC-32,
 ``murmur2``/``murmur2_random`` as the Java client does, ``fnv1a``/``fnv1a_random`` with
-32-bit FNV-1a. Any other setting (``random``, a custom partitioner) has no answer, and the
-caller reads every partition.
+32-bit FNV-1a (as Sarama). Any other setting (``random``, a custom partitioner) has no
+answer, and the caller reads every partition.
 """
 
 from __future__ import annotations
@@ -48,11 +48,12 @@ def murmur2(data: bytes) -> int:
 
 
 def fnv1a(data: bytes) -> int:
-    """32-bit FNV-1a."""
+    """32-bit FNV-1a, as the absolute value of a signed 32-bit number (librdkafka does
+    this to match Sarama's hash partitioner)."""
     h = 0x811C9DC5
     for byte in data:
         h = ((h ^ byte) * 0x01000193) & _M32
-    return h
+    return (0x100000000 - h) & _M32 if h & 0x80000000 else h
 
 
 _HASHES: dict[str, Callable[[bytes], int]] = {
