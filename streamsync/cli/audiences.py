@@ -92,16 +92,21 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     exp.set_defaults(func=_explain)
 
 
+_CONFIG_HELP = (
+    "configuration file: its ingest topic settings (identity, size, clock skew) decode "
+    "the file and its evaluate.allowed_lateness is the default lateness, as in the live run"
+)
+
+
 def _file_arguments(parser: argparse.ArgumentParser, *, required: bool) -> None:
     """The file-mode options of ``replay`` and ``explain``."""
-    parser.add_argument(
-        "--config",
-        type=Path,
-        metavar="FILE",
-        help="configuration file: its ingest topic settings (identity, size, clock skew) "
-        "decode the file and its evaluate.allowed_lateness is the default lateness, as "
-        "in the live run",
-    )
+    config_help = _CONFIG_HELP
+    if not required:
+        config_help = (
+            "configuration file: without --events, the cluster, deltas topic and input "
+            "topics to read; with --events, " + _CONFIG_HELP.removeprefix("configuration file: ")
+        )
+    parser.add_argument("--config", type=Path, metavar="FILE", help=config_help)
     parser.add_argument("--audiences", required=required, help="audience file or directory")
     parser.add_argument(
         "--events",
