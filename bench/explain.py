@@ -109,10 +109,11 @@ def _raw_read(bootstrap: str, topic: str) -> tuple[int, float]:
     return count, elapsed
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--records", type=int, default=200_000)
-    args = parser.parse_args()
+    argv = sys.argv[1:] if argv is None else argv
+    args = parser.parse_args(argv)
     with kafka_bootstrap() as bootstrap, tempfile.TemporaryDirectory() as tmp:
         topic, deltas, targets = _produce(bootstrap, args.records)
         config: dict[str, Any] = {
@@ -136,7 +137,7 @@ def main() -> int:
             assert len(audit.records) == 1 and audit.stopped_by is None, audit
             assert audit.records_read == count, (audit.records_read, count)
             rows.append((label, audit.records_read, elapsed))
-    print(f"command: {' '.join([sys.executable, *sys.argv])}")
+    print(f"command: .venv/bin/python bench/explain.py {' '.join(argv)}".rstrip())
     floor = rows[0][1] / rows[0][2]
     print(f"| {'scan':<46} | {'records':>9} | {'seconds':>7} | {'records/s':>10} | vs floor |")
     print(f"|{'-' * 48}|{'-' * 11}|{'-' * 9}|{'-' * 12}|----------|")
