@@ -139,9 +139,8 @@ class _Reader:
 
     def topics(self) -> dict[str, int]:
         """Topic -> partition count, or :class:`BrokerUnreachable`."""
-        wait = max(0.5, min(CONNECT_TIMEOUT_S, self.deadline - time.monotonic()))
         try:
-            metadata = self.consumer.list_topics(timeout=wait)
+            metadata = self.consumer.list_topics(timeout=self._wait())
         except KafkaException as exc:
             error = exc.args[0] if exc.args else None
             detail = error.str() if isinstance(error, KafkaError) else str(exc)
@@ -188,6 +187,8 @@ class _Reader:
                     if error is not None:
                         if error.code() == KafkaError._PARTITION_EOF:
                             ends.pop(where, None)
+                        elif error.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED:
+                            raise AuditError(f"not allowed to read {where[0]}: {error.str()}")
                         continue
                     if handle(message):
                         return None
@@ -200,6 +201,8 @@ class _Reader:
             self.consumer.unassign()
 
     def _wait(self) -> float:
+        """How long one metadata request may take: the connect timeout, or what is left
+        before the deadline (at least half a second)."""
         return max(0.5, min(CONNECT_TIMEOUT_S, self.deadline - time.monotonic()))
 
     def close(self) -> None:

@@ -58,6 +58,7 @@ _OPTIONS = [
     "--out",
     "--port",
     "--startup-timeout",
+    "--timeout",
     "--version",
 ]
 _VALUES = st.one_of(
@@ -113,7 +114,7 @@ def test_parsing_exits_2_with_one_line_or_succeeds(
         assert len(err.splitlines()) == 1, err
         assert err.startswith("streamsync"), err
         return
-    for name in ("idle_timeout", "progress_interval", "startup_timeout", "bad_fraction"):
+    for name in ("idle_timeout", "progress_interval", "startup_timeout", "bad_fraction", "timeout"):
         value = getattr(args, name, None)
         assert value is None or (math.isfinite(value) and value >= 0), (name, value)
     lateness = getattr(args, "allowed_lateness", None)
