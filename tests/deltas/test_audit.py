@@ -16,14 +16,16 @@ from typing import Any
 
 import orjson
 import pytest
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, Producer, TopicPartition
 
 from streamsync.cli import main
 from streamsync.config import load_config
-from streamsync.deltas.audit import AuditProgress, audit_customer
-from streamsync.deltas.record import format_rfc3339_ms
+from streamsync.deltas.audit import AuditProgress, audit_customer, prefilter_needle
+from streamsync.deltas.record import MembershipDelta, format_rfc3339_ms
+from streamsync.ingest.avro import confluent_frame, encode_avro
 from streamsync.ingest.decoder import Decoder
 from streamsync.ingest.event import Event
+from streamsync.resources import project_path
 from streamsync.runtime.app import Application
 from tests.runtime.evaluate_support import EXAMPLE_AUDIENCES, Stream, replay_deltas, synthetic
 
@@ -298,3 +300,93 @@ def test_the_two_modes_do_not_mix(
     rc, out, err = explain(capsys, *args)
     assert rc == 2 and out == []
     assert err.count("\n") == 1 and err.startswith("streamsync explain: ") and needle in err
+
+
+# ------------------------------------------------- hand-made deltas, other input formats
+
+
+def _track(customer: str, rid: str, event: str, ms: int) -> dict[str, Any]:
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ms // 1000)) + f".{ms % 1000:03d}Z"
+    return {
+        "type": "track",
+        "messageId": rid,
+        "userId": customer,
+        "event": event,
+        "timestamp": stamp,
+        "properties": {"note": "customer ids of others appear in no field"},
+    }
+
+
+@pytest.mark.parametrize(
+    ("fmt", "customer"),
+    [("pipelines_avro", "cus_avro_1"), ("pipelines_json", 'team/"quoted"\\id')],
+    ids=["avro-input", "json-id-the-prefilter-cannot-use"],
+)
+def test_qualifying_records_are_found_on_avro_topics_and_for_any_id(
+    kafka_bootstrap_servers: str,
+    new_topic: Any,
+    tmp_path: Path,
+    fmt: str,
+    customer: str,
+) -> None:
+    """Deltas produced here name two of the customer's records among other customers'
+    records; both are found, at their offsets, whatever the encoding or the id."""
+    inputs, deltas = new_topic("audit-in", partitions=2), new_topic("audit-deltas", partitions=3)
+    avro = fmt.endswith("_avro")
+
+    def encode(record: dict[str, Any]) -> bytes:
+        return (
+            confluent_frame(1, encode_avro("pipelines", record)) if avro else orjson.dumps(record)
+        )
+
+    base = int(time.time() * 1000) - 3_600_000
+    records = [_track(f"other-{n % 7}", f"o-{n}", "Product Viewed", base + n) for n in range(60)]
+    records[20:20] = [_track(customer, "q-1", "Product Added", base + 100)]
+    records[45:45] = [_track(customer, "q-2", "Order Completed", base + 200)]
+    records.append(_track(customer, "q-3", "Product Viewed", base + 300))
+    producer = Producer({"bootstrap.servers": kafka_bootstrap_servers})
+    for record in records:
+        producer.produce(inputs, encode(record), str(record["userId"]).encode())
+    change = MembershipDelta("ACT__X__1d", 1, customer, "enter", base + 200, 1, ["q-1", "q-2"])
+    producer.produce(deltas, orjson.dumps(change.to_json()), customer.encode())
+    other = MembershipDelta("ACT__X__1d", 1, "other-1", "enter", base + 50, 1, ["o-1"])
+    producer.produce(deltas, orjson.dumps(other.to_json()), b"other-1")
+    assert producer.flush(30) == 0
+    topic: dict[str, Any] = {"name": inputs, "format": fmt}
+    ingest: dict[str, Any] = {"topics": [topic]}
+    if avro:
+        topic["framing"] = "confluent"
+        ingest["schema_registry_dir"] = str(project_path("schemas", "registry"))
+    path = tmp_path / "config.json"
+    path.write_bytes(orjson.dumps({"ingest": ingest, "deltas": {"topic": deltas}}))
+    audit = audit_customer(load_config(path), customer, timeout_s=60)
+    assert [d.to_json() for d in audit.deltas] == [change.to_json()]
+    assert audit.stopped_by is None and not audit.not_found
+    assert {rid: e.name for rid, e in audit.records.items()} == {
+        "q-1": "Product Added",
+        "q-2": "Order Completed",
+    }
+    for event in audit.records.values():
+        assert event.customer_id == customer
+        assert event.source is not None and event.source.topic == inputs
+
+
+def test_a_timeout_while_reading_the_deltas_is_exit_1_with_what_was_read(
+    run: Run, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rc, live, err = explain(
+        capsys,
+        *("--config", str(run.configs["json"]), "--customer", run.customers[0]),
+        *("--timeout", "0.001"),
+    )
+    assert rc == 1
+    assert live[0].startswith(f"customer {run.customers[0]}: ")
+    assert err.splitlines()[-1].startswith("streamsync explain: timed out reading ")
+    assert "Traceback" not in err
+
+
+def test_the_prefilter_is_used_only_for_ids_json_writes_as_they_are() -> None:
+    assert prefilter_needle("cus_0000042") == b"cus_0000042"
+    assert prefilter_needle("user@example.com") == b"user@example.com"
+    for escaped in ("a/b", 'a"b', "a\\b", "ünï", "tab\there", ""):
+        assert prefilter_needle(escaped) is None
