@@ -160,7 +160,7 @@ def _records(
     args: argparse.Namespace, config: AppConfig | None
 ) -> Iterator[Event | LineError | Skipped]:
     policy = None if config is None else InputPolicy.from_config(config.ingest)
-    handle = open_events(args.events)  # checked by _check_events before any work
+    handle = open_events(args.events)  # checked by _file_setup before any work
     try:
         yield from read_events(handle, str(args.events), policy=policy)
     finally:
