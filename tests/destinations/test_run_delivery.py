@@ -3,6 +3,8 @@ time, Avro deltas in the Confluent wire format, undecodable records dead-lettere
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -11,11 +13,16 @@ from confluent_kafka import Producer
 
 from streamsync.config import load_config
 from streamsync.deltas.codec import encode_avro
-from streamsync.destinations.deliver import run_delivery
+from streamsync.destinations.deliver import DeliverLoop, run_delivery
 from streamsync.dev.standins import StandInAdmin, StandInServer
 from streamsync.ingest.avro import confluent_frame
 from tests.destinations.conftest import BRAZE_KEY, MOE_APP, MOE_KEY, delta
-from tests.destinations.helpers import read_topic, write_config
+from tests.destinations.helpers import (
+    produce_deltas,
+    read_topic,
+    uncommitted_records,
+    write_config,
+)
 
 pytestmark = pytest.mark.kafka
 
@@ -66,3 +73,50 @@ def test_run_delivery_reports_counts_per_destination(
         b"malformed_delta",
         b"malformed_delta",
     ]
+
+
+def test_control_file_pauses_an_audience_while_running(
+    tmp_path: Path, kafka_bootstrap_servers: str, new_topic: Callable[..., str],
+    standins: StandInServer,
+) -> None:  # fmt: skip
+    topic = new_topic("deltas")
+    control = tmp_path / "control.yaml"
+    control.write_text("paused_audiences: [ACT__B]\n")
+    path = write_config(
+        tmp_path / "c.yaml", kafka_bootstrap_servers, topic,
+        {"braze": {"kind": "braze", "base_url": standins.urls["braze"],
+                   "credentials": {"env": "K1"}, "control_file": str(control),
+                   "group_id": "control-test", "rate_limit": {"limit": 50, "window_s": 1.0}}},
+    )  # fmt: skip
+    loop = DeliverLoop(load_config(path, env={}), "braze", env={"K1": BRAZE_KEY})
+    thread = threading.Thread(target=loop.run, kwargs={"drain_timeout_s": 2})
+    thread.start()
+    admin = StandInAdmin(standins.urls["braze"])
+
+    def members() -> dict[str, list[str]]:
+        users = admin.profiles()["users"]
+        return {k: v.get("streamsync_audiences", []) for k, v in users.items()}
+
+    try:
+        produce_deltas(
+            kafka_bootstrap_servers, topic,
+            [delta("c1", "ACT__A", "enter"), delta("c1", "ACT__B", "enter"),
+             delta("c2", "ACT__A", "enter")],
+        )  # fmt: skip
+        _wait(lambda: len(members()) == 2, "the unpaused audience")
+        time.sleep(1.5)  # several pumps and commits while ACT__B is held
+        assert members() == {"external_id:c1": ["ACT__A"], "external_id:c2": ["ACT__A"]}
+        assert uncommitted_records(kafka_bootstrap_servers, "control-test", topic, 1) >= 2
+        control.write_text("paused_audiences: []\n")
+        _wait(lambda: members()["external_id:c1"] == ["ACT__A", "ACT__B"], "resume to drain")
+    finally:
+        loop.stop()
+        thread.join(30)
+    assert uncommitted_records(kafka_bootstrap_servers, "control-test", topic, 1) == 0
+
+
+def _wait(condition: Callable[[], bool], what: str, timeout_s: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.2)
