@@ -144,6 +144,11 @@ class DeliverLoop:
         self._decode = decode_avro_framed if config.deltas.format == "avro" else decode_json
         self.sink: DeliverySink | None = None
 
+    @property
+    def partitions(self) -> list[int]:
+        """The deltas partitions this loop owns now."""
+        return sorted(p.partition for p in self._assigned)
+
     def stop(self) -> None:
         """Finish (drain what the destination accepts, commit) and return; signal-safe."""
         self._stop.set()

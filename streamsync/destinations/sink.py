@@ -76,6 +76,8 @@ class SinkStats:
     retries: int = 0
     splits: int = 0
     dry_run_requests: int = 0
+    #: unacknowledged changes handed back to Kafka when partitions were revoked
+    revoked: int = 0
 
     @property
     def delivered_total(self) -> int:
@@ -97,6 +99,7 @@ class SinkStats:
             "rate_limited": self.rate_limited,
             "retries": self.retries,
             "splits": self.splits,
+            "revoked": self.revoked,
         }
 
 
@@ -211,11 +214,13 @@ class DeliverySink:
     def drop_partitions(self, partitions: set[int]) -> None:
         """Forget unacknowledged changes of partitions this consumer no longer owns (their
         new owner re-reads them from the committed offsets; writes are idempotent)."""
+        before = self.buffered
         self._buffer = {k: c for k, c in self._buffer.items() if c.partition not in partitions}
         batch = self._inflight
         if batch is not None and any(c.partition in partitions for c in batch.changes):
             keep = [c for c in batch.changes if c.partition not in partitions]
             self._inflight = _Batch(keep, self.client.plan(keep)) if keep else None
+        self.stats.revoked += before - self.buffered
 
     # -- output ------------------------------------------------------------------------
 

@@ -18,8 +18,10 @@ from streamsync.dev.standins import StandInAdmin, StandInServer
 from streamsync.ingest.avro import confluent_frame
 from tests.destinations.conftest import BRAZE_KEY, MOE_APP, MOE_KEY, delta
 from tests.destinations.helpers import (
+    expected_members,
     produce_deltas,
     read_topic,
+    replay_deltas,
     uncommitted_records,
     write_config,
 )
@@ -120,3 +122,49 @@ def _wait(condition: Callable[[], bool], what: str, timeout_s: float = 30.0) -> 
     while not condition():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(0.2)
+
+
+def test_two_replicas_share_the_partitions_through_rebalances(
+    tmp_path: Path, kafka_bootstrap_servers: str, new_topic: Callable[..., str],
+    standins: StandInServer,
+) -> None:  # fmt: skip
+    deltas = replay_deltas(customers=150, events=4000, seed=3)
+    expected = {c: a for c, a in expected_members(deltas).items() if a}
+    topic = new_topic("deltas", partitions=4)
+    path = write_config(
+        tmp_path / "c.yaml", kafka_bootstrap_servers, topic,
+        {"braze": {"kind": "braze", "base_url": standins.urls["braze"],
+                   "credentials": {"env": "K1"}, "group_id": "replicas-test",
+                   "batching": {"linger_ms": 20}, "max_objects_per_request": 10,
+                   "rate_limit": {"limit": 25, "window_s": 1.0}}},  # two replicas: 50/s
+    )  # fmt: skip
+    config = load_config(path, env={})
+    loops = [DeliverLoop(config, "braze", env={"K1": BRAZE_KEY}) for _ in range(2)]
+    threads = [threading.Thread(target=loop.run, kwargs={"drain_timeout_s": 2}) for loop in loops]
+    admin = StandInAdmin(standins.urls["braze"])
+
+    def members() -> dict[str, set[str]]:
+        users = admin.profiles()["users"]
+        found = {k.removeprefix("external_id:"): set(v["streamsync_audiences"]) for k, v in
+                 users.items()}  # fmt: skip
+        return {k: v for k, v in found.items() if v}
+
+    half = len(deltas) // 2
+    admin.faults(slow={"count": 30, "ms": 150})  # so the rebalance lands mid-delivery
+    try:
+        threads[0].start()
+        produce_deltas(kafka_bootstrap_servers, topic, deltas[:half], per_transaction=100)
+        _wait(lambda: len(members()) > 0, "the first replica")
+        threads[1].start()  # joins: the group rebalances
+        _wait(lambda: bool(loops[1].partitions) and len(loops[0].partitions) < 4, "rebalance")
+        produce_deltas(kafka_bootstrap_servers, topic, deltas[half:], per_transaction=100)
+        _wait(lambda: members() == expected, "profiles to match replay", timeout_s=60)
+    finally:
+        for loop in loops:
+            loop.stop()
+        for thread in threads:
+            thread.join(30)
+    assert all(loop.sink is not None and loop.sink.stats.requests > 0 for loop in loops)
+    assert admin.report()["counters"]["slowed"] == 30
+    assert admin.report()["violations"] == []
+    assert uncommitted_records(kafka_bootstrap_servers, "replicas-test", topic, 4) == 0
