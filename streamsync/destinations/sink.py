@@ -326,6 +326,12 @@ class DeliverySink:
         except FatalDestinationError:
             raise
         batch.attempt = 0
+        if response.headers.get("x-ratelimit-remaining") == "0":
+            # Someone else (another replica, another integration on the same workspace)
+            # used the window up: wait for its reset rather than collect a 429.
+            reset = self.client.reset_at(response, time.time())
+            if reset is not None:
+                self.limiter.block_until(reset)
         self.stats.objects += request.objects
         batch.rejected.extend(rejected)
         batch.index += 1

@@ -9,8 +9,8 @@ import pytest
 
 from streamsync.destinations.braze import CoercionError, coerce
 from streamsync.destinations.errors import FatalDestinationError
-from streamsync.dev.standins import StandInServer
-from tests.destinations.conftest import braze_client, delta, harness
+from streamsync.dev.standins import BrazeStandIn, StandInServer
+from tests.destinations.conftest import BRAZE_KEY, braze_client, delta, harness
 
 
 def _members(h, customer: str) -> list[str]:  # type: ignore[no-untyped-def]
@@ -211,3 +211,26 @@ def test_partner_cohort_mode(
         dry.drain()
     assert "/partners/streamsync/cohorts" in caplog.text
     assert "dev-braze-partner-key" not in caplog.text and "data-import-key" not in caplog.text
+
+
+def test_remaining_zero_waits_for_the_reset_instead_of_a_429() -> None:
+    # The workspace allows 5 requests per second but the client was told 50 (another
+    # integration shares the workspace, say): X-RateLimit-Remaining: 0 makes it wait.
+    with StandInServer({"braze": BrazeStandIn(BRAZE_KEY, limit=5, window_s=1.0)}) as server:
+        url = server.urls["braze"]
+        h = harness(braze_client(url, max_objects_per_request=1), url)
+        for i in range(12):
+            h.add(delta(f"c{i}", "ACT__A", "enter"))
+        h.drain()
+        counters = h.admin.report()["counters"]
+        assert counters["requests"] == 12 and counters.get("rate_limited", 0) == 0
+
+
+def test_timeouts_are_retried_and_the_write_stays_idempotent(standins: StandInServer) -> None:
+    url = standins.urls["braze"]
+    h = harness(braze_client(url), url, timeout_s=0.3)
+    h.admin.faults(slow={"count": 2, "ms": 700})  # answered after the client gave up
+    h.add(delta("c1", "ACT__A", "enter"))
+    h.drain()
+    assert h.sink.stats.retries == 2
+    assert _members(h, "c1") == ["ACT__A"]
