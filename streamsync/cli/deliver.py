@@ -23,6 +23,7 @@ from streamsync.cli.arguments import non_negative_int
 from streamsync.config import ConfigError, load_config
 from streamsync.destinations.deliver import DeliverLoop, DeliverResult, DeliverSetupError
 from streamsync.destinations.errors import FatalDestinationError
+from streamsync.destinations.sink import DeliverySink
 
 
 def register(subparsers: Any) -> None:
@@ -75,7 +76,9 @@ def run_deliver(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         return _fail(str(exc).replace("\n", " "))
     try:
-        loop = DeliverLoop(config, args.destination, dry_run=True if args.dry_run else None)
+        loop = DeliverLoop(
+            config, args.destination, dry_run=True if args.dry_run else None, progress=_progress
+        )
     except DeliverSetupError as exc:
         return _fail(str(exc))
 
@@ -103,6 +106,19 @@ def run_deliver(args: argparse.Namespace) -> int:
             signal.signal(sig, handler)
     print_summary(result)
     return 0
+
+
+def _progress(result: DeliverResult, sink: DeliverySink) -> None:
+    stats = sink.stats
+    state = "paused" if sink.paused else "failing" if sink.failing else "running"
+    print(
+        f"deliver: {result.consumed} deltas consumed, {stats.delivered_total} changes delivered "
+        f"in {stats.requests} requests, {sink.buffered} buffered, "
+        f"{sum(stats.rejected.values()) + sum(stats.unmatched.values())} dead-lettered, "
+        f"{stats.rate_limited} 429s, {stats.retries} retries ({state}, {result.elapsed_s:.0f}s)",
+        file=sys.stderr,
+        flush=True,
+    )
 
 
 def print_summary(result: DeliverResult) -> None:

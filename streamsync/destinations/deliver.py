@@ -117,6 +117,8 @@ class DeliverLoop:
         on_ack: Callable[[list[Change], float], None] | None = None,
         transport: Transport | None = None,
         dry_run: bool | None = None,
+        progress: Callable[[DeliverResult, DeliverySink], None] | None = None,
+        progress_interval_s: float = 10.0,
     ) -> None:
         if name not in config.destinations:
             known = ", ".join(sorted(config.destinations)) or "none"
@@ -135,6 +137,8 @@ class DeliverLoop:
             self.dest.base_url, self.dest.retry.timeout_s
         )
         self.on_ack = on_ack
+        self.progress = progress
+        self.progress_interval_s = progress_interval_s
         self.control = ControlFile(self.dest.control_file)
         self.offsets = OffsetTracker()
         self._stop = threading.Event()
@@ -242,7 +246,8 @@ class DeliverLoop:
             on_ack=self.on_ack,
         )
         result = DeliverResult(self.name, sink.stats)
-        started = last_activity = last_commit = time.monotonic()
+        started = last_activity = last_commit = last_progress = time.monotonic()
+        last_error = ""
         routes = self.routes
         decode = self._decode
         try:
@@ -267,6 +272,9 @@ class DeliverLoop:
                     if error is not None:
                         if error.fatal():
                             raise KafkaException(error)
+                        if str(error) != last_error:  # e.g. the deltas topic does not exist
+                            last_error = str(error)
+                            log.warning("deltas topic: %s", error)
                         continue
                     result.consumed += 1
                     partition = cast(int, message.partition())
@@ -296,6 +304,10 @@ class DeliverLoop:
                 if now - last_commit >= COMMIT_INTERVAL_S:
                     self._commit(consumer)
                     last_commit = now
+                if self.progress is not None and now - last_progress >= self.progress_interval_s:
+                    last_progress = now
+                    result.elapsed_s = now - started
+                    self.progress(result, sink)
                 if (
                     idle_timeout_s is not None
                     and sink.idle
