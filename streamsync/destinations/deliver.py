@@ -317,7 +317,7 @@ class DeliverLoop:
                     break
             else:
                 result.stopped_by = "stop"
-            self._drain(sink, drain_timeout_s)
+            sink.flush(drain_timeout_s)  # what remains is re-read by the next run
             self._commit(consumer)
         except FatalDestinationError as exc:
             result.error = str(exc)
@@ -331,16 +331,6 @@ class DeliverLoop:
                 producer.flush(5)
             self.transport.close()
         return result
-
-    def _drain(self, sink: DeliverySink, timeout_s: float) -> None:
-        """Send what is buffered (no linger) for up to ``timeout_s``; what remains is
-        re-read from Kafka by the next run."""
-        deadline = time.monotonic() + timeout_s
-        while not sink.idle and not sink.paused and time.monotonic() < deadline:
-            sink.pump(budget_s=0.05, force=True)
-            wait = sink.next_wakeup(time.monotonic())
-            if wait > 0:
-                time.sleep(min(wait, 0.05, max(0.0, deadline - time.monotonic())))
 
 
 def decode_avro_framed(value: bytes) -> MembershipDelta:

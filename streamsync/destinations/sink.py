@@ -1,8 +1,8 @@
 """The delivery sink: one place for batching, ordering, limits, retries and acks.
 
 Like a quix-streams sink, the caller :meth:`DeliverySink.add`\\ s changes as they are
-consumed and calls :meth:`DeliverySink.pump` often; :attr:`DeliverySink.backpressure`
-tells it to pause the consumer. Unlike a callback-per-record design, the sink never
+consumed and calls :meth:`DeliverySink.pump` often (:meth:`DeliverySink.flush` before
+shutting down); :attr:`DeliverySink.backpressure` tells it to pause the consumer. Unlike a callback-per-record design, the sink never
 blocks: every wait (linger, rate limit, retry backoff, a 429's reset) is a time it
 reports through :meth:`next_wakeup`, so the consumer keeps polling (and keeps its group
 membership) while the destination is down.
@@ -280,6 +280,23 @@ class DeliverySink:
                 self.stats.batches += 1
             if not self._step(now) or self._clock() >= deadline:
                 return
+
+    def flush(self, timeout_s: float) -> bool:
+        """Send everything buffered now (no linger), waiting as the limits require, for at
+        most ``timeout_s``; True when nothing is left. Held (paused) changes stay."""
+        deadline = self._clock() + timeout_s
+        while not self.idle and not self.paused:
+            self.pump(budget_s=0.05, force=True)
+            now = self._clock()
+            if now >= deadline or self._only_held():
+                break
+            wait = self.next_wakeup(now)
+            if wait > 0:
+                time.sleep(min(wait, 0.05, max(0.0, deadline - now)))
+        return self.idle
+
+    def _only_held(self) -> bool:
+        return self._inflight is None and not any(map(self._sendable, self._buffer.values()))
 
     def _backoff(self, attempt: int) -> float:
         growth = float(2 ** min(attempt, 30))
