@@ -3,9 +3,9 @@
 Like a quix-streams sink, the caller :meth:`DeliverySink.add`\\ s changes as they are
 consumed and calls :meth:`DeliverySink.pump` often (:meth:`DeliverySink.flush` before
 shutting down); :attr:`DeliverySink.backpressure` tells it to pause the consumer. Unlike
-a callback-per-record design, the sink never blocks: every wait (linger, rate limit, retry backoff, a 429's reset) is a time it
-reports through :meth:`next_wakeup`, so the consumer keeps polling (and keeps its group
-membership) while the destination is down.
+a callback-per-record design, the sink never blocks: every wait (linger, rate limit, retry
+backoff, a 429's reset) is a time it reports through :meth:`next_wakeup`, so the consumer
+keeps polling (and keeps its group membership) while the destination is down.
 
 Guarantees, and how:
 

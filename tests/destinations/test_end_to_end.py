@@ -18,14 +18,18 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import orjson
 import pytest
 
 from streamsync.dev.standins import BrazeStandIn, MoEngageStandIn, StandInAdmin, StandInServer
-from tests.destinations.helpers import (
+from streamsync.dev.standins.compare import (
+    braze_members,
+    differences,
     expected_members,
+    moengage_members,
+)
+from tests.destinations.helpers import (
     produce_deltas,
     read_topic,
     replay_deltas,
@@ -72,23 +76,6 @@ def _wait(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def _braze_members(profiles: dict[str, Any]) -> dict[str, set[str]]:
-    return {
-        key.removeprefix("external_id:"): set(user.get("streamsync_audiences", []))
-        for key, user in profiles["users"].items()
-    }
-
-
-def _moe_members(profiles: dict[str, Any]) -> dict[str, set[str]]:
-    return {
-        uid: set(user.get("streamsync_audiences", [])) for uid, user in profiles["users"].items()
-    }
-
-
-def _nonempty(members: dict[str, set[str]]) -> dict[str, set[str]]:
-    return {k: v for k, v in members.items() if v}
-
-
 def test_deliver_survives_outages_storms_and_sigkill(
     tmp_path: Path, kafka_bootstrap_servers: str, new_topic: Callable[..., str],
     standins: StandInServer,
@@ -100,7 +87,7 @@ def test_deliver_survives_outages_storms_and_sigkill(
     topic = new_topic("deltas", partitions=3)
     dead = new_topic("deliver-dlq")
     expected = expected_members(deltas)
-    customers = sorted(expected)
+    customers = sorted({d.customer_id for d in deltas})
     refused = {customers[3], customers[40]}  # Braze refuses these ids per record
     fast = {"initial_backoff_s": 0.05, "max_backoff_s": 0.5, "timeout_s": 2.0}
     config = write_config(
@@ -150,10 +137,10 @@ def test_deliver_survives_outages_storms_and_sigkill(
         moe.faults(storm_s=2.0)
         produce_deltas(kafka_bootstrap_servers, topic, waves[3])
 
-        want_braze = {c: a for c, a in expected.items() if c not in refused}
-        _wait(lambda: _nonempty(_braze_members(braze.profiles())) == _nonempty(want_braze),
+        want_braze = expected_members(deltas, exclude=refused)
+        _wait(lambda: not differences(want_braze, braze_members(braze.profiles())),
               90, "Braze profiles to match replay")  # fmt: skip
-        _wait(lambda: _nonempty(_moe_members(moe.profiles())) == _nonempty(expected),
+        _wait(lambda: not differences(expected, moengage_members(moe.profiles())),
               90, "MoEngage profiles to match replay")  # fmt: skip
         _wait(
             lambda: uncommitted_records(

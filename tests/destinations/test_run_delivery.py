@@ -15,10 +15,10 @@ from streamsync.config import load_config
 from streamsync.deltas.codec import encode_avro
 from streamsync.destinations.deliver import DeliverLoop, run_delivery
 from streamsync.dev.standins import StandInAdmin, StandInServer
+from streamsync.dev.standins.compare import braze_members, expected_members
 from streamsync.ingest.avro import confluent_frame
 from tests.destinations.conftest import BRAZE_KEY, MOE_APP, MOE_KEY, delta
 from tests.destinations.helpers import (
-    expected_members,
     produce_deltas,
     read_topic,
     replay_deltas,
@@ -129,7 +129,7 @@ def test_two_replicas_share_the_partitions_through_rebalances(
     standins: StandInServer,
 ) -> None:  # fmt: skip
     deltas = replay_deltas(customers=150, events=4000, seed=3)
-    expected = {c: a for c, a in expected_members(deltas).items() if a}
+    expected = expected_members(deltas)
     topic = new_topic("deltas", partitions=4)
     path = write_config(
         tmp_path / "c.yaml", kafka_bootstrap_servers, topic,
@@ -144,10 +144,7 @@ def test_two_replicas_share_the_partitions_through_rebalances(
     admin = StandInAdmin(standins.urls["braze"])
 
     def members() -> dict[str, set[str]]:
-        users = admin.profiles()["users"]
-        found = {k.removeprefix("external_id:"): set(v["streamsync_audiences"]) for k, v in
-                 users.items()}  # fmt: skip
-        return {k: v for k, v in found.items() if v}
+        return braze_members(admin.profiles())
 
     half = len(deltas) // 2
     admin.faults(slow={"count": 30, "ms": 150})  # so the rebalance lands mid-delivery
