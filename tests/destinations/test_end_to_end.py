@@ -122,7 +122,7 @@ def test_deliver_survives_outages_storms_and_sigkill(
     try:
         _wait(lambda: delivered(braze) > 0 and delivered(moe) > 0, 60, "traffic")
         braze.faults(drop_count=3)
-        moe.faults(down_s=1.0, slow={"count": 3, "ms": 300})
+        moe.faults(down_s=2.0, slow={"count": 3, "ms": 300})
         # More deltas while delivery runs, then kill Braze delivery mid-stream.
         before = delivered(braze)
         produce_deltas(kafka_bootstrap_servers, topic, waves[1])
@@ -133,8 +133,8 @@ def test_deliver_survives_outages_storms_and_sigkill(
         produce_deltas(kafka_bootstrap_servers, topic, waves[2])
         braze_proc = _start(config, "braze", logs / "braze2.log")
         _wait(lambda: delivered(braze) > before, 60, "the restarted Braze delivery")
-        braze.faults(storm_s=2.0)
-        moe.faults(storm_s=2.0)
+        braze.faults(storm_s=3.0)
+        moe.faults(storm_s=3.0)
         produce_deltas(kafka_bootstrap_servers, topic, waves[3])
 
         want_braze = expected_members(deltas, exclude=refused)
