@@ -177,7 +177,13 @@ class DeliverySink:
             self.stats.holdout_skipped[delta.audience] += 1
             self.offsets.done(partition, [offset])
             return
+        key = (delta.customer_id, delta.audience)
+        existing = self._buffer.get(key)
         identity = self.client.identify(delta)
+        if identity is None and existing is not None:
+            # The same customer, just without the identifier on this delta: the change it
+            # replaces must not reach the destination alone.
+            identity = existing.identity
         if identity is None:
             self.stats.unmatched[delta.audience] += 1
             self.dead_letters.write(
@@ -196,8 +202,6 @@ class DeliverySink:
             )  # fmt: skip
             self.offsets.done(partition, [offset])
             return
-        key = (delta.customer_id, delta.audience)
-        existing = self._buffer.get(key)
         if existing is not None:
             self.stats.collapsed += 1
             existing.enter = delta.op == "enter"

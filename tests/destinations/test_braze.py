@@ -234,3 +234,18 @@ def test_timeouts_are_retried_and_the_write_stays_idempotent(standins: StandInSe
     h.drain()
     assert h.sink.stats.retries == 2
     assert _members(h, "c1") == ["ACT__A"]
+
+
+def test_a_later_delta_without_the_identifier_still_replaces_the_buffered_change(
+    standins: StandInServer,
+) -> None:
+    client = braze_client(standins.urls["braze"], identifiers={"order": ["email"]})
+    h = harness(client, standins.urls["braze"])
+    h.add(delta("c1", "ACT__A", "enter", identifiers={"email": "a@example.com"}))
+    h.add(delta("c1", "ACT__A", "exit", seq=2))  # no email on this one
+    h.drain()
+    assert h.dead.records == []
+    assert (
+        h.admin.profiles()["users"].get("email:a@example.com", {}).get("streamsync_audiences", [])
+        == []
+    )
