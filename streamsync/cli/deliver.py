@@ -21,6 +21,7 @@ from confluent_kafka import KafkaException
 
 from streamsync.cli.arguments import non_negative_int
 from streamsync.config import ConfigError, load_config
+from streamsync.destinations.dead_letter import DeadLetterFailed
 from streamsync.destinations.deliver import DeliverLoop, DeliverResult, DeliverSetupError
 from streamsync.destinations.errors import FatalDestinationError
 from streamsync.destinations.sink import DeliverySink
@@ -101,6 +102,8 @@ def run_deliver(args: argparse.Namespace) -> int:
         return _fail(f"stopped without committing further: {exc}", 1)
     except KafkaException as exc:
         return _fail(f"stopped: Kafka error: {exc}", 1)
+    except DeadLetterFailed as exc:
+        return _fail(f"stopped without committing further: {exc}", 1)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)

@@ -35,7 +35,7 @@ from streamsync.deltas.record import MembershipDelta
 from streamsync.destinations.client import Change, DestinationClient
 from streamsync.destinations.config import CredentialsError, DestinationConfig
 from streamsync.destinations.control import ControlFile
-from streamsync.destinations.dead_letter import DeliveryDeadLetters
+from streamsync.destinations.dead_letter import DeadLetterFailed, DeliveryDeadLetters
 from streamsync.destinations.errors import FatalDestinationError
 from streamsync.destinations.offsets import OffsetTracker
 from streamsync.destinations.sink import DeliverySink, SinkStats, Transport
@@ -357,7 +357,7 @@ def run_delivery(
     def work(loop: DeliverLoop) -> None:
         try:
             results[loop.name] = loop.run(duration_s=duration_s, idle_timeout_s=idle_timeout_s)
-        except (FatalDestinationError, KafkaException) as exc:
+        except (FatalDestinationError, KafkaException, DeadLetterFailed) as exc:
             stats = loop.sink.stats if loop.sink is not None else SinkStats()
             results[loop.name] = DeliverResult(loop.name, stats, error=str(exc))
 
