@@ -108,3 +108,27 @@ def test_dry_run_logs_redacted_requests_and_commits_nothing(
     assert '"delivered":3' in captured.out
     assert "dry-secret-key" not in captured.err and "dry-secret-key" not in captured.out
     assert uncommitted_records(kafka_bootstrap_servers, "dry-run-group", topic, 1) == 3
+
+
+@pytest.mark.kafka
+def test_refused_credentials_stop_with_one_line_and_nothing_committed(
+    tmp_path: Path, kafka_bootstrap_servers: str, new_topic: Any,
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    from streamsync.dev.standins import BrazeStandIn, StandInServer
+
+    topic = new_topic("deltas")
+    produce_deltas(kafka_bootstrap_servers, topic, [delta("c1", "ACT__A", "enter")])
+    monkeypatch.setenv("WRONG_KEY", "not-the-key")
+    with StandInServer({"braze": BrazeStandIn("the-key")}) as server:
+        config = write_config(
+            tmp_path / "c.yaml", kafka_bootstrap_servers, topic,
+            {"braze": {"kind": "braze", "base_url": server.urls["braze"],
+                       "credentials": {"env": "WRONG_KEY"}, "group_id": "wrong-key"}},
+        )  # fmt: skip
+        rc = main(["deliver", "--config", str(config), "--destination", "braze"])
+    err = capsys.readouterr().err
+    assert rc == 1
+    [line] = [x for x in err.splitlines() if x.startswith("streamsync deliver:")]
+    assert "HTTP 401" in line and "not-the-key" not in err and "Traceback" not in err
+    assert uncommitted_records(kafka_bootstrap_servers, "wrong-key", topic, 1) == 1
