@@ -249,3 +249,22 @@ def test_a_later_delta_without_the_identifier_still_replaces_the_buffered_change
         h.admin.profiles()["users"].get("email:a@example.com", {}).get("streamsync_audiences", [])
         == []
     )
+
+
+@pytest.mark.parametrize("update_existing_only", [False, True])
+def test_user_alias_and_update_existing_only(
+    standins: StandInServer, update_existing_only: bool
+) -> None:
+    client = braze_client(
+        standins.urls["braze"],
+        identifiers={"order": ["user_alias"], "alias_label": "cio_id", "alias_source": "cio_id"},
+        update_existing_only=update_existing_only,
+    )
+    h = harness(client, standins.urls["braze"])
+    h.add(delta("c1", "ACT__A", "enter", identifiers={"cio_id": "d9c1"}))
+    h.drain()
+    users = h.admin.profiles()["users"]
+    # Braze creates an alias-only profile only when told _update_existing_only: false
+    assert users == ({} if update_existing_only else
+                     {"user_alias:cio_id:d9c1": {"streamsync_audiences": ["ACT__A"]}})  # fmt: skip
+    assert h.offsets.position(0) == 1
