@@ -12,7 +12,13 @@ fi
 stamp=.venv/.streamsync-installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
     echo "streamsync: installing streamsync and its dev tools into .venv" >&2
-    .venv/bin/python -m pip install --quiet --upgrade pip
-    .venv/bin/python -m pip install --quiet -e '.[dev]'
+    # The build backend's chatter goes to a log; it is shown only when the install fails.
+    log=.venv/pip-install.log
+    if ! { .venv/bin/python -m pip install --quiet --upgrade pip \
+        && .venv/bin/python -m pip install --quiet -e '.[dev]'; } >"$log" 2>&1; then
+        tail -n 40 "$log" >&2
+        echo "streamsync: installing into .venv failed (full log: $log)" >&2
+        exit 1
+    fi
     touch "$stamp"
 fi

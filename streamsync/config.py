@@ -14,11 +14,12 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     SecretStr,
@@ -28,16 +29,64 @@ from pydantic import (
 )
 
 from streamsync.destinations.config import DestinationConfig, parse_destinations, resolve_paths
-from streamsync.kafka.broker import BOOTSTRAP_ENV
+from streamsync.kafka.config import BOOTSTRAP_ENV
+from streamsync.observability.config import ObservabilityConfig
+from streamsync.strict_yaml import YamlSyntaxError, YamlTextError, parse_yaml
 
 TopicFormat = Literal["pipelines_json", "webhook_json", "pipelines_avro", "webhook_avro"]
+#: Identifier kinds a webhook topic's identity policy may list (``Event.id_kind``).
+IdKind = Literal["id", "cio_id", "email", "customer_id"]
 DEFAULT_MAX_RECORD_BYTES = 1024 * 1024
+#: Default webhook identity policy: ``data.identifiers.id``, then email, then cio_id, and
+#: the deprecated ``data.customer_id`` last (see ``streamsync.ingest.identity``).
+DEFAULT_WEBHOOK_IDENTITY: tuple[IdKind, ...] = ("id", "email", "cio_id", "customer_id")
+#: Default for how far an event time may be ahead of the reference clock: one day.
+DEFAULT_MAX_CLOCK_SKEW_S = 24 * 60 * 60
 DEFAULT_DEAD_LETTER_TOPIC = "streamsync.dead-letter"
 _REDACTED = "**********"
 
 
+#: A configuration file is a page of YAML; anything near this size is the wrong file.
+MAX_CONFIG_BYTES = 1024 * 1024
+
+
 class ConfigError(ValueError):
-    """The configuration file is missing, not YAML, or not valid; the message says where."""
+    """The configuration file is missing, not YAML, or not valid; the message is one line
+    that says where (file, line or key) and never quotes a value."""
+
+
+def check_librdkafka_settings(settings: Mapping[str, Any]) -> None:
+    """Raise ``ValueError`` naming the first key librdkafka rejects (unknown, or a value
+    it cannot take), without the value: it may be a secret.
+
+    confluent-kafka checks settings only when a client is built, which for ``ingest``
+    would be after start-up; building a throw-away producer (no brokers, logging off)
+    here checks them at load, in about a millisecond.
+    """
+    if not settings:
+        return
+    from confluent_kafka import KafkaException, Producer
+
+    def rejected(candidate: Mapping[str, Any]) -> str | None:
+        try:
+            Producer({**candidate, "log_level": 0})
+        except KafkaException as exc:
+            return str(exc.args[0].str() if exc.args else exc)
+        except (TypeError, ValueError) as exc:
+            return str(exc)
+        return None
+
+    if rejected(settings) is None:
+        return
+    for key, value in settings.items():
+        problem = rejected({key: value})
+        if problem is None:
+            continue
+        if "No such configuration property" in problem:
+            raise ValueError(f"{key!r} is not a librdkafka setting")
+        raise ValueError(f"librdkafka rejects the value of {key!r}")
+    keys = ", ".join(map(repr, settings))
+    raise ValueError(f"librdkafka rejects these settings together: {keys}")
 
 
 class _Model(BaseModel):
@@ -52,14 +101,27 @@ class TopicConfig(_Model):
     framing: Literal["plain", "confluent"] = "plain"
     customer_key: str | None = Field(
         default=None,
-        description="Dotted path of the customer key in the record; default userId for "
-        "Data Pipelines, data.customer_id for webhooks.",
+        description="Dotted path of the customer key in the record (id_kind 'id'); default "
+        "userId for Data Pipelines. On a webhook topic it replaces the identity policy.",
+    )
+    identity: list[IdKind] | None = Field(
+        default=None,
+        description="Webhook topics: the identifiers tried in order for the customer key "
+        "(data.identifiers.id/email/cio_id, data.customer_id); default id, email, cio_id, "
+        "customer_id. Must start with id; customer_id, if listed, comes last.",
     )
     key_is_customer_id: bool = Field(
         default=False,
         description="Use the Kafka message key (UTF-8) when the record has no customer key.",
     )
     max_record_bytes: int = Field(default=DEFAULT_MAX_RECORD_BYTES, gt=0)
+    max_clock_skew_s: int = Field(
+        default=DEFAULT_MAX_CLOCK_SKEW_S,
+        gt=0,
+        le=366 * 24 * 60 * 60,
+        description="Records stamped more than this many seconds ahead of the reference "
+        "clock (the wall clock; replay: its start) are dead-lettered as bad_timestamp.",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> TopicConfig:
@@ -67,7 +129,27 @@ class TopicConfig(_Model):
             raise ValueError("framing 'confluent' applies to Avro formats only")
         if self.customer_key is not None and not all(self.customer_key.split(".")):
             raise ValueError("customer_key must be a dotted path like properties.customer_id")
+        if self.identity is not None:
+            if self.record_kind != "webhook":
+                raise ValueError(
+                    "identity applies to webhook topics; Data Pipelines records are keyed by "
+                    "userId (or customer_key)"
+                )
+            if self.customer_key is not None:
+                raise ValueError("set identity or customer_key, not both")
+            kinds = self.identity
+            if not kinds or kinds[0] != "id":
+                raise ValueError("identity must start with id (data.identifiers.id)")
+            if len(set(kinds)) != len(kinds):
+                raise ValueError("identity lists an identifier twice")
+            if "customer_id" in kinds[:-1]:
+                raise ValueError("customer_id (deprecated by Customer.io) may only come last")
         return self
+
+    @property
+    def webhook_identity(self) -> tuple[IdKind, ...]:
+        """The webhook identity policy in the order tried."""
+        return DEFAULT_WEBHOOK_IDENTITY if self.identity is None else tuple(self.identity)
 
     @property
     def is_avro(self) -> bool:
@@ -88,6 +170,14 @@ class KafkaConfig(_Model):
     sasl_password: SecretStr | None = None
     ssl_ca_location: str | None = None
     extra: dict[str, str | int | float | bool] = Field(default_factory=dict)
+
+    @field_validator("extra")
+    @classmethod
+    def _librdkafka_accepts(
+        cls, extra: dict[str, str | int | float | bool]
+    ) -> dict[str, str | int | float | bool]:
+        check_librdkafka_settings(extra)
+        return extra
 
     @model_validator(mode="after")
     def _check(self) -> KafkaConfig:
@@ -172,27 +262,92 @@ class DeltasConfig(_Model):
     )
 
 
+def _duration_ms(value: object) -> int:
+    """Durations in the configuration are written as in audience files (``100ms``,
+    ``5m``); a bare number is not accepted, so ``5`` cannot mean 5 ms by accident."""
+    from streamsync.audiences.durations import parse_duration
+
+    if not isinstance(value, str):
+        raise ValueError("a duration is a number with a unit, such as 100ms or 5m")
+    ms = parse_duration(value)
+    if ms < 0:
+        raise ValueError("a duration must not be negative")
+    return ms
+
+
+Duration = Annotated[int, BeforeValidator(_duration_ms)]
+
+
+class EvaluateConfig(_Model):
+    """The evaluate service: audiences, state, transactions and time.
+
+    Durations are strings with a unit (``100ms``, ``10s``, ``5m``) and are held in
+    milliseconds.
+    """
+
+    audiences: Path = Field(
+        description="Audience file or directory; relative to the configuration file."
+    )
+    group_id: str = Field(default="streamsync-evaluate", min_length=1)
+    state_dir: Path = Field(
+        default=Path("state"),
+        description="Local state stores (one RocksDB per partition) and this instance's "
+        "transactional id; relative to the configuration file. One per process.",
+    )
+    changelog_topic: str | None = Field(
+        default=None,
+        description="Compacted changelog of the state stores; default <group_id>.changelog.",
+    )
+    commit_interval_ms: Duration = Field(default=100, alias="commit_interval")
+    allowed_lateness_ms: Duration = Field(default=5 * 60_000, alias="allowed_lateness")
+    wall_clock: bool = Field(
+        default=True,
+        description="While every input partition of a task is caught up, advance its "
+        "watermark with the wall clock (minus idle_grace) so deadlines fire on time.",
+    )
+    idle_grace_ms: Duration = Field(default=500, alias="idle_grace")
+    dedup_horizon_ms: Duration = Field(default=24 * 3_600_000, alias="dedup_horizon")
+    transaction_timeout_ms: Duration = Field(default=10_000, alias="transaction_timeout")
+    session_timeout_ms: Duration = Field(default=10_000, alias="session_timeout")
+    revoke_budget_ms: Duration = Field(default=10_000, alias="revoke_budget")
+    broker_timeout_ms: Duration = Field(default=60_000, alias="broker_timeout")
+    delta_schema_id: int = Field(
+        default=3,
+        ge=0,
+        description="Schema id in the Confluent framing of Avro deltas (deltas.format avro).",
+    )
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @property
+    def changelog(self) -> str:
+        return self.changelog_topic or f"{self.group_id}.changelog"
+
+
 class AppConfig(_Model):
     """The whole configuration file."""
 
     kafka: KafkaConfig = Field(default_factory=KafkaConfig)
     ingest: IngestConfig
     deltas: DeltasConfig = Field(default_factory=DeltasConfig)
+    evaluate: EvaluateConfig | None = None
     #: name -> settings; each entry's ``kind`` picks its model (streamsync/destinations/).
     destinations: dict[str, DestinationConfig] = Field(default_factory=dict)
 
     _destinations = field_validator("destinations", mode="before")(
         classmethod(lambda cls, v: parse_destinations(v))
     )
+    observability: ObservabilityConfig = Field(default_factory=ObservabilityConfig)
 
 
 def _format_errors(error: ValidationError) -> str:
     # Never include ``input``: it may be a password or a customer's data.
-    lines = []
+    parts = []
     for item in error.errors(include_input=False, include_url=False):
         where = ".".join(str(part) for part in item["loc"]) or "(root)"
-        lines.append(f"  {where}: {item['msg']}")
-    return "\n".join(lines)
+        message = str(item["msg"]).removeprefix("Value error, ")
+        parts.append(f"{where}: {message}")
+    return "; ".join(parts)
 
 
 def parse_config(
@@ -209,7 +364,7 @@ def parse_config(
     try:
         config = AppConfig.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(f"{source}: invalid configuration\n{_format_errors(exc)}") from None
+        raise ConfigError(f"{source}: invalid configuration: {_format_errors(exc)}") from None
     bootstrap = environ.get(BOOTSTRAP_ENV, "").strip()
     if bootstrap:
         config = config.model_copy(
@@ -224,6 +379,18 @@ def parse_config(
                 )
             }
         )
+    evaluate = config.evaluate
+    if evaluate is not None and base_dir is not None:
+        paths = {
+            name: (base_dir / value).resolve()
+            for name, value in (
+                ("audiences", evaluate.audiences),
+                ("state_dir", evaluate.state_dir),
+            )
+            if not value.is_absolute()
+        }
+        if paths:
+            config = config.model_copy(update={"evaluate": evaluate.model_copy(update=paths)})
     if base_dir is not None and config.destinations:
         config = config.model_copy(
             update={
@@ -236,6 +403,26 @@ def parse_config(
     return config
 
 
+def check_schema_registry(path: Path, what: str) -> None:
+    """:class:`ConfigError` (prefixed with ``what``) when the file-backed schema registry
+    at ``path`` is missing or its mapping file cannot be read: found at start-up, not
+    when the first Avro record arrives."""
+    from streamsync.ingest.avro import FileSchemaRegistry
+
+    if not path.exists():
+        raise ConfigError(f"{what}: {path} does not exist")
+    try:
+        FileSchemaRegistry.from_path(path)
+    except OSError as exc:
+        raise ConfigError(f"{what}: {exc.filename or path}: {exc.strerror}") from None
+    except yaml.YAMLError:
+        # Not PyYAML's message: it quotes lines.
+        raise ConfigError(f"{what}: {path}: its registry mapping is not valid YAML") from None
+    except (ValueError, TypeError) as exc:
+        detail = " ".join(str(exc).split())
+        raise ConfigError(f"{what}: {path}: the registry mapping is invalid: {detail}") from None
+
+
 def load_config(path: str | Path, *, env: Mapping[str, str] | None = None) -> AppConfig:
     """Read and validate a YAML configuration file.
 
@@ -245,17 +432,30 @@ def load_config(path: str | Path, *, env: Mapping[str, str] | None = None) -> Ap
     file's directory, so the result does not depend on the working directory.
     """
     file = Path(path)
+    if file.is_dir():
+        raise ConfigError(f"{file}: is a directory, not a configuration file")
+    if file.exists() and not (file.is_file() or file.is_fifo()):
+        raise ConfigError(f"{file}: not a regular file")
     try:
-        text = file.read_text("utf-8")
+        with file.open("rb") as handle:
+            raw = handle.read(MAX_CONFIG_BYTES + 1)
     except OSError as exc:
         raise ConfigError(f"{file}: cannot read ({exc.strerror})") from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{file}: larger than {MAX_CONFIG_BYTES // 1024 // 1024} MiB")
     try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
+        document = parse_yaml(raw)
+    except YamlTextError as exc:
+        raise ConfigError(f"{file}: {exc}") from None
+    except YamlSyntaxError as exc:
         # Only the position and the problem: PyYAML's own message quotes the line, which
         # may be the one holding the password.
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
-        problem = getattr(exc, "problem", None) or "syntax error"
-        raise ConfigError(f"{file}: not valid YAML: {where}{problem}") from None
-    return parse_config(data, source=str(file), base_dir=file.parent, env=env)
+        raise ConfigError(f"{file}: not valid YAML: {exc}") from None
+    if document.duplicate_keys:
+        where = "; ".join(f"line {d.line}: {d}" for d in document.duplicate_keys)
+        raise ConfigError(f"{file}: {where}")
+    config = parse_config(document.data, source=str(file), base_dir=file.parent, env=env)
+    registry = config.ingest.schema_registry_dir
+    if registry is not None:
+        check_schema_registry(registry, f"{file}: ingest.schema_registry_dir")
+    return config

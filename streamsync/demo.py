@@ -8,17 +8,21 @@ Steps (each reported on the output stream):
 2. Generate a seeded D2C stream and produce it, keyed by customer, to three topics:
    Data Pipelines JSON, reporting-webhook JSON, and Confluent-framed Avro (for a tenth
    of the customers), with malformed records mixed in.
-3. Ingest (decode, dead-letter) and evaluate the example audiences until the topics
-   are drained, then fire every deadline up to the newest record.
+3. Run the evaluate application (the same object ``streamsync evaluate`` runs: tasks per
+   partition, persistent state, exactly-once deltas topic) until the topics are drained,
+   then fire every deadline up to the newest record; read the deltas back from the
+   deltas topic as a ``read_committed`` consumer would.
 4. Replay the same records offline and compare: the deltas must be identical.
 """
 
 from __future__ import annotations
 
+import tempfile
 import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TextIO
 
 import orjson
@@ -27,15 +31,22 @@ from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-def
 
 from streamsync.audiences.loader import load_audiences
 from streamsync.audiences.replay import replay
-from streamsync.config import IngestConfig, KafkaConfig, TopicConfig
+from streamsync.config import (
+    AppConfig,
+    DeltasConfig,
+    EvaluateConfig,
+    IngestConfig,
+    KafkaConfig,
+    TopicConfig,
+)
+from streamsync.deltas.codec import decode_json
 from streamsync.deltas.record import MembershipDelta
 from streamsync.ingest.avro import confluent_frame, encode_avro
 from streamsync.ingest.jsonl import is_webhook_record, read_events
 from streamsync.kafka.broker import kafka_bootstrap, kafka_bootstrap_from_env
 from streamsync.kafka.config import consumer_config, producer_config
 from streamsync.resources import project_path
-from streamsync.runtime.evaluate import EvaluateStage
-from streamsync.runtime.ingest_loop import IngestLoop, IngestStats
+from streamsync.runtime.app import Application, EvaluateStats
 from streamsync.synthetic import generate_records, mix_bad_records
 
 EXAMPLE_AUDIENCES = project_path("examples", "audiences")
@@ -51,7 +62,7 @@ class DemoResult:
     """What the demo saw; ``matches_replay`` is the end-to-end correctness check."""
 
     produced: Counter[str] = field(default_factory=Counter)
-    ingest: IngestStats | None = None
+    ingest: EvaluateStats | None = None
     dead_letters_read_back: int = 0
     deltas: list[MembershipDelta] = field(default_factory=list)
     replay_deltas: list[MembershipDelta] = field(default_factory=list)
@@ -161,6 +172,24 @@ def _count_topic(bootstrap: str, topic: str, expected: int, timeout_s: float = 3
     return seen
 
 
+def _read_deltas(
+    bootstrap: str, topic: str, expected: int, timeout_s: float = 60.0
+) -> list[MembershipDelta]:
+    """The deltas topic as a delivery stage sees it (``read_committed``)."""
+    consumer = Consumer(consumer_config(bootstrap, f"streamsync-demo-read-{uuid.uuid4().hex}"))
+    consumer.subscribe([topic])
+    deltas: list[MembershipDelta] = []
+    deadline = time.monotonic() + timeout_s
+    try:
+        while time.monotonic() < deadline and len(deltas) < expected:
+            for message in consumer.consume(1000, 0.5):
+                if message.error() is None:
+                    deltas.append(decode_json(message.value() or b"{}"))
+    finally:
+        consumer.close()
+    return deltas
+
+
 def run_demo(
     *,
     customers: int = 2_000,
@@ -194,29 +223,41 @@ def run_demo(
         result.produced = _produce(bootstrap, topics, records, out)
 
         _say(out, f"[3/4] Ingesting and evaluating {len(audiences)} audiences")
-        stage = EvaluateStage(audiences, result.deltas.append)
-        config = IngestConfig(
-            topics=[
-                TopicConfig(name=topics["json"], format="pipelines_json"),
-                TopicConfig(name=topics["webhooks"], format="webhook_json"),
-                TopicConfig(name=topics["avro"], format="pipelines_avro", framing="confluent"),
-            ],
-            dead_letter_topic=dead_letter_topic,
-            group_id=f"streamsync-demo-{run}",
-            schema_registry_dir=SCHEMA_REGISTRY,
-        )
-        loop = IngestLoop(
-            config,
-            KafkaConfig(bootstrap_servers=bootstrap),
-            stage,
-            progress=lambda s: _say(
-                out, f"      {s.records:,} records, {len(result.deltas):,} deltas so far"
-            ),
-            progress_interval_s=2.0,
-            partitions=stage,
-        )
-        result.ingest = loop.run(idle_timeout_s=idle_timeout_s)
-        stage.finish()
+        deltas_topic = f"demo-{run}.deltas"
+        with tempfile.TemporaryDirectory(prefix="streamsync-demo-state-") as state_dir:
+            config = AppConfig(
+                kafka=KafkaConfig(bootstrap_servers=bootstrap),
+                ingest=IngestConfig(
+                    topics=[
+                        TopicConfig(name=topics["json"], format="pipelines_json"),
+                        TopicConfig(name=topics["webhooks"], format="webhook_json"),
+                        TopicConfig(
+                            name=topics["avro"], format="pipelines_avro", framing="confluent"
+                        ),
+                    ],
+                    dead_letter_topic=dead_letter_topic,
+                    schema_registry_dir=SCHEMA_REGISTRY,
+                ),
+                deltas=DeltasConfig(topic=deltas_topic),
+                # History, not live traffic: the clock is event time only, and the run
+                # ends by firing every deadline up to the newest record, as replay does.
+                evaluate=EvaluateConfig(
+                    audiences=EXAMPLE_AUDIENCES,
+                    group_id=f"streamsync-demo-{run}",
+                    state_dir=Path(state_dir),
+                    wall_clock=False,
+                ),
+            )
+            app = Application(
+                config,
+                audiences=audiences,
+                progress=lambda s: _say(
+                    out, f"      {s.records:,} records, {s.deltas:,} deltas so far"
+                ),
+                progress_interval_s=2.0,
+            )
+            result.ingest = app.run(idle_timeout_s=idle_timeout_s, finish=True)
+        result.deltas = _read_deltas(bootstrap, deltas_topic, result.ingest.deltas)
         result.dead_letters_read_back = _count_topic(
             bootstrap, dead_letter_topic, result.ingest.dead_lettered
         )

@@ -636,7 +636,7 @@ BAD_RECORD_LABELS: Final = (
     "malformed_json",
     "wrong_type_user_id",
     "wrong_type_timestamp",
-    "missing_message_id",
+    "out_of_range_amount",
     "unknown_type",
     "oversized",
     "missing_customer_id",
@@ -675,11 +675,12 @@ def bad_records(seed: int, count: int) -> list[tuple[str, bytes]]:
             raw = orjson.dumps(good | {"userId": {"id": user}})
         elif label == "wrong_type_timestamp":
             raw = orjson.dumps(good | {"timestamp": ms})
-        elif label == "missing_message_id":
-            del good["messageId"]
-            raw = orjson.dumps(good)
+        elif label == "out_of_range_amount":
+            # A summed amount no engine arithmetic can take (README "Bad input").
+            raw = orjson.dumps(good | {"properties": {"product_id": "prod_0000", "price": 1e308}})
         elif label == "unknown_type":
-            raw = orjson.dumps(good | {"type": rng.choice(("alias", "group", "purchase"))})
+            # Not a documented call type (group and alias are valid, counted as skipped).
+            raw = orjson.dumps(good | {"type": rng.choice(("purchase", "merge", "trak"))})
         elif label == "oversized":
             blob = "x" * _OVERSIZED_BYTES
             raw = orjson.dumps(good | {"properties": {"product_id": "prod_0000", "blob": blob}})

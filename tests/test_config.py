@@ -137,3 +137,91 @@ def test_models_are_frozen() -> None:
     )
     with pytest.raises(ValueError, match="frozen"):
         config.ingest.topics[0].name = "b"  # type: ignore[misc]
+
+
+TOPICS = "ingest:\n  topics: [{name: a, format: webhook_json}]\n"
+
+
+def test_errors_are_one_line(tmp_path: Path) -> None:
+    text = "ingest:\n  topics: [{name: a, format: csv, colour: red}]\n"
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, text), env={})
+    message = str(info.value)
+    assert "\n" not in message
+    assert "ingest.topics.0.format" in message and "colour" in message
+
+
+def test_not_utf8_names_the_line(tmp_path: Path) -> None:
+    path = tmp_path / "streamsync.yaml"
+    path.write_bytes(TOPICS.encode() + b"# caf\xe9\n")
+    with pytest.raises(ConfigError, match=r"line 3: not UTF-8"):
+        load_config(path, env={})
+
+
+def test_a_directory_is_not_a_config_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="is a directory"):
+        load_config(tmp_path, env={})
+
+
+def test_nested_too_deep(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="nested more than 64 levels"):
+        load_config(write(tmp_path, TOPICS + "x: " + "[" * 3000 + "]" * 3000 + "\n"), env={})
+
+
+def test_duplicate_keys_are_rejected_without_values(tmp_path: Path) -> None:
+    text = SASL.replace(
+        f"  sasl_password: {SECRET}\n", f"  sasl_password: {SECRET}\n  sasl_password: x\n"
+    )
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, text), env={})
+    assert "line 8: duplicate key 'sasl_password' (first at line 7)" in str(info.value)
+    assert SECRET not in str(info.value)
+
+
+def test_missing_schema_registry_dir_is_named(tmp_path: Path) -> None:
+    path = write(tmp_path, TOPICS + "  schema_registry_dir: registry\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path, env={})
+    assert f"ingest.schema_registry_dir: {tmp_path / 'registry'} does not exist" in str(info.value)
+    (tmp_path / "registry").mkdir()
+    assert load_config(path, env={}).ingest.schema_registry_dir == tmp_path / "registry"
+
+
+def test_unreadable_schema_registry_mapping_is_found_at_load(tmp_path: Path) -> None:
+    registry = tmp_path / "registry"
+    registry.mkdir()
+    (registry / "registry.yaml").write_text(f"1: [{SECRET}\n", "utf-8")
+    path = write(tmp_path, TOPICS + "  schema_registry_dir: registry\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path, env={})
+    assert "ingest.schema_registry_dir" in str(info.value)
+    assert "not valid YAML" in str(info.value) and SECRET not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (f"{{no.such.setting: {SECRET}}}", "'no.such.setting' is not a librdkafka setting"),
+        (f"{{linger.ms: 5, acks: {SECRET}}}", "librdkafka rejects the value of 'acks'"),
+    ],
+)
+def test_unknown_or_invalid_librdkafka_settings(tmp_path: Path, extra: str, message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, f"kafka:\n  extra: {extra}\n{TOPICS}"), env={})
+    assert f"kafka.extra: {message}" in str(info.value)
+    assert SECRET not in str(info.value)
+
+
+def test_valid_librdkafka_settings_pass_as_is(tmp_path: Path) -> None:
+    extra = "{linger.ms: 5, enable.idempotence: true, auto.offset.reset: earliest}"
+    config = load_config(write(tmp_path, f"kafka:\n  extra: {extra}\n{TOPICS}"), env={})
+    assert config.kafka.client_config()["linger.ms"] == 5
+    assert config.kafka.client_config()["auto.offset.reset"] == "earliest"
+
+
+def test_not_a_regular_file_or_too_large(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="not a regular file"):
+        load_config("/dev/zero", env={})
+    big = write(tmp_path, TOPICS + "#" * (1024 * 1024) + "\n")
+    with pytest.raises(ConfigError, match="larger than 1 MiB"):
+        load_config(big, env={})

@@ -17,8 +17,10 @@ what turns "no order within 90 minutes" into a timer instead of a poll.
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from fractions import Fraction
 from sys import intern
 from typing import Any
 
@@ -35,6 +37,7 @@ from streamsync.audiences.definition import (
 )
 from streamsync.audiences.durations import UNITS
 from streamsync.audiences.matching import Predicate, path_reader, predicate, same_value
+from streamsync.ingest.bounds import MAX_ABS_NUMBER
 from streamsync.ingest.event import IDENTIFY, Event
 
 #: An instant later than any event time: "no change without a new record".
@@ -47,7 +50,8 @@ PENDING = 2  #: audiences touched by records at the open instant (0 = not dirty)
 IDS = 3  #: identifiers (email, phone, cio_id) or None
 RIDS = 4  #: record ids applied at the open instant, or None
 CUSTOMER_ID = 5
-HEADER = 6
+ID_KIND = 6  #: what CUSTOMER_ID is (``Event.id_kind`` of the customer's latest record)
+HEADER = 7
 
 Customer = list[Any]
 Evaluator = Callable[[Customer, int], tuple[bool, int]]
@@ -56,6 +60,19 @@ Updater = Callable[[Customer, Event], None]
 _FALSE_NEVER = (False, NEVER)
 _TRUE_NEVER = (True, NEVER)
 _MICRO = 1_000_000
+#: Numbers the engine converts (amounts to micro-units, offsets to milliseconds). The
+#: decoders dead-letter anything else (``out_of_range``); the conversions skip it too,
+#: so an ``Event`` built by hand cannot make them raise either (NaN fails both bounds).
+_LOW, _HIGH = -MAX_ABS_NUMBER, MAX_ABS_NUMBER
+
+
+def micro_limit(threshold: float) -> int | float:
+    """A sum threshold in micro-units, exactly (``Fraction``: no float overflow for any
+    finite threshold); an infinite one stays infinite, which compares correctly with
+    any integer sum."""
+    if math.isfinite(threshold):
+        return round(Fraction(threshold) * _MICRO)
+    return threshold
 
 
 def compact_id(record_id: str | None) -> bytes | str | None:
@@ -138,7 +155,7 @@ class Program:
     @functools.cached_property
     def _blank(self) -> Customer:
         return (
-            [0, NEVER, 0, None, None, None]
+            [0, NEVER, 0, None, None, None, "id"]
             + [NEVER] * self.timed
             + [0] * len(self.audiences)
             + [None] * self.fact_slots
@@ -260,7 +277,7 @@ class _Builder:
                 values = [
                     v
                     for v in read(e.properties)
-                    if isinstance(v, int | float) and not isinstance(v, bool)
+                    if isinstance(v, int | float) and not isinstance(v, bool) and _LOW <= v <= _HIGH
                 ]
                 c[slot] = e.timestamp_ms
                 c[rid_slot] = compact_id(e.record_id)
@@ -358,8 +375,9 @@ class _Builder:
                     micro = 0
                     for v in read(e.properties):
                         if isinstance(v, int) and not isinstance(v, bool):
-                            micro += v * _MICRO
-                        elif isinstance(v, float):
+                            if _LOW <= v <= _HIGH:
+                                micro += v * _MICRO
+                        elif isinstance(v, float) and _LOW <= v <= _HIGH:
                             micro += round(v * _MICRO)
                     if windowed:
                         entries = c[slot]
@@ -394,7 +412,11 @@ class _Builder:
         def closed(c: Customer, e: Event) -> None:
             items = c[slot]
             if items:
-                items.difference_update(read(e.properties))
+                # Only keys an open can hold: a list or object under the key path is a
+                # valid record that closes nothing (and is not hashable).
+                items.difference_update(
+                    k for k in read(e.properties) if isinstance(k, str | int | float)
+                )
                 if not items:
                     c[slot] = None
 
@@ -544,7 +566,7 @@ class _Builder:
         slot = self.total(spec)
         strict = spec.greater_than is not None
         threshold = spec.greater_than if spec.greater_than is not None else spec.at_least
-        limit = round((threshold or 0) * _MICRO)
+        limit = micro_limit(threshold or 0)
         within = spec.within
 
         def passes(value: int) -> bool:

@@ -37,10 +37,22 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
 
+#: Largest ``count.at_least``: the engine keeps that many timestamps per key.
+MAX_COUNT = 100_000
+#: Largest audience version: deltas carry it as a 32-bit Avro int.
+MAX_VERSION = 2**31 - 1
+
+
 def _duration(value: Any) -> int:
+    """A duration field's value in ms (see :mod:`~streamsync.audiences.durations`)."""
     if isinstance(value, str | int) and not isinstance(value, bool):
         return parse_duration(value)
     raise ValueError("a duration is a number with a unit, such as 90m or 7d")
+
+
+def _not_negative(value: int | None, name: str) -> None:
+    if value is not None and value < 0:
+        raise ValueError(f"{name} must not be negative")
 
 
 class Comparison(_Strict):
@@ -48,10 +60,10 @@ class Comparison(_Strict):
 
     eq: Scalar = None
     ne: Scalar = None
-    gt: float | None = None
-    gte: float | None = None
-    lt: float | None = None
-    lte: float | None = None
+    gt: float | None = Field(default=None, allow_inf_nan=False)
+    gte: float | None = Field(default=None, allow_inf_nan=False)
+    lt: float | None = Field(default=None, allow_inf_nan=False)
+    lte: float | None = Field(default=None, allow_inf_nan=False)
     one_of: list[Scalar] | None = Field(default=None, alias="in")
     exists: bool | None = None
 
@@ -110,6 +122,10 @@ class SinceLast(EventMatch):
 
     @model_validator(mode="after")
     def _ordered(self) -> SinceLast:
+        if self.offset_by is None:
+            # Negative bounds place the window before a captured offset (7 days before
+            # the supply runs out); without offset_by they reach before the record.
+            _not_negative(self.at_least, "at_least (without offset_by)")
         if self.less_than is not None and self.less_than <= self.at_least:
             raise ValueError("less_than must be longer than at_least")
         return self
@@ -129,7 +145,7 @@ class Count(EventMatch):
     """At least ``at_least`` matching records in ``(t - within, t]`` (or ever, without
     ``within``); with ``per``, for some single value of that property."""
 
-    at_least: int = Field(default=1, ge=1)
+    at_least: int = Field(default=1, ge=1, le=MAX_COUNT)
     within: int | None = None
     per: str | None = None
 
@@ -158,8 +174,8 @@ class Sum(_Strict):
     add: list[Amount] = Field(min_length=1)
     subtract: list[Amount] = Field(default_factory=list)
     within: int | None = None
-    greater_than: float | None = None
-    at_least: float | None = None
+    greater_than: float | None = Field(default=None, allow_inf_nan=False)
+    at_least: float | None = Field(default=None, allow_inf_nan=False)
 
     _durations = field_validator("within", mode="before")(
         classmethod(lambda cls, v: None if v is None else _duration(v))
@@ -209,6 +225,10 @@ class Condition(_Strict):
         if len(self.model_fields_set) != 1:
             names = ", ".join(sorted(_CONDITION_KEYS))
             raise ValueError(f"a condition has exactly one of: {names}")
+        (name,) = self.model_fields_set
+        if getattr(self, name) is None:
+            key = "not" if name == "not_" else name
+            raise ValueError(f"{key} needs a value, not null")
         return self
 
     @property
@@ -294,6 +314,14 @@ class Audience(_Strict):
     def _positive(cls, v: int | None) -> int | None:
         if v is not None and v <= 0:
             raise ValueError("sticky_for must be a positive duration")
+        return v
+
+    @field_validator("version")
+    @classmethod
+    def _fits_the_delta_schema(cls, v: int) -> int:
+        # Deltas carry the version as an Avro int (schemas/membership_delta.avsc).
+        if v > MAX_VERSION:
+            raise ValueError(f"version must be at most {MAX_VERSION}")
         return v
 
     def references(self) -> set[str]:

@@ -29,6 +29,7 @@ from dataclasses import dataclass, replace
 from streamsync.audiences.compiler import (
     CUSTOMER_ID,
     DUE,
+    ID_KIND,
     IDS,
     MEMBERS,
     NEVER,
@@ -137,6 +138,8 @@ class Engine:
         self._seen_old: set[str] = set()
         self._seen_since = -NEVER
         self._out: list[MembershipDelta] = []
+        #: customers changed since :meth:`take_touched` (state export, runtime only)
+        self._touched: set[str] = set()
 
     # -- input -----------------------------------------------------------------------------
 
@@ -226,6 +229,7 @@ class Engine:
         buffer, timers, dirty, pop = self._buffer, self._timers, self._dirty, heapq.heappop
         customers, dispatch, evaluate = self.customers, self._dispatch, self._evaluate
         new_customer = self.program.new_customer
+        touch = self._touched.add
         current = self._current
         while True:
             te = buffer[0][0] if buffer and buffer[0][0] < limit else NEVER
@@ -243,6 +247,7 @@ class Engine:
                     break
                 at, _, c = pop(timers)
                 if c[DUE] == at:
+                    touch(c[CUSTOMER_ID])
                     evaluate(c, at, 0, None)
                 continue
             if te == NEVER:
@@ -253,6 +258,8 @@ class Engine:
             if known is None:
                 known = customers[cid] = new_customer(cid)
             c = known
+            c[ID_KIND] = event.id_kind
+            touch(cid)
             found = event.identifiers
             if found:
                 packed = c[IDS]
@@ -372,6 +379,7 @@ class Engine:
                 rids,
                 {} if (packed := c[IDS]) is None else dict(unpack_identifiers(packed)),
                 bool(percent) and in_holdout(self._names[i], cid, percent),
+                c[ID_KIND],
             )
         )
 
@@ -383,3 +391,71 @@ class Engine:
         if c is None:
             return []
         return [name for i, name in enumerate(self._names) if c[MEMBERS] >> i & 1]
+
+    # -- state export and import (streamsync.state) ---------------------------------------
+    # The runtime persists an engine per input partition: changed customers after each
+    # commit, the clock, and the records still waiting in the reorder buffer. These
+    # methods expose exactly that and nothing of the evaluation itself.
+
+    def take_touched(self) -> set[str]:
+        """Ids of the customers changed since the last call (records applied or timers
+        fired); the caller owns the returned set."""
+        touched, self._touched = self._touched, set()
+        return touched
+
+    @property
+    def arrivals(self) -> int:
+        """Records accepted so far (not duplicates): the next record's arrival number."""
+        return self._arrivals
+
+    @property
+    def buffered(self) -> list[tuple[int, int, Event]]:
+        """The reorder buffer as ``(timestamp, arrival, event)`` (a heap; do not modify)."""
+        return self._buffer
+
+    def clock(self) -> dict[str, int]:
+        """The engine's scalar state: clock positions, counters, dedup rotation."""
+        return {
+            "closed": self._closed,
+            "current": self._current,
+            "max_seen": self._max_seen,
+            "arrivals": self._arrivals,
+            "timer_seq": self._timer_seq,
+            "seen_since": self._seen_since,
+            "duplicates": self._duplicates,
+            "corrections": self._corrections,
+            "deltas": self._deltas,
+        }
+
+    def restore(
+        self,
+        clock: dict[str, int],
+        customers: dict[str, Customer],
+        buffer: list[tuple[int, int, Event]],
+        seen: set[str],
+    ) -> None:
+        """Replace this (fresh) engine's state with exported state: customers with a
+        pending deadline go back on the timer heap, the buffer is re-heaped."""
+        self._closed = clock["closed"]
+        self._current = clock["current"]
+        self._max_seen = clock["max_seen"]
+        self._arrivals = clock["arrivals"]
+        self._timer_seq = clock["timer_seq"]
+        self._seen_since = clock["seen_since"]
+        self._duplicates = clock["duplicates"]
+        self._corrections = clock["corrections"]
+        self._deltas = clock["deltas"]
+        self.customers = customers
+        timers = []
+        for c in customers.values():
+            due = c[DUE]
+            if due < NEVER:
+                self._timer_seq += 1
+                timers.append((due, self._timer_seq, c))
+        heapq.heapify(timers)
+        self._timers = timers
+        self._buffer = list(buffer)
+        heapq.heapify(self._buffer)
+        self._seen = seen
+        self._seen_old = set()
+        self._touched = set()

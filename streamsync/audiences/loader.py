@@ -8,8 +8,9 @@ fixing a file wants the whole list, not one error per run.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+import os
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,12 @@ import yaml
 from pydantic import ValidationError
 
 from streamsync.audiences.definition import NAME_CONVENTION, Audience, Condition
+from streamsync.strict_yaml import YamlSyntaxError, YamlTextError, gc_paused, parse_yaml
+
+#: Largest audience file read (a 10 MB file of thousands of audiences loads in seconds).
+MAX_FILE_BYTES = 64 * 1024 * 1024
+#: Longest chain of ``in_audience`` references (A reads B reads C ...).
+MAX_REFERENCE_DEPTH = 32
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,25 +47,59 @@ class AudienceDefinitionError(ValueError):
         super().__init__("\n".join(str(p) for p in self.problems))
 
 
+class AudienceFileError(ValueError):
+    """An audience path cannot be read as YAML text at all: missing, not a regular file,
+    too large, not UTF-8, control characters, nested too deep. The message is one line
+    that names the file (and the line, when there is one)."""
+
+
 @dataclass(frozen=True, slots=True)
 class _Located:
     audience: Audience
     path: str
     line: int
+    #: Line of the first ``in_audience`` naming each referenced audience.
+    ref_lines: dict[str, int]
 
 
 def audience_files(path: str | Path) -> list[Path]:
+    """The files ``path`` names: itself, or every ``*.yaml`` / ``*.yml`` under a directory
+    in name order. A path that does not exist, or a directory without audience files, is
+    an :class:`AudienceFileError`."""
     root = Path(path)
     if root.is_dir():
-        return sorted(p for p in root.rglob("*") if p.suffix in {".yaml", ".yml"} and p.is_file())
+        files = sorted(p for p in root.rglob("*") if p.suffix in {".yaml", ".yml"} and p.is_file())
+        if not files:
+            raise AudienceFileError(f"{root}: no audience files (*.yaml, *.yml) in this directory")
+        return files
+    if not root.exists():
+        raise AudienceFileError(f"{root}: no such file or directory")
     return [root]
 
 
+def _read(path: Path) -> bytes:
+    if not path.is_file():
+        raise AudienceFileError(f"{path}: not a regular file")
+    try:
+        with path.open("rb") as handle:
+            # Size first: read(limit) would allocate the whole limit up front.
+            too_large = os.fstat(handle.fileno()).st_size > MAX_FILE_BYTES
+            raw = b"" if too_large else handle.read()
+    except OSError as exc:
+        raise AudienceFileError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    if too_large or len(raw) > MAX_FILE_BYTES:
+        raise AudienceFileError(
+            f"{path}: larger than {MAX_FILE_BYTES // (1024 * 1024)} MiB; split the definitions"
+        )
+    return raw
+
+
 def _node_at(node: yaml.Node, loc: Iterable[int | str]) -> yaml.Node:
-    """The deepest YAML node along a pydantic error location (for its line number)."""
+    """The deepest YAML node along a pydantic error location (for its line number).
+    Of two equal keys the later one is taken, as YAML keeps the later value."""
     for step in loc:
         if isinstance(node, yaml.MappingNode):
-            for key, value in node.value:
+            for key, value in reversed(node.value):
                 if key.value == step or (step == "not_" and key.value == "not"):
                     node = value
                     break
@@ -73,14 +114,104 @@ def _node_at(node: yaml.Node, loc: Iterable[int | str]) -> yaml.Node:
     return node
 
 
-def _describe(error: Any) -> str:
-    loc = [str(part) for part in error["loc"] if not str(part).startswith("function-")]
+def _reference_lines(root: yaml.Node) -> dict[str, int]:
+    """Line of the first ``in_audience: NAME`` per referenced name under ``root``."""
+    lines: dict[str, int] = {}
+    seen: set[int] = set()
+    stack = [root]
+    while stack:
+        node = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                if (
+                    isinstance(key, yaml.ScalarNode)
+                    and key.value == "in_audience"
+                    and isinstance(value, yaml.ScalarNode)
+                ):
+                    line = value.start_mark.line + 1
+                    lines[value.value] = min(line, lines.get(value.value, line))
+                stack.append(value)
+        elif isinstance(node, yaml.SequenceNode):
+            stack.extend(node.value)
+    return lines
+
+
+#: pydantic reports a value that fits no member of ``str | int | float | bool | None``
+#: once per member, each with the member's tag appended to the location.
+_SCALAR_TAGS = {"string_type": "str", "int_type": "int", "float_type": "float", "bool_type": "bool"}
+_SCALAR = "a string, number, boolean or null"
+
+
+@dataclass(slots=True)
+class _Union:
+    """Errors of one value checked against a union (``Scalar | Comparison``)."""
+
+    mapping_tried: bool = False  # the comparison member rejected a non-mapping
+    deeper: list[tuple[tuple[Any, ...], str, str]] = field(default_factory=list)
+    nested: bool = False  # an error inside the comparison is reported on its own
+
+
+def _merged_errors(errors: Sequence[Any]) -> list[tuple[tuple[Any, ...], str, str]]:
+    """``(location, type, message)`` per problem, with union member errors merged.
+
+    A value that fits no member of a union (a list where a scalar belongs) is one
+    problem, not one per member; when the value was a mapping meant as a comparison
+    (``{gt: 5}``), the comparison's own errors are the ones that matter.
+    """
+    Error = tuple[tuple[Any, ...], str, str]
+    order: list[tuple[Error | None, tuple[Any, ...]]] = []  # (error, or None for a union)
+    unions: dict[tuple[Any, ...], _Union] = {}
+
+    def union(base: tuple[Any, ...]) -> _Union:
+        if base not in unions:
+            unions[base] = _Union()
+            order.append((None, base))
+        return unions[base]
+
+    for error in errors:
+        loc, kind, message = tuple(error["loc"]), str(error["type"]), str(error["msg"])
+        model = [i for i, part in enumerate(loc) if str(part).startswith("function-")]
+        if loc and _SCALAR_TAGS.get(kind) == loc[-1]:
+            union(loc[:-1])
+            if model:
+                union(loc[: model[-1]]).nested = True
+        elif model:
+            group = union(loc[: model[-1]])
+            if kind == "model_type" and model[-1] == len(loc) - 1:
+                group.mapping_tried = True
+            else:
+                group.deeper.append((loc, kind, message))
+        else:
+            order.append(((loc, kind, message), loc))
+    result: list[Error] = []
+    for plain, base in order:
+        if plain is not None:
+            result.append(plain)
+            continue
+        group = unions[base]
+        if group.deeper or group.nested:
+            result.extend(group.deeper)
+            continue
+        choices = (
+            "a string, number, boolean, null or a comparison such as {gt: 5}"
+            if group.mapping_tried
+            else _SCALAR
+        )
+        result.append((base, "union", f"should be {choices}"))
+    return result
+
+
+def _describe(loc_parts: tuple[Any, ...], kind: str, msg: str) -> str:
+    loc = [str(part) for part in loc_parts if not str(part).startswith("function-")]
     where = ".".join("not" if p == "not_" else p for p in loc)
-    message = str(error["msg"]).removeprefix("Value error, ")
-    if error["type"] == "extra_forbidden":
+    message = msg.removeprefix("Value error, ")
+    if kind == "extra_forbidden":
         message = f"unknown key {loc[-1]!r}" if loc else "unknown key"
         where = ".".join(loc[:-1])
-    elif error["type"] == "missing":
+    elif kind == "missing":
         message = f"{loc[-1]!r} is required" if loc else "a required field is missing"
         where = ".".join(loc[:-1])
     return f"{where}: {message}" if where else message
@@ -88,24 +219,26 @@ def _describe(error: Any) -> str:
 
 def _documents(path: Path, problems: list[Problem]) -> list[tuple[Any, yaml.Node]]:
     try:
-        text = path.read_text("utf-8")
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
-    except OSError as exc:
-        problems.append(Problem(str(path), 0, f"cannot read: {exc.strerror or exc}"))
+        document = parse_yaml(_read(path))
+    except YamlTextError as exc:
+        where = f"{path}:{exc.line}" if exc.line else str(path)
+        raise AudienceFileError(f"{where}: {exc.reason}") from None
+    except YamlSyntaxError as exc:
+        problems.append(Problem(str(path), exc.line, f"not valid YAML: {exc.reason}"))
         return []
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = mark.line + 1 if mark is not None else 0
-        problems.append(Problem(str(path), line, f"not valid YAML: {exc}"))
-        return []
+    for duplicate in document.duplicate_keys:
+        problems.append(Problem(str(path), duplicate.line, str(duplicate)))
+    root, data = document.node, document.data
     if root is None:
         problems.append(Problem(str(path), 1, "the file is empty"))
         return []
     if isinstance(data, dict) and "audiences" in data:
-        node = _node_at(root, ["audiences"])
+        for key in data:
+            if key != "audiences":
+                line = _node_at(root, [key]).start_mark.line + 1
+                problems.append(Problem(str(path), line, f"unknown key {key!r} next to audiences:"))
+        root = _node_at(root, ["audiences"])
         data = data["audiences"]
-        root = node
     if isinstance(data, dict):
         return [(data, root)]
     if isinstance(data, list) and isinstance(root, yaml.SequenceNode):
@@ -117,8 +250,12 @@ def _documents(path: Path, problems: list[Problem]) -> list[tuple[Any, yaml.Node
     return []
 
 
-def _unbounded(cond: Condition, by_name: dict[str, Audience], seen: frozenset[str]) -> str | None:
-    """Why membership from ``cond`` could last for ever with no further record, or None."""
+def _unbounded(cond: Condition, never_expires: dict[str, str | None]) -> str | None:
+    """Why membership from ``cond`` could last for ever with no further record, or None.
+
+    ``never_expires`` holds the answer for every audience already checked (references are
+    checked first), so this recurses only within one condition tree.
+    """
     kind = cond.kind
     if kind == "since_last" and cond.since_last and cond.since_last.less_than is None:
         return f"since_last {cond.since_last.event!r} has no less_than"
@@ -126,23 +263,24 @@ def _unbounded(cond: Condition, by_name: dict[str, Audience], seen: frozenset[st
         return f"count of {cond.count.event!r} has no within window and only ever grows"
     if kind == "sum" and cond.sum and cond.sum.within is None and not cond.sum.subtract:
         return "sum has no within window and nothing subtracted, so it only ever grows"
+    if kind == "not_" and cond.not_ is not None and cond.not_.kind == "happened":
+        return "not happened is true at every instant except a matching record's own"
     if kind == "all":
-        reasons = [_unbounded(c, by_name, seen) for c in cond.all or []]
+        reasons = [_unbounded(c, never_expires) for c in cond.all or []]
         return None if any(r is None for r in reasons) else reasons[0]
     if kind == "any":
         for child in cond.any or []:
-            if (reason := _unbounded(child, by_name, seen)) is not None:
+            if (reason := _unbounded(child, never_expires)) is not None:
                 return reason
         return None
-    if kind == "in_audience" and cond.in_audience in by_name and cond.in_audience not in seen:
-        ref = by_name[cond.in_audience]
-        if ref.exit is None and ref.sticky_for is None:
-            return _unbounded(ref.entry, by_name, seen | {ref.name})
+    if kind == "in_audience" and cond.in_audience is not None:
+        return never_expires.get(cond.in_audience)
     return None
 
 
 def validate(located: Sequence[_Located]) -> list[Problem]:
-    """Cross-audience checks: unique names, references, cycles, expiry, naming."""
+    """Cross-audience checks: unique names, references, cycles, reference depth, expiry,
+    naming."""
     problems: list[Problem] = []
     by_name: dict[str, _Located] = {}
     for item in located:
@@ -170,71 +308,108 @@ def validate(located: Sequence[_Located]) -> list[Problem]:
                 )
             )
     for item in by_name.values():
-        for ref in sorted(item.audience.references() - by_name.keys()):
+        for ref in sorted(r for r in item.audience.references() if r not in by_name):
             problems.append(
                 Problem(
                     item.path,
-                    item.line,
+                    item.ref_lines.get(ref, item.line),
                     f"audience {item.audience.name!r} references {ref!r}, "
                     "which is not defined in these files",
                 )
             )
-    problems.extend(_cycles(by_name))
-    audiences = {name: item.audience for name, item in by_name.items()}
-    for item in by_name.values():
+    order, cycles = _dependency_order(by_name)
+    problems.extend(cycles)
+    depth: dict[str, int] = {}
+    never_expires: dict[str, str | None] = {}
+    for name in order:
+        item = by_name[name]
         audience = item.audience
+        refs = [r for r in audience.references() if r in depth]
+        depth[name] = 1 + max((depth[r] for r in refs), default=0)
+        if depth[name] == MAX_REFERENCE_DEPTH + 1:
+            problems.append(
+                Problem(
+                    item.path,
+                    item.line,
+                    f"audience {name!r} sits at the end of a chain of more than "
+                    f"{MAX_REFERENCE_DEPTH} in_audience references",
+                )
+            )
         if audience.exit is not None or audience.sticky_for is not None:
+            never_expires[name] = None
             continue
-        reason = _unbounded(audience.entry, audiences, frozenset({audience.name}))
+        reason = _unbounded(audience.entry, never_expires)
+        never_expires[name] = reason
         if reason is not None:
             problems.append(
                 Problem(
                     item.path,
                     item.line,
-                    f"audience {audience.name!r} never expires: {reason}; add a window, "
+                    f"audience {name!r} never expires: {reason}; add a window, "
                     "an exit condition or sticky_for",
                 )
             )
     return problems
 
 
-def _cycles(by_name: dict[str, _Located]) -> list[Problem]:
+def _dependency_order(by_name: dict[str, _Located]) -> tuple[list[str], list[Problem]]:
+    """Audiences with every (non-cyclic) reference before its referrer, and one problem
+    per reference that closes a cycle, at that ``in_audience`` line. Iterative: a chain
+    of references may be longer than the interpreter's stack."""
     problems: list[Problem] = []
-    state: dict[str, int] = {}
+    order: list[str] = []
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
 
-    def visit(name: str, trail: list[str]) -> None:
-        state[name] = 1
-        for ref in sorted(by_name[name].audience.references()):
+    def refs(name: str) -> Iterator[str]:
+        return iter(sorted(by_name[name].audience.references()))
+
+    for start in by_name:
+        if start in state:
+            continue
+        state[start] = 1
+        trail = [start]
+        stack = [(start, refs(start))]
+        while stack:
+            name, pending = stack[-1]
+            ref = next(pending, None)
+            if ref is None:
+                state[name] = 2
+                order.append(name)
+                stack.pop()
+                trail.pop()
+                continue
             if ref not in by_name:
                 continue
             if state.get(ref) == 1:
-                cycle = [*trail[trail.index(ref) :], ref] if ref in trail else [name, ref]
-                item = by_name[ref]
+                item = by_name[name]
+                cycle = [*trail[trail.index(ref) :], ref]
                 problems.append(
                     Problem(
                         item.path,
-                        item.line,
+                        item.ref_lines.get(ref, item.line),
                         "audience references form a cycle: " + " -> ".join(cycle),
                     )
                 )
             elif ref not in state:
-                visit(ref, [*trail, ref])
-        state[name] = 2
-
-    for name in by_name:
-        if name not in state:
-            visit(name, [name])
-    return problems
+                state[ref] = 1
+                trail.append(ref)
+                stack.append((ref, refs(ref)))
+    return order, problems
 
 
 def check_audiences(path: str | Path) -> tuple[list[Audience], list[Problem]]:
     """Parse and validate every audience under ``path``; return what loaded and all
-    problems (errors and warnings)."""
+    problems (errors and warnings). A path that cannot be read as YAML text at all
+    raises :class:`AudienceFileError` instead: there is nothing to validate."""
     problems: list[Problem] = []
     located: list[_Located] = []
-    files = audience_files(path)
-    if not files or not files[0].exists():
-        problems.append(Problem(str(path), 0, "no audience files found"))
+    with gc_paused():
+        _check_files(audience_files(path), problems, located)
+    problems.extend(validate(located))
+    return [item.audience for item in located], problems
+
+
+def _check_files(files: list[Path], problems: list[Problem], located: list[_Located]) -> None:
     for file in files:
         for data, node in _documents(file, problems):
             line = node.start_mark.line + 1
@@ -242,21 +417,18 @@ def check_audiences(path: str | Path) -> tuple[list[Audience], list[Problem]]:
                 audience = Audience.model_validate(data)
             except ValidationError as exc:
                 name = data.get("name") if isinstance(data, dict) else None
-                label = f"audience {name!r}: " if isinstance(name, str) else ""
-                for error in exc.errors():
-                    where = _node_at(node, error["loc"])
-                    problems.append(
-                        Problem(str(file), where.start_mark.line + 1, label + _describe(error))
-                    )
+                label = f"audience {name[:80]!r}: " if isinstance(name, str) else ""
+                for loc, kind, message in _merged_errors(exc.errors()):
+                    where = _node_at(node, loc)
+                    line = where.start_mark.line + 1
+                    problems.append(Problem(str(file), line, label + _describe(loc, kind, message)))
                 continue
-            located.append(_Located(audience, str(file), line))
-    problems.extend(validate(located))
-    return [item.audience for item in located], problems
+            located.append(_Located(audience, str(file), line, _reference_lines(node)))
 
 
 def load_audiences(path: str | Path) -> list[Audience]:
     """Every audience under ``path``; raises :class:`AudienceDefinitionError` on any error
-    (warnings are not errors)."""
+    (warnings are not errors), :class:`AudienceFileError` when a file cannot be read."""
     audiences, problems = check_audiences(path)
     errors = [p for p in problems if p.severity == "error"]
     if errors:

@@ -7,6 +7,7 @@ a filter holds when *any* value the path reaches satisfies it.
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable
 from typing import Any
 
@@ -65,8 +66,10 @@ def same_value(value: Any, expected: Scalar) -> bool:
     return bool(value == expected) and isinstance(value, bool) == isinstance(expected, bool)
 
 
-def _compare(op: Callable[[float, float], bool], bound: float) -> Callable[[Any], bool]:
-    return lambda v: _is_number(v) and op(float(v), bound)
+def _compare(op: Callable[[Any, float], bool], bound: float) -> Callable[[Any], bool]:
+    # No float(v): Python compares an int with a float exactly, and float() of a huge
+    # int would raise.
+    return lambda v: _is_number(v) and op(v, bound)
 
 
 def _test(expected: Scalar | Comparison) -> Callable[[list[Any]], bool]:
@@ -79,10 +82,10 @@ def _test(expected: Scalar | Comparison) -> Callable[[list[Any]], bool]:
     if "ne" in fields:
         checks.append(lambda v: not same_value(v, expected.ne))
     for name, op in (
-        ("gt", float.__gt__),
-        ("gte", float.__ge__),
-        ("lt", float.__lt__),
-        ("lte", float.__le__),
+        ("gt", operator.gt),
+        ("gte", operator.ge),
+        ("lt", operator.lt),
+        ("lte", operator.le),
     ):
         if name in fields:
             bound = float(getattr(expected, name))

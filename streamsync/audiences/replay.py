@@ -16,7 +16,7 @@ from typing import TextIO
 from streamsync.audiences.definition import Audience
 from streamsync.audiences.engine import DEFAULT_ALLOWED_LATENESS_MS, Engine
 from streamsync.deltas.record import MembershipDelta
-from streamsync.ingest.event import Event
+from streamsync.ingest.event import NO_CUSTOMER, Event
 from streamsync.ingest.jsonl import LineError, Skipped
 
 
@@ -25,6 +25,8 @@ class ReplaySummary:
     lines: int = 0
     events: int = 0
     skipped_no_customer: int = 0
+    #: valid records not evaluated, by reason (no_customer, group, alias, empty_batch)
+    skipped: Counter[str] = field(default_factory=Counter)
     #: records whose id was already seen (counted once)
     duplicates: int = 0
     #: records later than the allowed lateness, applied at arrival
@@ -90,7 +92,9 @@ def replay(
                 stats.deltas[(delta.audience, delta.op)] += 1
                 yield delta
         elif isinstance(item, Skipped):
-            stats.skipped_no_customer += 1
+            stats.skipped[item.reason] += 1
+            if item.reason == NO_CUSTOMER:
+                stats.skipped_no_customer += 1
         else:
             stats.errors[item.error.reason.value] += 1
             if on_error is not None:

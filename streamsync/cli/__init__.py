@@ -1,24 +1,34 @@
 """The ``streamsync`` command.
 
 Each sub-command group lives in its own module and registers itself through
-``register(subparsers)``; this module only assembles them.
+``register(subparsers)``; this module assembles them and holds the one handler for user
+mistakes (see :mod:`streamsync.cli.arguments`): a command raises, :func:`main` prints one
+line naming the command and the problem and returns 2. No traceback reaches the user for
+a mistake of theirs.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
 from streamsync import __version__
+from streamsync.audiences.loader import AudienceDefinitionError, AudienceFileError
+from streamsync.cli.arguments import Parser, UserError, one_line
+from streamsync.config import ConfigError
 
 #: Modules under ``streamsync.cli`` that contribute sub-commands, in help order.
-_COMMAND_MODULES = ("demo", "audiences", "ingest", "deliver", "dev")
+_COMMAND_MODULES = ("demo", "audiences", "ingest", "evaluate", "deliver", "dev")
+
+#: The project's exceptions for a mistake in the user's input: one line, exit status 2.
+USER_ERRORS: tuple[type[Exception], ...] = (UserError, ConfigError, AudienceFileError)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="streamsync",
         description=(
             "Real-time audience sync: Customer.io events on Kafka in, exact audience "
@@ -40,9 +50,36 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; its exit status (2 for a user mistake, printed as one line)."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    rc: int = args.func(args)
+    prog: str = getattr(args, "command_prog", parser.prog)
+    try:
+        rc: int = args.func(args)
+    except AudienceDefinitionError as exc:
+        # Every problem, each as FILE:LINE: error: reason, then what went wrong.
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        print(f"{prog}: {len(exc.problems)} error(s) in the audience definitions", file=sys.stderr)
+        return 2
+    except USER_ERRORS as exc:
+        print(f"{prog}: {one_line(str(exc))}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:
+        # The reader went away (``streamsync replay ... | head``): stop quietly, and keep
+        # the interpreter from complaining when it flushes stdout at exit.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130
+    except OSError as exc:
+        if exc.filename is None:
+            raise
+        where = one_line(f"{exc.filename}: {exc.strerror or 'cannot access'}")
+        print(f"{prog}: {where}", file=sys.stderr)
+        return 2
     return rc
 
 

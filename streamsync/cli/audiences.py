@@ -5,15 +5,14 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Iterator
-from pathlib import Path
 
 import orjson
 
-from streamsync.audiences.definition import Audience
-from streamsync.audiences.durations import format_duration, parse_duration
-from streamsync.audiences.loader import AudienceDefinitionError, check_audiences, load_audiences
+from streamsync.audiences.durations import MINUTE, format_duration
+from streamsync.audiences.loader import check_audiences, load_audiences
 from streamsync.audiences.replay import ReplaySummary, replay
-from streamsync.deltas.record import MembershipDelta, format_rfc3339_ms, parse_rfc3339_ms
+from streamsync.cli.arguments import UserError, check_input_file, duration_ms, rfc3339_ms
+from streamsync.deltas.record import MembershipDelta, format_rfc3339_ms
 from streamsync.ingest.event import Event
 from streamsync.ingest.jsonl import LineError, Skipped, open_events, read_events
 
@@ -26,13 +25,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "validate",
         help="check audience definitions and report every error with file and line",
         description="Check audience YAML files (a file or a directory of them). Prints "
-        "every error and warning as FILE:LINE: severity: reason; exit status 1 on errors.",
+        "every error and warning as FILE:LINE: severity: reason; exit status 1 on errors, "
+        "2 when a path cannot be read as YAML text at all.",
     )
-    validate.add_argument("path", type=Path, help="audience file or directory")
+    validate.add_argument("path", help="audience file or directory")
     validate.set_defaults(func=_validate)
 
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--audiences", type=Path, required=True, help="audience file or directory")
+    common.add_argument("--audiences", required=True, help="audience file or directory")
     common.add_argument(
         "--events",
         required=True,
@@ -41,12 +41,16 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     common.add_argument(
         "--until",
+        type=rfc3339_ms,
+        metavar="RFC3339",
         help="RFC 3339 instant the clock stands at: later records are ignored and every "
         "deadline at or before it fires (default: the latest record timestamp)",
     )
     common.add_argument(
         "--allowed-lateness",
-        default="5m",
+        type=duration_ms,
+        default=5 * MINUTE,
+        metavar="DURATION",
         help="how far behind the newest record a record may arrive and still be applied "
         "in event-time order (default: 5m)",
     )
@@ -74,16 +78,6 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     exp.set_defaults(func=_explain)
 
 
-def _load(path: Path) -> list[Audience] | None:
-    try:
-        return load_audiences(path)
-    except AudienceDefinitionError as exc:
-        for problem in exc.problems:
-            print(problem, file=sys.stderr)
-        print(f"streamsync: {len(exc.problems)} error(s) in {path}", file=sys.stderr)
-        return None
-
-
 def _validate(args: argparse.Namespace) -> int:
     audiences, problems = check_audiences(args.path)
     for problem in problems:
@@ -95,14 +89,6 @@ def _validate(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     return 1 if errors else 0
-
-
-def _until(args: argparse.Namespace) -> int | None:
-    return None if args.until is None else parse_rfc3339_ms(args.until)
-
-
-def _lateness(args: argparse.Namespace) -> int:
-    return parse_duration(args.allowed_lateness)
 
 
 class _ErrorReporter:
@@ -119,7 +105,7 @@ class _ErrorReporter:
 
 
 def _records(args: argparse.Namespace) -> Iterator[Event | LineError | Skipped]:
-    handle = open_events(args.events)
+    handle = open_events(args.events)  # checked by _check_events before any work
     try:
         yield from read_events(handle, str(args.events))
     finally:
@@ -143,17 +129,21 @@ def _print_summary(summary: ReplaySummary) -> None:
         print(f"  {audience} {op}: {count:,}", file=err)
 
 
+def _check_events(args: argparse.Namespace) -> None:
+    if args.events != "-":
+        check_input_file(args.events, "--events")
+
+
 def _replay(args: argparse.Namespace) -> int:
-    audiences = _load(args.audiences)
-    if audiences is None:
-        return 2
+    _check_events(args)
+    audiences = load_audiences(args.audiences)
     summary = ReplaySummary()
     out = sys.stdout.buffer
     for delta in replay(
         audiences,
         _records(args),
-        until_ms=_until(args),
-        allowed_lateness_ms=_lateness(args),
+        until_ms=args.until,
+        allowed_lateness_ms=args.allowed_lateness,
         on_error=_ErrorReporter(str(args.events)),
         progress=None if args.quiet else sys.stderr,
         summary=summary,
@@ -166,12 +156,10 @@ def _replay(args: argparse.Namespace) -> int:
 
 
 def _explain(args: argparse.Namespace) -> int:
-    audiences = _load(args.audiences)
-    if audiences is None:
-        return 2
+    _check_events(args)
+    audiences = load_audiences(args.audiences)
     if args.audience is not None and args.audience not in {a.name for a in audiences}:
-        print(f"streamsync: no audience named {args.audience!r}", file=sys.stderr)
-        return 2
+        raise UserError(f"no audience named {args.audience!r} in {args.audiences}")
     records: dict[str, Event] = {}
     history: list[Event] = []
 
@@ -186,8 +174,8 @@ def _explain(args: argparse.Namespace) -> int:
         for d in replay(
             audiences,
             _records(args),
-            until_ms=_until(args),
-            allowed_lateness_ms=_lateness(args),
+            until_ms=args.until,
+            allowed_lateness_ms=args.allowed_lateness,
             on_event=keep,
             progress=sys.stderr,
         )

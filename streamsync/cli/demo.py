@@ -5,8 +5,15 @@ from __future__ import annotations
 import argparse
 import sys
 
-from streamsync.cli.arguments import fraction, positive_int
+from streamsync.cli.arguments import fraction, int_between, seconds
 from streamsync.demo import print_report, run_demo
+
+#: The demo keeps every generated record in memory (about 3 KB each) to compare the live
+#: result with an offline replay, so its size is bounded; ``dev generate`` and ``replay``
+#: stream and take any size.
+MAX_EVENTS = 1_000_000
+MAX_CUSTOMERS = 1_000_000
+_WHY = "the demo keeps every record in memory; use dev generate and replay for more"
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -19,8 +26,18 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "itself; exit status 1 if live and replay differ.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--customers", type=positive_int, default=2_000, help="distinct customers")
-    parser.add_argument("--events", type=positive_int, default=50_000, help="records to generate")
+    parser.add_argument(
+        "--customers",
+        type=int_between(1, MAX_CUSTOMERS, _WHY),
+        default=2_000,
+        help=f"distinct customers (at most {MAX_CUSTOMERS:,})",
+    )
+    parser.add_argument(
+        "--events",
+        type=int_between(1, MAX_EVENTS, _WHY),
+        default=50_000,
+        help=f"records to generate (at most {MAX_EVENTS:,})",
+    )
     parser.add_argument("--seed", type=int, default=1, help="random seed for the stream")
     parser.add_argument(
         "--bad-fraction",
@@ -30,9 +47,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     parser.add_argument(
         "--idle-timeout",
-        type=float,
+        type=seconds(allow_zero=False, maximum=3600.0),
         default=5.0,
-        help="seconds without new records after which ingest stops",
+        help="seconds without new records after which ingest stops (more than 0, at most 3600)",
     )
     parser.set_defaults(func=_run)
 

@@ -12,11 +12,19 @@ import signal
 import sys
 import threading
 import time
-from datetime import UTC, datetime, timedelta
 from types import FrameType
 from typing import Any
 
-from streamsync.cli.arguments import fraction, non_negative_int, port, positive_int
+from streamsync.cli.arguments import (
+    check_output_file,
+    fraction,
+    int_between,
+    non_negative_int,
+    one_line,
+    port,
+    rfc3339_ms,
+    seconds,
+)
 from streamsync.kafka.broker import (
     BrokerStartError,
     KafkaFetchError,
@@ -32,6 +40,8 @@ from streamsync.synthetic import (
     write_jsonl,
 )
 
+#: The generator holds a few hundred bytes per customer in memory.
+MAX_GENERATED_CUSTOMERS = 10_000_000
 #: Below this many records ``dev generate`` finishes too fast for progress to help.
 _PROGRESS_THRESHOLD = 100_000
 
@@ -84,7 +94,7 @@ def register(subparsers: Any) -> None:
     start.add_argument("--version", default=None, help=version_help)
     start.add_argument(
         "--startup-timeout",
-        type=float,
+        type=seconds(allow_zero=False),
         default=120.0,
         help="seconds to wait for the broker to answer (default: %(default)s)",
     )
@@ -101,7 +111,10 @@ def register(subparsers: Any) -> None:
         ),
     )
     generate.add_argument(
-        "--customers", type=positive_int, required=True, help="number of distinct customers"
+        "--customers",
+        type=int_between(1, MAX_GENERATED_CUSTOMERS, "the generator keeps every customer"),
+        required=True,
+        help=f"number of distinct customers (at most {MAX_GENERATED_CUSTOMERS:,})",
     )
     generate.add_argument(
         "--events",
@@ -112,7 +125,7 @@ def register(subparsers: Any) -> None:
     generate.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
     generate.add_argument(
         "--start",
-        type=_rfc3339_ms,
+        type=rfc3339_ms,
         default=DEFAULT_START_MS,
         metavar="RFC3339",
         help=f"start of the 180-day window (default: {format_timestamp(DEFAULT_START_MS)})",
@@ -152,7 +165,7 @@ def _kafka_fetch(args: argparse.Namespace) -> int:
     try:
         libs = fetch_kafka_jars(args.version, progress=sys.stderr)
     except KafkaFetchError as exc:
-        print(f"streamsync: {exc}", file=sys.stderr)
+        print(f"{args.command_prog}: {one_line(str(exc))}", file=sys.stderr)
         return 1
     version = args.version or default_kafka_version()
     print(f"streamsync: Apache Kafka {version} jars are in {libs}", file=sys.stderr)
@@ -179,7 +192,7 @@ def _kafka_start(args: argparse.Namespace) -> int:
         try:
             broker.start()
         except (BrokerStartError, KafkaFetchError) as exc:
-            print(f"streamsync: {exc}", file=sys.stderr)
+            print(f"{args.command_prog}: {one_line(str(exc))}", file=sys.stderr)
             return 1
         print(
             f"streamsync: Apache Kafka {broker.version} is ready on "
@@ -207,6 +220,7 @@ def _kafka_start(args: argparse.Namespace) -> int:
 
 
 def _generate(args: argparse.Namespace) -> int:
+    check_output_file(args.out, "--out")
     records = generate_records(args.customers, args.events, seed=args.seed, start_ms=args.start)
     stream = mix_bad_records(records, args.bad_fraction, seed=args.seed)
     started = time.monotonic()
@@ -239,19 +253,6 @@ def _standins(args: argparse.Namespace) -> int:
     return serve(
         StandInOptions(host=args.host, braze_port=args.braze_port, moengage_port=args.moengage_port)
     )
-
-
-def _rfc3339_ms(text: str) -> int:
-    """Epoch milliseconds of an RFC 3339 instant; a timezone is required, as RFC 3339 says."""
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not an RFC 3339 timestamp (e.g. 2026-01-01T00:00:00Z)"
-        ) from None
-    if moment.tzinfo is None:
-        raise argparse.ArgumentTypeError(f"{text!r} has no timezone; add Z or +HH:MM")
-    return (moment - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(milliseconds=1)
 
 
 def _log_tail(broker: LocalBroker, lines: int = 40) -> str:

@@ -19,7 +19,13 @@ from typing import Any, TextIO
 
 import orjson
 
-from streamsync.config import ConfigError, TopicConfig, load_config
+from streamsync.cli.arguments import (
+    UserError,
+    check_input_file,
+    positive_int,
+    seconds,
+)
+from streamsync.config import TopicConfig, check_schema_registry, load_config
 from streamsync.ingest.avro import FileSchemaRegistry
 from streamsync.ingest.decoder import Decoder, Skipped
 from streamsync.ingest.errors import DecodeError, FatalIngestError
@@ -40,13 +46,16 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--bootstrap-servers", help="override kafka.bootstrap_servers")
     parser.add_argument(
         "--idle-timeout",
-        type=float,
+        type=seconds(allow_zero=True),
         default=10.0,
         help="stop after this many seconds without records (0: never; default 10)",
     )
-    parser.add_argument("--max-records", type=int, help="stop after this many records")
+    parser.add_argument("--max-records", type=positive_int, help="stop after this many records")
     parser.add_argument(
-        "--progress-interval", type=float, default=5.0, help="seconds between progress lines"
+        "--progress-interval",
+        type=seconds(allow_zero=False),
+        default=5.0,
+        help="seconds between progress lines",
     )
     parser.set_defaults(func=run_ingest)
     sub = parser.add_subparsers(dest="ingest_command", metavar="SUBCOMMAND")
@@ -95,13 +104,8 @@ def print_summary(stats: IngestStats, out: TextIO) -> None:
 
 def run_ingest(args: argparse.Namespace) -> int:
     if args.config is None:
-        print("streamsync ingest: --config FILE is required", file=sys.stderr)
-        return 2
-    try:
-        config = load_config(args.config)
-    except ConfigError as exc:
-        print(f"streamsync ingest: {exc}", file=sys.stderr)
-        return 2
+        raise UserError("--config FILE is required")
+    config = load_config(args.config)
     kafka = config.kafka
     if args.bootstrap_servers:
         kafka = kafka.model_copy(update={"bootstrap_servers": args.bootstrap_servers})
@@ -135,7 +139,10 @@ def run_ingest(args: argparse.Namespace) -> int:
 
 
 def run_decode(args: argparse.Namespace) -> int:
+    check_input_file(args.file, "")
     topic = TopicConfig.model_validate({"name": str(args.file), "format": args.format})
+    if args.schema_registry is not None:
+        check_schema_registry(args.schema_registry, "--schema-registry")
     registry = FileSchemaRegistry.from_path(args.schema_registry) if args.schema_registry else None
     decoder = Decoder(topic, registry)
     data = args.file.read_bytes()

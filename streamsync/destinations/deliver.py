@@ -87,13 +87,19 @@ def routed_audiences(
         return None
     chosen = set(dest.audiences or ())
     if dest.audience_files is not None:
-        from streamsync.audiences.loader import AudienceDefinitionError, load_audiences
+        from streamsync.audiences.loader import (
+            AudienceDefinitionError,
+            AudienceFileError,
+            load_audiences,
+        )
 
         try:
             audiences = load_audiences(dest.audience_files)
         except AudienceDefinitionError as exc:
             first = exc.problems[0] if exc.problems else "invalid"
             raise DeliverSetupError(f"audience files for {name!r}: {first}") from None
+        except AudienceFileError as exc:
+            raise DeliverSetupError(f"audience files for {name!r}: {exc}") from None
         for audience in audiences:
             for target in audience.destinations:
                 if known is not None and target not in known:

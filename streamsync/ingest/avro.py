@@ -28,6 +28,7 @@ import yaml
 from fastavro.read import SchemaResolutionError
 from fastavro.schema import to_parsing_canonical_form
 
+from streamsync.ingest.bounds import json_error
 from streamsync.ingest.errors import DecodeError, DecodeReason
 from streamsync.ingest.pipelines import type_name
 from streamsync.resources import project_path
@@ -185,10 +186,8 @@ def _json_field(record: dict[str, Any], field: str, label: str) -> None:
         return
     try:
         record[field] = orjson.loads(text)
-    except orjson.JSONDecodeError:
-        raise DecodeError(
-            DecodeReason.MALFORMED_JSON, f"{label} is not valid JSON (Avro string field)"
-        ) from None
+    except orjson.JSONDecodeError as exc:
+        raise json_error(exc, f"{label} (an Avro JSON string field)") from None
 
 
 def pipelines_from_avro(record: dict[str, Any]) -> dict[str, Any]:

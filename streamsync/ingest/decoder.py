@@ -2,22 +2,26 @@
 
 A ``Decoder`` is built once per topic from its :class:`~streamsync.config.TopicConfig` and
 then only does plain work per record: a size check, ``orjson.loads`` or a fastavro read,
-and the shared dict validators. Outcomes:
+the value bounds (:mod:`streamsync.ingest.bounds`) and the shared dict validators.
+Consumers call :meth:`Decoder.decode_all`, which returns every outcome of one Kafka record
+as a list, in record order:
 
 * an ``Event`` - a good record;
-* ``None`` - a valid record without a customer key: counted and skipped, not an error
-  (anonymous traffic is normal);
-* :class:`~streamsync.ingest.errors.DecodeError` - dead-letter it, with its reason.
+* :class:`Skipped` - a valid record that is not evaluated, counted by its reason: no
+  customer key (anonymous traffic is normal), a ``group`` or ``alias`` call, an empty
+  batch;
+* :class:`~streamsync.ingest.errors.DecodeError` - dead-letter it, with its reason (and,
+  for an item of a batch, its position in ``DecodeError.index``).
 
-Consumers call :meth:`Decoder.decode_all`, which returns those outcomes as a list (one
-Kafka record may hold several Customer.io records) with skips as :class:`Skipped`
-carrying their reason, and errors as values rather than raised.
+A Data Pipelines batch envelope (``{"batch": [...]}``, the documented bulk call) is split
+into its records, each decoded, counted and dead-lettered on its own; the envelope's
+``context`` applies to items without their own, as the Segment spec says.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -25,27 +29,30 @@ import orjson
 from streamsync.config import TopicConfig
 from streamsync.ingest import pipelines, webhooks
 from streamsync.ingest.avro import AvroRecordDecoder, SchemaRegistry
+from streamsync.ingest.bounds import json_error
 from streamsync.ingest.errors import DecodeError, DecodeReason
-from streamsync.ingest.event import Event, SourcePosition
-from streamsync.ingest.pipelines import CustomerKeyRule, type_name
+from streamsync.ingest.event import EMPTY_BATCH, NO_CUSTOMER, Event, Skipped, SourcePosition
+from streamsync.ingest.identity import CustomerKeyRule
+from streamsync.ingest.pipelines import type_name
 
-#: ``Skipped.reason`` for a valid record that names no customer.
-NO_CUSTOMER = "no_customer"
-
-
-@dataclass(slots=True, frozen=True)
-class Skipped:
-    """A valid record that is deliberately not evaluated; ``reason`` is counted."""
-
-    reason: str
-
+__all__ = [
+    "EMPTY_BATCH",
+    "NO_CUSTOMER",
+    "Decoder",
+    "Outcome",
+    "Skipped",
+    "check_size",
+    "parse_json_object",
+]
 
 #: What one Customer.io record in a Kafka record became.
 Outcome = Event | Skipped | DecodeError
 
-_NO_CUSTOMER = Skipped(NO_CUSTOMER)
+_EMPTY_BATCH = Skipped(EMPTY_BATCH)
 
-_Builder = Callable[[object, bytes | None, SourcePosition | None, CustomerKeyRule], Event | None]
+_Builder = Callable[
+    [object, bytes | None, SourcePosition | None, CustomerKeyRule, int | None], Event | Skipped
+]
 
 
 def check_size(value: bytes, max_record_bytes: int) -> None:
@@ -61,9 +68,7 @@ def parse_json_object(value: bytes) -> dict[str, Any]:
     try:
         record = orjson.loads(value)
     except orjson.JSONDecodeError as exc:
-        raise DecodeError(
-            DecodeReason.MALFORMED_JSON, f"not valid JSON (at byte {exc.pos})"
-        ) from None
+        raise json_error(exc, "the record") from None
     if type(record) is not dict:
         raise DecodeError(
             DecodeReason.WRONG_TYPE, f"record must be a JSON object, got {type_name(record)}"
@@ -71,23 +76,56 @@ def parse_json_object(value: bytes) -> dict[str, Any]:
     return record
 
 
-class Decoder:
-    """Decodes the records of one topic. Not thread-safe (caches schemas per id)."""
+def rule_for(topic: TopicConfig) -> CustomerKeyRule:
+    """The topic's identity policy (see :mod:`streamsync.ingest.identity`)."""
+    if topic.customer_key is not None:
+        return CustomerKeyRule.parse(topic.customer_key, from_kafka_key=topic.key_is_customer_id)
+    if topic.record_kind == "pipelines":
+        return CustomerKeyRule.parse(
+            pipelines.DEFAULT_CUSTOMER_KEY, from_kafka_key=topic.key_is_customer_id
+        )
+    return CustomerKeyRule.webhook(
+        tuple(topic.webhook_identity), from_kafka_key=topic.key_is_customer_id
+    )
 
-    def __init__(self, topic: TopicConfig, registry: SchemaRegistry | None = None) -> None:
+
+def wall_clock_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class Decoder:
+    """Decodes the records of one topic. Not thread-safe (caches schemas per id).
+
+    ``clock_ms`` is the reference clock for the event-time bound: the wall clock by
+    default (the live path); replay passes the clock at its start, so a historical file
+    decodes the same on every run. The bound is cached and re-read from the clock only
+    when a record exceeds it: while the clock moves forward the cached bound is never
+    more lenient than a fresh one, and a rejection is always confirmed with a fresh one
+    (a wall clock stepped back keeps the bound it had).
+    """
+
+    def __init__(
+        self,
+        topic: TopicConfig,
+        registry: SchemaRegistry | None = None,
+        *,
+        clock_ms: Callable[[], int] = wall_clock_ms,
+    ) -> None:
         self.topic = topic.name
         self.max_record_bytes = topic.max_record_bytes
-        kind = topic.record_kind
-        default_key = (
-            pipelines.DEFAULT_CUSTOMER_KEY if kind == "pipelines" else webhooks.DEFAULT_CUSTOMER_KEY
-        )
-        self.rule = CustomerKeyRule.parse(
-            topic.customer_key or default_key, from_kafka_key=topic.key_is_customer_id
-        )
+        self.max_clock_skew_ms = topic.max_clock_skew_s * 1000
+        self.clock_ms = clock_ms
+        self._latest = clock_ms() + self.max_clock_skew_ms
+        self.rule = rule_for(topic)
+        self.batches = topic.record_kind == "pipelines" and not topic.is_avro
         self._build: _Builder = (
-            pipelines.pipelines_event if kind == "pipelines" else webhooks.webhook_event
+            pipelines.pipelines_event
+            if topic.record_kind == "pipelines"
+            else webhooks.webhook_event
         )
-        self._avro = AvroRecordDecoder(kind, topic.framing, registry) if topic.is_avro else None
+        self._avro = (
+            AvroRecordDecoder(topic.record_kind, topic.framing, registry) if topic.is_avro else None
+        )
 
     def parse(self, value: bytes) -> dict[str, Any]:
         """Bytes -> the record's JSON-shaped dict (no field validation yet)."""
@@ -98,22 +136,98 @@ class Decoder:
     def decode(
         self, value: bytes | None, key: bytes | None, source: SourcePosition | None
     ) -> Event | None:
-        """One Kafka record -> ``Event``, ``None`` (no customer key), or ``DecodeError``.
-
-        The size is checked before any parsing, so an oversized value costs nothing.
+        """One Kafka record holding one Customer.io record -> ``Event``, ``None`` (not
+        evaluated: see :class:`Skipped`), or ``DecodeError`` raised. A batch envelope
+        raises ``WRONG_TYPE``: use :meth:`decode_all`, which handles every case.
         """
         if not value:
             raise DecodeError(DecodeReason.EMPTY_RECORD, "the record value is null or empty")
         check_size(value, self.max_record_bytes)
-        return self._build(self.parse(value), key, source, self.rule)
+        record = self.parse(value)
+        if self.batches and "batch" in record and "type" not in record:
+            raise DecodeError(DecodeReason.WRONG_TYPE, "a batch envelope: use decode_all")
+        try:
+            outcome = self._build(record, key, source, self.rule, self._latest)
+        except DecodeError as exc:
+            if exc.reason is not DecodeReason.BAD_TIMESTAMP or not self._later():
+                raise
+            outcome = self._build(record, key, source, self.rule, self._latest)
+        return outcome if type(outcome) is Event else None
+
+    def _later(self) -> bool:
+        """Re-read the clock; whether the time bound moved (then a record refused for
+        its time is tried once more)."""
+        latest = self.clock_ms() + self.max_clock_skew_ms
+        if latest > self._latest:
+            self._latest = latest
+            return True
+        return False
 
     def decode_all(
         self, value: bytes | None, key: bytes | None, source: SourcePosition | None
     ) -> list[Outcome]:
         """Every outcome of one Kafka record, in record order; never raises
-        :class:`DecodeError` (it is returned, so one bad item cannot hide good ones)."""
+        :class:`DecodeError` (it is returned, so one bad item cannot hide good ones).
+
+        The size is checked before any parsing, so an oversized value costs nothing.
+        """
+        if not value:
+            return [DecodeError(DecodeReason.EMPTY_RECORD, "the record value is null or empty")]
         try:
-            event = self.decode(value, key, source)
+            check_size(value, self.max_record_bytes)
+            record = self.parse(value)
         except DecodeError as exc:
             return [exc]
-        return [_NO_CUSTOMER if event is None else event]
+        return self.decode_record(record, key, source)
+
+    def decode_record(
+        self, record: dict[str, Any], key: bytes | None, source: SourcePosition | None
+    ) -> list[Outcome]:
+        """The outcomes of one parsed record (a batch envelope gives one per item)."""
+        if self.batches and "batch" in record and "type" not in record:
+            return self._split(record, key, source)
+        return [self._one(record, key, source)]
+
+    def _one(self, record: object, key: bytes | None, source: SourcePosition | None) -> Outcome:
+        try:
+            return self._build(record, key, source, self.rule, self._latest)
+        except DecodeError as exc:
+            if exc.reason is not DecodeReason.BAD_TIMESTAMP or not self._later():
+                return exc
+        try:
+            return self._build(record, key, source, self.rule, self._latest)
+        except DecodeError as exc:
+            return exc
+
+    def _split(
+        self,
+        envelope: dict[str, Any],
+        key: bytes | None,
+        source: SourcePosition | None,
+    ) -> list[Outcome]:
+        items = envelope["batch"]
+        if type(items) is not list:
+            return [
+                DecodeError(
+                    DecodeReason.WRONG_TYPE, f"batch must be an array, got {type_name(items)}"
+                )
+            ]
+        if not items:
+            return [_EMPTY_BATCH]
+        context = envelope.get("context")
+        outcomes: list[Outcome] = []
+        for index, item in enumerate(items):
+            if type(item) is not dict:
+                outcomes.append(
+                    DecodeError(
+                        DecodeReason.WRONG_TYPE,
+                        f"batch item must be an object, got {type_name(item)}",
+                        index,
+                    )
+                )
+                continue
+            if context is not None and "context" not in item:
+                item = {**item, "context": context}
+            outcome = self._one(item, key, source)
+            outcomes.append(outcome.at_index(index) if type(outcome) is DecodeError else outcome)
+        return outcomes

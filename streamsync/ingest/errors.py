@@ -33,9 +33,18 @@ class DecodeReason(StrEnum):
     MISSING_FIELD = "missing_field"
     """A field the record shape requires is absent or null."""
     UNKNOWN_TYPE = "unknown_type"
-    """A Data Pipelines ``type`` other than track, identify, page or screen."""
+    """A Data Pipelines ``type`` that is not a documented call type (track, identify,
+    page, screen, group, alias)."""
     BAD_TIMESTAMP = "bad_timestamp"
-    """The timestamp has the right type but is not a usable instant."""
+    """The timestamp has the right type but is not a usable instant, cannot be derived
+    from ``originalTimestamp``/``sentAt``/``receivedAt``, or lies beyond the allowed
+    clock skew (see :mod:`streamsync.ingest.bounds`)."""
+    OUT_OF_RANGE = "out_of_range"
+    """A number in the record is not finite or lies outside the documented range (see
+    :mod:`streamsync.ingest.bounds`): the engine sums, compares and offsets by numbers,
+    and must never see one it cannot handle."""
+    TOO_DEEP = "too_deep"
+    """The record nests objects or arrays deeper than the documented limit."""
     BAD_MAGIC_BYTE = "bad_magic_byte"
     """A Confluent-framed topic carried a value whose first byte is not 0."""
     UNKNOWN_SCHEMA_ID = "unknown_schema_id"
@@ -47,6 +56,22 @@ class DecodeReason(StrEnum):
     MALFORMED_AVRO = "malformed_avro"
     """The Avro payload does not match its schema (bad union index, bad UTF-8, trailing
     bytes)."""
+
+
+_JSON_TYPE_NAMES = {
+    dict: "object",
+    list: "array",
+    str: "string",
+    int: "integer",
+    float: "number",
+    bool: "boolean",
+    type(None): "null",
+}
+
+
+def type_name(value: object) -> str:
+    """The JSON name of ``value``'s type, for error details (never the value itself)."""
+    return _JSON_TYPE_NAMES.get(type(value), type(value).__name__)
 
 
 class IngestError(Exception):
@@ -61,15 +86,23 @@ class DecodeError(RecordError):
     """A record could not be decoded into an ``Event``.
 
     ``reason`` is the machine code, ``detail`` the sentence for a human. ``detail`` must
-    not quote payload values (see the module docstring).
+    not quote payload values (see the module docstring). ``index`` is the record's
+    position in a batch envelope (``{"batch": [...]}``), ``None`` for a record on its own,
+    so a dead letter can say which item of the Kafka record failed.
     """
 
-    __slots__ = ("detail", "reason")
+    __slots__ = ("detail", "index", "reason")
 
-    def __init__(self, reason: DecodeReason, detail: str) -> None:
+    def __init__(self, reason: DecodeReason, detail: str, index: int | None = None) -> None:
         super().__init__(f"{reason.value}: {detail}")
         self.reason = reason
         self.detail = detail
+        self.index = index
+
+    def at_index(self, index: int) -> DecodeError:
+        """This error for item ``index`` of a batch (a new error; the reason and detail
+        are kept)."""
+        return DecodeError(self.reason, self.detail, index)
 
 
 class FatalIngestError(IngestError):

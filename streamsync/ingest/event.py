@@ -17,11 +17,28 @@ PAGE = "page"
 SCREEN = "screen"
 WEBHOOK = "webhook"
 KINDS = frozenset({TRACK, IDENTIFY, PAGE, SCREEN, WEBHOOK})
+#: Documented Data Pipelines call types that are valid but not evaluated: they are
+#: counted as :class:`Skipped` with the call type as the reason, not dead-lettered.
+GROUP = "group"
+ALIAS = "alias"
 
 #: What a customer key is: ``id`` (Data Pipelines ``userId`` or a webhook's
 #: ``identifiers.id``: the workspace's own person id), ``cio_id`` (Customer.io's internal
 #: id), ``email``, or ``customer_id`` (the deprecated webhook field, a last fallback).
 ID_KINDS = ("id", "cio_id", "email", "customer_id")
+
+#: ``Skipped.reason`` for a valid record that names no customer.
+NO_CUSTOMER = "no_customer"
+#: ``Skipped.reason`` for a batch envelope with no records in it.
+EMPTY_BATCH = "empty_batch"
+
+
+@dataclass(slots=True, frozen=True)
+class Skipped:
+    """A valid record that is deliberately not evaluated; ``reason`` is counted
+    (:data:`NO_CUSTOMER`, :data:`EMPTY_BATCH`, or a skipped call type such as ``group``)."""
+
+    reason: str
 
 
 @dataclass(slots=True, frozen=True)

@@ -16,14 +16,40 @@ dead-lettered even when it also has no customer (bad producers surface early).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from streamsync.ingest.errors import DecodeError, DecodeReason
-from streamsync.ingest.event import IDENTIFY, PAGE, SCREEN, TRACK, Event, SourcePosition
+from streamsync.ingest.bounds import check_skew, check_values
+from streamsync.ingest.errors import DecodeError, DecodeReason, type_name
+from streamsync.ingest.event import (
+    ALIAS,
+    GROUP,
+    IDENTIFY,
+    NO_CUSTOMER,
+    PAGE,
+    SCREEN,
+    TRACK,
+    Event,
+    Skipped,
+    SourcePosition,
+)
+from streamsync.ingest.identity import PIPELINES_RULE, CustomerKeyRule
+from streamsync.ingest.record_ids import derived_record_id
+
+__all__ = [
+    "CustomerKeyRule",
+    "event_time_ms",
+    "parse_timestamp_ms",
+    "pipelines_event",
+    "type_name",
+]
 
 PIPELINES_TYPES = frozenset({TRACK, IDENTIFY, PAGE, SCREEN})
+#: Documented call types that are counted as skipped, with the type as the reason: a
+#: ``group`` associates a person with an account and an ``alias`` merges two ids, and
+#: neither is an event an audience can match (identity linking is not built).
+SKIPPED_TYPES = {GROUP: Skipped(GROUP), ALIAS: Skipped(ALIAS)}
+_NO_CUSTOMER = Skipped(NO_CUSTOMER)
 #: Identifier traits copied into ``Event.identifiers`` (first from ``traits``, then from
 #: ``context.traits``).
 IDENTIFIER_TRAITS = ("email", "phone", "cio_id")
@@ -31,20 +57,6 @@ DEFAULT_CUSTOMER_KEY = "userId"
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MILLISECOND = timedelta(milliseconds=1)
-_JSON_TYPE_NAMES = {
-    dict: "object",
-    list: "array",
-    str: "string",
-    int: "integer",
-    float: "number",
-    bool: "boolean",
-    type(None): "null",
-}
-
-
-def type_name(value: object) -> str:
-    """The JSON name of ``value``'s type, for error details (never the value itself)."""
-    return _JSON_TYPE_NAMES.get(type(value), type(value).__name__)
 
 
 def wrong_type(field: str, expected: str, value: object) -> DecodeError:
@@ -113,55 +125,38 @@ def parse_timestamp_ms(value: object, field: str = "timestamp") -> int:
         raise DecodeError(DecodeReason.BAD_TIMESTAMP, f"{field} is out of range") from None
 
 
-@dataclass(frozen=True, slots=True)
-class CustomerKeyRule:
-    """Where a topic's records carry the customer key.
+def event_time_ms(record: dict[str, Any]) -> int:
+    """The record's event time, per the Segment spec's timestamp fields.
 
-    ``path`` is a dotted path into the record (``userId``, ``properties.customer_id``,
-    ``data.customer_id``). When the record has no key there and ``from_kafka_key`` is set,
-    the Kafka message key (UTF-8) is used: some producers only key the message.
+    ``timestamp`` when present. Otherwise it is derived as the spec does: with
+    ``originalTimestamp`` (the device clock when the event happened), ``sentAt`` (the
+    device clock when it was sent) and ``receivedAt`` (the server clock on arrival),
+    ``receivedAt - (sentAt - originalTimestamp)``, which corrects a device clock that is
+    off; with ``receivedAt`` alone, ``receivedAt``. No time field at all is
+    ``missing_field``; time fields that cannot give an instant are ``bad_timestamp``.
     """
-
-    path: tuple[str, ...]
-    from_kafka_key: bool = False
-
-    @classmethod
-    def parse(cls, path: str, *, from_kafka_key: bool = False) -> CustomerKeyRule:
-        parts = tuple(path.split("."))
-        if not all(parts):
-            raise ValueError(f"customer key path {path!r} has an empty segment")
-        return cls(parts, from_kafka_key)
-
-    def resolve(self, record: dict[str, Any], kafka_key: bytes | None) -> str | None:
-        """The customer key, or ``None`` when the record has none (skipped, not an error).
-
-        Strings and integers are keys (some producers send numeric ids); an empty string is
-        no key; anything else is a producer bug and raises ``WRONG_TYPE``.
-        """
-        node: Any = record
-        for part in self.path:
-            if type(node) is not dict:
-                node = None
-                break
-            node = node.get(part)
-        if type(node) is str:
-            if node:
-                return node
-        elif type(node) is int:
-            return str(node)
-        elif node is not None:
-            raise wrong_type(".".join(self.path), "a string", node)
-        if self.from_kafka_key and kafka_key:
-            try:
-                return kafka_key.decode("utf-8")
-            except UnicodeDecodeError:
-                raise DecodeError(
-                    DecodeReason.WRONG_TYPE, "Kafka message key is not UTF-8 text"
-                ) from None
-        return None
+    value = record.get("timestamp")
+    if value is not None:
+        return parse_timestamp_ms(value)
+    received = record.get("receivedAt")
+    original = record.get("originalTimestamp")
+    sent = record.get("sentAt")
+    if received is None:
+        if original is None and sent is None:
+            raise missing("timestamp")
+        raise DecodeError(
+            DecodeReason.BAD_TIMESTAMP,
+            "no timestamp, and no receivedAt to derive it from (originalTimestamp and "
+            "sentAt alone are device clocks)",
+        )
+    received_ms = parse_timestamp_ms(received, "receivedAt")
+    if original is None or sent is None:
+        return received_ms
+    original_ms = parse_timestamp_ms(original, "originalTimestamp")
+    return received_ms - (parse_timestamp_ms(sent, "sentAt") - original_ms)
 
 
-DEFAULT_RULE = CustomerKeyRule((DEFAULT_CUSTOMER_KEY,))
+DEFAULT_RULE = PIPELINES_RULE
 
 
 def _identifiers(
@@ -188,14 +183,17 @@ def pipelines_event(
     kafka_key: bytes | None = None,
     source: SourcePosition | None = None,
     rule: CustomerKeyRule = DEFAULT_RULE,
-) -> Event | None:
+    latest_ms: int | None = None,
+) -> Event | Skipped:
     """Validate one Data Pipelines record and build its ``Event``.
 
     ``name``: track -> ``event``; page/screen -> ``name`` (``""`` when unnamed, so an
     unnamed page never collides with a page literally called "page"); identify ->
     ``"identify"``. ``traits`` are ``context.traits`` overlaid with top-level ``traits``
-    (identify carries them top-level, track usually in the context). Returns ``None`` when
-    the record is valid but has no customer key.
+    (identify carries them top-level, track usually in the context). Returns
+    ``Skipped("no_customer")`` when the record is valid but has no customer key, and
+    ``Skipped("group")``/``Skipped("alias")`` for those call types. ``latest_ms`` bounds
+    the event time (see :mod:`streamsync.ingest.bounds`); ``None``: no bound.
     """
     if type(record) is not dict:
         raise wrong_type("record", "an object", record)
@@ -205,15 +203,24 @@ def pipelines_event(
             raise missing("type")
         raise wrong_type("type", "a string", kind)
     if kind not in PIPELINES_TYPES:
+        skipped = SKIPPED_TYPES.get(kind)
+        if skipped is not None:
+            return skipped
         raise DecodeError(
-            DecodeReason.UNKNOWN_TYPE, "type is not one of track, identify, page, screen"
+            DecodeReason.UNKNOWN_TYPE,
+            "type is not one of track, identify, page, screen, group, alias",
         )
     # Each field is read inline with its common case first; the helpers only run for the
     # unusual cases (absent, null, wrong type), which keeps the hot path to dict lookups.
     record_id = record.get("messageId")
     if type(record_id) is not str or not record_id:
-        record_id = require_str(record, "messageId")
-    timestamp_ms = parse_timestamp_ms(record.get("timestamp"))
+        if record_id is not None and record_id != "":
+            raise wrong_type("messageId", "a string", record_id)
+        record_id = derived_record_id(record)
+    timestamp = record.get("timestamp")
+    timestamp_ms = parse_timestamp_ms(timestamp) if timestamp is not None else event_time_ms(record)
+    if latest_ms is not None and timestamp_ms > latest_ms:
+        check_skew(timestamp_ms, latest_ms)
     anonymous_id = record.get("anonymousId")
     if anonymous_id is not None and type(anonymous_id) is not str:
         raise wrong_type("anonymousId", "a string", anonymous_id)
@@ -238,14 +245,20 @@ def pipelines_event(
         if type(context) is not dict:
             raise wrong_type("context", "an object", context)
         context_traits = optional_object(context, "traits", "context.traits")
+    if properties:
+        check_values(properties, "properties")
+    if traits:
+        check_values(traits, "traits")
+    if context_traits:
+        check_values(context_traits, "context.traits")
     identifiers = _identifiers(traits, context_traits, "traits")
     if context_traits:
         traits = {**context_traits, **traits}
-    customer_id = rule.resolve(record, kafka_key)
-    if customer_id is None:
-        return None
+    key = rule.resolve(record, kafka_key)
+    if key is None:
+        return _NO_CUSTOMER
     return Event(
-        customer_id=customer_id,
+        customer_id=key[0],
         kind=kind,
         name=name,
         timestamp_ms=timestamp_ms,
@@ -254,4 +267,5 @@ def pipelines_event(
         traits=traits,
         identifiers=identifiers,
         source=source,
+        id_kind=key[1],
     )

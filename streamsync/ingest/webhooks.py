@@ -2,8 +2,13 @@
 
 A reporting webhook says what Customer.io did to a customer (``metric`` = sent, opened,
 clicked, bounced...) for one message ``object_type`` (email, push, sms...). The event keeps
-the metric as its name and the scalar ``data`` fields (``delivery_id``, ``campaign_id``,
-...) as properties, so audiences can say "sent an email in campaign 7".
+the metric as its name and ``data`` whole as properties (minus the identity fields), so
+audiences can say "sent an email in campaign 7" or filter on nested values such as
+``recipients[].device_platform`` of a push.
+
+Who the webhook is about follows the topic's identity policy
+(:mod:`streamsync.ingest.identity`): ``data.identifiers.id`` first, ``data.customer_id``
+(deprecated by Customer.io) only as the last fallback.
 
 Like :mod:`streamsync.ingest.pipelines`, input is an already-parsed dict (from JSON or from
 the Avro twin), validated with plain dict access.
@@ -13,28 +18,31 @@ from __future__ import annotations
 
 from typing import Any
 
+from streamsync.ingest.bounds import check_skew, check_values
 from streamsync.ingest.errors import DecodeError, DecodeReason
-from streamsync.ingest.event import WEBHOOK, Event, SourcePosition
+from streamsync.ingest.event import NO_CUSTOMER, WEBHOOK, Event, Skipped, SourcePosition
+from streamsync.ingest.identity import WEBHOOK_RULE, CustomerKeyRule
 from streamsync.ingest.pipelines import (
-    CustomerKeyRule,
     missing,
     optional_object,
     optional_str,
     require_str,
     wrong_type,
 )
+from streamsync.ingest.record_ids import derived_record_id
 
-DEFAULT_CUSTOMER_KEY = "data.customer_id"
-DEFAULT_RULE = CustomerKeyRule(("data", "customer_id"))
-#: ``data.identifiers`` entries copied into ``Event.identifiers``; ``id`` is the customer
-#: id itself and would add nothing.
+#: The webhook identity policy's first choice (see :mod:`streamsync.ingest.identity`).
+DEFAULT_CUSTOMER_KEY = "data.identifiers.id"
+DEFAULT_RULE = WEBHOOK_RULE
+#: ``data.identifiers`` entries copied into ``Event.identifiers``; ``id`` is the
+#: workspace's own id, which the customer key already is (or should be).
 IDENTIFIER_FIELDS = ("email", "cio_id")
-#: ``data`` fields that are not message properties.
-_NOT_PROPERTIES = frozenset({"customer_id", "identifiers"})
-_SCALARS = (str, int, float, bool)
+#: ``data`` fields that are identity, not message properties.
+_NOT_PROPERTIES = ("customer_id", "identifiers")
 #: Epoch seconds must be before year 10000; a millisecond value sent by mistake lands far
 #: beyond that and is rejected rather than read as a date in the year 55000.
 _MAX_EPOCH_SECONDS = 253_402_300_800
+_NO_CUSTOMER = Skipped(NO_CUSTOMER)
 
 
 def webhook_timestamp_ms(value: object) -> int:
@@ -53,20 +61,29 @@ def webhook_event(
     kafka_key: bytes | None = None,
     source: SourcePosition | None = None,
     rule: CustomerKeyRule = DEFAULT_RULE,
-) -> Event | None:
-    """Validate one reporting webhook and build its ``Event``; ``None`` when it has no
-    customer key (``data.customer_id`` by default)."""
+    latest_ms: int | None = None,
+) -> Event | Skipped:
+    """Validate one reporting webhook and build its ``Event``; ``Skipped("no_customer")``
+    when the identity policy finds no key. ``latest_ms`` bounds the event time (see
+    :mod:`streamsync.ingest.bounds`); ``None``: no bound."""
     if type(record) is not dict:
         raise wrong_type("record", "an object", record)
-    record_id = require_str(record, "event_id")
+    record_id = record.get("event_id")
+    if type(record_id) is not str or not record_id:
+        if record_id is not None and record_id != "":
+            raise wrong_type("event_id", "a string", record_id)
+        record_id = derived_record_id(record)
     name = require_str(record, "metric")
     timestamp_ms = webhook_timestamp_ms(record.get("timestamp"))
+    if latest_ms is not None and timestamp_ms > latest_ms:
+        check_skew(timestamp_ms, latest_ms)
     object_type = optional_str(record, "object_type")
     data = record.get("data")
     if type(data) is not dict:
         if data is None:
             raise missing("data")
         raise wrong_type("data", "an object", data)
+    check_values(data, "data")
     identifiers_in = optional_object(data, "identifiers", "data.identifiers")
     identifiers: dict[str, str] = {}
     for field in IDENTIFIER_FIELDS:
@@ -77,17 +94,16 @@ def webhook_event(
             raise wrong_type(f"data.identifiers.{field}", "a string", value)
         if value:
             identifiers[field] = value
-    properties: dict[str, Any] = {}
+    properties: dict[str, Any] = dict(data)
+    for field in _NOT_PROPERTIES:
+        properties.pop(field, None)
     if object_type is not None:
         properties["object_type"] = object_type
-    for field, value in data.items():
-        if field not in _NOT_PROPERTIES and isinstance(value, _SCALARS):
-            properties[field] = value
-    customer_id = rule.resolve(record, kafka_key)
-    if customer_id is None:
-        return None
+    key = rule.resolve(record, kafka_key)
+    if key is None:
+        return _NO_CUSTOMER
     return Event(
-        customer_id=customer_id,
+        customer_id=key[0],
         kind=WEBHOOK,
         name=name,
         timestamp_ms=timestamp_ms,
@@ -95,4 +111,5 @@ def webhook_event(
         properties=properties,
         identifiers=identifiers,
         source=source,
+        id_kind=key[1],
     )

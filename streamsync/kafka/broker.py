@@ -36,10 +36,11 @@ from typing import TextIO
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
+# BOOTSTRAP_ENV is re-exported: when it is set, it names an existing cluster and no local
+# broker is started.
+from streamsync.kafka.config import BOOTSTRAP_ENV as BOOTSTRAP_ENV
 from streamsync.kafka.config import admin_config
 
-#: Environment variable naming an existing cluster; when set, no local broker is started.
-BOOTSTRAP_ENV = "KAFKA_BOOTSTRAP_SERVERS"
 #: Environment variable overriding the cache root (default ``~/.cache/streamsync``).
 CACHE_ENV = "STREAMSYNC_CACHE_DIR"
 

@@ -9,6 +9,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+#: Environment variable naming the cluster to use. Production configuration reads it (it
+#: overrides ``kafka.bootstrap_servers``), and the development broker skips starting when it
+#: is set; it lives here so production code never imports the development broker.
+BOOTSTRAP_ENV = "KAFKA_BOOTSTRAP_SERVERS"
+
 
 def admin_config(bootstrap: str, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """An AdminClient configuration for ``bootstrap``."""

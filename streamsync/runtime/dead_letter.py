@@ -28,6 +28,57 @@ TOPIC_HEADER = "streamsync.source.topic"
 PARTITION_HEADER = "streamsync.source.partition"
 OFFSET_HEADER = "streamsync.source.offset"
 TIMESTAMP_HEADER = "streamsync.source.timestamp"
+#: Position inside a batch envelope of the record that failed (absent for single records).
+INDEX_HEADER = "streamsync.source.index"
+#: Present when the value was cut to fit the dead-letter topic: the original size in bytes.
+TRUNCATED_HEADER = "streamsync.error.truncated"
+
+#: Room left for Kafka's own record and batch framing under a topic's max.message.bytes.
+_FRAMING_BYTES = 1024
+
+Headers = list[tuple[str, str | bytes | None]]
+
+
+def dead_letter_headers(
+    reason: str,
+    detail: str,
+    source: SourcePosition,
+    source_timestamp_ms: int | None,
+    index: int | None = None,
+) -> Headers:
+    """The headers of one dead letter (see the module docstring)."""
+    headers: Headers = [
+        (REASON_HEADER, reason.encode()),
+        (DETAIL_HEADER, detail.encode()),
+        (TOPIC_HEADER, source.topic.encode()),
+        (PARTITION_HEADER, str(source.partition).encode()),
+        (OFFSET_HEADER, str(source.offset).encode()),
+        (
+            TIMESTAMP_HEADER,
+            str(-1 if source_timestamp_ms is None else source_timestamp_ms).encode(),
+        ),
+    ]
+    if index is not None:
+        headers.append((INDEX_HEADER, str(index).encode()))
+    return headers
+
+
+def fit_dead_letter(
+    value: bytes | None, key: bytes | None, headers: Headers, max_bytes: int | None
+) -> bytes | None:
+    """``value``, cut so the whole dead letter fits in ``max_bytes`` (the dead-letter
+    topic's ``max.message.bytes``); when cut, :data:`TRUNCATED_HEADER` is appended to
+    ``headers`` with the original size. A record too large for its dead letter would
+    otherwise fail on every retry and block its partition."""
+    if max_bytes is None or value is None:
+        return value
+    size = sum(len(k) + len(v or b"") for k, v in headers) + len(TRUNCATED_HEADER) + 20
+    room = max_bytes - _FRAMING_BYTES - size - (len(key) if key else 0)
+    if len(value) <= room:
+        return value
+    headers.append((TRUNCATED_HEADER, str(len(value)).encode()))
+    return value[: max(room, 0)]
+
 
 #: Producer overrides for dead letters: the librdkafka default ``message.max.bytes`` (1 MB)
 #: is below the broker's and the default ``max_record_bytes``, and an oversized record is
@@ -39,9 +90,10 @@ DEAD_LETTER_PRODUCER_OVERRIDES: dict[str, Any] = {"message.max.bytes": 16 * 1024
 class DeadLetterWriter:
     """Produces dead letters to one topic through a producer the caller owns."""
 
-    def __init__(self, producer: Producer, topic: str) -> None:
+    def __init__(self, producer: Producer, topic: str, max_bytes: int | None = None) -> None:
         self._producer = producer
         self.topic = topic
+        self.max_bytes = max_bytes
         self.pending = 0
         self.delivered = 0
         self._failures: list[str] = []
@@ -62,17 +114,14 @@ class DeadLetterWriter:
         error: DecodeError,
     ) -> None:
         """Queue one dead letter (``value``/``key`` exactly as consumed)."""
-        headers: list[tuple[str, str | bytes | None]] = [
-            (REASON_HEADER, error.reason.value.encode()),
-            (DETAIL_HEADER, error.detail.encode()),
-            (TOPIC_HEADER, source.topic.encode()),
-            (PARTITION_HEADER, str(source.partition).encode()),
-            (OFFSET_HEADER, str(source.offset).encode()),
-            (
-                TIMESTAMP_HEADER,
-                str(-1 if source_timestamp_ms is None else source_timestamp_ms).encode(),
-            ),
-        ]
+        headers = dead_letter_headers(
+            error.reason.value,
+            error.detail,
+            source,
+            source_timestamp_ms,
+            getattr(error, "index", None),
+        )
+        value = fit_dead_letter(value, key, headers, self.max_bytes)
         while True:
             try:
                 self._producer.produce(

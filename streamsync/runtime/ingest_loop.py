@@ -40,6 +40,13 @@ log = logging.getLogger(__name__)
 
 EventCallback = Callable[[Event], None]
 
+#: How often an unreachable broker is reported again after the first report.
+BROKER_REPORT_INTERVAL_S = 30.0
+#: librdkafka logs every failed connection attempt (several a second); broker trouble is
+#: reported through the error callback instead, once and then at a slow interval.
+_QUIET = {"log_level": 2}
+_BROKER_DOWN = frozenset({KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT})
+
 
 class PartitionListener(Protocol):
     """Told which partitions this consumer reads and when one is caught up, so the
@@ -126,6 +133,7 @@ class IngestLoop:
         consumer_extra: Mapping[str, Any] | None = None,
         producer_extra: Mapping[str, Any] | None = None,
         partitions: PartitionListener | None = None,
+        broker_timeout_s: float = 60.0,
     ) -> None:
         if registry is None and config.schema_registry_dir is not None:
             registry = FileSchemaRegistry.from_path(config.schema_registry_dir)
@@ -146,6 +154,10 @@ class IngestLoop:
         self._stop = False
         self._fatal: KafkaError | None = None
         self._last_activity = 0.0
+        self._assigned = False
+        self._down_since: float | None = None
+        self._down_reported = -BROKER_REPORT_INTERVAL_S
+        self.broker_timeout_s = broker_timeout_s
 
     def stop(self) -> None:
         """Ask the loop to finish its current batch, commit and return (signal-safe)."""
@@ -154,17 +166,28 @@ class IngestLoop:
     def _on_error(self, error: KafkaError) -> None:
         if error.fatal():
             self._fatal = error
+        elif error.code() in _BROKER_DOWN:
+            # Reported once, then at a slow interval; run() gives up after broker_timeout_s.
+            now = time.monotonic()
+            if self._down_since is None:
+                self._down_since = now
+            if now - self._down_reported >= BROKER_REPORT_INTERVAL_S:
+                self._down_reported = now
+                log.error("cannot reach Kafka at %s: %s", self.kafka.bootstrap_servers, error.str())
         else:
             log.warning("kafka client error: %s", error)
 
     def _on_assign(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # A group join can take seconds; it must not count as idleness.
         self._last_activity = time.monotonic()
+        self._assigned = True
+        self._down_since = None
         log.info("assigned %d partitions", len(partitions))
         if self.partitions is not None:
             self.partitions.assigned([(p.topic, p.partition) for p in partitions])
 
     def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._assigned = False
         if self.partitions is not None:
             self.partitions.revoked([(p.topic, p.partition) for p in partitions])
 
@@ -174,13 +197,19 @@ class IngestLoop:
             consumer_config(
                 self.kafka.bootstrap_servers,
                 self.config.group_id,
-                extra={**client, "error_cb": self._on_error, **self._consumer_extra},
+                extra={**client, **_QUIET, "error_cb": self._on_error, **self._consumer_extra},
             )
         )
         producer = Producer(
             producer_config(
                 self.kafka.bootstrap_servers,
-                extra={**client, **DEAD_LETTER_PRODUCER_OVERRIDES, **self._producer_extra},
+                extra={
+                    **client,
+                    **_QUIET,
+                    "error_cb": self._on_error,
+                    **DEAD_LETTER_PRODUCER_OVERRIDES,
+                    **self._producer_extra,
+                },
             )
         )
         return consumer, producer
@@ -214,9 +243,18 @@ class IngestLoop:
                     raise ConsumerError(f"fatal consumer error: {self._fatal}")
                 now = time.monotonic()
                 count = self._handle(messages, stats, dead_letters)
+                if not self._assigned:  # still joining the group: not idle
+                    self._last_activity = now
+                down = self._down_since
+                if down is not None and now - down >= self.broker_timeout_s:
+                    raise ConsumerError(
+                        f"cannot reach Kafka at {self.kafka.bootstrap_servers} for "
+                        f"{now - down:.0f}s; giving up"
+                    )
                 if count:
                     handled += count
                     self._last_activity = now
+                    self._down_since = None
                     dead_letters.flush()
                     self._commit(consumer)
                 elif idle_timeout_s is not None and now - self._last_activity >= idle_timeout_s:

@@ -13,6 +13,8 @@ Also here: ``decode_record``, a small decoder of raw Customer.io dicts written w
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
@@ -379,16 +381,28 @@ def _dict(value: Any) -> dict[str, Any]:
     return dict(value) if isinstance(value, dict) else {}
 
 
+def _content_id(raw: Mapping[str, Any]) -> str:
+    canonical = json.dumps(raw, sort_keys=True, separators=(",", ":"))
+    return "content:" + hashlib.sha256(canonical.encode()).hexdigest()
+
+
 def decode_record(raw: Mapping[str, Any]) -> Event | None:
     """A raw Customer.io record (Data Pipelines or reporting webhook) as an Event.
 
-    None when the record has no customer key (``userId`` / ``data.customer_id``).
+    None when the record has no customer key: ``userId``, or for a webhook the first of
+    ``identifiers.id``, ``identifiers.email``, ``identifiers.cio_id`` and the deprecated
+    ``customer_id`` that is set (the default identity policy). A record without an id
+    gets one from its content, so identical copies are duplicates.
     """
     if "metric" in raw or "event_id" in raw:
         data = _dict(raw.get("data"))
-        customer = data.get("customer_id")
-        if customer is None or customer == "":
+        ids = _dict(data.get("identifiers"))
+        keys = [ids.get("id"), ids.get("email"), ids.get("cio_id"), data.get("customer_id")]
+        kinds = ["id", "email", "cio_id", "customer_id"]
+        found = [(k, kind) for k, kind in zip(keys, kinds, strict=True) if k not in (None, "")]
+        if not found:
             return None
+        customer, id_kind = found[0]
         seconds = Decimal(str(raw["timestamp"]))
         identifiers = {
             k: str(v) for k, v in _dict(data.get("identifiers")).items() if v is not None
@@ -398,9 +412,10 @@ def decode_record(raw: Mapping[str, Any]) -> Event | None:
             kind="webhook",
             name=str(raw.get("metric")),
             timestamp_ms=int(seconds * 1000),
-            record_id=raw.get("event_id"),
+            record_id=raw.get("event_id") or _content_id(raw),
             properties={"object_type": raw.get("object_type")},
             identifiers=identifiers,
+            id_kind=id_kind,
         )
     customer = raw.get("userId")
     if customer is None or customer == "":
@@ -424,7 +439,7 @@ def decode_record(raw: Mapping[str, Any]) -> Event | None:
         kind=kind,
         name=name,
         timestamp_ms=iso_to_ms(str(raw["timestamp"])),
-        record_id=raw.get("messageId"),
+        record_id=raw.get("messageId") or _content_id(raw),
         properties=_dict(raw.get("properties")),
         traits=traits if kind == "identify" else {},
         identifiers=identifiers,

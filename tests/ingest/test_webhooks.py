@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from streamsync.ingest.errors import DecodeError, DecodeReason
-from streamsync.ingest.event import Event
+from streamsync.ingest.event import NO_CUSTOMER, Event, Skipped
 from streamsync.ingest.webhooks import webhook_event
 from tests.ingest.samples import WEBHOOK_SENT, sample
 
@@ -28,15 +28,18 @@ def test_sent_webhook() -> None:
             "delivery_id": "dlv-1",
             "campaign_id": 7,
             "recipient": "ada@example.com",
+            "content": {"subject": "not a scalar"},
         },
         identifiers={"email": "ada@example.com", "cio_id": "cio_abc"},
+        id_kind="id",
     )
 
 
-def test_no_customer_id_is_skipped() -> None:
+def test_no_identifier_at_all_is_skipped() -> None:
     record = sample(WEBHOOK_SENT)
     del record["data"]["customer_id"]
-    assert webhook_event(record) is None
+    del record["data"]["identifiers"]
+    assert webhook_event(record) == Skipped(NO_CUSTOMER)
 
 
 def test_minimal_webhook() -> None:
@@ -50,7 +53,7 @@ def test_minimal_webhook() -> None:
 @pytest.mark.parametrize(
     ("changes", "reason"),
     [
-        ({"event_id": None}, DecodeReason.MISSING_FIELD),
+        ({"event_id": 5}, DecodeReason.WRONG_TYPE),
         ({"metric": None}, DecodeReason.MISSING_FIELD),
         ({"metric": ["sent"]}, DecodeReason.WRONG_TYPE),
         ({"timestamp": None}, DecodeReason.MISSING_FIELD),

@@ -19,7 +19,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 
 from streamsync.config import IngestConfig, KafkaConfig, TopicConfig
 from streamsync.ingest.avro import confluent_frame, encode_avro
-from streamsync.ingest.errors import DeadLetterError
+from streamsync.ingest.errors import ConsumerError, DeadLetterError
 from streamsync.ingest.event import Event
 from streamsync.ingest.pipelines import pipelines_event
 from streamsync.runtime import dead_letter as dl
@@ -137,7 +137,7 @@ def test_ingest_loop_end_to_end(
         (pipelines, b"bad-3", js(sample(ORDER_COMPLETED, properties="x=1")), "wrong_type"),
         (pipelines, b"bad-4", js(big), "oversized"),
         (pipelines, None, js(sample(ORDER_COMPLETED, userId=None)), "skipped"),
-        (pipelines, b"bad-5", js(sample(ORDER_COMPLETED, messageId=None)), "missing_field"),
+        (pipelines, b"bad-5", js(sample(ORDER_COMPLETED, event=None)), "missing_field"),
         (pipelines, b"bad-6", None, "empty_record"),
         (webhooks, None, js(WEBHOOK_SENT), "event"),
         (webhooks, b"bad-7", js(sample(WEBHOOK_SENT, timestamp="soon")), "wrong_type"),
@@ -310,3 +310,12 @@ def test_cli_ingest_runs_and_summarises(
     assert rc == 0
     assert "malformed_json" in out
     assert topic in out
+
+
+def test_an_unreachable_broker_is_an_error_not_an_idle_success() -> None:
+    """No broker ever answers: the group never joins, so the idle timer never runs, and
+    after the broker timeout the loop stops with an error instead of "0 records"."""
+    config = IngestConfig(topics=[TopicConfig(name="x", format="pipelines_json")])
+    loop = IngestLoop(config, KafkaConfig(bootstrap_servers="127.0.0.1:1"), broker_timeout_s=3)
+    with pytest.raises(ConsumerError, match=r"cannot reach Kafka at 127\.0\.0\.1:1"):
+        loop.run(idle_timeout_s=1)

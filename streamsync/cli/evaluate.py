@@ -1,0 +1,101 @@
+"""``streamsync evaluate --config FILE``: the evaluate service, until SIGTERM or SIGINT.
+
+Reads the configured input topics as one consumer group, evaluates the audiences per
+input partition with persistent state, and writes membership deltas exactly once (see
+:mod:`streamsync.runtime.app`). Progress goes to stderr every few seconds; on
+SIGTERM/SIGINT the current cycle is committed and the process exits 0. Configuration
+mistakes exit 2 with one line; an unreachable cluster, or state written for other
+audience definitions, exits 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+from pathlib import Path
+from typing import Any, TextIO
+
+from streamsync.audiences.loader import AudienceDefinitionError
+from streamsync.config import ConfigError, load_config
+from streamsync.runtime.app import Application, BrokerUnreachable, EvaluateStats, StartupError
+from streamsync.state.codec import StateError
+from streamsync.state.recovery import RecoveryError
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "evaluate",
+        help="run the evaluate service: audiences per partition, deltas exactly once",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--config", type=Path, required=True, help="YAML configuration file")
+    parser.add_argument(
+        "--progress-interval", type=float, default=5.0, help="seconds between progress lines"
+    )
+    parser.set_defaults(func=run_evaluate)
+
+
+def _progress(out: TextIO) -> Any:
+    last = [0, 0.0]
+
+    def show(stats: EvaluateStats) -> None:
+        records, elapsed = stats.records, stats.elapsed_s
+        window = elapsed - last[1]
+        rate = (records - last[0]) / window if window > 0 else 0.0
+        last[0], last[1] = records, elapsed
+        print(
+            f"evaluate: {records:,} records ({rate:,.0f}/s), {stats.deltas:,} deltas, "
+            f"{stats.dead_lettered:,} dead letters, {stats.commits:,} commits",
+            file=out,
+            flush=True,
+        )
+
+    return show
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    logging.basicConfig(
+        level=logging.INFO, format="evaluate: %(message)s", stream=sys.stderr, force=False
+    )
+    try:
+        config = load_config(args.config)
+        if config.evaluate is None:
+            raise ConfigError(f"{args.config}: no evaluate section (see the README)")
+        app = Application(
+            config, progress=_progress(sys.stderr), progress_interval_s=args.progress_interval
+        )
+    except (ConfigError, AudienceDefinitionError, StartupError) as exc:
+        print(f"streamsync evaluate: {exc}", file=sys.stderr)
+        return 2
+
+    def stop(_signum: int, _frame: object) -> None:
+        app.stop()
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    print(
+        f"evaluate: {len(app.audiences)} audiences over {', '.join(app.topics)} from "
+        f"{config.kafka.bootstrap_servers} as {app.settings.group_id}; deltas to "
+        f"{config.deltas.topic} ({config.deltas.format})",
+        file=sys.stderr,
+        flush=True,
+    )
+    try:
+        stats = app.run()
+    except StartupError as exc:
+        print(f"streamsync evaluate: {exc}", file=sys.stderr)
+        return 2
+    except (BrokerUnreachable, StateError, RecoveryError) as exc:
+        print(f"streamsync evaluate: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    print(
+        f"evaluate stopped ({stats.stopped_by}) after {stats.elapsed_s:.1f}s: "
+        f"{stats.records:,} records, {stats.deltas:,} deltas, {stats.commits:,} commits",
+        file=sys.stderr,
+    )
+    return 0

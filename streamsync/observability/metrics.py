@@ -1,0 +1,382 @@
+"""The named instruments every streamsync role reports through, exposed for Prometheus.
+
+The runtime and the sinks never keep counters of their own for operators: they call the
+methods of one :class:`Telemetry` object, and the admin server serves what it holds at
+``/metrics``. The facade fixes the metric names, units and label sets in one place, so the
+Helm chart's alert rules, the dashboards and the code cannot drift apart.
+
+Metrics are OpenTelemetry instruments read by the SDK's own Prometheus reader
+(``opentelemetry-exporter-prometheus``) into a ``prometheus_client`` registry owned by this
+object, not the process-global one: two ``Telemetry`` objects (tests, or evaluate and
+deliver in one process) never see each other's series.
+
+Costs: counters and gauges are plain dictionary updates under a lock (about 0.2 us),
+read by OpenTelemetry's asynchronous instruments at scrape time, because the SDK's
+synchronous counter costs about 5 us a call, too much once per delta in the hot loop.
+Histograms are the SDK's (about 3-5 us a value). A gauge whose subject went away (a
+revoked partition, a removed audience) is dropped with :meth:`Telemetry.forget_partition`
+/ :meth:`Telemetry.forget_audience` instead of reporting its last value for ever.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable
+from typing import Literal
+
+from opentelemetry.exporter.prometheus import PrometheusMetricReader
+from opentelemetry.metrics import CallbackOptions, Observation
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.resources import Resource
+from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+
+from streamsync.observability.health import Health
+from streamsync.observability.tracing import Tracing
+
+#: Content type of :meth:`Telemetry.render` (the Prometheus text format).
+METRICS_CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+#: Latency buckets in seconds: from the sub-second path the service aims for up to the
+#: hour a backlog or a destination outage can take.
+LATENCY_BUCKETS_SECONDS = (
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+    300.0,
+    900.0,
+    3600.0,
+)
+
+Op = Literal["enter", "exit"]
+LabelValue = str | int
+Labels = tuple[LabelValue, ...]
+
+
+class _Table:
+    """Values by label tuple, observed by an asynchronous instrument at scrape time:
+    current values for a gauge (:meth:`set`), running totals for a counter (:meth:`add`).
+
+    For gauges, a dictionary rather than a synchronous OTel gauge also lets a series be
+    removed: a synchronous gauge would report a revoked partition's last lag for ever.
+    """
+
+    __slots__ = ("_keys", "_lock", "_values")
+
+    def __init__(self, keys: tuple[str, ...]) -> None:
+        self._keys = keys
+        self._values: dict[Labels, float] = {}
+        self._lock = threading.Lock()
+
+    def set(self, labels: Labels, value: float) -> None:
+        with self._lock:  # the admin thread copies the table while the runtime writes it
+            self._values[labels] = value
+
+    def add(self, labels: Labels, amount: float) -> None:
+        with self._lock:
+            values = self._values
+            values[labels] = values.get(labels, 0) + amount
+
+    def discard(self, **match: LabelValue) -> None:
+        """Remove every series whose labels include all of ``match``."""
+        wanted = [(self._keys.index(key), value) for key, value in match.items()]
+        with self._lock:
+            doomed = [
+                labels
+                for labels in self._values
+                if all(labels[index] == value for index, value in wanted)
+            ]
+            for labels in doomed:
+                del self._values[labels]
+
+    def observe(self, _options: CallbackOptions) -> Iterable[Observation]:
+        keys = self._keys
+        with self._lock:
+            items = list(self._values.items())
+        return [Observation(value, dict(zip(keys, labels, strict=True))) for labels, value in items]
+
+
+class Telemetry:
+    """The metrics of one streamsync process (evaluate or deliver), its health and tracing:
+    the one object the runtime and the sinks are handed.
+
+    ``role`` and ``service_name`` become resource attributes (Prometheus ``target_info``);
+    Kubernetes adds pod and namespace labels when it scrapes.
+    """
+
+    def __init__(
+        self,
+        *,
+        service_name: str = "streamsync",
+        role: str = "streamsync",
+        health: Health | None = None,
+        tracing: Tracing | None = None,
+    ) -> None:
+        self.health = health if health is not None else Health()
+        self.tracing = (
+            tracing if tracing is not None else Tracing(service_name=service_name, role=role)
+        )
+        self.registry = CollectorRegistry(auto_describe=True)
+        self._reader = PrometheusMetricReader(registry=self.registry, scope_info_enabled=False)
+        resource = Resource.create({"service.name": service_name, "streamsync.role": role})
+        self._provider = MeterProvider(metric_readers=[self._reader], resource=resource)
+        meter = self._provider.get_meter("streamsync")
+
+        # Ingest.
+        self._ingested = _Table(("topic",))
+        meter.create_observable_counter(
+            "streamsync.records.ingested",
+            unit="1",
+            description="Input records read, by topic.",
+            callbacks=[self._ingested.observe],
+        )
+        self._skipped = _Table(("topic", "reason"))
+        meter.create_observable_counter(
+            "streamsync.records.skipped",
+            unit="1",
+            description="Input records skipped on purpose (no customer key, ...), by reason.",
+            callbacks=[self._skipped.observe],
+        )
+        self._dead_lettered = _Table(("topic", "reason"))
+        meter.create_observable_counter(
+            "streamsync.records.dead_lettered",
+            unit="1",
+            description="Input records written to the dead-letter topic, by reason.",
+            callbacks=[self._dead_lettered.observe],
+        )
+        self._lag = _Table(("group", "topic", "partition"))
+        meter.create_observable_gauge(
+            "streamsync.consumer.lag",
+            callbacks=[self._lag.observe],
+            unit="1",
+            description="Records between the consumer's position and the partition's end.",
+        )
+
+        # Evaluate.
+        self._changes = _Table(("audience", "op"))
+        meter.create_observable_counter(
+            "streamsync.audience.changes",
+            unit="1",
+            description="Membership deltas emitted, by audience and op (enter/exit).",
+            callbacks=[self._changes.observe],
+        )
+        self._event_to_delta = meter.create_histogram(
+            "streamsync.event_to_delta",
+            unit="s",
+            description="Wall-clock time from a record's (or deadline's) event time to its delta.",
+            explicit_bucket_boundaries_advisory=LATENCY_BUCKETS_SECONDS,
+        )
+        self._members = _Table(("audience",))
+        meter.create_observable_gauge(
+            "streamsync.audience.members",
+            callbacks=[self._members.observe],
+            unit="1",
+            description="Current members of each audience held by this process (holdout included).",
+        )
+        self._holdout = _Table(("audience",))
+        meter.create_observable_gauge(
+            "streamsync.audience.holdout_members",
+            callbacks=[self._holdout.observe],
+            unit="1",
+            description="Current holdout members of each audience held by this process.",
+        )
+        self._stuck = _Table(("audience",))
+        meter.create_observable_gauge(
+            "streamsync.audience.stuck_members",
+            callbacks=[self._stuck.observe],
+            unit="1",
+            description="Members older than their audience's maximum time to exit.",
+        )
+        self._restored = _Table(("partition",))
+        meter.create_observable_gauge(
+            "streamsync.state.restored_records",
+            callbacks=[self._restored.observe],
+            unit="1",
+            description="Changelog records applied so far while restoring a partition's state.",
+        )
+        self._restore_total = _Table(("partition",))
+        meter.create_observable_gauge(
+            "streamsync.state.restore_target_records",
+            callbacks=[self._restore_total.observe],
+            unit="1",
+            description="Changelog records to apply to restore a partition's state.",
+        )
+
+        # Deliver.
+        self._requests = _Table(("destination", "status"))
+        meter.create_observable_counter(
+            "streamsync.destination.requests",
+            unit="1",
+            description="HTTP requests to a destination, by status (error: no response).",
+            callbacks=[self._requests.observe],
+        )
+        self._throttled = _Table(("destination",))
+        meter.create_observable_counter(
+            "streamsync.destination.throttled",
+            unit="1",
+            description="429 responses from a destination.",
+            callbacks=[self._throttled.observe],
+        )
+        self._retries = _Table(("destination", "reason"))
+        meter.create_observable_counter(
+            "streamsync.destination.retries",
+            unit="1",
+            description="Requests retried, by reason (429, 5xx, timeout, connection).",
+            callbacks=[self._retries.observe],
+        )
+        self._delivered = _Table(("destination",))
+        meter.create_observable_counter(
+            "streamsync.destination.delivered",
+            unit="1",
+            description="Membership deltas a destination acknowledged.",
+            callbacks=[self._delivered.observe],
+        )
+        self._rejected = _Table(("destination", "reason"))
+        meter.create_observable_counter(
+            "streamsync.destination.rejected",
+            unit="1",
+            description="Deltas a destination rejected (dead-lettered), by reason.",
+            callbacks=[self._rejected.observe],
+        )
+        self._identifiers = _Table(("destination", "audience", "result"))
+        meter.create_observable_counter(
+            "streamsync.identifier.lookups",
+            unit="1",
+            description="Deltas checked for the identifier a destination needs, by result "
+            "(matched/unmatched).",
+            callbacks=[self._identifiers.observe],
+        )
+        self._delta_to_destination = meter.create_histogram(
+            "streamsync.delta_to_destination",
+            unit="s",
+            description="Wall-clock time from a delta's commit to its acknowledgement.",
+            explicit_bucket_boundaries_advisory=LATENCY_BUCKETS_SECONDS,
+        )
+
+        # Health, so a dashboard can show readiness next to the rest.
+        meter.create_observable_gauge(
+            "streamsync.ready",
+            callbacks=[self._observe_ready],
+            unit="1",
+            description="1 when the process is ready (state restored), else 0.",
+        )
+
+    # -- ingest --------------------------------------------------------------------------
+
+    def records_ingested(self, topic: str, count: int = 1) -> None:
+        """``count`` records read from ``topic`` (every record, whatever its outcome)."""
+        self._ingested.add((topic,), count)
+
+    def records_skipped(self, topic: str, reason: str, count: int = 1) -> None:
+        """``count`` records of ``topic`` skipped for ``reason`` (``Skipped.reason``)."""
+        self._skipped.add((topic, reason), count)
+
+    def records_dead_lettered(self, topic: str, reason: str, count: int = 1) -> None:
+        """``count`` records of ``topic`` dead-lettered for ``reason`` (the reason header)."""
+        self._dead_lettered.add((topic, reason), count)
+
+    def set_consumer_lag(self, group: str, topic: str, partition: int, lag: int) -> None:
+        """The consumer group's lag on one partition (high watermark minus position)."""
+        self._lag.set((group, topic, partition), lag)
+
+    # -- evaluate ------------------------------------------------------------------------
+
+    def membership_changed(self, audience: str, op: Op, count: int = 1) -> None:
+        """``count`` deltas of ``op`` for ``audience`` were emitted (committed)."""
+        self._changes.add((audience, op), count)
+
+    def observe_event_to_delta(self, seconds: float) -> None:
+        """Wall clock at the delta's commit minus its event time (``at_ms``)."""
+        self._event_to_delta.record(seconds)
+
+    def set_audience_size(self, audience: str, members: int, holdout_members: int = 0) -> None:
+        """Current members (and holdout members among them) of ``audience`` in this process."""
+        self._members.set((audience,), members)
+        self._holdout.set((audience,), holdout_members)
+
+    def set_stuck_members(self, audience: str, count: int) -> None:
+        """Members older than the audience's maximum time to exit (0 when healthy)."""
+        self._stuck.set((audience,), count)
+
+    def set_restore_progress(self, partition: int, restored: int, target: int) -> None:
+        """Restoring ``partition``'s state: ``restored`` of ``target`` changelog records."""
+        self._restored.set((partition,), restored)
+        self._restore_total.set((partition,), target)
+
+    # -- deliver -------------------------------------------------------------------------
+
+    def destination_request(self, destination: str, status: int | None) -> None:
+        """One HTTP request answered with ``status`` (``None``: timeout or no response).
+
+        A 429 is also counted as throttled, so the limiter's quality is one query away.
+        """
+        self._requests.add((destination, _status(status)), 1)
+        if status == 429:
+            self._throttled.add((destination,), 1)
+
+    def destination_retry(self, destination: str, reason: str) -> None:
+        """A request to ``destination`` is retried because of ``reason``."""
+        self._retries.add((destination, reason), 1)
+
+    def deltas_delivered(self, destination: str, count: int = 1) -> None:
+        """``count`` deltas acknowledged by ``destination``."""
+        self._delivered.add((destination,), count)
+
+    def deltas_rejected(self, destination: str, reason: str, count: int = 1) -> None:
+        """``count`` deltas rejected by ``destination`` (or unmatched) and dead-lettered."""
+        self._rejected.add((destination, reason), count)
+
+    def identifier_lookup(
+        self, destination: str, audience: str, matched: bool, count: int = 1
+    ) -> None:
+        """``count`` deltas of ``audience`` had (``matched``) or lacked the identifier
+        ``destination`` needs; the match rate is matched over all."""
+        result = "matched" if matched else "unmatched"
+        self._identifiers.add((destination, audience, result), count)
+
+    def observe_delta_to_destination(self, destination: str, seconds: float) -> None:
+        """Wall clock at the destination's acknowledgement minus the delta's commit time."""
+        self._delta_to_destination.record(seconds, {"destination": destination})
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    def forget_partition(self, partition: int, topic: str | None = None) -> None:
+        """Drop the gauges of a revoked partition (of ``topic`` only, when given)."""
+        if topic is None:
+            self._lag.discard(partition=partition)
+        else:
+            self._lag.discard(topic=topic, partition=partition)
+        self._restored.discard(partition=partition)
+        self._restore_total.discard(partition=partition)
+
+    def forget_audience(self, audience: str) -> None:
+        """Drop the gauges of an audience no longer evaluated here."""
+        for table in (self._members, self._holdout, self._stuck):
+            table.discard(audience=audience)
+
+    def render(self) -> bytes:
+        """The current metrics in the Prometheus text format (what ``/metrics`` serves)."""
+        return generate_latest(self.registry)
+
+    def shutdown(self) -> None:
+        """Stop the reader and flush the tracer; the object must not be used afterwards."""
+        self._provider.shutdown()
+        self.tracing.shutdown()
+
+    def _observe_ready(self, _options: CallbackOptions) -> Iterable[Observation]:
+        ready, _ = self.health.readiness()
+        return [Observation(1 if ready else 0)]
+
+
+def _status(status: int | None) -> str:
+    return "error" if status is None else str(status)

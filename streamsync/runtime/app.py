@@ -1,0 +1,834 @@
+"""The evaluate application: input topics -> tasks (engine + state) -> deltas, exactly once.
+
+One :class:`Application` wires everything the service does; ``streamsync evaluate`` and
+``streamsync demo`` both run it. Kafka clients come from a :class:`KafkaClients`
+factory, so a caller decides how they are built.
+
+The cycle (every ``commit_interval``, default 100 ms), as Kafka Streams' exactly-once v2
+and quix-streams' checkpoint do it:
+
+1. records are decoded and handed to the task of their partition number; dead letters
+   and the deltas the tasks emit are produced inside the open transaction;
+2. each task's state changes (changed customers, still-buffered records, clock) are
+   produced to the compacted changelog topic, partition = task, in the same transaction;
+3. the consumed offsets are added with ``send_offsets_to_transaction`` and the
+   transaction commits: deltas, dead letters, state and offsets become visible together
+   or not at all;
+4. then each task's local RocksDB copy is written, with the changelog offset it is now
+   up to date with.
+
+A crash anywhere rolls back to the last commit: the transaction is aborted (by the
+coordinator, or by the restarted instance, which reuses its transactional id from the
+state directory), the consumer resumes from the committed offsets, and the tasks are
+restored from the changelog as of that commit. A ``read_committed`` reader of the deltas
+topic therefore sees each membership transition once, with ``seq`` continuing.
+
+Rebalances use the eager ``range`` assignor, which gives partition ``p`` of every
+co-partitioned input topic to the same member. On revoke the work so far is committed
+within ``revoke_budget`` and the tasks are parked; if the same partitions come back and
+nobody wrote their changelog meanwhile, the parked state is reused without a restore.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Protocol
+
+import orjson
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    TIMESTAMP_NOT_AVAILABLE,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
+from confluent_kafka.admin import (  # type: ignore[attr-defined]
+    AdminClient,
+    ConfigResource,
+    NewTopic,
+    ResourceType,
+)
+
+from streamsync.audiences.definition import Audience
+from streamsync.audiences.loader import load_audiences
+from streamsync.config import AppConfig, EvaluateConfig
+from streamsync.deltas.codec import encode_avro
+from streamsync.deltas.record import MembershipDelta
+from streamsync.ingest.avro import FileSchemaRegistry, SchemaRegistry, confluent_frame
+from streamsync.ingest.decoder import Decoder
+from streamsync.ingest.errors import DecodeError
+from streamsync.ingest.event import Event, SourcePosition
+from streamsync.kafka.config import admin_config, consumer_config, producer_config
+from streamsync.runtime.dead_letter import (
+    DEAD_LETTER_PRODUCER_OVERRIDES,
+    dead_letter_headers,
+    fit_dead_letter,
+)
+from streamsync.runtime.ingest_loop import (
+    _BROKER_DOWN,
+    _QUIET,
+    BROKER_REPORT_INTERVAL_S,
+    IngestStats,
+    TopicStats,
+)
+from streamsync.runtime.task import Task
+from streamsync.state.recovery import restore_partition
+from streamsync.state.store import PartitionStore
+
+log = logging.getLogger(__name__)
+
+#: Dead-letter reason for a record whose evaluation raised inside the engine.
+ENGINE_ERROR = "engine_error"
+_DEFAULT_MAX_MESSAGE_BYTES = 1_048_588
+
+
+class StartupError(Exception):
+    """The topics or the cluster do not allow the service to start; the message says why."""
+
+
+class BrokerUnreachable(Exception):
+    """No broker answered for longer than ``evaluate.broker_timeout``."""
+
+
+class KafkaClients(Protocol):
+    """Builds the Kafka clients the application uses (injected for tests and tools)."""
+
+    def consumer(self, config: dict[str, Any]) -> Consumer: ...
+
+    def producer(self, config: dict[str, Any]) -> Producer: ...
+
+    def admin(self, config: dict[str, Any]) -> AdminClient: ...
+
+
+class ConfluentClients:
+    """The default: confluent-kafka clients as configured."""
+
+    def consumer(self, config: dict[str, Any]) -> Consumer:
+        return Consumer(config)
+
+    def producer(self, config: dict[str, Any]) -> Producer:
+        return Producer(config)
+
+    def admin(self, config: dict[str, Any]) -> AdminClient:
+        return AdminClient(config)
+
+
+@dataclass
+class EvaluateStats(IngestStats):
+    """Ingest counts plus what evaluation produced."""
+
+    deltas: int = 0
+    commits: int = 0
+    aborts: int = 0
+    restored_customers: int = 0
+    engine_errors: int = 0
+    delta_counts: Counter[tuple[str, str]] = field(default_factory=Counter)
+
+
+def instance_id(state_dir: Path) -> str:
+    """This instance's stable id (kept in the state directory), the suffix of its
+    transactional id: a restarted instance fences its previous incarnation and aborts
+    its open transaction at once instead of waiting for the transaction timeout."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    path = state_dir / "instance-id"
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        value = uuid.uuid4().hex[:12]
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(value)
+        os.replace(tmp, path)
+        return value
+
+
+def _poison_position(tb: TracebackType | None) -> SourcePosition | None:
+    """The source of the record the engine was applying when it raised: the innermost
+    frame holding an ``Event`` with a source (the engine releases records from its
+    buffer long after they were handed in, so the caller cannot know which one)."""
+    found: SourcePosition | None = None
+    while tb is not None:
+        for value in tb.tb_frame.f_locals.values():
+            if isinstance(value, Event) and value.source is not None:
+                found = value.source
+        tb = tb.tb_next
+    return found
+
+
+class Application:
+    """The evaluate service; see the module docstring. :meth:`run` until :meth:`stop`."""
+
+    def __init__(
+        self,
+        config: AppConfig,
+        *,
+        audiences: Sequence[Audience] | None = None,
+        clients: KafkaClients | None = None,
+        registry: SchemaRegistry | None = None,
+        batch_size: int = 2000,
+        progress: Callable[[EvaluateStats], None] | None = None,
+        progress_interval_s: float = 5.0,
+    ) -> None:
+        if config.evaluate is None:
+            raise StartupError("the configuration has no evaluate section")
+        self.config = config
+        self.settings: EvaluateConfig = config.evaluate
+        self.audiences = (
+            list(audiences) if audiences is not None else load_audiences(self.settings.audiences)
+        )
+        self.clients = clients or ConfluentClients()
+        ingest = config.ingest
+        if registry is None and ingest.schema_registry_dir is not None:
+            registry = FileSchemaRegistry.from_path(ingest.schema_registry_dir)
+        self.decoders = {topic.name: Decoder(topic, registry) for topic in ingest.topics}
+        self.topics = [topic.name for topic in ingest.topics]
+        self.batch_size = batch_size
+        self.progress = progress
+        self.progress_interval_s = progress_interval_s
+        self.stats = EvaluateStats({name: TopicStats() for name in self.topics})
+        self._committed_stats = copy.deepcopy(self.stats)
+        self.tasks: dict[int, Task] = {}
+        self._parked: dict[int, tuple[Task, int]] = {}
+        self._positions: dict[tuple[str, int], int] = {}
+        self._poison: dict[tuple[str, int, int], str] = {}
+        self._stop = False
+        self._in_txn = False
+        self._error: BaseException | None = None
+        self._fatal: KafkaError | None = None
+        self._down_since: float | None = None
+        self._down_reported = 0.0
+        self._changelog_offsets: dict[int, int] = {}
+        self._partitions = 0
+        self._dead_letter_max: int | None = None
+        self._consumer: Consumer | None = None
+        self._producer: Producer | None = None
+        self._restorer: Consumer | None = None
+        fmt = config.deltas.format
+        schema_id = self.settings.delta_schema_id
+        self._encode: Callable[[MembershipDelta], bytes] = (
+            (lambda d: orjson.dumps(d.to_json()))
+            if fmt == "json"
+            else (lambda d: confluent_frame(schema_id, encode_avro(d)))
+        )
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Finish the current batch, commit and return from :meth:`run` (signal-safe)."""
+        self._stop = True
+
+    def _client_base(self) -> dict[str, Any]:
+        return {**self.config.kafka.client_config(), **_QUIET, "error_cb": self._on_error}
+
+    def _on_error(self, error: KafkaError) -> None:
+        if error.fatal():
+            self._fatal = error
+        elif error.code() in _BROKER_DOWN:
+            now = time.monotonic()
+            if self._down_since is None:
+                self._down_since = now
+            if now - self._down_reported >= BROKER_REPORT_INTERVAL_S:
+                self._down_reported = now
+                log.error(
+                    "cannot reach Kafka at %s: %s",
+                    self.config.kafka.bootstrap_servers,
+                    error.str(),
+                )
+        else:
+            log.warning("kafka client error: %s", error)
+
+    def _connect(self) -> AdminClient:
+        """Wait for the cluster (reporting once, then at a slow interval) and check the
+        topics: inputs present and co-partitioned; changelog, deltas and dead-letter
+        topics created if missing."""
+        settings = self.settings
+        admin = self.clients.admin(
+            admin_config(self.config.kafka.bootstrap_servers, extra=self._client_base())
+        )
+        bootstrap = self.config.kafka.bootstrap_servers
+        started = time.monotonic()
+        deadline = started + settings.broker_timeout_ms / 1000
+        reported = -BROKER_REPORT_INTERVAL_S
+        while True:
+            try:
+                budget = settings.broker_timeout_ms / 1000
+                metadata = admin.list_topics(timeout=min(5.0, max(1.0, budget / 4)))
+                break
+            except KafkaException as exc:
+                error = exc.args[0] if exc.args else exc
+                reason = error.str() if isinstance(error, KafkaError) else str(error)
+                now = time.monotonic()
+                if now >= deadline:
+                    raise BrokerUnreachable(
+                        f"cannot reach Kafka at {bootstrap} ({reason}); gave up after "
+                        f"{now - started:.0f}s (evaluate.broker_timeout)"
+                    ) from None
+                if now - reported >= BROKER_REPORT_INTERVAL_S:
+                    reported = now
+                    log.error("cannot reach Kafka at %s (%s); retrying", bootstrap, reason)
+        self._down_since = None
+        counts: dict[str, int] = {}
+        missing = []
+        for name in self.topics:
+            topic = metadata.topics.get(name)
+            if topic is None or topic.error is not None:
+                missing.append(name)
+            else:
+                counts[name] = len(topic.partitions)
+        if missing:
+            raise StartupError(f"input topics not found: {', '.join(missing)}")
+        if len(set(counts.values())) > 1:
+            detail = ", ".join(f"{name} has {n}" for name, n in counts.items())
+            raise StartupError(
+                "input topics must be co-partitioned (one customer's records in the same "
+                f"partition number of every topic), but their partition counts differ: {detail}"
+            )
+        self._partitions = partitions = next(iter(counts.values()))
+        changelog = settings.changelog
+        existing = metadata.topics.get(changelog)
+        if (
+            existing is not None
+            and existing.error is None
+            and len(existing.partitions) != partitions
+        ):
+            raise StartupError(
+                f"changelog topic {changelog} has {len(existing.partitions)} partitions, "
+                f"the input topics {partitions}"
+            )
+        wanted = [
+            NewTopic(
+                changelog,
+                partitions,
+                -1,
+                config={"cleanup.policy": "compact", "max.message.bytes": "16777216"},
+            ),
+            NewTopic(self.config.deltas.topic, partitions, -1),
+            NewTopic(self.config.ingest.dead_letter_topic, partitions, -1),
+        ]
+        create = [t for t in wanted if t.topic not in metadata.topics]
+        if create:
+            for name, future in admin.create_topics(create).items():
+                try:
+                    future.result(30)
+                    log.info("created topic %s", name)
+                except KafkaException as exc:
+                    error = exc.args[0] if exc.args else None
+                    if not (
+                        isinstance(error, KafkaError)
+                        and error.code() == KafkaError.TOPIC_ALREADY_EXISTS
+                    ):
+                        raise StartupError(f"cannot create topic {name}: {exc}") from None
+        self._dead_letter_max = self._max_message_bytes(admin, self.config.ingest.dead_letter_topic)
+        return admin
+
+    @staticmethod
+    def _max_message_bytes(admin: AdminClient, topic: str) -> int:
+        try:
+            resource = ConfigResource(ResourceType.TOPIC, topic)
+            entries = admin.describe_configs([resource])[resource].result(30)
+            return int(entries["max.message.bytes"].value)
+        except Exception:  # older brokers, missing ACL: assume the default
+            return _DEFAULT_MAX_MESSAGE_BYTES
+
+    def _open_clients(self) -> None:
+        settings = self.settings
+        bootstrap = self.config.kafka.bootstrap_servers
+        base = self._client_base()
+        txn_id = f"{settings.group_id}-{instance_id(settings.state_dir)}"
+        producer = self.clients.producer(
+            producer_config(
+                bootstrap,
+                transactional_id=txn_id,
+                extra={
+                    **base,
+                    **DEAD_LETTER_PRODUCER_OVERRIDES,
+                    "transaction.timeout.ms": settings.transaction_timeout_ms,
+                    "linger.ms": 2,
+                },
+            )
+        )
+        producer.init_transactions(settings.broker_timeout_ms / 1000)
+        self._producer = producer
+        self._consumer = self.clients.consumer(
+            consumer_config(
+                bootstrap,
+                settings.group_id,
+                extra={
+                    **base,
+                    "partition.assignment.strategy": "range",
+                    "enable.partition.eof": True,
+                    "session.timeout.ms": settings.session_timeout_ms,
+                    "heartbeat.interval.ms": max(settings.session_timeout_ms // 5, 500),
+                },
+            )
+        )
+        self._restorer = self.clients.consumer(
+            consumer_config(bootstrap, f"{settings.group_id}.restore", extra=base)
+        )
+
+    # -- the loop ------------------------------------------------------------------------------
+
+    def run(self, *, idle_timeout_s: float | None = None, finish: bool = False) -> EvaluateStats:
+        """Evaluate until :meth:`stop` (or, with ``idle_timeout_s``, until every task is
+        caught up and no record arrived for that long, counted only once partitions are
+        assigned). ``finish`` then fires every deadline up to the newest record before
+        the last commit, as ``replay`` does at the end of its input."""
+        self._connect()
+        self._open_clients()
+        consumer, producer = self._consumer, self._producer
+        assert consumer is not None and producer is not None
+        interval = self.settings.commit_interval_ms / 1000
+        started = time.monotonic()
+        next_commit = started + interval
+        last_progress = started
+        idle_since: float | None = None
+        try:
+            consumer.subscribe(
+                self.topics,
+                on_assign=self._on_assign,
+                on_revoke=self._on_revoke,
+                on_lost=self._on_lost,
+            )
+            while not self._stop:
+                timeout = max(0.0, min(interval, next_commit - time.monotonic()))
+                messages = consumer.consume(self.batch_size, timeout)
+                self._check_errors()
+                now = time.monotonic()
+                if messages and self._handle(messages):
+                    idle_since = None
+                    self._down_since = None
+                try:
+                    self._advance()
+                except Exception as exc:  # a record the engine cannot apply
+                    self._on_engine_error(exc)
+                    continue
+                if now >= next_commit:
+                    self._commit()
+                    next_commit = time.monotonic() + interval
+                self._watch_broker(now)
+                if idle_timeout_s is not None:
+                    if self.tasks and all(all(t.caught_up.values()) for t in self.tasks.values()):
+                        idle_since = idle_since or now
+                        if now - idle_since >= idle_timeout_s:
+                            self.stats.stopped_by = "idle_timeout"
+                            break
+                    else:
+                        idle_since = None
+                if self.progress is not None and now - last_progress >= self.progress_interval_s:
+                    last_progress = now
+                    self.stats.elapsed_s = now - started
+                    self.progress(self.stats)
+            else:
+                self.stats.stopped_by = "stop"
+            if finish:
+                self._finish()
+            self._commit()
+        finally:
+            self.stats.elapsed_s = time.monotonic() - started
+            self._close()
+        return self.stats
+
+    def _close(self) -> None:
+        consumer, producer = self._consumer, self._producer
+        if consumer is not None:
+            try:
+                consumer.close()  # revokes: commits (nothing left) and parks the tasks
+            except Exception as exc:
+                log.warning("closing the consumer: %s", exc)
+        if producer is not None and self._in_txn:
+            try:
+                producer.abort_transaction(5)
+            except Exception as exc:
+                log.warning("aborting the open transaction: %s", exc)
+        for task in list(self.tasks.values()) + [t for t, _ in self._parked.values()]:
+            if task.store is not None:
+                task.store.close()
+        self.tasks.clear()
+        self._parked.clear()
+        if self._restorer is not None:
+            self._restorer.close()
+
+    def _check_errors(self) -> None:
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+        if self._fatal is not None:
+            raise BrokerUnreachable(f"fatal Kafka error: {self._fatal}")
+
+    def _watch_broker(self, now: float) -> None:
+        """Give up when no broker has answered for ``broker_timeout`` (a probe decides:
+        the client reports trouble but not its end)."""
+        down = self._down_since
+        if down is None or now - down < self.settings.broker_timeout_ms / 1000:
+            return
+        assert self._consumer is not None
+        try:
+            self._consumer.list_topics(timeout=5)
+        except KafkaException:
+            raise BrokerUnreachable(
+                f"cannot reach Kafka at {self.config.kafka.bootstrap_servers} "
+                f"for {now - down:.0f}s; giving up"
+            ) from None
+        self._down_since = None
+
+    def _handle(self, messages: list[Message]) -> int:
+        """Decode and evaluate a batch; return how many records it held."""
+        handled = 0
+        stats = self.stats
+        tasks = self.tasks
+        positions = self._positions
+        for message in messages:
+            error = message.error()
+            topic = message.topic()
+            partition = message.partition()
+            assert topic is not None and partition is not None
+            if error is not None:
+                if error.code() == KafkaError._PARTITION_EOF:
+                    task = tasks.get(partition)
+                    if task is not None:
+                        task.caught_up[topic] = True
+                    continue
+                if error.fatal():
+                    raise BrokerUnreachable(f"fatal consumer error: {error}")
+                log.warning("consumer error on %s[%s]: %s", topic, partition, error)
+                continue
+            task = tasks.get(partition)
+            if task is None:  # revoked in this very batch
+                continue
+            handled += 1
+            offset = message.offset()
+            assert offset is not None
+            positions[(topic, partition)] = offset + 1
+            task.caught_up[topic] = False
+            value = message.value()
+            key = message.key()
+            source = SourcePosition(topic, partition, offset)
+            topic_stats = stats.topics[topic]
+            poison = self._poison.get((topic, partition, offset)) if self._poison else None
+            if poison is not None:
+                self._dead_letter(message, source, ENGINE_ERROR, poison, None)
+                topic_stats.dead_lettered[ENGINE_ERROR] += 1
+                continue
+            for outcome in self.decoders[topic].decode_all(value, key, source):
+                if isinstance(outcome, Event):
+                    topic_stats.decoded += 1
+                    deltas = task.process(outcome)
+                    if deltas:
+                        self._emit(deltas)
+                elif isinstance(outcome, DecodeError):
+                    self._dead_letter(
+                        message,
+                        source,
+                        outcome.reason.value,
+                        outcome.detail,
+                        getattr(outcome, "index", None),
+                    )
+                    topic_stats.dead_lettered[outcome.reason.value] += 1
+                else:
+                    topic_stats.skipped[outcome.reason] += 1
+        return handled
+
+    def _advance(self) -> None:
+        now_ms = int(time.time() * 1000)
+        for task in self.tasks.values():
+            deltas = task.advance(now_ms)
+            if deltas:
+                self._emit(deltas)
+
+    def _finish(self) -> None:
+        newest = max(
+            (ts for task in self.tasks.values() for ts in task.newest.values()),
+            default=None,
+        )
+        if newest is None:
+            return
+        for task in self.tasks.values():
+            deltas = task.finish(newest)
+            if deltas:
+                self._emit(deltas)
+
+    # -- output ----------------------------------------------------------------------------------
+
+    def _begin(self) -> Producer:
+        producer = self._producer
+        assert producer is not None
+        if not self._in_txn:
+            producer.begin_transaction()
+            self._in_txn = True
+        return producer
+
+    def _produce(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        *,
+        partition: int | None = None,
+        headers: list[tuple[str, str | bytes | None]] | None = None,
+        on_delivery: Callable[[KafkaError | None, Message], None] | None = None,
+    ) -> None:
+        producer = self._begin()
+        kwargs: dict[str, Any] = {}
+        if partition is not None:
+            kwargs["partition"] = partition
+        if headers is not None:
+            kwargs["headers"] = headers
+        if on_delivery is not None:
+            kwargs["on_delivery"] = on_delivery
+        while True:
+            try:
+                producer.produce(topic, value=value, key=key, **kwargs)
+                return
+            except BufferError:  # local queue full: let deliveries drain
+                producer.poll(0.05)
+
+    def _emit(self, deltas: list[MembershipDelta]) -> None:
+        topic = self.config.deltas.topic
+        encode = self._encode
+        counts = self.stats.delta_counts
+        for delta in deltas:
+            self._produce(topic, delta.customer_id.encode(), encode(delta))
+            counts[(delta.audience, delta.op)] += 1
+        self.stats.deltas += len(deltas)
+
+    def _dead_letter(
+        self,
+        message: Message,
+        source: SourcePosition,
+        reason: str,
+        detail: str,
+        index: int | None,
+    ) -> None:
+        kind, timestamp = message.timestamp()
+        headers = dead_letter_headers(
+            reason, detail, source, None if kind == TIMESTAMP_NOT_AVAILABLE else timestamp, index
+        )
+        key = message.key()
+        value = fit_dead_letter(message.value(), key, headers, self._dead_letter_max)
+        self._produce(self.config.ingest.dead_letter_topic, key, value, headers=headers)
+
+    # -- commit ----------------------------------------------------------------------------------
+
+    def _commit(self, timeout_s: float | None = None) -> bool:
+        """One exactly-once cycle (see the module docstring); ``False`` if it had to be
+        aborted (the tasks were then rewound to the last commit)."""
+        producer, consumer = self._producer, self._consumer
+        assert producer is not None and consumer is not None
+        timeout = (
+            timeout_s if timeout_s is not None else self.settings.transaction_timeout_ms / 1000
+        )
+        changelog = self.settings.changelog
+        batches: list[tuple[Task, dict[bytes, bytes | None]]] = []
+        self._changelog_offsets.clear()
+        for task in self.tasks.values():
+            changes = task.changes()
+            if not changes:
+                continue
+            batches.append((task, changes))
+            last = len(changes) - 1
+            for i, (key, value) in enumerate(changes.items()):
+                self._produce(
+                    changelog,
+                    key,
+                    value,
+                    partition=task.partition,
+                    on_delivery=self._on_changelog_delivery if i == last else None,
+                )
+        if not self._in_txn and not self._positions:
+            return True
+        offsets = [TopicPartition(t, p, o) for (t, p), o in self._positions.items()]
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self._begin()
+                if offsets:
+                    producer.send_offsets_to_transaction(
+                        offsets, consumer.consumer_group_metadata(), max(timeout, 1.0)
+                    )
+                    offsets = []
+                producer.commit_transaction(max(deadline - time.monotonic(), 1.0))
+                break
+            except KafkaException as exc:
+                error = exc.args[0] if exc.args else None
+                if not isinstance(error, KafkaError) or error.fatal():
+                    raise
+                if error.retriable() and time.monotonic() < deadline:
+                    continue
+                log.warning("transaction aborted (%s); rewinding to the last commit", error)
+                self._rewind()
+                return False
+        self._in_txn = False
+        self._positions.clear()
+        self.stats.commits += 1
+        self._committed_stats = copy.deepcopy(self.stats)
+        for task, changes in batches:
+            if task.store is not None:
+                task.store.apply(changes, self._changelog_offsets.get(task.partition))
+        return True
+
+    def _on_changelog_delivery(self, error: KafkaError | None, message: Message) -> None:
+        partition, offset = message.partition(), message.offset()
+        if error is None and partition is not None and offset is not None:
+            self._changelog_offsets[partition] = offset
+
+    def _abort(self) -> None:
+        producer = self._producer
+        assert producer is not None
+        if self._in_txn:
+            try:
+                producer.abort_transaction(self.settings.transaction_timeout_ms / 1000)
+            except KafkaException as exc:
+                error = exc.args[0] if exc.args else None
+                if isinstance(error, KafkaError) and error.fatal():
+                    raise
+                log.warning("abort failed: %s", exc)
+            self._in_txn = False
+        # Counts go back with the records: they will be read and counted again.
+        aborts, errors = self.stats.aborts + 1, self.stats.engine_errors
+        self.stats = copy.deepcopy(self._committed_stats)
+        self.stats.aborts, self.stats.engine_errors = aborts, errors
+        self._positions.clear()
+
+    def _rewind(self) -> None:
+        """Abort, drop every task's in-memory state and resume from the last commit:
+        the consumer seeks back to the committed offsets, the tasks are restored."""
+        self._abort()
+        consumer = self._consumer
+        assert consumer is not None
+        numbers = sorted(self.tasks)
+        for task in self.tasks.values():
+            if task.store is not None:
+                task.store.close()
+        self.tasks.clear()
+        assignment = consumer.assignment()
+        if not assignment:
+            return
+        committed = consumer.committed(assignment, timeout=30)
+        for tp in committed:
+            offset = tp.offset if tp.offset >= 0 else OFFSET_BEGINNING
+            try:
+                consumer.seek(TopicPartition(tp.topic, tp.partition, offset))
+            except KafkaException as exc:
+                log.warning("seek %s[%s]: %s", tp.topic, tp.partition, exc)
+        for number in numbers:
+            self.tasks[number] = self._open_task(number)
+
+    def _on_engine_error(self, exc: Exception) -> None:
+        """A record made the engine raise: rewind, and dead-letter that record when it
+        comes round again. The error is not retried: the same record raises every time."""
+        source = _poison_position(exc.__traceback__)
+        if source is None:
+            raise exc
+        log.error(
+            "the engine raised %s on %s[%s]@%s; that record will be dead-lettered",
+            type(exc).__name__,
+            source.topic,
+            source.partition,
+            source.offset,
+        )
+        self.stats.engine_errors += 1
+        self._poison[(source.topic, source.partition, source.offset)] = (
+            f"the audience engine raised {type(exc).__name__} applying this record"
+        )
+        self._rewind()
+
+    # -- rebalance -----------------------------------------------------------------------------
+
+    def _task_dir(self, partition: int) -> Path:
+        return self.settings.state_dir / self.settings.changelog / str(partition)
+
+    def _changelog_end(self, partition: int) -> int:
+        assert self._restorer is not None
+        _, high = self._restorer.get_watermark_offsets(
+            TopicPartition(self.settings.changelog, partition), timeout=30, cached=False
+        )
+        return int(high)
+
+    def _open_task(self, partition: int) -> Task:
+        """The task for ``partition``, its state restored from the local copy plus the
+        changelog tail (or reused as parked if nobody wrote its changelog since)."""
+        parked = self._parked.pop(partition, None)
+        if parked is not None:
+            task, end = parked
+            if self._changelog_end(partition) == end:
+                for topic in task.caught_up:
+                    task.caught_up[topic] = False
+                return task
+            if task.store is not None:
+                task.store.close()
+        settings = self.settings
+        task = Task(
+            partition,
+            self.topics,
+            self.audiences,
+            allowed_lateness_ms=settings.allowed_lateness_ms,
+            dedup_horizon_ms=settings.dedup_horizon_ms,
+            wall_clock=settings.wall_clock,
+            idle_grace_ms=settings.idle_grace_ms,
+        )
+        store = PartitionStore(self._task_dir(partition))
+        assert self._restorer is not None
+        restore_partition(self._restorer, store, settings.changelog, partition)
+        customers = task.load(store, f"{settings.changelog}[{partition}]")
+        self.stats.restored_customers += customers
+        if customers:
+            log.info("partition %d: %d customers restored", partition, customers)
+        return task
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        try:
+            # Wait for offsets of transactions still in flight (a previous owner's last
+            # commit) before reading the changelog, so state and offsets agree.
+            consumer.committed(partitions, timeout=60)
+            numbers = sorted({tp.partition for tp in partitions})
+            for number in list(self._parked):
+                if number not in numbers:
+                    task, _ = self._parked.pop(number)
+                    if task.store is not None:
+                        task.store.close()
+            for number in numbers:
+                if number not in self.tasks:
+                    self.tasks[number] = self._open_task(number)
+            log.info("assigned partitions %s", numbers)
+        except BaseException as exc:
+            self._error = exc
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        try:
+            numbers = sorted({tp.partition for tp in partitions})
+            committed = self._commit(self.settings.revoke_budget_ms / 1000)
+            for number in numbers:
+                task = self.tasks.pop(number, None)
+                if task is None:
+                    continue
+                if committed:
+                    self._parked[number] = (task, self._changelog_end(number))
+                elif task.store is not None:
+                    task.store.close()
+            for key in [k for k in self._positions if k[1] in numbers]:
+                del self._positions[key]
+        except BaseException as exc:
+            self._error = exc
+
+    def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """Partitions taken away without a chance to commit: the open transaction can
+        no longer commit their offsets, so all uncommitted work is dropped."""
+        try:
+            for number in sorted({tp.partition for tp in partitions}):
+                task = self.tasks.pop(number, None)
+                if task is not None and task.store is not None:
+                    task.store.close()
+            self._rewind()
+        except BaseException as exc:
+            self._error = exc

@@ -1,0 +1,95 @@
+"""Bringing a partition store up to date from its compacted changelog topic.
+
+The store's own changelog offset says where its local copy ends; only the records after
+it are read (all of them when the local copy is missing, or when its offset is outside
+the changelog's current range, which means the topic was recreated or the copy belongs
+elsewhere). The restore consumer reads ``read_committed``, so changes of transactions
+that were aborted (a crash before a commit) are never restored.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+
+from streamsync.state.store import PartitionStore
+
+log = logging.getLogger(__name__)
+
+_PROGRESS_EVERY_S = 5.0
+
+
+class RecoveryError(Exception):
+    """The changelog could not be read to its end in time."""
+
+
+def restore_partition(
+    consumer: Consumer,
+    store: PartitionStore,
+    topic: str,
+    partition: int,
+    *,
+    timeout_s: float = 300.0,
+    progress: Callable[[str], None] | None = None,
+) -> int:
+    """Apply the changelog tail of ``topic[partition]`` to ``store``; return the number
+    of changelog records read. ``consumer`` is a group-less ``read_committed`` consumer
+    used only for restores."""
+    say = progress or log.info
+    low, high = consumer.get_watermark_offsets(
+        TopicPartition(topic, partition), timeout=30, cached=False
+    )
+    local = store.changelog_offset
+    if local is not None and not (low - 1 <= local < high):
+        say(f"{topic}[{partition}]: local state (offset {local}) outside {low}..{high}; discarded")
+        store.clear()
+        local = None
+    start = low if local is None else local + 1
+    if start >= high:
+        return 0
+    say(f"{topic}[{partition}]: restoring changelog offsets {start}..{high - 1}")
+    consumer.assign([TopicPartition(topic, partition, start if start > low else OFFSET_BEGINNING)])
+    read = 0
+    started = last_report = time.monotonic()
+    batch: dict[bytes, bytes | None] = {}
+    last_offset = start - 1
+    try:
+        while True:
+            position = consumer.position([TopicPartition(topic, partition)])[0].offset
+            if position >= high:
+                break
+            now = time.monotonic()
+            if now - started > timeout_s:
+                raise RecoveryError(
+                    f"{topic}[{partition}]: changelog not restored within {timeout_s:.0f}s "
+                    f"(at offset {position} of {high})"
+                )
+            if now - last_report >= _PROGRESS_EVERY_S:
+                last_report = now
+                say(f"{topic}[{partition}]: restored {read:,} records, offset {position}/{high}")
+            for message in consumer.consume(10_000, 0.5):
+                error = message.error()
+                if error is not None:
+                    if error.code() == KafkaError._PARTITION_EOF:
+                        continue
+                    raise RecoveryError(f"{topic}[{partition}]: {error}")
+                key = message.key()
+                if key is None:
+                    continue
+                batch[key] = message.value()
+                last_offset = message.offset() or last_offset
+                read += 1
+            if len(batch) >= 50_000:
+                store.apply(batch, last_offset)
+                batch = {}
+        store.apply(batch, max(last_offset, high - 1))
+    finally:
+        consumer.unassign()
+    say(
+        f"{topic}[{partition}]: restored {read:,} changelog records in "
+        f"{time.monotonic() - started:.1f}s"
+    )
+    return read

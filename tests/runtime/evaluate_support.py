@@ -1,0 +1,174 @@
+"""Helpers for the evaluate service tests: a keyed synthetic stream on co-partitioned
+topics, a configuration file, read-committed delta reading, and the replay expectation."""
+
+from __future__ import annotations
+
+import time
+import uuid
+import zlib
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import orjson
+from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from streamsync.audiences.loader import load_audiences
+from streamsync.audiences.replay import replay
+from streamsync.deltas.codec import decode_json
+from streamsync.deltas.record import MembershipDelta
+from streamsync.ingest.jsonl import is_webhook_record, read_events
+from streamsync.resources import project_path
+from streamsync.synthetic import generate_records
+
+EXAMPLE_AUDIENCES = project_path("examples", "audiences")
+
+DeltaKey = tuple[str, str, str, int, int]
+
+
+def customer_of(record: dict[str, Any]) -> str:
+    if is_webhook_record(record):
+        return str(record["data"]["customer_id"])
+    return str(record.get("userId") or record.get("anonymousId"))
+
+
+class Stream:
+    """A run's topics (pipelines JSON and webhooks, co-partitioned) and what was produced."""
+
+    def __init__(self, bootstrap: str, partitions: int = 3) -> None:
+        self.bootstrap = bootstrap
+        self.run = uuid.uuid4().hex[:8]
+        self.partitions = partitions
+        self.pipelines = f"ev-{self.run}.pipelines"
+        self.webhooks = f"ev-{self.run}.webhooks"
+        self.deltas = f"ev-{self.run}.deltas"
+        self.dead_letters = f"ev-{self.run}.dead-letter"
+        self.group = f"ev-{self.run}"
+        admin = AdminClient({"bootstrap.servers": bootstrap})
+        names = [self.pipelines, self.webhooks]
+        futures = admin.create_topics([NewTopic(n, partitions, 1) for n in names])
+        for future in futures.values():
+            future.result(30)
+        self.lines: list[bytes] = []
+        #: (topic, partition) -> newest event time produced there
+        self.newest: dict[tuple[str, int], int] = {}
+        self._producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5})
+
+    def partition_of(self, customer: str) -> int:
+        return zlib.crc32(customer.encode()) % self.partitions
+
+    def produce(self, records: list[dict[str, Any]]) -> None:
+        for record in records:
+            customer = customer_of(record)
+            partition = self.partition_of(customer)
+            topic = self.webhooks if is_webhook_record(record) else self.pipelines
+            value = orjson.dumps(record)
+            self._producer.produce(topic, value, customer.encode(), partition=partition)
+            self.lines.append(value)
+            for event in read_events([value]):
+                ts = getattr(event, "timestamp_ms", None)
+                if ts is not None and ts > self.newest.get((topic, partition), -1):
+                    self.newest[(topic, partition)] = ts
+        assert self._producer.flush(30) == 0
+
+    def config(self, tmp: Path, state: str = "state", **evaluate: Any) -> Path:
+        settings = {
+            "audiences": str(EXAMPLE_AUDIENCES),
+            "group_id": self.group,
+            "state_dir": str(tmp / state),
+            **evaluate,
+        }
+        config = {
+            "kafka": {"bootstrap_servers": self.bootstrap},
+            "ingest": {
+                "dead_letter_topic": self.dead_letters,
+                "topics": [
+                    {"name": self.pipelines, "format": "pipelines_json"},
+                    {"name": self.webhooks, "format": "webhook_json"},
+                ],
+            },
+            "deltas": {"topic": self.deltas},
+            "evaluate": settings,
+        }
+        path = tmp / f"{state}.yaml"
+        path.write_bytes(orjson.dumps(config))  # JSON is YAML
+        return path
+
+    def end_offsets(self) -> dict[tuple[str, int], int]:
+        consumer = Consumer({"bootstrap.servers": self.bootstrap, "group.id": self.group})
+        try:
+            return {
+                (topic, p): consumer.get_watermark_offsets(TopicPartition(topic, p), 10)[1]
+                for topic in (self.pipelines, self.webhooks)
+                for p in range(self.partitions)
+            }
+        finally:
+            consumer.close()
+
+    def committed(self) -> dict[tuple[str, int], int]:
+        """The evaluate group's committed offsets (read without joining the group)."""
+        consumer = Consumer({"bootstrap.servers": self.bootstrap, "group.id": self.group})
+        try:
+            tps = [
+                TopicPartition(topic, p)
+                for topic in (self.pipelines, self.webhooks)
+                for p in range(self.partitions)
+            ]
+            return {(tp.topic, tp.partition): tp.offset for tp in consumer.committed(tps, 10)}
+        finally:
+            consumer.close()
+
+
+def synthetic(customers: int, events: int, seed: int) -> list[dict[str, Any]]:
+    return [r for r in generate_records(customers, events, seed=seed) if isinstance(r, dict)]
+
+
+def read_deltas(
+    bootstrap: str, topic: str, *, quiet_s: float = 3.0, timeout_s: float = 60.0
+) -> list[MembershipDelta]:
+    """Everything committed to ``topic``, read ``read_committed`` until nothing new
+    arrives for ``quiet_s``."""
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"reader-{uuid.uuid4().hex}",
+            "auto.offset.reset": "earliest",
+            "isolation.level": "read_committed",
+            "enable.auto.commit": False,
+        }
+    )
+    consumer.subscribe([topic])
+    out: list[MembershipDelta] = []
+    started = last = time.monotonic()
+    try:
+        while time.monotonic() - last < quiet_s and time.monotonic() - started < timeout_s:
+            for message in consumer.consume(1000, 0.3):
+                error = message.error()
+                if error is not None:
+                    assert error.code() in (KafkaError._PARTITION_EOF,), error
+                    continue
+                out.append(decode_json(message.value()))
+                last = time.monotonic()
+    finally:
+        consumer.close()
+    return out
+
+
+def replay_deltas(lines: list[bytes], until_ms: int | None = None) -> list[MembershipDelta]:
+    audiences = load_audiences(EXAMPLE_AUDIENCES)
+    return list(replay(audiences, read_events(lines, "test"), until_ms=until_ms, progress=None))
+
+
+def keys(deltas: list[MembershipDelta]) -> Counter[DeltaKey]:
+    return Counter((d.audience, d.customer_id, d.op, d.at_ms, d.seq) for d in deltas)
+
+
+def check_seq(deltas: list[MembershipDelta]) -> None:
+    """Per customer and audience, ``seq`` is 1, 2, 3, ... with alternating ops."""
+    by: dict[tuple[str, str], list[MembershipDelta]] = {}
+    for delta in deltas:
+        by.setdefault((delta.customer_id, delta.audience), []).append(delta)
+    for key, items in by.items():
+        seqs = sorted(d.seq for d in items)
+        assert seqs == list(range(1, len(items) + 1)), (key, seqs)

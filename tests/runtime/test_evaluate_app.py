@@ -1,0 +1,289 @@
+"""The evaluate application against the real broker: replay equality, the idle deadline,
+start-up checks, poison records, oversized dead letters."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from confluent_kafka import Consumer, Producer
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from streamsync.config import load_config
+from streamsync.deltas.codec import decode_json
+from streamsync.runtime.app import Application, StartupError
+from streamsync.runtime.dead_letter import REASON_HEADER, TRUNCATED_HEADER
+from tests.runtime.evaluate_support import (
+    Stream,
+    check_seq,
+    keys,
+    read_deltas,
+    replay_deltas,
+    synthetic,
+)
+
+pytestmark = pytest.mark.kafka
+
+CART_WAIT = """
+name: ACT__CartWait__3s
+version: 1
+owner: retention@example.com
+description: Added to cart, nothing else for three seconds.
+entry:
+  since_last: {event: Product Added, at_least: 3s, less_than: 1h}
+exit:
+  occurred_since_last: {event: Order Completed, since: {event: Product Added}}
+"""
+
+
+def _rfc3339(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def _track(customer: str, event: str, ms: int, **properties: Any) -> dict[str, Any]:
+    return {
+        "type": "track",
+        "messageId": str(uuid.uuid4()),
+        "userId": customer,
+        "event": event,
+        "timestamp": _rfc3339(ms),
+        "properties": properties,
+    }
+
+
+@pytest.fixture
+def running() -> Iterator[list[tuple[Application, threading.Thread]]]:
+    """Applications run in threads by the test; stopped (and joined) at the end."""
+    apps: list[tuple[Application, threading.Thread]] = []
+    yield apps
+    for app, thread in apps:
+        app.stop()
+        thread.join(30)
+
+
+def _start(app: Application, apps: list[tuple[Application, threading.Thread]]) -> None:
+    thread = threading.Thread(target=app.run, daemon=True)
+    thread.start()
+    apps.append((app, thread))
+    deadline = time.monotonic() + 30
+    while not (app.tasks and all(all(t.caught_up.values()) for t in list(app.tasks.values()))):
+        assert time.monotonic() < deadline, "the application did not catch up"
+        time.sleep(0.05)
+
+
+def test_evaluate_over_a_finished_topic_equals_replay(
+    kafka_bootstrap_servers: str, tmp_path: Path
+) -> None:
+    stream = Stream(kafka_bootstrap_servers)
+    stream.produce(synthetic(300, 8000, seed=11))
+    app = Application(load_config(stream.config(tmp_path)))
+    stats = app.run(idle_timeout_s=2.0)
+    assert stats.records == len(stream.lines)
+    live = read_deltas(kafka_bootstrap_servers, stream.deltas)
+    expected = replay_deltas(stream.lines, until_ms=int(time.time() * 1000))
+    assert len(expected) > 1000
+    assert keys(live) == keys(expected)
+    check_seq(live)
+
+
+def test_idle_deadline_fires_within_a_second(
+    kafka_bootstrap_servers: str,
+    tmp_path: Path,
+    running: list[tuple[Application, threading.Thread]],
+) -> None:
+    (tmp_path / "audiences.yaml").write_text(CART_WAIT)
+    stream = Stream(kafka_bootstrap_servers, partitions=2)
+    config = load_config(stream.config(tmp_path, audiences=str(tmp_path / "audiences.yaml")))
+    _start(Application(config), running)
+    reader = Consumer(
+        {
+            "bootstrap.servers": kafka_bootstrap_servers,
+            "group.id": f"reader-{uuid.uuid4().hex}",
+            "auto.offset.reset": "earliest",
+            "isolation.level": "read_committed",
+        }
+    )
+    reader.subscribe([stream.deltas])
+    try:
+        added = int(time.time() * 1000)
+        stream.produce([_track("idle-1", "Product Added", added, sku="A")])
+        deadline_ms = added + 3000
+        seen_at = None
+        while seen_at is None and time.time() * 1000 < deadline_ms + 10_000:
+            for message in reader.consume(10, 0.05):
+                if message.error() is None:
+                    delta = decode_json(message.value())
+                    assert (delta.customer_id, delta.op, delta.at_ms) == (
+                        "idle-1",
+                        "enter",
+                        deadline_ms,
+                    )
+                    seen_at = time.time() * 1000
+    finally:
+        reader.close()
+    assert seen_at is not None, "no enter delta"
+    assert seen_at - deadline_ms < 1000, f"enter readable {seen_at - deadline_ms:.0f} ms late"
+
+
+def test_topics_that_are_not_co_partitioned_are_named(
+    kafka_bootstrap_servers: str, tmp_path: Path
+) -> None:
+    stream = Stream(kafka_bootstrap_servers, partitions=2)
+    other = f"ev-{stream.run}.other"
+    admin = AdminClient({"bootstrap.servers": kafka_bootstrap_servers})
+    admin.create_topics([NewTopic(other, 3, 1)])[other].result(30)
+    path = stream.config(tmp_path)
+    data = orjson.loads(path.read_bytes())
+    data["ingest"]["topics"][1]["name"] = other
+    path.write_bytes(orjson.dumps(data))
+    app = Application(load_config(path))
+    with pytest.raises(StartupError) as error:
+        app.run(idle_timeout_s=1)
+    message = str(error.value)
+    assert "co-partitioned" in message
+    assert f"{stream.pipelines} has 2" in message and f"{other} has 3" in message
+
+
+def _dead_letters(bootstrap: str, topic: str, count: int) -> list[Any]:
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"reader-{uuid.uuid4().hex}",
+            "auto.offset.reset": "earliest",
+            "isolation.level": "read_committed",
+        }
+    )
+    consumer.subscribe([topic])
+    out: list[Any] = []
+    deadline = time.monotonic() + 30
+    try:
+        while len(out) < count and time.monotonic() < deadline:
+            out.extend(m for m in consumer.consume(100, 0.3) if m.error() is None)
+    finally:
+        consumer.close()
+    return out
+
+
+def test_a_record_the_engine_cannot_apply_is_dead_lettered_and_the_rest_evaluated(
+    kafka_bootstrap_servers: str, tmp_path: Path
+) -> None:
+    stream = Stream(kafka_bootstrap_servers, partitions=1)
+    good = synthetic(60, 1500, seed=5)
+    t0 = 1_767_225_600_000 + 5 * 86_400_000
+    poison = _track("poison-1", "Order Completed", t0, order_id="o-1", total=1e308)
+    stream.produce(good[:700])
+    stream.produce([poison])
+    stream.produce(good[700:])
+    app = Application(load_config(stream.config(tmp_path)))
+    stats = app.run(idle_timeout_s=2.0)
+    assert stats.records == len(stream.lines)
+    letters = _dead_letters(kafka_bootstrap_servers, stream.dead_letters, 1)
+    poisoned = [m for m in letters if orjson.loads(m.value()).get("userId") == "poison-1"]
+    assert len(poisoned) == 1
+    reason = dict(poisoned[0].headers())[REASON_HEADER].decode()
+    assert reason in {"engine_error", "out_of_range"}
+    live = read_deltas(kafka_bootstrap_servers, stream.deltas)
+    good_lines = [line for line in stream.lines if b"poison-1" not in line]
+    expected = replay_deltas(good_lines, until_ms=int(time.time() * 1000))
+    assert keys(live) == keys(expected)
+
+
+def test_a_dead_letter_too_large_for_its_topic_is_truncated_and_says_so(
+    kafka_bootstrap_servers: str, tmp_path: Path
+) -> None:
+    stream = Stream(kafka_bootstrap_servers, partitions=1)
+    limit = 64 * 1024
+    admin = AdminClient({"bootstrap.servers": kafka_bootstrap_servers})
+    topic = NewTopic(stream.dead_letters, 1, 1, config={"max.message.bytes": str(limit)})
+    admin.create_topics([topic])[stream.dead_letters].result(30)
+    producer = Producer({"bootstrap.servers": kafka_bootstrap_servers})
+    malformed = b"{" + b"x" * (limit - 100)  # under the input limit, not JSON
+    producer.produce(stream.pipelines, malformed, b"k", partition=0)
+    after = _track("after-1", "Product Added", 1_767_225_600_000, sku="A")
+    producer.produce(stream.pipelines, orjson.dumps(after), b"after-1", partition=0)
+    assert producer.flush(30) == 0
+    app = Application(load_config(stream.config(tmp_path)))
+    stats = app.run(idle_timeout_s=2.0)
+    assert stats.records == 2
+    assert stats.topics[stream.pipelines].decoded == 1
+    [letter] = _dead_letters(kafka_bootstrap_servers, stream.dead_letters, 1)
+    headers = dict(letter.headers())
+    assert headers[REASON_HEADER] == b"malformed_json"
+    assert int(headers[TRUNCATED_HEADER]) == len(malformed)
+    assert malformed.startswith(letter.value()) and len(letter.value()) < limit
+
+
+def test_the_example_configuration_with_avro_deltas(
+    kafka_bootstrap_servers: str, tmp_path: Path
+) -> None:
+    """examples/config/local.yaml as shipped (under unique topic names on the shared
+    broker), its three input formats, and deltas in the Avro form with Confluent framing."""
+    from streamsync.config import DeltasConfig
+    from streamsync.deltas.codec import decode_avro
+    from streamsync.ingest.avro import confluent_frame, encode_avro
+    from streamsync.resources import project_path
+
+    config = load_config(project_path("examples", "config", "local.yaml"), env={})
+    assert config.evaluate is not None
+    run = uuid.uuid4().hex[:8]
+    names = [f"ex-{run}.{t.name}" for t in config.ingest.topics]
+    admin = AdminClient({"bootstrap.servers": kafka_bootstrap_servers})
+    for future in admin.create_topics([NewTopic(n, 2, 1) for n in names]).values():
+        future.result(30)
+    app_config = config.model_copy(
+        update={
+            "kafka": config.kafka.model_copy(update={"bootstrap_servers": kafka_bootstrap_servers}),
+            "ingest": config.ingest.model_copy(
+                update={
+                    "topics": [
+                        t.model_copy(update={"name": n})
+                        for t, n in zip(config.ingest.topics, names, strict=True)
+                    ],
+                    "dead_letter_topic": f"ex-{run}.dead-letter",
+                }
+            ),
+            "deltas": DeltasConfig(topic=f"ex-{run}.deltas", format="avro"),
+            "evaluate": config.evaluate.model_copy(
+                update={"group_id": f"ex-{run}", "state_dir": tmp_path / "state"}
+            ),
+        }
+    )
+    t0 = 1_767_225_600_000
+    producer = Producer({"bootstrap.servers": kafka_bootstrap_servers})
+    added = _track("ex-1", "Product Added", t0, sku="A")
+    later = _track("ex-2", "Page Viewed", t0 + 3 * 3_600_000)
+    producer.produce(names[0], orjson.dumps(added), b"ex-1")
+    framed = confluent_frame(1, encode_avro("pipelines", later))
+    producer.produce(names[2], framed, b"ex-2")
+    assert producer.flush(30) == 0
+    stats = Application(app_config).run(idle_timeout_s=2.0)
+    assert stats.records == 2 and stats.dead_lettered == 0
+    reader = Consumer(
+        {
+            "bootstrap.servers": kafka_bootstrap_servers,
+            "group.id": f"reader-{uuid.uuid4().hex}",
+            "auto.offset.reset": "earliest",
+            "isolation.level": "read_committed",
+        }
+    )
+    reader.subscribe([f"ex-{run}.deltas"])
+    got = []
+    deadline = time.monotonic() + 20
+    try:
+        while time.monotonic() < deadline and not got:
+            for message in reader.consume(100, 0.3):
+                if message.error() is None:
+                    value = message.value()
+                    assert value[0] == 0 and int.from_bytes(value[1:5], "big") == 3
+                    got.append(decode_avro(value[5:]))
+    finally:
+        reader.close()
+    enter = [d for d in got if d.audience == "ACT__CartAbandon__90m"]
+    assert enter and enter[0].customer_id == "ex-1" and enter[0].at_ms == t0 + 90 * 60_000

@@ -1,0 +1,140 @@
+"""Exactly-once under faults: ``streamsync evaluate`` processes are SIGKILLed at random
+moments, scaled from one to three and back, while the stream is being produced; at the
+end a read-committed reader of the deltas topic sees exactly the transitions replay
+computes (no duplicates, no gaps, ``seq`` continuous)."""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.runtime.evaluate_support import (
+    Stream,
+    check_seq,
+    keys,
+    read_deltas,
+    replay_deltas,
+    synthetic,
+)
+
+pytestmark = [pytest.mark.kafka, pytest.mark.slow]
+
+LATENESS_MS = 5 * 60_000
+
+
+class Instance:
+    """One ``streamsync evaluate`` process with its own state directory."""
+
+    def __init__(self, config: Path, log: Path, bootstrap: str) -> None:
+        self.config, self.log, self.bootstrap = config, log, bootstrap
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": self.bootstrap}
+        with self.log.open("ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "streamsync", "evaluate", "--config", str(self.config)],
+                stdout=log,
+                stderr=log,
+                env=env,
+            )
+
+    def wait_assigned(self, times: int, timeout_s: float = 60) -> None:
+        deadline = time.monotonic() + timeout_s
+        while self.log.read_text().count("assigned partitions") < times:
+            assert time.monotonic() < deadline, self.log.read_text()
+            time.sleep(0.1)
+
+    def records(self) -> int:
+        """Records the last run reported handling when it stopped."""
+        found = re.findall(r"stopped \(\w+\) after [\d.]+s: ([\d,]+) records", self.log.read_text())
+        return int(found[-1].replace(",", "")) if found else 0
+
+    def kill(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(30)
+
+    def stop(self) -> int:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(60)
+
+
+def _wait_until_committed(stream: Stream, timeout_s: float) -> None:
+    end = stream.end_offsets()
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        committed = stream.committed()
+        if all(committed[tp] >= offset for tp, offset in end.items() if offset > 0):
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"not all input committed: {stream.committed()} < {end}")
+
+
+def test_sigkill_and_scaling_mid_stream_lose_and_duplicate_nothing(
+    kafka_bootstrap_servers: str, tmp_path: Path
+) -> None:
+    rng = random.Random(8)
+    stream = Stream(kafka_bootstrap_servers, partitions=3)
+    records = synthetic(400, 24_000, seed=8)
+    chunks = [records[i : i + 3000] for i in range(0, len(records), 3000)]
+    settings = {"wall_clock": False, "session_timeout": "6s", "commit_interval": "100ms"}
+    instances = [
+        Instance(
+            stream.config(tmp_path, f"state-{i}", **settings),
+            tmp_path / f"{i}.log",
+            kafka_bootstrap_servers,
+        )
+        for i in range(3)
+    ]
+    main, *extra = instances
+    main.start()
+    main.wait_assigned(1)
+    kills = 0
+    try:
+        for number, chunk in enumerate(chunks):
+            stream.produce(chunk)
+            if number in (1, 3, 6):  # while that chunk is being processed
+                time.sleep(rng.uniform(0.05, 1.0))
+                main.kill()
+                kills += 1
+                main.start()
+            elif number == 2:  # scale out to three processes
+                for instance in extra:
+                    instance.start()
+                for instance in extra:
+                    instance.wait_assigned(1)
+            elif number == 4:  # and back to one, once the three have done work
+                _wait_until_committed(stream, 120)
+                for instance in extra:
+                    assert instance.stop() == 0
+            else:
+                time.sleep(rng.uniform(0.2, 0.8))
+        _wait_until_committed(stream, 120)
+        assert main.stop() == 0
+    finally:
+        for instance in instances:
+            if instance.process is not None and instance.process.poll() is None:
+                instance.process.kill()
+    for instance in extra:
+        assert instance.records() > 0, instance.log.read_text()
+    assert kills == 3
+    live = read_deltas(kafka_bootstrap_servers, stream.deltas)
+    check_seq(live)
+    counted = keys(live)
+    assert max(counted.values()) == 1, "duplicate deltas"
+    # Each task fires everything before its own watermark; below the lowest of them
+    # the live result is final and must equal replay's.
+    cut = min(stream.newest.values()) - LATENESS_MS
+    expected = {k for k in keys(replay_deltas(stream.lines)) if k[3] < cut}
+    assert len(expected) > 2000
+    assert {k for k in counted if k[3] < cut} == expected

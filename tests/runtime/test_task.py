@@ -1,0 +1,143 @@
+"""A task without Kafka: its watermark rules and its state round trip (changes written
+to a store, loaded into a fresh task, evaluation continues exactly)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import orjson
+import pytest
+
+from streamsync.audiences.loader import load_audiences
+from streamsync.audiences.replay import replay
+from streamsync.ingest.event import Event, SourcePosition
+from streamsync.ingest.jsonl import read_events
+from streamsync.resources import project_path
+from streamsync.runtime.task import UNKNOWN, Task
+from streamsync.state.codec import StateError
+from streamsync.state.store import PartitionStore
+from streamsync.synthetic import generate_records
+
+AUDIENCES = load_audiences(project_path("examples", "audiences"))
+
+
+def _task(
+    *, wall_clock: bool = False, lateness: int = 10, topics: tuple[str, ...] = ("a", "b")
+) -> Task:
+    return Task(
+        0,
+        list(topics),
+        AUDIENCES,
+        allowed_lateness_ms=lateness,
+        dedup_horizon_ms=86_400_000,
+        wall_clock=wall_clock,
+        idle_grace_ms=500,
+    )
+
+
+def _event(topic: str, ts: int, customer: str = "c", offset: int = 0) -> Event:
+    return Event(customer, "track", "x", ts, source=SourcePosition(topic, 0, offset))
+
+
+def test_slowest_topic_holds_the_watermark_while_reading_a_backlog() -> None:
+    task = _task()
+    task.process(_event("a", 1_000))
+    assert task.watermark(now_ms=10**13) == UNKNOWN  # b may still deliver old records
+    task.process(_event("b", 400))
+    assert task.watermark(now_ms=10**13) == 390
+    task.process(_event("b", 2_000))
+    assert task.watermark(now_ms=10**13) == 990
+
+
+def test_without_the_wall_clock_a_caught_up_topic_does_not_hold_back() -> None:
+    task = _task(lateness=0)
+    task.process(_event("a", 1_000))
+    task.caught_up["b"] = True
+    assert task.watermark(now_ms=10**13) == 1_000
+    task.caught_up["a"] = True
+    assert task.watermark(now_ms=10**13) == 1_000  # event time only: the wall clock is off
+
+
+def test_with_the_wall_clock_caught_up_topics_follow_it_minus_the_grace() -> None:
+    task = _task(wall_clock=True, lateness=0)
+    task.process(_event("a", 1_000))
+    task.process(_event("b", 1_000))
+    assert task.watermark(now_ms=50_000) == 1_000  # a backlog: event time only
+    task.caught_up["a"] = True
+    assert task.watermark(now_ms=50_000) == 1_000  # b is still busy
+    task.caught_up["b"] = True
+    assert task.watermark(now_ms=50_000) == 49_500
+
+
+def _events(n: int) -> list[Event]:
+    lines = [
+        r if isinstance(r, bytes) else orjson.dumps(r) for r in generate_records(60, n, seed=3)
+    ]
+    out = []
+    for offset, outcome in enumerate(read_events(lines, "t")):
+        if isinstance(outcome, Event):
+            outcome.source = SourcePosition("a", 0, offset)
+            out.append(outcome)
+    return out
+
+
+def test_state_written_after_each_commit_restores_to_the_same_result(tmp_path: Path) -> None:
+    """Commit every 97 records into a store, and at several points throw the task away
+    and load a new one from the store: the deltas equal one uninterrupted run."""
+    events = _events(4000)
+    reference = _task(topics=("a",), lateness=5 * 60_000)
+    expected = []
+    for event in events:
+        expected += reference.process(event)
+        expected += reference.advance(0)
+    expected += reference.finish(max(e.timestamp_ms for e in events))
+
+    store = PartitionStore(tmp_path / "p0")
+    task = _task(topics=("a",), lateness=5 * 60_000)
+    task.load(store, "test")
+    got = []
+    for i, event in enumerate(events, start=1):
+        got += task.process(event)
+        got += task.advance(0)
+        if i % 97 == 0:
+            store.apply(task.changes(), i)
+            if i % 970 == 0:  # a crash right after a commit: a new task from the store
+                task = _task(topics=("a",), lateness=5 * 60_000)
+                task.load(store, "test")
+    got += task.finish(max(e.timestamp_ms for e in events))
+    key = lambda d: (d.audience, d.customer_id, d.op, d.at_ms, d.seq, tuple(d.record_ids))  # noqa: E731
+    assert sorted(map(key, got)) == sorted(map(key, expected))
+    assert len(expected) > 300
+    store.close()
+
+
+def test_state_of_other_definitions_is_refused(tmp_path: Path) -> None:
+    store = PartitionStore(tmp_path / "p0")
+    task = _task(topics=("a",))
+    for event in _events(200):
+        task.process(event)
+    store.apply(task.changes(), 1)
+    other = Task(
+        0,
+        ["a"],
+        AUDIENCES[:-1],
+        allowed_lateness_ms=10,
+        dedup_horizon_ms=86_400_000,
+        wall_clock=False,
+        idle_grace_ms=500,
+    )
+    with pytest.raises(StateError, match="other audience definitions"):
+        other.load(store, "test[0]")
+    store.close()
+
+
+def test_replay_matches_the_task_on_the_synthetic_stream() -> None:
+    events = _events(3000)
+    task = _task(topics=("a",), lateness=5 * 60_000)
+    got = []
+    for event in events:
+        got += task.process(event)
+    got += task.finish(max(e.timestamp_ms for e in events))
+    expected = list(replay(AUDIENCES, iter(events), progress=None))
+    key = lambda d: (d.audience, d.customer_id, d.op, d.at_ms, d.seq)  # noqa: E731
+    assert sorted(map(key, got)) == sorted(map(key, expected))
