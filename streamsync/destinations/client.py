@@ -47,6 +47,8 @@ class Change:
     partition: int
     offsets: list[int]
     added_at: float
+    #: Kafka timestamp (epoch ms) of the latest delta, for commit-to-acknowledgement time
+    committed_ms: int | None = None
 
 
 @dataclass(slots=True)

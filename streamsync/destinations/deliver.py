@@ -38,7 +38,7 @@ from streamsync.destinations.control import ControlFile
 from streamsync.destinations.dead_letter import DeadLetterFailed, DeliveryDeadLetters
 from streamsync.destinations.errors import FatalDestinationError
 from streamsync.destinations.offsets import OffsetTracker
-from streamsync.destinations.sink import DeliverySink, SinkStats, Transport
+from streamsync.destinations.sink import DeliveryObserver, DeliverySink, SinkStats, Transport
 from streamsync.destinations.transport import HttpTransport
 from streamsync.kafka.config import consumer_config, producer_config
 
@@ -125,6 +125,7 @@ class DeliverLoop:
         dry_run: bool | None = None,
         progress: Callable[[DeliverResult, DeliverySink], None] | None = None,
         progress_interval_s: float = 10.0,
+        observer: DeliveryObserver | None = None,
     ) -> None:
         if name not in config.destinations:
             known = ", ".join(sorted(config.destinations)) or "none"
@@ -145,6 +146,7 @@ class DeliverLoop:
         self.on_ack = on_ack
         self.progress = progress
         self.progress_interval_s = progress_interval_s
+        self.observer = observer
         self.control = ControlFile(self.dest.control_file)
         self.offsets = OffsetTracker()
         self._stop = threading.Event()
@@ -250,6 +252,7 @@ class DeliverLoop:
             holdout=dest.holdout,
             dry_run=self.dry_run,
             on_ack=self.on_ack,
+            observer=self.observer,
         )
         result = DeliverResult(self.name, sink.stats)
         started = last_activity = last_commit = last_progress = time.monotonic()
@@ -301,7 +304,8 @@ class DeliverLoop:
                         self.offsets.track(partition, offset)
                         self.offsets.done(partition, [offset])
                         continue
-                    sink.add(delta, partition, offset)
+                    kind, timestamp = message.timestamp()
+                    sink.add(delta, partition, offset, timestamp if kind else None)
                 before = sink.stats.requests + sink.stats.dry_run_requests
                 sink.pump()
                 if messages or sink.stats.requests + sink.stats.dry_run_requests != before:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 
 import orjson
 import pytest
@@ -268,3 +269,25 @@ def test_user_alias_and_update_existing_only(
     assert users == ({} if update_existing_only else
                      {"user_alias:cio_id:d9c1": {"streamsync_audiences": ["ACT__A"]}})  # fmt: skip
     assert h.offsets.position(0) == 1
+
+
+def test_the_sink_reports_to_the_process_telemetry(standins: StandInServer) -> None:
+    from streamsync.observability.metrics import Telemetry
+
+    telemetry = Telemetry(role="deliver")
+    try:
+        client = braze_client(standins.urls["braze"], identifiers={"order": ["email"]})
+        h = harness(client, standins.urls["braze"], observer=telemetry)
+        h.admin.faults(status_burst={"count": 1, "status": 503})
+        h.sink.add(delta("c1", "ACT__A", "enter", identifiers={"email": "a@x"}), 0, 0,
+                   int(time.time() * 1000))  # fmt: skip
+        h.sink.add(delta("c2", "ACT__A", "enter"), 0, 1)  # unmatched
+        h.drain()
+        text = telemetry.render().decode()
+    finally:
+        telemetry.shutdown()
+    assert 'destination="braze",status="503"' in text
+    assert 'destination="braze",status="201"' in text
+    assert 'reason="server_error"' in text and 'reason="unmatched"' in text
+    assert "streamsync_destination_delivered" in text
+    assert "streamsync_delta_to_destination" in text
