@@ -25,6 +25,8 @@ from streamsync.destinations.dead_letter import DeadLetterFailed
 from streamsync.destinations.deliver import DeliverLoop, DeliverResult, DeliverSetupError
 from streamsync.destinations.errors import FatalDestinationError
 from streamsync.destinations.sink import DeliverySink
+from streamsync.observability.admin import AdminServerError
+from streamsync.observability.service import Observability
 
 
 def register(subparsers: Any) -> None:
@@ -55,7 +57,7 @@ def register(subparsers: Any) -> None:
         default=10,
         help="seconds to finish sending buffered changes when stopping (default 10)",
     )
-    parser.add_argument("--verbose", "-v", action="store_true", help="log at INFO level")
+    parser.add_argument("--verbose", "-v", action="store_true", help="log delivery at INFO level")
     parser.set_defaults(func=run_deliver)
 
 
@@ -65,11 +67,6 @@ def _fail(message: str, status: int = 2) -> int:
 
 
 def run_deliver(args: argparse.Namespace) -> int:
-    logging.basicConfig(
-        level=logging.INFO if (args.verbose or args.dry_run) else logging.WARNING,
-        format="%(asctime)s %(name)s %(levelname)s %(message)s",
-        stream=sys.stderr,
-    )
     if args.idle_timeout < 0:
         return _fail("--idle-timeout must be 0 or more")
     try:
@@ -82,6 +79,16 @@ def run_deliver(args: argparse.Namespace) -> int:
         )
     except DeliverSetupError as exc:
         return _fail(str(exc))
+    try:
+        obs = Observability.start(
+            config.observability, role="deliver", secrets=loop.client.secret_values()
+        )
+    except AdminServerError as exc:
+        return _fail(str(exc))
+    if args.verbose or args.dry_run:  # dry-run requests are logged at INFO
+        logging.getLogger("streamsync.deliver").setLevel(logging.INFO)
+    loop.observer = obs.telemetry
+    loop.health = obs.telemetry.health
 
     def stop(_signum: int, _frame: object) -> None:
         loop.stop()
@@ -107,6 +114,7 @@ def run_deliver(args: argparse.Namespace) -> int:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+        obs.close()
     print_summary(result)
     return 0
 

@@ -111,6 +111,10 @@ class DestinationClient(ABC):
         raise_for_status(self, response)
         return []
 
+    def secret_values(self) -> list[str]:
+        """Every secret this client sends, in each form it sends it (for log redaction)."""
+        return []
+
     def redacted_body(self, request: Request) -> str:
         """The body as it may be logged (kinds with secrets in the body override this)."""
         return request.body.decode("utf-8", errors="replace")

@@ -25,7 +25,7 @@ import threading
 import time
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
@@ -46,6 +46,14 @@ log = logging.getLogger("streamsync.deliver")
 
 COMMIT_INTERVAL_S = 0.5
 _CONSUME_BATCH = 500
+
+
+class HealthReporter(Protocol):
+    """Liveness and readiness (:class:`streamsync.observability.health.Health` fits)."""
+
+    def set_ready(self) -> None: ...
+
+    def beat(self) -> None: ...
 
 
 class DeliverSetupError(ValueError):
@@ -126,6 +134,7 @@ class DeliverLoop:
         progress: Callable[[DeliverResult, DeliverySink], None] | None = None,
         progress_interval_s: float = 10.0,
         observer: DeliveryObserver | None = None,
+        health: HealthReporter | None = None,
     ) -> None:
         if name not in config.destinations:
             known = ", ".join(sorted(config.destinations)) or "none"
@@ -147,6 +156,7 @@ class DeliverLoop:
         self.progress = progress
         self.progress_interval_s = progress_interval_s
         self.observer = observer
+        self.health = health
         self.control = ControlFile(self.dest.control_file)
         self.offsets = OffsetTracker()
         self._stop = threading.Event()
@@ -263,7 +273,12 @@ class DeliverLoop:
             consumer.subscribe(
                 [self.config.deltas.topic], on_assign=self._on_assign, on_revoke=self._on_revoke
             )
+            health = self.health
+            if health is not None:
+                health.set_ready()  # a replica without partitions is healthy too
             while not self._stop.is_set():
+                if health is not None:
+                    health.beat()
                 now = time.monotonic()
                 if duration_s is not None and now - started >= duration_s:
                     result.stopped_by = "duration"

@@ -146,6 +146,10 @@ class MoEngageClient(DestinationClient):
             "MOE-APPKEY": config.app_id,
         }
         self._body_limit = config.body_limit()
+        self._secrets = [secret.get_secret_value(), token]
+
+    def secret_values(self) -> list[str]:
+        return list(self._secrets)
 
     def identify(self, delta: MembershipDelta) -> Any | None:
         for source in self.config.identifiers:

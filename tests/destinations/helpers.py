@@ -104,6 +104,8 @@ def write_config(
         "ingest": {"topics": [{"name": "unused.input", "format": "pipelines_json"}]},
         "deltas": {"topic": deltas_topic},
         "destinations": destinations,
+        # a free port each: several deliver processes run side by side in the tests
+        "observability": {"admin": {"port": 0}, "log_format": "text"},
     }
     path.write_text(yaml.safe_dump(config))
     return path
