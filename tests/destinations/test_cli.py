@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import urllib.request
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -93,13 +94,14 @@ def test_dry_run_logs_redacted_requests_and_commits_nothing(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
 ) -> None:  # fmt: skip
     topic = new_topic("deltas")
+    group = f"dry-run-{uuid.uuid4().hex[:8]}"
     deltas = [delta(f"c{i}", "ACT__A", "enter") for i in range(3)]
     produce_deltas(kafka_bootstrap_servers, topic, deltas)
     monkeypatch.setenv("DRY_KEY", "dry-secret-key")
     config = write_config(
         tmp_path / "c.yaml", kafka_bootstrap_servers, topic,
         {"braze": {"kind": "braze", "base_url": "http://127.0.0.1:9",
-                   "credentials": {"env": "DRY_KEY"}, "group_id": "dry-run-group"}},
+                   "credentials": {"env": "DRY_KEY"}, "group_id": group}},
     )  # fmt: skip
     rc = main(["deliver", "--config", str(config), "--destination", "braze", "--dry-run",
                "--idle-timeout", "2"])  # fmt: skip
@@ -107,7 +109,7 @@ def test_dry_run_logs_redacted_requests_and_commits_nothing(
     assert rc == 0
     assert '"delivered":3' in captured.out
     assert "dry-secret-key" not in captured.err and "dry-secret-key" not in captured.out
-    assert uncommitted_records(kafka_bootstrap_servers, "dry-run-group", topic, 1) == 3
+    assert uncommitted_records(kafka_bootstrap_servers, group, topic, 1) == 3
 
 
 @pytest.mark.kafka
@@ -118,20 +120,21 @@ def test_refused_credentials_stop_with_one_line_and_nothing_committed(
     from streamsync.dev.standins import BrazeStandIn, StandInServer
 
     topic = new_topic("deltas")
+    group = f"wrong-key-{uuid.uuid4().hex[:8]}"
     produce_deltas(kafka_bootstrap_servers, topic, [delta("c1", "ACT__A", "enter")])
     monkeypatch.setenv("WRONG_KEY", "not-the-key")
     with StandInServer({"braze": BrazeStandIn("the-key")}) as server:
         config = write_config(
             tmp_path / "c.yaml", kafka_bootstrap_servers, topic,
             {"braze": {"kind": "braze", "base_url": server.urls["braze"],
-                       "credentials": {"env": "WRONG_KEY"}, "group_id": "wrong-key"}},
+                       "credentials": {"env": "WRONG_KEY"}, "group_id": group}},
         )  # fmt: skip
         rc = main(["deliver", "--config", str(config), "--destination", "braze"])
     err = capsys.readouterr().err
     assert rc == 1
     [line] = [x for x in err.splitlines() if x.startswith("streamsync deliver:")]
     assert "HTTP 401" in line and "not-the-key" not in err and "Traceback" not in err
-    assert uncommitted_records(kafka_bootstrap_servers, "wrong-key", topic, 1) == 1
+    assert uncommitted_records(kafka_bootstrap_servers, group, topic, 1) == 1
 
 
 @pytest.mark.kafka
@@ -154,7 +157,8 @@ def test_deliver_serves_probes_and_delivery_metrics(
         config = write_config(
             tmp_path / "c.yaml", kafka_bootstrap_servers, topic,
             {"braze": {"kind": "braze", "base_url": server.urls["braze"],
-                       "credentials": {"env": "THE_KEY"}}},
+                       "credentials": {"env": "THE_KEY"},
+                       "group_id": f"probes-{uuid.uuid4().hex[:8]}"}},
         )  # fmt: skip
         text = config.read_text().replace("port: 0", f"port: {admin_port}\n    host: 127.0.0.1")
         config.write_text(text)

@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -90,6 +91,7 @@ def test_deliver_survives_outages_storms_and_sigkill(
     customers = sorted({d.customer_id for d in deltas})
     refused = {customers[3], customers[40]}  # Braze refuses these ids per record
     fast = {"initial_backoff_s": 0.05, "max_backoff_s": 0.5, "timeout_s": 2.0}
+    groups = {name: f"e2e-{name}-{uuid.uuid4().hex[:8]}" for name in ("braze", "moengage")}
     config = write_config(
         tmp_path / "config.yaml", kafka_bootstrap_servers, topic,
         {
@@ -99,6 +101,7 @@ def test_deliver_survives_outages_storms_and_sigkill(
                 "rate_limit": {"limit": 40, "window_s": 1.0},
                 "retry": fast, "batching": {"linger_ms": 50, "max_buffered": 400},
                 "dead_letter_topic": dead, "consumer": {"session.timeout.ms": 6000},
+                "group_id": groups["braze"],
             },
             "moengage": {
                 "kind": "moengage", "base_url": standins.urls["moengage"], "app_id": MOE_APP,
@@ -106,6 +109,7 @@ def test_deliver_survives_outages_storms_and_sigkill(
                 "rate_limit": {"limit": 1500, "window_s": 3.0},
                 "retry": fast, "batching": {"linger_ms": 50, "max_buffered": 400},
                 "dead_letter_topic": dead, "consumer": {"session.timeout.ms": 6000},
+                "group_id": groups["moengage"],
             },
         },
     )  # fmt: skip
@@ -144,9 +148,9 @@ def test_deliver_survives_outages_storms_and_sigkill(
               90, "MoEngage profiles to match replay")  # fmt: skip
         _wait(
             lambda: uncommitted_records(
-                kafka_bootstrap_servers, "streamsync-deliver-braze", topic, 3) == 0
+                kafka_bootstrap_servers, groups["braze"], topic, 3) == 0
             and uncommitted_records(
-                kafka_bootstrap_servers, "streamsync-deliver-moengage", topic, 3) == 0,
+                kafka_bootstrap_servers, groups["moengage"], topic, 3) == 0,
             30, "offsets to be committed",
         )  # fmt: skip
     finally:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 
@@ -48,9 +49,11 @@ def test_run_delivery_reports_counts_per_destination(
         {
             "braze": {"kind": "braze", "base_url": standins.urls["braze"],
                       "credentials": {"env": "K1"}, "dead_letter_topic": dead,
+                      "group_id": f"rd-braze-{uuid.uuid4().hex[:8]}",
                       "rate_limit": {"limit": 50, "window_s": 1.0}},
             "moe": {"kind": "moengage", "base_url": standins.urls["moengage"], "app_id": MOE_APP,
                     "credentials": {"env": "K2"}, "dead_letter_topic": dead,
+                    "group_id": f"rd-moe-{uuid.uuid4().hex[:8]}",
                     "rate_limit": {"limit": 2000, "window_s": 2.0}},
         },
     )  # fmt: skip
@@ -82,13 +85,14 @@ def test_control_file_pauses_an_audience_while_running(
     standins: StandInServer,
 ) -> None:  # fmt: skip
     topic = new_topic("deltas")
+    group = f"control-{uuid.uuid4().hex[:8]}"
     control = tmp_path / "control.yaml"
     control.write_text("paused_audiences: [ACT__B]\n")
     path = write_config(
         tmp_path / "c.yaml", kafka_bootstrap_servers, topic,
         {"braze": {"kind": "braze", "base_url": standins.urls["braze"],
                    "credentials": {"env": "K1"}, "control_file": str(control),
-                   "group_id": "control-test", "rate_limit": {"limit": 50, "window_s": 1.0}}},
+                   "group_id": group, "rate_limit": {"limit": 50, "window_s": 1.0}}},
     )  # fmt: skip
     loop = DeliverLoop(load_config(path, env={}), "braze", env={"K1": BRAZE_KEY})
     thread = threading.Thread(target=loop.run, kwargs={"drain_timeout_s": 2})
@@ -108,13 +112,13 @@ def test_control_file_pauses_an_audience_while_running(
         _wait(lambda: len(members()) == 2, "the unpaused audience")
         time.sleep(1.5)  # several pumps and commits while ACT__B is held
         assert members() == {"external_id:c1": ["ACT__A"], "external_id:c2": ["ACT__A"]}
-        assert uncommitted_records(kafka_bootstrap_servers, "control-test", topic, 1) >= 2
+        assert uncommitted_records(kafka_bootstrap_servers, group, topic, 1) >= 2
         control.write_text("paused_audiences: []\n")
         _wait(lambda: members()["external_id:c1"] == ["ACT__A", "ACT__B"], "resume to drain")
     finally:
         loop.stop()
         thread.join(30)
-    assert uncommitted_records(kafka_bootstrap_servers, "control-test", topic, 1) == 0
+    assert uncommitted_records(kafka_bootstrap_servers, group, topic, 1) == 0
 
 
 def _wait(condition: Callable[[], bool], what: str, timeout_s: float = 30.0) -> None:
@@ -131,10 +135,11 @@ def test_two_replicas_share_the_partitions_through_rebalances(
     deltas = replay_deltas(customers=150, events=4000, seed=3)
     expected = expected_members(deltas)
     topic = new_topic("deltas", partitions=4)
+    group = f"replicas-{uuid.uuid4().hex[:8]}"
     path = write_config(
         tmp_path / "c.yaml", kafka_bootstrap_servers, topic,
         {"braze": {"kind": "braze", "base_url": standins.urls["braze"],
-                   "credentials": {"env": "K1"}, "group_id": "replicas-test",
+                   "credentials": {"env": "K1"}, "group_id": group,
                    "batching": {"linger_ms": 20}, "max_objects_per_request": 10,
                    "rate_limit": {"limit": 25, "window_s": 1.0}}},  # two replicas: 50/s
     )  # fmt: skip
@@ -164,4 +169,20 @@ def test_two_replicas_share_the_partitions_through_rebalances(
     assert all(loop.sink is not None and loop.sink.stats.requests > 0 for loop in loops)
     assert admin.report()["counters"]["slowed"] == 30
     assert admin.report()["violations"] == []
-    assert uncommitted_records(kafka_bootstrap_servers, "replicas-test", topic, 4) == 0
+    assert uncommitted_records(kafka_bootstrap_servers, group, topic, 4) == 0
+
+
+def test_deliver_to_standins_reports_against_replay(
+    tmp_path: Path, kafka_bootstrap_servers: str, new_topic: Callable[..., str]
+) -> None:
+    from streamsync.dev.standins.session import deliver_to_standins
+
+    deltas = replay_deltas(customers=60, events=1500, seed=9)
+    topic = new_topic("deltas", partitions=2)
+    produce_deltas(kafka_bootstrap_servers, topic, deltas)
+    config = load_config(write_config(tmp_path / "c.yaml", kafka_bootstrap_servers, topic, {}))
+    report = deliver_to_standins(config, duration_s=60, idle_timeout_s=2, replayed=deltas)
+    for name in ("braze", "moengage"):
+        assert report[name].result.error is None
+        assert report[name].differences == [] and report[name].violations == []
+        assert report[name].members == len(expected_members(deltas))
