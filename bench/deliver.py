@@ -272,13 +272,26 @@ def main() -> int:
                   f"{row['deltas_per_s']:>9,.0f} deltas/s  {row['objects_per_request']:6.1f} "
                   f"objects/request  {row['requests']:>6} requests  {row['429s']:>5} 429s  "
                   f"({row['settled']:,} deltas)", flush=True)  # fmt: skip
+        latencies = []
         for label, batched in (("braze streamsync", True), ("braze baseline (1/request)", False)):
             row = latency(bootstrap, urls, deltas, args.rate, args.seconds, batched)
+            latencies.append(row)
             print(f"latency at {args.rate}/s {label:<28} p50 {row['p50_s'] * 1000:7.0f} ms  "
                   f"p99 {row['p99_s'] * 1000:7.0f} ms  ({row['samples']:,} changes, "
                   f"{row.get('settled', 0):,} of {row.get('of', 0):,} deltas settled)",
                   flush=True)  # fmt: skip
-    return 0
+    braze, moe = rows[0][1], rows[3][1]
+    checks = [
+        ("mean objects per Braze request >= 67.5 (90% of 75)",
+         braze["objects_per_request"] >= 67.5, f"{braze['objects_per_request']:.1f}"),
+        ("429s with the limiter at the documented limit == 0",
+         braze["429s"] == 0 and moe["429s"] == 0, f"{braze['429s']} / {moe['429s']}"),
+        (f"p99 committed -> acknowledged at {args.rate}/s < 1 s",
+         latencies[0]["p99_s"] < 1.0, f"{latencies[0]['p99_s'] * 1000:.0f} ms"),
+    ]  # fmt: skip
+    for name, ok, value in checks:
+        print(f"target {'met' if ok else 'MISSED'}: {name}: {value}")
+    return 0 if all(ok for _, ok, _ in checks) else 1
 
 
 if __name__ == "__main__":

@@ -21,8 +21,12 @@ from confluent_kafka import KafkaException
 
 from streamsync.cli.arguments import non_negative_int
 from streamsync.config import ConfigError, load_config
+from streamsync.destinations.dead_letter import DeadLetterFailed
 from streamsync.destinations.deliver import DeliverLoop, DeliverResult, DeliverSetupError
 from streamsync.destinations.errors import FatalDestinationError
+from streamsync.destinations.sink import DeliverySink
+from streamsync.observability.admin import AdminServerError
+from streamsync.observability.service import Observability
 
 
 def register(subparsers: Any) -> None:
@@ -53,7 +57,7 @@ def register(subparsers: Any) -> None:
         default=10,
         help="seconds to finish sending buffered changes when stopping (default 10)",
     )
-    parser.add_argument("--verbose", "-v", action="store_true", help="log at INFO level")
+    parser.add_argument("--verbose", "-v", action="store_true", help="log delivery at INFO level")
     parser.set_defaults(func=run_deliver)
 
 
@@ -63,11 +67,6 @@ def _fail(message: str, status: int = 2) -> int:
 
 
 def run_deliver(args: argparse.Namespace) -> int:
-    logging.basicConfig(
-        level=logging.INFO if (args.verbose or args.dry_run) else logging.WARNING,
-        format="%(asctime)s %(name)s %(levelname)s %(message)s",
-        stream=sys.stderr,
-    )
     if args.idle_timeout < 0:
         return _fail("--idle-timeout must be 0 or more")
     try:
@@ -75,9 +74,21 @@ def run_deliver(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         return _fail(str(exc).replace("\n", " "))
     try:
-        loop = DeliverLoop(config, args.destination, dry_run=True if args.dry_run else None)
+        loop = DeliverLoop(
+            config, args.destination, dry_run=True if args.dry_run else None, progress=_progress
+        )
     except DeliverSetupError as exc:
         return _fail(str(exc))
+    try:
+        obs = Observability.start(
+            config.observability, role="deliver", secrets=loop.client.secret_values()
+        )
+    except AdminServerError as exc:
+        return _fail(str(exc))
+    if args.verbose or args.dry_run:  # dry-run requests are logged at INFO
+        logging.getLogger("streamsync.deliver").setLevel(logging.INFO)
+    loop.observer = obs.telemetry
+    loop.health = obs.telemetry.health
 
     def stop(_signum: int, _frame: object) -> None:
         loop.stop()
@@ -98,11 +109,27 @@ def run_deliver(args: argparse.Namespace) -> int:
         return _fail(f"stopped without committing further: {exc}", 1)
     except KafkaException as exc:
         return _fail(f"stopped: Kafka error: {exc}", 1)
+    except DeadLetterFailed as exc:
+        return _fail(f"stopped without committing further: {exc}", 1)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+        obs.close()
     print_summary(result)
     return 0
+
+
+def _progress(result: DeliverResult, sink: DeliverySink) -> None:
+    stats = sink.stats
+    state = "paused" if sink.paused else "failing" if sink.failing else "running"
+    print(
+        f"deliver: {result.consumed} deltas consumed, {stats.delivered_total} changes delivered "
+        f"in {stats.requests} requests, {sink.buffered} buffered, "
+        f"{sum(stats.rejected.values()) + sum(stats.unmatched.values())} dead-lettered, "
+        f"{stats.rate_limited} 429s, {stats.retries} retries ({state}, {result.elapsed_s:.0f}s)",
+        file=sys.stderr,
+        flush=True,
+    )
 
 
 def print_summary(result: DeliverResult) -> None:

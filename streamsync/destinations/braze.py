@@ -199,6 +199,9 @@ class BrazeClient(DestinationClient):
         self._limit = config.max_objects_per_request
         self._suffix = config.holdout_suffix
 
+    def secret_values(self) -> list[str]:
+        return [self._headers["Authorization"].removeprefix("Bearer ")]
+
     def identify(self, delta: MembershipDelta) -> Any | None:
         ids = self.config.identifiers
         for kind in ids.order:

@@ -49,6 +49,9 @@ class BrazeCohortClient(BrazeClient):
         self._cohort_headers = {"Content-Type": "application/json"}
         self._created: set[str] = set()
 
+    def secret_values(self) -> list[str]:
+        return list(self._auth.values())
+
     def identify(self, delta: MembershipDelta) -> Any | None:
         found = super().identify(delta)
         if found is None or found[0] not in ("external_id", "user_alias"):

@@ -47,6 +47,8 @@ class Change:
     partition: int
     offsets: list[int]
     added_at: float
+    #: Kafka timestamp (epoch ms) of the latest delta, for commit-to-acknowledgement time
+    committed_ms: int | None = None
 
 
 @dataclass(slots=True)
@@ -107,6 +109,10 @@ class DestinationClient(ABC):
         """Per-change rejections of a 2xx response; raise the right
         :mod:`~streamsync.destinations.errors` class for anything else."""
         raise_for_status(self, response)
+        return []
+
+    def secret_values(self) -> list[str]:
+        """Every secret this client sends, in each form it sends it (for log redaction)."""
         return []
 
     def redacted_body(self, request: Request) -> str:

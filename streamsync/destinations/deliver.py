@@ -25,7 +25,7 @@ import threading
 import time
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
@@ -35,10 +35,10 @@ from streamsync.deltas.record import MembershipDelta
 from streamsync.destinations.client import Change, DestinationClient
 from streamsync.destinations.config import CredentialsError, DestinationConfig
 from streamsync.destinations.control import ControlFile
-from streamsync.destinations.dead_letter import DeliveryDeadLetters
+from streamsync.destinations.dead_letter import DeadLetterFailed, DeliveryDeadLetters
 from streamsync.destinations.errors import FatalDestinationError
 from streamsync.destinations.offsets import OffsetTracker
-from streamsync.destinations.sink import DeliverySink, SinkStats, Transport
+from streamsync.destinations.sink import DeliveryObserver, DeliverySink, SinkStats, Transport
 from streamsync.destinations.transport import HttpTransport
 from streamsync.kafka.config import consumer_config, producer_config
 
@@ -46,6 +46,14 @@ log = logging.getLogger("streamsync.deliver")
 
 COMMIT_INTERVAL_S = 0.5
 _CONSUME_BATCH = 500
+
+
+class HealthReporter(Protocol):
+    """Liveness and readiness (:class:`streamsync.observability.health.Health` fits)."""
+
+    def set_ready(self) -> None: ...
+
+    def beat(self) -> None: ...
 
 
 class DeliverSetupError(ValueError):
@@ -123,6 +131,10 @@ class DeliverLoop:
         on_ack: Callable[[list[Change], float], None] | None = None,
         transport: Transport | None = None,
         dry_run: bool | None = None,
+        progress: Callable[[DeliverResult, DeliverySink], None] | None = None,
+        progress_interval_s: float = 10.0,
+        observer: DeliveryObserver | None = None,
+        health: HealthReporter | None = None,
     ) -> None:
         if name not in config.destinations:
             known = ", ".join(sorted(config.destinations)) or "none"
@@ -141,6 +153,10 @@ class DeliverLoop:
             self.dest.base_url, self.dest.retry.timeout_s
         )
         self.on_ack = on_ack
+        self.progress = progress
+        self.progress_interval_s = progress_interval_s
+        self.observer = observer
+        self.health = health
         self.control = ControlFile(self.dest.control_file)
         self.offsets = OffsetTracker()
         self._stop = threading.Event()
@@ -149,6 +165,11 @@ class DeliverLoop:
         self._paused = False
         self._decode = decode_avro_framed if config.deltas.format == "avro" else decode_json
         self.sink: DeliverySink | None = None
+
+    @property
+    def partitions(self) -> list[int]:
+        """The deltas partitions this loop owns now."""
+        return sorted(p.partition for p in self._assigned)
 
     def stop(self) -> None:
         """Finish (drain what the destination accepts, commit) and return; signal-safe."""
@@ -241,16 +262,23 @@ class DeliverLoop:
             holdout=dest.holdout,
             dry_run=self.dry_run,
             on_ack=self.on_ack,
+            observer=self.observer,
         )
         result = DeliverResult(self.name, sink.stats)
-        started = last_activity = last_commit = time.monotonic()
+        started = last_activity = last_commit = last_progress = time.monotonic()
+        last_error = ""
         routes = self.routes
         decode = self._decode
         try:
             consumer.subscribe(
                 [self.config.deltas.topic], on_assign=self._on_assign, on_revoke=self._on_revoke
             )
+            health = self.health
+            if health is not None:
+                health.set_ready()  # a replica without partitions is healthy too
             while not self._stop.is_set():
+                if health is not None:
+                    health.beat()
                 now = time.monotonic()
                 if duration_s is not None and now - started >= duration_s:
                     result.stopped_by = "duration"
@@ -268,6 +296,9 @@ class DeliverLoop:
                     if error is not None:
                         if error.fatal():
                             raise KafkaException(error)
+                        if str(error) != last_error:  # e.g. the deltas topic does not exist
+                            last_error = str(error)
+                            log.warning("deltas topic: %s", error)
                         continue
                     result.consumed += 1
                     partition = cast(int, message.partition())
@@ -288,7 +319,8 @@ class DeliverLoop:
                         self.offsets.track(partition, offset)
                         self.offsets.done(partition, [offset])
                         continue
-                    sink.add(delta, partition, offset)
+                    kind, timestamp = message.timestamp()
+                    sink.add(delta, partition, offset, timestamp if kind else None)
                 before = sink.stats.requests + sink.stats.dry_run_requests
                 sink.pump()
                 if messages or sink.stats.requests + sink.stats.dry_run_requests != before:
@@ -297,6 +329,10 @@ class DeliverLoop:
                 if now - last_commit >= COMMIT_INTERVAL_S:
                     self._commit(consumer)
                     last_commit = now
+                if self.progress is not None and now - last_progress >= self.progress_interval_s:
+                    last_progress = now
+                    result.elapsed_s = now - started
+                    self.progress(result, sink)
                 if (
                     idle_timeout_s is not None
                     and sink.idle
@@ -306,7 +342,7 @@ class DeliverLoop:
                     break
             else:
                 result.stopped_by = "stop"
-            self._drain(sink, drain_timeout_s)
+            sink.flush(drain_timeout_s)  # what remains is re-read by the next run
             self._commit(consumer)
         except FatalDestinationError as exc:
             result.error = str(exc)
@@ -320,16 +356,6 @@ class DeliverLoop:
                 producer.flush(5)
             self.transport.close()
         return result
-
-    def _drain(self, sink: DeliverySink, timeout_s: float) -> None:
-        """Send what is buffered (no linger) for up to ``timeout_s``; what remains is
-        re-read from Kafka by the next run."""
-        deadline = time.monotonic() + timeout_s
-        while not sink.idle and not sink.paused and time.monotonic() < deadline:
-            sink.pump(budget_s=0.05, force=True)
-            wait = sink.next_wakeup(time.monotonic())
-            if wait > 0:
-                time.sleep(min(wait, 0.05, max(0.0, deadline - time.monotonic())))
 
 
 def decode_avro_framed(value: bytes) -> MembershipDelta:
@@ -356,7 +382,7 @@ def run_delivery(
     def work(loop: DeliverLoop) -> None:
         try:
             results[loop.name] = loop.run(duration_s=duration_s, idle_timeout_s=idle_timeout_s)
-        except (FatalDestinationError, KafkaException) as exc:
+        except (FatalDestinationError, KafkaException, DeadLetterFailed) as exc:
             stats = loop.sink.stats if loop.sink is not None else SinkStats()
             results[loop.name] = DeliverResult(loop.name, stats, error=str(exc))
 

@@ -19,12 +19,14 @@ MoEngage refuses adding and removing the same attribute in one call (ArrayFieldE
 so a customer who entered one audience and left another within a batch gets its
 removals in a second request, sent after the first was acknowledged.
 
-Limits enforced here (moengage.com/docs/api/data/track-user, .../bulk-import,
-.../cohort-audience and the Data API overview): 128 KB per request body (the general
-limit; Bulk Import is held to its own 100 KB), Cohort Sync 128 KB and 300 requests per
-minute; the data API's rate-limit default is 10,000 users per minute (Track User; the
-two published Bulk Import figures conflict, 10,000 and 60,000, so the lower is the
-default). ``x-ratelimit-reset`` holds the seconds left in the window, not a time.
+Limits enforced here, from moengage.com/docs/api/data/data-overview (request bodies
+at most 128 KB; the customer_id values the API refuses),
+moengage.com/docs/api/bulk/bulk-import-users-and-events (Bulk Import: 100 KB per call;
+10,000 users and 30,000 events per minute on the partner-guide copy of that page, 60,000
+on the OpenAPI copy - the lower is the default), moengage.com/docs/api/user/track-user
+(10,000 user updates per minute) and moengage.com/docs/api/cohort-sync/sync-cohort-members
+(300 requests per minute, 128 KB, one cohort action per request). ``x-ratelimit-reset``
+holds the seconds left in the window, not a time.
 Auth: Basic ``base64(app_id:data_api_key)`` plus ``MOE-APPKEY: app_id``; the host is
 ``https://api-{data_center}.moengage.com`` unless ``base_url`` says otherwise.
 """
@@ -61,7 +63,7 @@ DEFAULT_USER_RATE_LIMIT = RateLimit(limit=10_000, window_s=60.0)
 DEFAULT_COHORT_RATE_LIMIT = RateLimit(limit=300, window_s=60.0)
 #: Customer ids the Data API rejects (data-overview); such deltas are refused up front.
 BLOCKED_CUSTOMER_IDS = frozenset(
-    {"unknown", "null", "0", "1", "true", "false", "none", "nil", "undefined", "na", "n/a", ""}
+    {"unknown", "guest", "null", "0", "1", "true", "false", "none", "user_attribute_unique_id", ""}
 )
 
 Mode = Literal["bulk_import", "track_user", "cohort_sync"]
@@ -83,6 +85,11 @@ class MoEngageConfig(DestinationConfig):
     max_body_bytes: int | None = Field(default=None, gt=1024, le=MAX_BODY_BYTES)
     rate_limit: RateLimit | None = None
     partner: str = Field(default="streamsync", min_length=1)
+    cohort_name_prefix: str = Field(
+        default=".",
+        description="sync-cohort-members' example and its overview page have partner cohort "
+        "names start with a period; the audience name follows it",
+    )
     cohort_ids: dict[str, str] = Field(
         default_factory=dict, description="audience -> cohort_id (default: the audience name)"
     )
@@ -139,6 +146,10 @@ class MoEngageClient(DestinationClient):
             "MOE-APPKEY": config.app_id,
         }
         self._body_limit = config.body_limit()
+        self._secrets = [secret.get_secret_value(), token]
+
+    def secret_values(self) -> list[str]:
+        return list(self._secrets)
 
     def identify(self, delta: MembershipDelta) -> Any | None:
         for source in self.config.identifiers:
@@ -279,7 +290,7 @@ class MoEngageClient(DestinationClient):
                     "action": action,
                     "partner": self.config.partner,
                     "parameters": {
-                        "cohort_name": cohort,
+                        "cohort_name": self.config.cohort_name_prefix + cohort,
                         "cohort_id": cohort_id,
                         "cohort_description": f"streamsync audience {audience}",
                         "members": members,

@@ -1,11 +1,11 @@
 """The delivery sink: one place for batching, ordering, limits, retries and acks.
 
 Like a quix-streams sink, the caller :meth:`DeliverySink.add`\\ s changes as they are
-consumed and calls :meth:`DeliverySink.pump` often; :attr:`DeliverySink.backpressure`
-tells it to pause the consumer. Unlike a callback-per-record design, the sink never
-blocks: every wait (linger, rate limit, retry backoff, a 429's reset) is a time it
-reports through :meth:`next_wakeup`, so the consumer keeps polling (and keeps its group
-membership) while the destination is down.
+consumed and calls :meth:`DeliverySink.pump` often (:meth:`DeliverySink.flush` before
+shutting down); :attr:`DeliverySink.backpressure` tells it to pause the consumer. Unlike
+a callback-per-record design, the sink never blocks: every wait (linger, rate limit, retry
+backoff, a 429's reset) is a time it reports through :meth:`next_wakeup`, so the consumer
+keeps polling (and keeps its group membership) while the destination is down.
 
 Guarantees, and how:
 
@@ -59,6 +59,26 @@ class Transport(Protocol):
     def close(self) -> None: ...
 
 
+class DeliveryObserver(Protocol):
+    """Where the sink reports as it works, for metrics. The method names are those of
+    :class:`streamsync.observability.metrics.Telemetry`, so a process hands its telemetry
+    in as is; the sink itself depends on no metrics library."""
+
+    def destination_request(self, destination: str, status: int | None) -> None: ...
+
+    def destination_retry(self, destination: str, reason: str) -> None: ...
+
+    def deltas_delivered(self, destination: str, count: int = 1) -> None: ...
+
+    def deltas_rejected(self, destination: str, reason: str, count: int = 1) -> None: ...
+
+    def identifier_lookup(
+        self, destination: str, audience: str, matched: bool, count: int = 1
+    ) -> None: ...
+
+    def observe_delta_to_destination(self, destination: str, seconds: float) -> None: ...
+
+
 @dataclass
 class SinkStats:
     """Counters a metrics exporter can read; plain fields, updated in place."""
@@ -76,6 +96,8 @@ class SinkStats:
     retries: int = 0
     splits: int = 0
     dry_run_requests: int = 0
+    #: unacknowledged changes handed back to Kafka when partitions were revoked
+    revoked: int = 0
 
     @property
     def delivered_total(self) -> int:
@@ -97,6 +119,7 @@ class SinkStats:
             "rate_limited": self.rate_limited,
             "retries": self.retries,
             "splits": self.splits,
+            "revoked": self.revoked,
         }
 
 
@@ -124,6 +147,7 @@ class DeliverySink:
         holdout: str = "skip",
         dry_run: bool = False,
         on_ack: Callable[[list[Change], float], None] | None = None,
+        observer: DeliveryObserver | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
     ) -> None:
@@ -137,6 +161,7 @@ class DeliverySink:
         self.holdout = holdout
         self.dry_run = dry_run
         self.on_ack = on_ack
+        self.observer = observer
         self.limiter = TokenBucket(client.rate_limit, clock=clock, wall=wall)
         self.stats = SinkStats()
         self.paused = False
@@ -166,17 +191,30 @@ class DeliverySink:
     def idle(self) -> bool:
         return self._inflight is None and not self._buffer
 
-    def add(self, delta: MembershipDelta, partition: int, offset: int) -> None:
+    def add(
+        self, delta: MembershipDelta, partition: int, offset: int, committed_ms: int | None = None
+    ) -> None:
         """Take one consumed delta (already routed to this destination). The offset is
-        registered with the tracker and released when the change is settled."""
+        registered with the tracker and released when the change is settled;
+        ``committed_ms`` (the record's Kafka timestamp) times commit-to-acknowledgement."""
         self.offsets.track(partition, offset)
         if delta.holdout and self.holdout == "skip":
             self.stats.holdout_skipped[delta.audience] += 1
             self.offsets.done(partition, [offset])
             return
+        key = (delta.customer_id, delta.audience)
+        existing = self._buffer.get(key)
         identity = self.client.identify(delta)
+        if identity is None and existing is not None:
+            # The same customer, just without the identifier on this delta: the change it
+            # replaces must not reach the destination alone.
+            identity = existing.identity
+        if self.observer is not None:
+            self.observer.identifier_lookup(self.client.name, delta.audience, identity is not None)
         if identity is None:
             self.stats.unmatched[delta.audience] += 1
+            if self.observer is not None:
+                self.observer.deltas_rejected(self.client.name, "unmatched")
             self.dead_letters.write(
                 delta, partition, offset, reason="unmatched", destination=self.client.name,
                 rejection=Rejection(0, "no identifier this destination is configured to use"),
@@ -187,14 +225,14 @@ class DeliverySink:
         problem = self.client.check(delta)
         if problem is not None:
             self.stats.rejected[delta.audience] += 1
+            if self.observer is not None:
+                self.observer.deltas_rejected(self.client.name, "rejected")
             self.dead_letters.write(
                 delta, partition, offset, reason="rejected", destination=self.client.name,
                 rejection=Rejection(0, problem),
             )  # fmt: skip
             self.offsets.done(partition, [offset])
             return
-        key = (delta.customer_id, delta.audience)
-        existing = self._buffer.get(key)
         if existing is not None:
             self.stats.collapsed += 1
             existing.enter = delta.op == "enter"
@@ -202,20 +240,23 @@ class DeliverySink:
             existing.identity = identity
             existing.holdout = delta.holdout
             existing.offsets.append(offset)
+            existing.committed_ms = committed_ms
             return
         self._buffer[key] = Change(
             delta.customer_id, delta.audience, delta.op == "enter", delta.holdout, identity,
-            delta, partition, [offset], self._clock(),
+            delta, partition, [offset], self._clock(), committed_ms,
         )  # fmt: skip
 
     def drop_partitions(self, partitions: set[int]) -> None:
         """Forget unacknowledged changes of partitions this consumer no longer owns (their
         new owner re-reads them from the committed offsets; writes are idempotent)."""
+        before = self.buffered
         self._buffer = {k: c for k, c in self._buffer.items() if c.partition not in partitions}
         batch = self._inflight
         if batch is not None and any(c.partition in partitions for c in batch.changes):
             keep = [c for c in batch.changes if c.partition not in partitions]
             self._inflight = _Batch(keep, self.client.plan(keep)) if keep else None
+        self.stats.revoked += before - self.buffered
 
     # -- output ------------------------------------------------------------------------
 
@@ -276,6 +317,23 @@ class DeliverySink:
             if not self._step(now) or self._clock() >= deadline:
                 return
 
+    def flush(self, timeout_s: float) -> bool:
+        """Send everything buffered now (no linger), waiting as the limits require, for at
+        most ``timeout_s``; True when nothing is left. Held (paused) changes stay."""
+        deadline = self._clock() + timeout_s
+        while not self.idle and not self.paused:
+            self.pump(budget_s=0.05, force=True)
+            now = self._clock()
+            if now >= deadline or self._only_held():
+                break
+            wait = self.next_wakeup(now)
+            if wait > 0:
+                time.sleep(min(wait, 0.05, max(0.0, deadline - now)))
+        return self.idle
+
+    def _only_held(self) -> bool:
+        return self._inflight is None and not any(map(self._sendable, self._buffer.values()))
+
     def _backoff(self, attempt: int) -> float:
         growth = float(2 ** min(attempt, 30))
         base = min(self.retry.max_backoff_s, self.retry.initial_backoff_s * growth)
@@ -299,14 +357,20 @@ class DeliverySink:
             batch.index += 1
             return True
         self.stats.requests += 1
+        status: int | None = None
+        observer = self.observer
         try:
             response = self.transport.send(request)
+            status = response.status
             rejected = self.client.interpret(request, response)
         except RateLimited as exc:
             self.stats.rate_limited += 1
             self.limiter.block_until(exc.not_before)
             batch.attempt += 1
             log.warning("%s: rate limited; nothing sent before the reset", self.client.name)
+            if observer is not None:
+                observer.destination_request(self.client.name, status)
+                observer.destination_retry(self.client.name, "rate_limited")
             return False
         except RetriableError as exc:
             self.stats.retries += 1
@@ -314,13 +378,29 @@ class DeliverySink:
             batch.attempt += 1
             batch.not_before = now + delay
             log.warning("%s: %s; retrying in %.1fs", self.client.name, exc, delay)
+            if observer is not None:
+                observer.destination_request(self.client.name, status)
+                reason = "no_response" if status is None else "server_error"
+                observer.destination_retry(self.client.name, reason)
             return False
         except BatchRejected as exc:
+            if observer is not None:
+                observer.destination_request(self.client.name, status)
             self._split(batch, request, exc.rejection)
             return True
         except FatalDestinationError:
+            if observer is not None:
+                observer.destination_request(self.client.name, status)
             raise
+        if observer is not None:
+            observer.destination_request(self.client.name, status)
         batch.attempt = 0
+        if response.headers.get("x-ratelimit-remaining") == "0":
+            # Someone else (another replica, another integration on the same workspace)
+            # used the window up: wait for its reset rather than collect a 429.
+            reset = self.client.reset_at(response, time.time())
+            if reset is not None:
+                self.limiter.block_until(reset)
         self.stats.objects += request.objects
         batch.rejected.extend(rejected)
         batch.index += 1
@@ -353,8 +433,23 @@ class DeliverySink:
             self.stats.delivered[(change.audience, "enter" if change.enter else "exit")] += 1
             self.offsets.done(change.partition, change.offsets)
         self._inflight = None
+        now = time.time()
+        observer = self.observer
+        if observer is not None:
+            name = self.client.name
+            if batch.rejected:
+                observer.deltas_rejected(
+                    name, "rejected", sum(len(c.offsets) for c, _ in batch.rejected)
+                )
+            if acked:
+                observer.deltas_delivered(name, sum(len(c.offsets) for c in acked))
+            for change in acked:
+                if change.committed_ms is not None:
+                    observer.observe_delta_to_destination(
+                        name, max(0.0, now - change.committed_ms / 1000.0)
+                    )
         if self.on_ack is not None:
-            self.on_ack(acked, time.time())
+            self.on_ack(acked, now)
 
     def _log_dry_run(self, request: Request) -> None:
         self.stats.dry_run_requests += 1

@@ -76,10 +76,11 @@ def standins() -> Iterator[StandInServer]:
 def harness(client: DestinationClient, url: str, **options: Any) -> Harness:
     offsets = OffsetTracker()
     dead = RecordingDeadLetters()
+    timeout_s = options.pop("timeout_s", 2.0)
     h = Harness(
         DeliverySink(
-            client, HttpTransport(url, 2.0), dead, offsets,
-            retry=Retry(initial_backoff_s=0.01, max_backoff_s=0.1, timeout_s=2.0),
+            client, HttpTransport(url, timeout_s), dead, offsets,
+            retry=Retry(initial_backoff_s=0.01, max_backoff_s=0.1, timeout_s=timeout_s),
             linger_s=options.pop("linger_s", 0.0), max_buffered=options.pop("max_buffered", 10_000),
             **options,
         ),

@@ -4,7 +4,7 @@ topic with a transactional producer (what the evaluate stage will do)."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,20 +25,6 @@ def replay_deltas(customers: int, events: int, seed: int = 11) -> list[Membershi
     audiences = load_audiences(project_path("examples", "audiences"))
     lines = (orjson.dumps(r) for r in generate_records(customers, events, seed=seed))
     return list(replay(audiences, read_events(lines), progress=None))
-
-
-def expected_members(deltas: Iterable[MembershipDelta]) -> dict[str, set[str]]:
-    """customer -> audiences it is a (delivered, non-holdout) member of at the end."""
-    last: dict[tuple[str, str], str] = {}
-    for delta in deltas:
-        if not delta.holdout:
-            last[(delta.customer_id, delta.audience)] = delta.op
-    members: dict[str, set[str]] = {}
-    for (customer, audience), op in last.items():
-        members.setdefault(customer, set())
-        if op == "enter":
-            members[customer].add(audience)
-    return members
 
 
 def produce_deltas(
@@ -118,6 +104,8 @@ def write_config(
         "ingest": {"topics": [{"name": "unused.input", "format": "pipelines_json"}]},
         "deltas": {"topic": deltas_topic},
         "destinations": destinations,
+        # a free port each: several deliver processes run side by side in the tests
+        "observability": {"admin": {"port": 0}, "log_format": "text"},
     }
     path.write_text(yaml.safe_dump(config))
     return path

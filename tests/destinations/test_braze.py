@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import logging
+import time
 
 import orjson
 import pytest
 
 from streamsync.destinations.braze import CoercionError, coerce
 from streamsync.destinations.errors import FatalDestinationError
-from streamsync.dev.standins import StandInServer
-from tests.destinations.conftest import braze_client, delta, harness
+from streamsync.dev.standins import BrazeStandIn, StandInServer
+from tests.destinations.conftest import BRAZE_KEY, braze_client, delta, harness
 
 
 def _members(h, customer: str) -> list[str]:  # type: ignore[no-untyped-def]
@@ -211,3 +212,82 @@ def test_partner_cohort_mode(
         dry.drain()
     assert "/partners/streamsync/cohorts" in caplog.text
     assert "dev-braze-partner-key" not in caplog.text and "data-import-key" not in caplog.text
+
+
+def test_remaining_zero_waits_for_the_reset_instead_of_a_429() -> None:
+    # The workspace allows 5 requests per second but the client was told 50 (another
+    # integration shares the workspace, say): X-RateLimit-Remaining: 0 makes it wait.
+    with StandInServer({"braze": BrazeStandIn(BRAZE_KEY, limit=5, window_s=1.0)}) as server:
+        url = server.urls["braze"]
+        h = harness(braze_client(url, max_objects_per_request=1), url)
+        for i in range(12):
+            h.add(delta(f"c{i}", "ACT__A", "enter"))
+        h.drain()
+        counters = h.admin.report()["counters"]
+        assert counters["requests"] == 12 and counters.get("rate_limited", 0) == 0
+
+
+def test_timeouts_are_retried_and_the_write_stays_idempotent(standins: StandInServer) -> None:
+    url = standins.urls["braze"]
+    h = harness(braze_client(url), url, timeout_s=0.3)
+    h.admin.faults(slow={"count": 2, "ms": 700})  # answered after the client gave up
+    h.add(delta("c1", "ACT__A", "enter"))
+    h.drain()
+    assert h.sink.stats.retries == 2
+    assert _members(h, "c1") == ["ACT__A"]
+
+
+def test_a_later_delta_without_the_identifier_still_replaces_the_buffered_change(
+    standins: StandInServer,
+) -> None:
+    client = braze_client(standins.urls["braze"], identifiers={"order": ["email"]})
+    h = harness(client, standins.urls["braze"])
+    h.add(delta("c1", "ACT__A", "enter", identifiers={"email": "a@example.com"}))
+    h.add(delta("c1", "ACT__A", "exit", seq=2))  # no email on this one
+    h.drain()
+    assert h.dead.records == []
+    assert (
+        h.admin.profiles()["users"].get("email:a@example.com", {}).get("streamsync_audiences", [])
+        == []
+    )
+
+
+@pytest.mark.parametrize("update_existing_only", [False, True])
+def test_user_alias_and_update_existing_only(
+    standins: StandInServer, update_existing_only: bool
+) -> None:
+    client = braze_client(
+        standins.urls["braze"],
+        identifiers={"order": ["user_alias"], "alias_label": "cio_id", "alias_source": "cio_id"},
+        update_existing_only=update_existing_only,
+    )
+    h = harness(client, standins.urls["braze"])
+    h.add(delta("c1", "ACT__A", "enter", identifiers={"cio_id": "d9c1"}))
+    h.drain()
+    users = h.admin.profiles()["users"]
+    # Braze creates an alias-only profile only when told _update_existing_only: false
+    assert users == ({} if update_existing_only else
+                     {"user_alias:cio_id:d9c1": {"streamsync_audiences": ["ACT__A"]}})  # fmt: skip
+    assert h.offsets.position(0) == 1
+
+
+def test_the_sink_reports_to_the_process_telemetry(standins: StandInServer) -> None:
+    from streamsync.observability.metrics import Telemetry
+
+    telemetry = Telemetry(role="deliver")
+    try:
+        client = braze_client(standins.urls["braze"], identifiers={"order": ["email"]})
+        h = harness(client, standins.urls["braze"], observer=telemetry)
+        h.admin.faults(status_burst={"count": 1, "status": 503})
+        h.sink.add(delta("c1", "ACT__A", "enter", identifiers={"email": "a@x"}), 0, 0,
+                   int(time.time() * 1000))  # fmt: skip
+        h.sink.add(delta("c2", "ACT__A", "enter"), 0, 1)  # unmatched
+        h.drain()
+        text = telemetry.render().decode()
+    finally:
+        telemetry.shutdown()
+    assert 'destination="braze",status="503"' in text
+    assert 'destination="braze",status="201"' in text
+    assert 'reason="server_error"' in text and 'reason="unmatched"' in text
+    assert "streamsync_destination_delivered" in text
+    assert "streamsync_delta_to_destination" in text

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import urllib.request
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -93,13 +94,14 @@ def test_dry_run_logs_redacted_requests_and_commits_nothing(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
 ) -> None:  # fmt: skip
     topic = new_topic("deltas")
+    group = f"dry-run-{uuid.uuid4().hex[:8]}"
     deltas = [delta(f"c{i}", "ACT__A", "enter") for i in range(3)]
     produce_deltas(kafka_bootstrap_servers, topic, deltas)
     monkeypatch.setenv("DRY_KEY", "dry-secret-key")
     config = write_config(
         tmp_path / "c.yaml", kafka_bootstrap_servers, topic,
         {"braze": {"kind": "braze", "base_url": "http://127.0.0.1:9",
-                   "credentials": {"env": "DRY_KEY"}, "group_id": "dry-run-group"}},
+                   "credentials": {"env": "DRY_KEY"}, "group_id": group}},
     )  # fmt: skip
     rc = main(["deliver", "--config", str(config), "--destination", "braze", "--dry-run",
                "--idle-timeout", "2"])  # fmt: skip
@@ -107,4 +109,83 @@ def test_dry_run_logs_redacted_requests_and_commits_nothing(
     assert rc == 0
     assert '"delivered":3' in captured.out
     assert "dry-secret-key" not in captured.err and "dry-secret-key" not in captured.out
-    assert uncommitted_records(kafka_bootstrap_servers, "dry-run-group", topic, 1) == 3
+    assert uncommitted_records(kafka_bootstrap_servers, group, topic, 1) == 3
+
+
+@pytest.mark.kafka
+def test_refused_credentials_stop_with_one_line_and_nothing_committed(
+    tmp_path: Path, kafka_bootstrap_servers: str, new_topic: Any,
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    from streamsync.dev.standins import BrazeStandIn, StandInServer
+
+    topic = new_topic("deltas")
+    group = f"wrong-key-{uuid.uuid4().hex[:8]}"
+    produce_deltas(kafka_bootstrap_servers, topic, [delta("c1", "ACT__A", "enter")])
+    monkeypatch.setenv("WRONG_KEY", "not-the-key")
+    with StandInServer({"braze": BrazeStandIn("the-key")}) as server:
+        config = write_config(
+            tmp_path / "c.yaml", kafka_bootstrap_servers, topic,
+            {"braze": {"kind": "braze", "base_url": server.urls["braze"],
+                       "credentials": {"env": "WRONG_KEY"}, "group_id": group}},
+        )  # fmt: skip
+        rc = main(["deliver", "--config", str(config), "--destination", "braze"])
+    err = capsys.readouterr().err
+    assert rc == 1
+    [line] = [x for x in err.splitlines() if x.startswith("streamsync deliver:")]
+    assert "HTTP 401" in line and "not-the-key" not in err and "Traceback" not in err
+    assert uncommitted_records(kafka_bootstrap_servers, group, topic, 1) == 1
+
+
+@pytest.mark.kafka
+def test_deliver_serves_probes_and_delivery_metrics(
+    tmp_path: Path, kafka_bootstrap_servers: str, new_topic: Any
+) -> None:
+    import socket
+    import time
+
+    from streamsync.dev.standins import BrazeStandIn, StandInServer
+
+    topic = new_topic("deltas")
+    produce_deltas(
+        kafka_bootstrap_servers, topic, [delta(f"c{i}", "ACT__A", "enter") for i in range(5)]
+    )
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        admin_port = probe.getsockname()[1]
+    with StandInServer({"braze": BrazeStandIn("the-key")}) as server:
+        config = write_config(
+            tmp_path / "c.yaml", kafka_bootstrap_servers, topic,
+            {"braze": {"kind": "braze", "base_url": server.urls["braze"],
+                       "credentials": {"env": "THE_KEY"},
+                       "group_id": f"probes-{uuid.uuid4().hex[:8]}"}},
+        )  # fmt: skip
+        text = config.read_text().replace("port: 0", f"port: {admin_port}\n    host: 127.0.0.1")
+        config.write_text(text)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "streamsync", "deliver", "--config", str(config),
+             "--destination", "braze"],
+            env={**os.environ, "THE_KEY": "the-key"}, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )  # fmt: skip
+        try:
+            base = f"http://127.0.0.1:{admin_port}"
+            deadline = time.monotonic() + 60
+            metrics = ""
+            while 'streamsync_destination_delivered_total{destination="braze"' not in metrics:
+                assert time.monotonic() < deadline, metrics[-2000:]
+                time.sleep(0.5)
+                try:
+                    with urllib.request.urlopen(base + "/metrics", timeout=5) as response:
+                        metrics = response.read().decode()
+                except OSError:
+                    continue
+            with urllib.request.urlopen(base + "/readyz", timeout=5) as response:
+                assert response.status == 200
+            assert 'streamsync_destination_requests_total{destination="braze",status="201"' in (
+                metrics
+            )
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            _out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0 and b"the-key" not in err

@@ -16,16 +16,21 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import orjson
 import pytest
 
 from streamsync.dev.standins import BrazeStandIn, MoEngageStandIn, StandInAdmin, StandInServer
-from tests.destinations.helpers import (
+from streamsync.dev.standins.compare import (
+    braze_members,
+    differences,
     expected_members,
+    moengage_members,
+)
+from tests.destinations.helpers import (
     produce_deltas,
     read_topic,
     replay_deltas,
@@ -72,23 +77,6 @@ def _wait(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def _braze_members(profiles: dict[str, Any]) -> dict[str, set[str]]:
-    return {
-        key.removeprefix("external_id:"): set(user.get("streamsync_audiences", []))
-        for key, user in profiles["users"].items()
-    }
-
-
-def _moe_members(profiles: dict[str, Any]) -> dict[str, set[str]]:
-    return {
-        uid: set(user.get("streamsync_audiences", [])) for uid, user in profiles["users"].items()
-    }
-
-
-def _nonempty(members: dict[str, set[str]]) -> dict[str, set[str]]:
-    return {k: v for k, v in members.items() if v}
-
-
 def test_deliver_survives_outages_storms_and_sigkill(
     tmp_path: Path, kafka_bootstrap_servers: str, new_topic: Callable[..., str],
     standins: StandInServer,
@@ -100,9 +88,10 @@ def test_deliver_survives_outages_storms_and_sigkill(
     topic = new_topic("deltas", partitions=3)
     dead = new_topic("deliver-dlq")
     expected = expected_members(deltas)
-    customers = sorted(expected)
+    customers = sorted({d.customer_id for d in deltas})
     refused = {customers[3], customers[40]}  # Braze refuses these ids per record
     fast = {"initial_backoff_s": 0.05, "max_backoff_s": 0.5, "timeout_s": 2.0}
+    groups = {name: f"e2e-{name}-{uuid.uuid4().hex[:8]}" for name in ("braze", "moengage")}
     config = write_config(
         tmp_path / "config.yaml", kafka_bootstrap_servers, topic,
         {
@@ -112,6 +101,7 @@ def test_deliver_survives_outages_storms_and_sigkill(
                 "rate_limit": {"limit": 40, "window_s": 1.0},
                 "retry": fast, "batching": {"linger_ms": 50, "max_buffered": 400},
                 "dead_letter_topic": dead, "consumer": {"session.timeout.ms": 6000},
+                "group_id": groups["braze"],
             },
             "moengage": {
                 "kind": "moengage", "base_url": standins.urls["moengage"], "app_id": MOE_APP,
@@ -119,6 +109,7 @@ def test_deliver_survives_outages_storms_and_sigkill(
                 "rate_limit": {"limit": 1500, "window_s": 3.0},
                 "retry": fast, "batching": {"linger_ms": 50, "max_buffered": 400},
                 "dead_letter_topic": dead, "consumer": {"session.timeout.ms": 6000},
+                "group_id": groups["moengage"],
             },
         },
     )  # fmt: skip
@@ -135,7 +126,7 @@ def test_deliver_survives_outages_storms_and_sigkill(
     try:
         _wait(lambda: delivered(braze) > 0 and delivered(moe) > 0, 60, "traffic")
         braze.faults(drop_count=3)
-        moe.faults(down_s=1.0, slow={"count": 3, "ms": 300})
+        moe.faults(down_s=2.0, slow={"count": 3, "ms": 300})
         # More deltas while delivery runs, then kill Braze delivery mid-stream.
         before = delivered(braze)
         produce_deltas(kafka_bootstrap_servers, topic, waves[1])
@@ -146,20 +137,20 @@ def test_deliver_survives_outages_storms_and_sigkill(
         produce_deltas(kafka_bootstrap_servers, topic, waves[2])
         braze_proc = _start(config, "braze", logs / "braze2.log")
         _wait(lambda: delivered(braze) > before, 60, "the restarted Braze delivery")
-        braze.faults(storm_s=2.0)
-        moe.faults(storm_s=2.0)
+        braze.faults(storm_s=3.0)
+        moe.faults(storm_s=3.0)
         produce_deltas(kafka_bootstrap_servers, topic, waves[3])
 
-        want_braze = {c: a for c, a in expected.items() if c not in refused}
-        _wait(lambda: _nonempty(_braze_members(braze.profiles())) == _nonempty(want_braze),
+        want_braze = expected_members(deltas, exclude=refused)
+        _wait(lambda: not differences(want_braze, braze_members(braze.profiles())),
               90, "Braze profiles to match replay")  # fmt: skip
-        _wait(lambda: _nonempty(_moe_members(moe.profiles())) == _nonempty(expected),
+        _wait(lambda: not differences(expected, moengage_members(moe.profiles())),
               90, "MoEngage profiles to match replay")  # fmt: skip
         _wait(
             lambda: uncommitted_records(
-                kafka_bootstrap_servers, "streamsync-deliver-braze", topic, 3) == 0
+                kafka_bootstrap_servers, groups["braze"], topic, 3) == 0
             and uncommitted_records(
-                kafka_bootstrap_servers, "streamsync-deliver-moengage", topic, 3) == 0,
+                kafka_bootstrap_servers, groups["moengage"], topic, 3) == 0,
             30, "offsets to be committed",
         )  # fmt: skip
     finally:

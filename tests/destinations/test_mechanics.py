@@ -121,3 +121,21 @@ def test_destination_errors_name_the_problem_not_the_value(
     with pytest.raises(ConfigError, match=message) as info:
         parse_config({"ingest": INGEST, "destinations": {"d": settings}})
     assert "pasted-secret" not in str(info.value)
+
+
+def test_control_file_states(tmp_path: Path) -> None:
+    import os
+
+    from streamsync.destinations.control import ControlFile
+
+    path = tmp_path / "control.yaml"
+    control = ControlFile(path, check_every_s=0)
+    assert not control.poll().paused  # missing file: nothing paused
+    path.write_text('{"paused": true, "paused_audiences": ["A"]}')
+    state = control.poll()
+    assert state.paused and state.paused_audiences == {"A"}
+    path.write_text("paused: [not, a, bool")  # invalid: previous state kept
+    os.utime(path, (1, 1))
+    assert control.poll().paused
+    path.unlink()
+    assert control.poll() == type(state)()

@@ -88,7 +88,7 @@ def test_cohort_sync_adds_and_removes_existing_users(standins: StandInServer) ->
     h.drain()
     assert h.admin.profiles()["cohorts"] == {"cohort-a": ["c2"]}
     body = orjson.loads(client.plan(h.acked[0])[0].body)
-    assert body["action"] == "add_members" and body["parameters"]["cohort_name"] == "ACT__A"
+    assert body["action"] == "add_members" and body["parameters"]["cohort_name"] == ".ACT__A"
 
 
 def test_auth_headers() -> None:

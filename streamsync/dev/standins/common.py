@@ -21,21 +21,22 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 class FixedWindow:
-    """``limit`` units per window of ``window_s`` seconds, windows aligned to the epoch
-    (the vendors' reset headers name the window's end)."""
+    """``limit`` units per window of ``window_s`` seconds, windows counted from the
+    stand-in's start (the vendors' reset headers name the window's end)."""
 
     def __init__(self, limit: int, window_s: float) -> None:
         self.limit = limit
         self.window_s = window_s
+        self.origin = time.time()
         self._window = -1
         self.used = 0
 
     def admit(self, cost: int, now: float) -> tuple[bool, int, float]:
         """(admitted, remaining, reset epoch)."""
-        window = int(now // self.window_s)
+        window = int((now - self.origin) // self.window_s)
         if window != self._window:
             self._window, self.used = window, 0
-        reset = (window + 1) * self.window_s
+        reset = self.origin + (window + 1) * self.window_s
         if self.used + cost > self.limit:
             return False, max(0, self.limit - self.used), reset
         self.used += cost
@@ -113,7 +114,10 @@ class StandIn:
 
     def rate_headers(self, window: FixedWindow, remaining: int, reset: float) -> dict[str, str]:
         now = time.time()
-        value = str(int(reset)) if self.reset_style == "epoch" else str(math.ceil(reset - now))
+        # whole seconds, rounded up: a client waiting for the header's time is never early
+        value = (
+            str(math.ceil(reset)) if self.reset_style == "epoch" else str(math.ceil(reset - now))
+        )
         p = self.header_prefix
         return {f"{p}Limit": str(window.limit), f"{p}Remaining": str(remaining), f"{p}Reset": value}
 

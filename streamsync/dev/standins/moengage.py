@@ -30,7 +30,9 @@ from streamsync.dev.standins.common import FixedWindow, StandIn, read_json
 
 MAX_BODY = 128 * 1024
 MAX_BULK_BODY = 100 * 1024
-BLOCKED_IDS = frozenset({"unknown", "null", "0", "1", "true", "none"})
+BLOCKED_IDS = frozenset(
+    {"unknown", "guest", "null", "0", "1", "true", "false", "none", "user_attribute_unique_id"}
+)
 
 
 class MoEngageStandIn(StandIn):
@@ -214,7 +216,7 @@ class MoEngageStandIn(StandIn):
             return self._fail(
                 400, "InvalidParams", "cohort_id, cohort_name, members required", headers
             )
-        if name.startswith(".") or any(ch in name for ch in '|*?\\:<>=$"'):
+        if not name or any(ch in name for ch in '|*?\\:<>=$"'):
             return self._fail(
                 400, "InvalidParams", "cohort_name has a forbidden character", headers
             )

@@ -1,0 +1,129 @@
+"""The stand-ins themselves: they must catch what delivery is tested against (limits,
+requests before a 429's reset, auth), or the end-to-end assertions could not fail."""
+
+from __future__ import annotations
+
+import base64
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from typing import Any
+
+import orjson
+import pytest
+
+from streamsync.deltas.record import MembershipDelta
+from streamsync.dev.standins import BrazeStandIn, MoEngageStandIn, StandInAdmin, StandInServer
+from streamsync.dev.standins.compare import differences, expected_members
+
+APP, KEY = "APP1", "moe-key"
+MOE_AUTH = {
+    "Authorization": "Basic " + base64.b64encode(f"{APP}:{KEY}".encode()).decode(),
+    "MOE-APPKEY": APP,
+    "Content-Type": "application/json",
+}
+BRAZE_AUTH = {"Authorization": "Bearer braze-key", "Content-Type": "application/json"}
+
+
+@pytest.fixture
+def server() -> Iterator[StandInServer]:
+    with StandInServer(
+        {"braze": BrazeStandIn("braze-key", limit=3, window_s=2.0),
+         "moengage": MoEngageStandIn(APP, KEY, user_limit=5, window_s=60.0)}
+    ) as s:  # fmt: skip
+        yield s
+
+
+def post(url: str, body: Any, headers: dict[str, str]) -> tuple[int, dict[str, str], Any]:
+    data = body if isinstance(body, bytes) else orjson.dumps(body)
+    request = urllib.request.Request(url, data=data, headers=headers, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            headers = {k.lower(): v for k, v in response.headers.items()}
+            return response.status, headers, orjson.loads(response.read())
+    except urllib.error.HTTPError as error:
+        headers = {k.lower(): v for k, v in error.headers.items()}
+        return error.code, headers, orjson.loads(error.read())
+
+
+def test_braze_limits_auth_and_reset_violations(server: StandInServer) -> None:
+    url = server.urls["braze"] + "/users/track"
+    admin = StandInAdmin(server.urls["braze"])
+    assert post(url, {}, {**BRAZE_AUTH, "Authorization": "Bearer wrong"})[0] == 401
+    too_many = {"attributes": [{"external_id": str(i)} for i in range(76)]}
+    status, _, body = post(url, too_many, BRAZE_AUTH)
+    assert (status, body["message"]) == (400, "Max Input Length Exceeded")
+    assert [v["kind"] for v in admin.report()["violations"]] == ["over_limit"]
+    one = {"attributes": [{"external_id": "a"}]}
+    while True:  # 3 per 2-second window: a 429 comes within 4 requests
+        status, headers, _ = post(url, one, BRAZE_AUTH)
+        if status == 429:
+            reset = int(headers["x-ratelimit-reset"])  # epoch seconds
+            if reset - time.time() > 0.3:  # room to send once more before it
+                break
+    assert headers["x-ratelimit-remaining"] == "0"
+    post(url, one, BRAZE_AUTH)  # before the reset
+    assert [v["kind"] for v in admin.report()["violations"]][-1] == "before_reset"
+    violations = len(admin.report()["violations"])
+    time.sleep(max(0.0, reset - time.time()) + 0.05)
+    assert post(url, one, BRAZE_AUTH)[0] == 201
+    assert len(admin.report()["violations"]) == violations
+
+
+def test_braze_array_semantics_and_partial_errors(server: StandInServer) -> None:
+    url = server.urls["braze"] + "/users/track"
+    body = {
+        "attributes": [
+            {"external_id": "a", "arr": {"add": ["x", "y"]}},
+            {"arr": {"add": ["z"]}},
+            {"external_id": "a", "arr": {"add": ["x"], "remove": ["y"]}, "flag": True},
+        ]
+    }
+    status, _, answer = post(url, body, BRAZE_AUTH)
+    assert status == 201 and answer["attributes_processed"] == 2
+    assert answer["errors"][0]["index"] == 1 and answer["errors"][0]["input_array"] == "attributes"
+    users = StandInAdmin(server.urls["braze"]).profiles()["users"]
+    assert users == {"external_id:a": {"arr": ["x"], "flag": True}}
+
+
+def test_moengage_auth_limits_and_array_rule(server: StandInServer) -> None:
+    base = server.urls["moengage"]
+    admin = StandInAdmin(base)
+    element = {"type": "customer", "customer_id": "u1", "attributes": {}}
+    assert post(f"{base}/v1/customer/{APP}", element, {**MOE_AUTH, "MOE-APPKEY": "x"})[0] == 409
+    wrong = {**MOE_AUTH, "Authorization": "Basic " + base64.b64encode(b"APP1:no").decode()}
+    assert post(f"{base}/v1/customer/{APP}", element, wrong)[0] == 401
+    big = {"type": "transition", "elements": [element], "pad": "x" * (100 * 1024)}
+    status, _, body = post(f"{base}/v1/transition/{APP}", big, MOE_AUTH)
+    assert (status, body["error"]["type"]) == (413, "PayloadTooLarge")
+    both = {**element, "attributes": {"addValueToArrayField": {"a": ["1"]},
+                                      "removeValueFromArrayField": {"a": ["2"]}}}  # fmt: skip
+    status, _, body = post(f"{base}/v1/customer/{APP}", both, MOE_AUTH)
+    assert (status, body["error"]["type"]) == (400, "ArrayFieldError")
+    assert [v["kind"] for v in admin.report()["violations"]] == [
+        "over_limit",
+        "array_add_and_remove",
+    ]
+    bulk = {"type": "transition", "elements": [element, {**element, "customer_id": "null"}]}
+    status, headers, body = post(f"{base}/v1/transition/{APP}", bulk, MOE_AUTH)
+    assert status == 200 and body["errors"] == [
+        {"index": 1, "type": "Blacklisted", "message": "customer_id is missing or not allowed"}
+    ]
+    assert 0 < int(headers["x-ratelimit-reset"]) <= 60  # seconds left, not an epoch
+    assert headers["x-ratelimit-remaining"] == "2"  # 5 users a minute: 1 + 2 used
+    assert post(f"{base}/v1/transition/{APP}", bulk, MOE_AUTH)[0] == 200
+    status, headers, body = post(f"{base}/v1/transition/{APP}", bulk, MOE_AUTH)  # 5 + 2 > 5
+    assert status == 429 and body["error"]["type"] == "RateLimitError"
+
+
+def test_compare_folds_deltas_like_a_destination() -> None:
+    def d(customer: str, audience: str, op: str, seq: int, holdout: bool = False) -> Any:
+        return MembershipDelta(audience, 1, customer, op, seq, seq, holdout=holdout)  # type: ignore[arg-type]
+
+    deltas = [d("a", "A", "enter", 1), d("a", "A", "exit", 2), d("a", "B", "enter", 1),
+              d("b", "A", "enter", 1, holdout=True)]  # fmt: skip
+    assert expected_members(deltas) == {"a": {"B"}}
+    assert expected_members(deltas, holdout="marker") == {"a": {"B"}, "b": {"A__holdout"}}
+    assert differences({"a": {"B"}}, {"a": {"B"}}) == []
+    assert differences({"a": {"B"}}, {"a": {"A"}}) == ["a: missing ['B'], unexpected ['A']"]
