@@ -19,6 +19,7 @@ tombstones for segments no longer needed, and the meta record.
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
@@ -208,10 +209,18 @@ class Task:
             )
         clock: dict[str, int] = meta["clock"]
         closed = clock["closed"]
-        customers = {
-            key[len(CUSTOMER_PREFIX) :].decode(): decode_customer(value)
-            for key, value in store.items(CUSTOMER_PREFIX)
-        }
+        # Millions of new containers: the cyclic collector would rescan them again and
+        # again while they are built (they hold no cycles), so it waits until the end.
+        paused = gc.isenabled()
+        gc.disable()
+        try:
+            customers = {
+                key[len(CUSTOMER_PREFIX) :].decode(): decode_customer(value)
+                for key, value in store.items(CUSTOMER_PREFIX)
+            }
+        finally:
+            if paused:
+                gc.enable()
         buffer = [
             entry
             for _, value in store.items(EVENTS_PREFIX)
