@@ -57,9 +57,7 @@ from confluent_kafka import (
 )
 from confluent_kafka.admin import (  # type: ignore[attr-defined]
     AdminClient,
-    ConfigResource,
     NewTopic,
-    ResourceType,
 )
 
 from streamsync.audiences.definition import Audience
@@ -76,6 +74,7 @@ from streamsync.runtime.dead_letter import (
     DEAD_LETTER_PRODUCER_OVERRIDES,
     dead_letter_headers,
     fit_dead_letter,
+    topic_max_message_bytes,
 )
 from streamsync.runtime.ingest_loop import (
     _BROKER_DOWN,
@@ -92,7 +91,6 @@ log = logging.getLogger(__name__)
 
 #: Dead-letter reason for a record whose evaluation raised inside the engine.
 ENGINE_ERROR = "engine_error"
-_DEFAULT_MAX_MESSAGE_BYTES = 1_048_588
 
 
 #: Exit status asking the supervisor for a restart: a transaction that can neither commit
@@ -384,17 +382,8 @@ class Application:
                         and error.code() == KafkaError.TOPIC_ALREADY_EXISTS
                     ):
                         raise StartupError(f"cannot create topic {name}: {exc}") from None
-        self._dead_letter_max = self._max_message_bytes(admin, self.config.ingest.dead_letter_topic)
+        self._dead_letter_max = topic_max_message_bytes(admin, self.config.ingest.dead_letter_topic)
         return admin
-
-    @staticmethod
-    def _max_message_bytes(admin: AdminClient, topic: str) -> int:
-        try:
-            resource = ConfigResource(ResourceType.TOPIC, topic)
-            entries = admin.describe_configs([resource])[resource].result(30)
-            return int(entries["max.message.bytes"].value)
-        except Exception:  # older brokers, missing ACL: assume the default
-            return _DEFAULT_MAX_MESSAGE_BYTES
 
     def _open_clients(self) -> None:
         settings = self.settings
