@@ -79,6 +79,9 @@ def run_evaluate(args: argparse.Namespace) -> int:
     except (ConfigError, AudienceDefinitionError, StartupError) as exc:
         print(f"streamsync evaluate: {exc}", file=sys.stderr)
         return 2
+    except UnicodeDecodeError:
+        print(f"streamsync evaluate: {args.config}: not a UTF-8 text file", file=sys.stderr)
+        return 2
 
     def stop(_signum: int, _frame: object) -> None:
         app.stop()

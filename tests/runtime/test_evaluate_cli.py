@@ -96,3 +96,11 @@ def test_state_of_other_definitions_is_refused_with_one_line(
     assert "Traceback" not in result.stderr
     [line] = [x for x in result.stderr.splitlines() if x.startswith("streamsync evaluate:")]
     assert "other audience definitions" in line and "evaluate.group_id" in line
+
+
+def test_a_configuration_that_is_not_utf8_is_a_usage_error(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_bytes(b"\xff\xfe\x00 not text")
+    result = _run(path, "127.0.0.1:1")
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"streamsync evaluate: {path}: not a UTF-8 text file"
