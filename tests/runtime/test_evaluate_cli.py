@@ -103,4 +103,6 @@ def test_a_configuration_that_is_not_utf8_is_a_usage_error(tmp_path: Path) -> No
     path.write_bytes(b"\xff\xfe\x00 not text")
     result = _run(path, "127.0.0.1:1")
     assert result.returncode == 2
-    assert result.stderr.strip() == f"streamsync evaluate: {path}: not a UTF-8 text file"
+    assert result.stderr.strip() == (
+        f"streamsync evaluate: {path}: line 1: not UTF-8 text (is it a binary file?)"
+    )
