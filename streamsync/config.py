@@ -114,6 +114,12 @@ class TopicConfig(_Model):
         default=False,
         description="Use the Kafka message key (UTF-8) when the record has no customer key.",
     )
+    repartition: bool = Field(
+        default=False,
+        description="The topic is not keyed by customer (null or other keys): evaluate "
+        "re-keys its events through the internal topic <group_id>.repartition.<name>, "
+        "and it is not part of the co-partitioning check.",
+    )
     max_record_bytes: int = Field(default=DEFAULT_MAX_RECORD_BYTES, gt=0)
     max_clock_skew_s: int = Field(
         default=DEFAULT_MAX_CLOCK_SKEW_S,
@@ -311,6 +317,17 @@ class EvaluateConfig(_Model):
     session_timeout_ms: Duration = Field(default=10_000, alias="session_timeout")
     revoke_budget_ms: Duration = Field(default=10_000, alias="revoke_budget")
     broker_timeout_ms: Duration = Field(default=60_000, alias="broker_timeout")
+    repartition_partitions: int | None = Field(
+        default=None,
+        gt=0,
+        description="Partition count of the repartition topics (and tasks) when every "
+        "input topic is repartitioned; otherwise they take the keyed topics' count.",
+    )
+    repartition_partitioner: Literal["consistent", "murmur2"] = Field(
+        default="consistent",
+        description="How the producers of the keyed topics partition by key: consistent "
+        "(CRC-32, librdkafka's default) or murmur2 (the Java client's default).",
+    )
     delta_schema_id: int = Field(
         default=3,
         ge=0,

@@ -83,6 +83,12 @@ from streamsync.runtime.ingest_loop import (
     IngestStats,
     TopicStats,
 )
+from streamsync.runtime.repartition import (
+    MARK_TAG,
+    Repartitioner,
+    decode_event,
+    repartition_topic,
+)
 from streamsync.runtime.task import Task
 from streamsync.state.recovery import restore_partition
 from streamsync.state.store import PartitionStore
@@ -244,10 +250,22 @@ class Application:
             registry = FileSchemaRegistry.from_path(ingest.schema_registry_dir)
         self.decoders = {topic.name: Decoder(topic, registry) for topic in ingest.topics}
         self.topics = [topic.name for topic in ingest.topics]
+        #: topics not keyed by customer -> the internal topics they are re-keyed through
+        self.rekeyed = {
+            topic.name: repartition_topic(self.settings.group_id, topic.name)
+            for topic in ingest.topics
+            if topic.repartition
+        }
+        #: the inputs of the tasks: keyed topics and repartition topics
+        self.task_topics = [t for t in self.topics if t not in self.rekeyed]
+        self.task_topics += self.rekeyed.values()
+        self._repartitioner: Repartitioner | None = None
         self.batch_size = batch_size
         self.progress = progress
         self.progress_interval_s = progress_interval_s
-        self.stats = EvaluateStats({name: TopicStats() for name in self.topics})
+        self.stats = EvaluateStats(
+            {name: TopicStats() for name in self.topics + list(self.rekeyed.values())}
+        )
         self._committed_stats = copy.deepcopy(self.stats)
         self.tasks: dict[int, Task] = {}
         self._parked: dict[int, tuple[Task, int]] = {}
@@ -341,13 +359,14 @@ class Application:
                 counts[name] = len(topic.partitions)
         if missing:
             raise StartupError(f"input topics not found: {', '.join(missing)}")
+        raw = {name: counts.pop(name) for name in self.rekeyed}
         if len(set(counts.values())) > 1:
             detail = ", ".join(f"{name} has {n}" for name, n in counts.items())
             raise StartupError(
                 "input topics must be co-partitioned (one customer's records in the same "
                 f"partition number of every topic), but their partition counts differ: {detail}"
             )
-        self._partitions = partitions = next(iter(counts.values()))
+        self._partitions = partitions = self._repartition_setup(metadata, counts, raw)
         changelog = settings.changelog
         existing = metadata.topics.get(changelog)
         if (
@@ -368,6 +387,7 @@ class Application:
             ),
             NewTopic(self.config.deltas.topic, partitions, -1),
             NewTopic(self.config.ingest.dead_letter_topic, partitions, -1),
+            *(NewTopic(name, partitions, -1) for name in self.rekeyed.values()),
         ]
         create = [t for t in wanted if t.topic not in metadata.topics]
         if create:
@@ -384,6 +404,37 @@ class Application:
                         raise StartupError(f"cannot create topic {name}: {exc}") from None
         self._dead_letter_max = topic_max_message_bytes(admin, self.config.ingest.dead_letter_topic)
         return admin
+
+    def _repartition_setup(self, metadata: Any, counts: dict[str, int], raw: dict[str, int]) -> int:
+        """The task count (the keyed topics' partition count, else
+        ``evaluate.repartition_partitions``, else the largest re-keyed topic's), checked
+        against existing repartition topics; builds the re-keying stage."""
+        configured = self.settings.repartition_partitions
+        if counts:
+            partitions = next(iter(counts.values()))
+            if configured is not None and configured != partitions:
+                raise StartupError(
+                    f"evaluate.repartition_partitions is {configured}, but the keyed input "
+                    f"topics have {partitions} partitions; remove it or make them agree"
+                )
+        else:
+            partitions = configured if configured is not None else max(raw.values())
+        for name in self.rekeyed.values():
+            existing = metadata.topics.get(name)
+            if (
+                existing is not None
+                and existing.error is None
+                and len(existing.partitions) != partitions
+            ):
+                raise StartupError(
+                    f"repartition topic {name} has {len(existing.partitions)} partitions, "
+                    f"the tasks {partitions}"
+                )
+        if self.rekeyed:
+            self._repartitioner = Repartitioner(
+                self.rekeyed, partitions, raw, self.settings.repartition_partitioner
+            )
+        return partitions
 
     def _open_clients(self) -> None:
         settings = self.settings
@@ -440,7 +491,7 @@ class Application:
         idle_since: float | None = None
         try:
             consumer.subscribe(
-                self.topics,
+                self.topics + list(self.rekeyed.values()),
                 on_assign=self._on_assign,
                 on_revoke=self._on_revoke,
                 on_lost=self._on_lost,
@@ -538,6 +589,7 @@ class Application:
         stats = self.stats
         tasks = self.tasks
         positions = self._positions
+        rekeyed = self.rekeyed
         for message in messages:
             error = message.error()
             topic = message.topic()
@@ -545,13 +597,21 @@ class Application:
             assert topic is not None and partition is not None
             if error is not None:
                 if error.code() == KafkaError._PARTITION_EOF:
+                    if topic in rekeyed:
+                        assert self._repartitioner is not None
+                        self._repartitioner.at_end(topic, partition)
+                        continue
                     task = tasks.get(partition)
                     if task is not None:
-                        task.caught_up[topic] = True
+                        task.at_end(topic)
                     continue
                 if error.fatal():
                     raise BrokerUnreachable(f"fatal consumer error: {error}")
                 log.warning("consumer error on %s[%s]: %s", topic, partition, error)
+                continue
+            if rekeyed and topic in rekeyed:
+                handled += 1
+                self._rekey(message, topic, partition)
                 continue
             task = tasks.get(partition)
             if task is None:  # revoked in this very batch
@@ -569,6 +629,16 @@ class Application:
             if poison is not None:
                 self._dead_letter(message, source, ENGINE_ERROR, poison, None)
                 topic_stats.dead_lettered[ENGINE_ERROR] += 1
+                continue
+            if task.merged and topic in task.merged:  # a repartition topic
+                if not value:  # the stage writes none
+                    continue
+                if value[0] == MARK_TAG:
+                    task.mark(topic, value)
+                else:
+                    deltas = task.process(decode_event(value, source))
+                    if deltas:
+                        self._emit(deltas)
                 continue
             for outcome in self.decoders[topic].decode_all(value, key, source):
                 if isinstance(outcome, Event):
@@ -588,6 +658,34 @@ class Application:
                 else:
                     topic_stats.skipped[outcome.reason] += 1
         return handled
+
+    def _rekey(self, message: Message, topic: str, partition: int) -> None:
+        """Decode a record of a topic not keyed by customer and produce its events to
+        the repartition topic, keyed by customer (see :mod:`.repartition`)."""
+        stage = self._repartitioner
+        assert stage is not None
+        offset = message.offset()
+        assert offset is not None
+        self._positions[(topic, partition)] = offset + 1
+        source = SourcePosition(topic, partition, offset)
+        topic_stats = self.stats.topics[topic]
+        target = self.rekeyed[topic]
+        newest: int | None = None
+        for outcome in self.decoders[topic].decode_all(message.value(), message.key(), source):
+            if isinstance(outcome, Event):
+                topic_stats.decoded += 1
+                key, number, value = stage.route(outcome)
+                self._produce(target, key, value, partition=number)
+                if newest is None or outcome.timestamp_ms > newest:
+                    newest = outcome.timestamp_ms
+            elif isinstance(outcome, DecodeError):
+                reason = outcome.reason.value
+                index = getattr(outcome, "index", None)
+                self._dead_letter(message, source, reason, outcome.detail, index)
+                topic_stats.dead_lettered[reason] += 1
+            else:
+                topic_stats.skipped[outcome.reason] += 1
+        stage.seen(topic, partition, newest)
 
     def _advance(self) -> None:
         now_ms = int(time.time() * 1000)
@@ -698,6 +796,10 @@ class Application:
                     partition=task.partition,
                     on_delivery=self._on_changelog_delivery if i == last else None,
                 )
+        stage = self._repartitioner
+        if stage is not None:  # progress marks of the raw partitions, after their events
+            for target, number, value in stage.marks():
+                self._produce(target, None, value, partition=number)
         if not self._in_txn and not self._positions:
             return True
         offsets = [TopicPartition(t, p, o) for (t, p), o in self._positions.items()]
@@ -734,6 +836,8 @@ class Application:
                 return False
         self._in_txn = False
         self._positions.clear()
+        if stage is not None:
+            stage.committed()
         self.stats.commits += 1
         self._committed_stats = copy.deepcopy(self.stats)
         for task, changes in batches:
@@ -766,6 +870,8 @@ class Application:
         self.stats = copy.deepcopy(self._committed_stats)
         self.stats.aborts, self.stats.engine_errors = aborts, errors
         self._positions.clear()
+        if self._repartitioner is not None:
+            self._repartitioner.reset()
 
     def _rewind(self) -> None:
         """Abort, drop every task's in-memory state and resume from the last commit:
@@ -844,12 +950,13 @@ class Application:
         settings = self.settings
         task = Task(
             partition,
-            self.topics,
+            self.task_topics,
             self.audiences,
             allowed_lateness_ms=settings.allowed_lateness_ms,
             dedup_horizon_ms=settings.dedup_horizon_ms,
             wall_clock=settings.wall_clock,
             idle_grace_ms=settings.idle_grace_ms,
+            merged=self._merged_sources(),
         )
         store = PartitionStore(self._task_dir(partition))
         assert self._restorer is not None
@@ -860,12 +967,22 @@ class Application:
             log.info("partition %d: %d customers restored", partition, customers)
         return task
 
+    def _merged_sources(self) -> dict[str, frozenset[str]]:
+        stage = self._repartitioner
+        if stage is None:
+            return {}
+        return {target: stage.sources(raw) for raw, target in self.rekeyed.items()}
+
+    def _task_numbers(self, partitions: list[TopicPartition]) -> list[int]:
+        """The tasks of ``partitions``: raw partitions of re-keyed topics have none."""
+        return sorted({tp.partition for tp in partitions if tp.topic not in self.rekeyed})
+
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         try:
             # Wait for offsets of transactions still in flight (a previous owner's last
             # commit) before reading the changelog, so state and offsets agree.
             consumer.committed(partitions, timeout=60)
-            numbers = sorted({tp.partition for tp in partitions})
+            numbers = self._task_numbers(partitions)
             for number in list(self._parked):
                 if number not in numbers:
                     task, _ = self._parked.pop(number)
@@ -880,7 +997,7 @@ class Application:
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         try:
-            numbers = sorted({tp.partition for tp in partitions})
+            numbers = self._task_numbers(partitions)
             committed = not self._failed and self._commit(self.settings.revoke_budget_ms / 1000)
             for number in numbers:
                 task = self.tasks.pop(number, None)
@@ -890,8 +1007,11 @@ class Application:
                     self._parked[number] = (task, self._changelog_end(number))
                 elif task.store is not None:
                     task.store.close()
-            for key in [k for k in self._positions if k[1] in numbers]:
+            revoked = {(tp.topic, tp.partition) for tp in partitions}
+            for key in [k for k in self._positions if k[1] in numbers or k in revoked]:
                 del self._positions[key]
+            if self._repartitioner is not None:
+                self._repartitioner.reset([tp for tp in revoked if tp[0] in self.rekeyed])
         except BaseException as exc:
             self._error = exc
 
@@ -899,7 +1019,7 @@ class Application:
         """Partitions taken away without a chance to commit: the open transaction can
         no longer commit their offsets, so all uncommitted work is dropped."""
         try:
-            for number in sorted({tp.partition for tp in partitions}):
+            for number in self._task_numbers(partitions):
                 task = self.tasks.pop(number, None)
                 if task is not None and task.store is not None:
                     task.store.close()

@@ -20,7 +20,7 @@ tombstones for segments no longer needed, and the meta record.
 from __future__ import annotations
 
 import gc
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -29,6 +29,7 @@ from streamsync.audiences.definition import Audience
 from streamsync.audiences.engine import Engine
 from streamsync.deltas.record import MembershipDelta
 from streamsync.ingest.event import Event
+from streamsync.runtime.repartition import MergedInput
 from streamsync.state.codec import (
     CODEC_VERSION,
     CUSTOMER_PREFIX,
@@ -66,6 +67,7 @@ class Task:
         dedup_horizon_ms: int,
         wall_clock: bool,
         idle_grace_ms: int,
+        merged: Mapping[str, frozenset[str]] | None = None,
     ) -> None:
         self.partition = partition
         self.topics = list(topics)
@@ -88,6 +90,8 @@ class Task:
         self._id_segments: dict[int, int] = {}  # segment -> newest timestamp
         self._next_segment = 0
         self.store: PartitionStore | None = None
+        #: repartition inputs: their progress is the raw partitions' marks, not their own
+        self.merged = {topic: MergedInput(sources) for topic, sources in (merged or {}).items()}
 
     # -- records and time ------------------------------------------------------------------
 
@@ -105,9 +109,27 @@ class Task:
             if event.record_id is not None:
                 self._new_ids.append(event.record_id)
         source = event.source
-        if source is not None and event.timestamp_ms > self.newest.get(source.topic, UNKNOWN):
+        if (
+            source is not None
+            and event.timestamp_ms > self.newest.get(source.topic, UNKNOWN)
+            and source.topic not in self.merged
+        ):
             self.newest[source.topic] = event.timestamp_ms
         return out
+
+    def mark(self, topic: str, value: bytes) -> None:
+        """A progress mark read from repartition input ``topic``."""
+        merged = self.merged[topic]
+        merged.mark(value)
+        newest = merged.newest()
+        if newest is not None and newest > self.newest[topic]:
+            self.newest[topic] = newest
+
+    def at_end(self, topic: str) -> None:
+        """Input ``topic`` is read to its end: caught up, unless it is a repartition
+        input some of whose raw partitions were not last reported at their end."""
+        merged = self.merged.get(topic)
+        self.caught_up[topic] = merged is None or merged.caught_up()
 
     def watermark(self, now_ms: int) -> int:
         """Instants before this are final for this task (``UNKNOWN`` if none is).
@@ -173,7 +195,12 @@ class Task:
                 out[segment_key(IDS_PREFIX, segment)] = None
         # The clock alone moving (the wall clock while idle) needs no write: anything it
         # released or fired changed a customer or a segment, which is written.
-        if out:
+        # Marks read from repartition inputs are kept in the meta record.
+        marked = False
+        for merged in self.merged.values():
+            marked = marked or merged.dirty
+            merged.dirty = False
+        if out or marked:
             out[META_KEY] = encode_meta(
                 {
                     "codec": CODEC_VERSION,
@@ -183,6 +210,7 @@ class Task:
                     "next_segment": self._next_segment,
                     "event_segments": self._event_segments,
                     "id_segments": self._id_segments,
+                    "merged": {topic: m.to_json() for topic, m in self.merged.items()},
                 }
             )
         return out
@@ -235,4 +263,7 @@ class Task:
         self._next_segment = meta["next_segment"]
         self._event_segments = dict(meta["event_segments"])
         self._id_segments = dict(meta["id_segments"])
+        for topic, marks in meta.get("merged", {}).items():
+            if topic in self.merged:
+                self.merged[topic].load(marks)
         return len(customers)

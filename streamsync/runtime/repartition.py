@@ -1,0 +1,238 @@
+"""Re-keying topics that are not keyed by customer, through an internal repartition topic.
+
+A task needs every record of its customers, so an input topic whose records are keyed by
+something else (or not keyed: many producers write a null key) cannot feed the tasks
+directly. As Kafka Streams does, such a topic (``repartition: true`` in its topic
+configuration) is read by the same consumer group, decoded, and each event is produced,
+keyed by customer, to ``<group_id>.repartition.<topic>``, which has the partition count
+of the keyed input topics and is a regular task input: co-partitioned by construction.
+The raw topic is never a task input, so an event is evaluated once, from the repartition
+topic. The produced records and the raw topic's consumed offsets commit in the same
+transaction, so a crash re-keys exactly the records whose re-keying was rolled back.
+
+The repartition value is a compact encoding of the decoded :class:`Event` (one Kafka
+record may hold several Customer.io records for different customers, so the original
+bytes cannot be forwarded), which the task reads back without a second decode.
+
+Time. A repartition partition merges many raw partitions read at different paces, so
+its own newest record says nothing about the others: watermarks travel with the data,
+as in Flink. In each cycle that a raw partition's progress (newest event time, and
+whether it is at its end) changed, a *mark* record carrying it is written to every
+repartition partition, after the events it covers. A task's repartition input then
+counts as the lowest newest of all raw partitions, and as caught up only when every raw
+partition was last reported at its end and the repartition partition itself is read to
+its end. The marks a task has read are part of its state (the meta record), so they
+agree with its committed offsets after a restore.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import orjson
+
+from streamsync.audiences.compiler import NEVER
+from streamsync.ingest.event import Event, SourcePosition
+
+#: First byte of a repartition record's value: a re-keyed event, or a progress mark.
+EVENT_TAG = 0x01
+MARK_TAG = 0x02
+
+Partitioner = Literal["consistent", "murmur2"]
+
+#: No event time seen yet (the task's sentinel too).
+_NONE = -NEVER
+
+
+def repartition_topic(group_id: str, topic: str) -> str:
+    """The internal topic a ``repartition: true`` input topic is re-keyed through."""
+    return f"{group_id}.repartition.{topic}"
+
+
+def murmur2(data: bytes) -> int:
+    """Kafka's Java default partitioner hash (``Utils.murmur2``), as a signed 32-bit int."""
+    m, r = 0x5BD1E995, 24
+    length = len(data)
+    h = (0x9747B28C ^ length) & 0xFFFFFFFF
+    end = length - length % 4
+    for i in range(0, end, 4):
+        k = int.from_bytes(data[i : i + 4], "little")
+        k = (k * m) & 0xFFFFFFFF
+        k ^= k >> r
+        k = (k * m) & 0xFFFFFFFF
+        h = (h * m) & 0xFFFFFFFF
+        h ^= k
+    rest = length % 4
+    if rest == 3:
+        h ^= data[end + 2] << 16
+    if rest >= 2:
+        h ^= data[end + 1] << 8
+    if rest >= 1:
+        h ^= data[end]
+        h = (h * m) & 0xFFFFFFFF
+    h ^= h >> 13
+    h = (h * m) & 0xFFFFFFFF
+    h ^= h >> 15
+    return h - (1 << 32) if h & 0x80000000 else h
+
+
+def partition_for(key: bytes, partitions: int, partitioner: Partitioner) -> int:
+    """The partition the producers of the keyed topics put ``key`` in: librdkafka's
+    default (``consistent``: CRC-32) or the Java client's (``murmur2``)."""
+    if partitioner == "consistent":
+        return zlib.crc32(key) % partitions
+    return (murmur2(key) & 0x7FFFFFFF) % partitions
+
+
+def encode_event(event: Event) -> bytes:
+    return bytes((EVENT_TAG,)) + orjson.dumps(
+        [
+            event.customer_id,
+            event.kind,
+            event.name,
+            event.timestamp_ms,
+            event.record_id,
+            event.properties,
+            event.traits,
+            event.identifiers,
+            event.id_kind,
+        ]
+    )
+
+
+def decode_event(value: bytes, source: SourcePosition) -> Event:
+    cid, kind, name, ts, rid, properties, traits, identifiers, id_kind = orjson.loads(value[1:])
+    return Event(cid, kind, name, ts, rid, properties, traits, identifiers, source, id_kind)
+
+
+def source_key(topic: str, partition: int) -> str:
+    return f"{topic}[{partition}]"
+
+
+def encode_mark(topic: str, partition: int, newest: int, caught_up: bool) -> bytes:
+    return bytes((MARK_TAG,)) + orjson.dumps([source_key(topic, partition), newest, caught_up])
+
+
+@dataclass
+class MergedInput:
+    """What a task knows of the raw partitions feeding one repartition input: each one's
+    last mark (newest event time, at its end). Part of the task's state."""
+
+    sources: frozenset[str]
+    marks: dict[str, tuple[int, bool]] = field(default_factory=dict)
+    #: a mark arrived since the task last wrote its meta record
+    dirty: bool = False
+
+    def mark(self, value: bytes) -> None:
+        key, newest, caught_up = orjson.loads(value[1:])
+        old = self.marks.get(key)
+        if old is not None:
+            newest = max(newest, old[0])  # a re-read raw partition reports less at first
+        self.marks[key] = (newest, bool(caught_up))
+        self.dirty = True
+
+    def newest(self) -> int | None:
+        """The lowest newest event time of the raw partitions; ``None`` while one that
+        is not known to be empty has not reported. Empty caught-up ones hold nothing."""
+        low: int | None = None
+        for key in self.sources | self.marks.keys():
+            mark = self.marks.get(key)
+            if mark is None:
+                return None
+            newest, caught_up = mark
+            if newest == _NONE:
+                if caught_up:
+                    continue
+                return None
+            low = newest if low is None else min(low, newest)
+        return low
+
+    def caught_up(self) -> bool:
+        """Every raw partition was last reported at its end."""
+        return all(
+            key in self.marks and self.marks[key][1] for key in self.sources | self.marks.keys()
+        )
+
+    def to_json(self) -> dict[str, list[Any]]:
+        return {key: [newest, caught_up] for key, (newest, caught_up) in self.marks.items()}
+
+    def load(self, data: Mapping[str, list[Any]]) -> None:
+        self.marks = {key: (int(v[0]), bool(v[1])) for key, v in data.items()}
+
+
+class Repartitioner:
+    """The re-keying stage of one process: where each event goes, and the progress of
+    the raw partitions this process reads, reported as marks once per cycle."""
+
+    def __init__(
+        self,
+        targets: Mapping[str, str],
+        partitions: int,
+        raw_partitions: Mapping[str, int],
+        partitioner: Partitioner,
+    ) -> None:
+        #: raw topic -> repartition topic
+        self.targets = dict(targets)
+        self.partitions = partitions
+        self.partitioner: Partitioner = partitioner
+        self.raw_partitions = dict(raw_partitions)
+        self._newest: dict[tuple[str, int], int] = {}
+        self._caught_up: dict[tuple[str, int], bool] = {}
+        self._sent: dict[tuple[str, int], tuple[int, bool]] = {}
+        self._pending: dict[tuple[str, int], tuple[int, bool]] = {}
+
+    def sources(self, raw: str) -> frozenset[str]:
+        return frozenset(source_key(raw, p) for p in range(self.raw_partitions[raw]))
+
+    def route(self, event: Event) -> tuple[bytes, int, bytes]:
+        """Key, repartition partition and value of ``event``."""
+        key = event.customer_id.encode()
+        return key, partition_for(key, self.partitions, self.partitioner), encode_event(event)
+
+    def seen(self, raw: str, partition: int, timestamp_ms: int | None) -> None:
+        tp = (raw, partition)
+        self._caught_up[tp] = False
+        if timestamp_ms is not None and timestamp_ms > self._newest.get(tp, _NONE):
+            self._newest[tp] = timestamp_ms
+        elif tp not in self._newest:
+            self._newest[tp] = _NONE
+
+    def at_end(self, raw: str, partition: int) -> None:
+        tp = (raw, partition)
+        self._caught_up[tp] = True
+        self._newest.setdefault(tp, _NONE)
+
+    def marks(self) -> Iterator[tuple[str, int, bytes]]:
+        """(repartition topic, partition, value) of the marks this cycle must write."""
+        self._pending.clear()
+        for tp, newest in self._newest.items():
+            state = (newest, self._caught_up.get(tp, False))
+            if self._sent.get(tp) == state:
+                continue
+            self._pending[tp] = state
+            value = encode_mark(tp[0], tp[1], *state)
+            target = self.targets[tp[0]]
+            for partition in range(self.partitions):
+                yield target, partition, value
+
+    def committed(self) -> None:
+        self._sent.update(self._pending)
+        self._pending.clear()
+
+    def reset(self, partitions: list[tuple[str, int]] | None = None) -> None:
+        """Forget the progress of ``partitions`` (all when ``None``): after an abort
+        they are read again from the committed offsets, after a revoke someone else
+        reads them."""
+        self._pending.clear()
+        if partitions is None:
+            self._newest.clear()
+            self._caught_up.clear()
+            self._sent.clear()
+            return
+        for tp in partitions:
+            self._newest.pop(tp, None)
+            self._caught_up.pop(tp, None)
+            self._sent.pop(tp, None)

@@ -1,0 +1,242 @@
+"""Topics not keyed by customer, re-keyed through repartition topics, on the real broker:
+evaluate equals replay over the same records, and a SIGKILL mid-stream loses and
+duplicates nothing."""
+
+from __future__ import annotations
+
+import random
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from streamsync.config import load_config
+from streamsync.ingest.event import Event
+from streamsync.ingest.jsonl import is_webhook_record, read_events
+from streamsync.runtime.app import Application, StartupError
+from streamsync.runtime.repartition import partition_for, repartition_topic
+from tests.runtime.evaluate_support import (
+    Stream,
+    check_seq,
+    customer_of,
+    keys,
+    read_deltas,
+    replay_deltas,
+    synthetic,
+)
+from tests.runtime.test_evaluate_faults import LATENESS_MS, Instance
+
+pytestmark = pytest.mark.kafka
+
+
+class MixedStream(Stream):
+    """The keyed topics of :class:`Stream` plus two topics not keyed by customer: one
+    with null keys (4 partitions) and one keyed by something else (2 partitions)."""
+
+    def __init__(self, bootstrap: str, partitions: int = 3) -> None:
+        super().__init__(bootstrap, partitions)
+        self.null_keyed = f"ev-{self.run}.nullkey"
+        self.other_keyed = f"ev-{self.run}.otherkey"
+        admin = AdminClient({"bootstrap.servers": bootstrap})
+        new = [NewTopic(self.null_keyed, 4, 1), NewTopic(self.other_keyed, 2, 1)]
+        for future in admin.create_topics(new).values():
+            future.result(30)
+        self.rng = random.Random(self.run)
+        self.routed: dict[str, int] = {}
+        self._choices: dict[tuple[str, int | None], float] = {}
+
+    @property
+    def inputs(self) -> list[str]:
+        return [self.pipelines, self.webhooks, self.null_keyed, self.other_keyed]
+
+    def produce(self, records: list[dict[str, Any]]) -> None:
+        """Each record to a keyed, null-keyed or other-keyed topic at random, except that
+        one customer's records of the same instant (and their duplicates) go to one
+        place: across partitions their order is the order they are read in, and the
+        engine orders records of the same instant by arrival."""
+        producer = self._producer
+        for record in records:
+            value = orjson.dumps(record)
+            customer = customer_of(record)
+            events = [e for e in read_events([value]) if isinstance(e, Event)]
+            instant = (customer, min((e.timestamp_ms for e in events), default=None))
+            choice = self._choices.setdefault(instant, self.rng.random())
+            rng = random.Random(f"{instant}")
+            key: bytes | None
+            if is_webhook_record(record) or choice < 0.3:
+                topic = self.webhooks if is_webhook_record(record) else self.pipelines
+                key, partition = customer.encode(), self.partition_of(customer)
+            elif choice < 0.65:
+                topic, key, partition = self.null_keyed, None, rng.randrange(4)
+            else:
+                topic, key, partition = self.other_keyed, uuid.uuid4().bytes, rng.randrange(2)
+            producer.produce(topic, value, key, partition=partition)
+            self.routed[topic] = self.routed.get(topic, 0) + 1
+            self.lines.append(value)
+            for event in events:
+                if event.timestamp_ms > self.newest.get((topic, partition), -1):
+                    self.newest[(topic, partition)] = event.timestamp_ms
+        assert producer.flush(30) == 0
+
+    def config(self, tmp: Path, state: str = "state", **evaluate: Any) -> Path:
+        path = super().config(tmp, state, **evaluate)
+        data = orjson.loads(path.read_bytes())
+        data["ingest"]["topics"] += [
+            {"name": self.null_keyed, "format": "pipelines_json", "repartition": True},
+            {"name": self.other_keyed, "format": "pipelines_json", "repartition": True},
+        ]
+        path.write_bytes(orjson.dumps(data))
+        return path
+
+    def lag(self) -> int:
+        """Records of every input and repartition topic not yet committed by the
+        evaluate group. A repartition topic is written in transactions, so its last
+        offset is a commit marker, never consumed."""
+        internal = [repartition_topic(self.group, t) for t in (self.null_keyed, self.other_keyed)]
+        consumer = Consumer({"bootstrap.servers": self.bootstrap, "group.id": self.group})
+        try:
+            tps = [
+                TopicPartition(topic, p)
+                for topic in self.inputs + internal
+                for p in range(len(consumer.list_topics(topic, 10).topics[topic].partitions))
+            ]
+            committed = {(tp.topic, tp.partition): tp.offset for tp in consumer.committed(tps, 10)}
+            lag = 0
+            for tp in tps:
+                end = consumer.get_watermark_offsets(tp, 10)[1]
+                if tp.topic in internal and end > 0:
+                    end -= 1
+                lag += max(0, end - max(0, committed[(tp.topic, tp.partition)]))
+            return lag
+        finally:
+            consumer.close()
+
+
+def _collect(sink: list[tuple[Any, Any]]) -> Any:
+    return lambda error, message: sink.append((error, message))
+
+
+def test_partition_for_matches_the_clients_partitioners(kafka_bootstrap_servers: str) -> None:
+    """The repartition topic must put a customer where the keyed topics' producers do:
+    librdkafka's ``consistent`` (CRC-32) and the Java client's ``murmur2``."""
+    topic = f"ev-part-{uuid.uuid4().hex[:8]}"
+    admin = AdminClient({"bootstrap.servers": kafka_bootstrap_servers})
+    admin.create_topics([NewTopic(topic, 7, 1)])[topic].result(30)
+    customers = [f"cust-{i}" for i in range(60)] + ["", "é-ü", "x" * 37]
+    for partitioner in ("consistent", "murmur2"):
+        producer = Producer(
+            {"bootstrap.servers": kafka_bootstrap_servers, "partitioner": partitioner}
+        )
+        delivered: list[tuple[Any, Any]] = []
+        for customer in customers:
+            producer.produce(topic, b"v", customer.encode(), on_delivery=_collect(delivered))
+        assert producer.flush(30) == 0
+        assert all(error is None for error, _ in delivered)
+        got = {m.key().decode(): m.partition() for _, m in delivered}
+        assert len(set(got.values())) > 3
+        for customer in customers:
+            assert partition_for(customer.encode(), 7, partitioner) == got[customer], (
+                partitioner,
+                customer,
+            )
+
+
+def test_evaluate_with_rekeyed_topics_equals_replay(
+    kafka_bootstrap_servers: str, tmp_path: Path
+) -> None:
+    stream = MixedStream(kafka_bootstrap_servers)
+    stream.produce(synthetic(300, 8000, seed=21))
+    assert min(stream.routed.values()) > 400
+    config = load_config(stream.config(tmp_path))
+    app = Application(config)
+    stats = app.run(idle_timeout_s=2.0)
+    # Each input record counted once, at the topic it was read from.
+    assert stats.records == len(stream.lines)
+    for topic, count in stream.routed.items():
+        assert stats.topics[topic].records == count, topic
+    live = read_deltas(kafka_bootstrap_servers, stream.deltas)
+    expected = replay_deltas(stream.lines, until_ms=int(time.time() * 1000))
+    assert len(expected) > 1000
+    assert keys(live) == keys(expected)
+    check_seq(live)
+    # The repartition topic holds each re-keyed event once, keyed by customer, in the
+    # customer's partition of the keyed topics.
+    internal = repartition_topic(stream.group, stream.null_keyed)
+    reader = Consumer(
+        {
+            "bootstrap.servers": kafka_bootstrap_servers,
+            "group.id": f"reader-{uuid.uuid4().hex}",
+            "auto.offset.reset": "earliest",
+            "isolation.level": "read_committed",
+        }
+    )
+    reader.subscribe([internal])
+    events = 0
+    deadline = time.monotonic() + 20
+    try:
+        while events < stats.topics[stream.null_keyed].decoded and time.monotonic() < deadline:
+            for message in reader.consume(1000, 0.3):
+                if message.error() is None and message.key() is not None:
+                    events += 1
+                    assert message.partition() == stream.partition_of(message.key().decode())
+    finally:
+        reader.close()
+    assert events == stats.topics[stream.null_keyed].decoded > 400
+
+
+def test_only_keyed_topics_must_be_co_partitioned(
+    kafka_bootstrap_servers: str, tmp_path: Path
+) -> None:
+    """The re-keyed topics (4 and 2 partitions) pass next to 3-partition keyed topics;
+    a repartition_partitions that disagrees with the keyed topics is named."""
+    stream = MixedStream(kafka_bootstrap_servers)
+    path = stream.config(tmp_path, repartition_partitions=5)
+    with pytest.raises(StartupError, match="repartition_partitions is 5"):
+        Application(load_config(path)).run(idle_timeout_s=1)
+
+
+def test_sigkill_mid_stream_with_rekeyed_topics_loses_and_duplicates_nothing(
+    kafka_bootstrap_servers: str, tmp_path: Path
+) -> None:
+    rng = random.Random(22)
+    stream = MixedStream(kafka_bootstrap_servers)
+    records = synthetic(300, 12_000, seed=22)
+    chunks = [records[i : i + 3000] for i in range(0, len(records), 3000)]
+    settings = {"wall_clock": False, "session_timeout": "6s"}
+    instance = Instance(
+        stream.config(tmp_path, **settings), tmp_path / "evaluate.log", kafka_bootstrap_servers
+    )
+    instance.start()
+    instance.wait_assigned(1)
+    kills = 0
+    try:
+        for number, chunk in enumerate(chunks):
+            stream.produce(chunk)
+            if number in (1, 2):  # while that chunk is being re-keyed and evaluated
+                time.sleep(rng.uniform(0.1, 0.8))
+                instance.kill()
+                kills += 1
+                instance.start()
+                instance.wait_assigned(kills + 1)
+        deadline = time.monotonic() + 60
+        while stream.lag() > 0:
+            assert time.monotonic() < deadline, instance.log.read_text()[-3000:]
+            time.sleep(0.5)
+        assert instance.stop() == 0
+    finally:
+        if instance.process is not None and instance.process.poll() is None:
+            instance.process.kill()
+    assert kills == 2
+    live = read_deltas(kafka_bootstrap_servers, stream.deltas)
+    check_seq(live)
+    counted = keys(live)
+    assert max(counted.values()) == 1, "duplicate deltas"
+    cut = min(stream.newest.values()) - LATENESS_MS
+    expected = {k for k in keys(replay_deltas(stream.lines)) if k[3] < cut}
+    assert len(expected) > 1000
+    assert {k for k in counted if k[3] < cut} == expected
