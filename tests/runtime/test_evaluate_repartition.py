@@ -5,6 +5,7 @@ duplicates nothing."""
 from __future__ import annotations
 
 import random
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -16,6 +17,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from streamsync.config import load_config
+from streamsync.deltas.codec import decode_json
 from streamsync.ingest.event import Event
 from streamsync.ingest.jsonl import is_webhook_record, read_events
 from streamsync.runtime.app import Application, StartupError
@@ -29,6 +31,7 @@ from tests.runtime.evaluate_support import (
     replay_deltas,
     synthetic,
 )
+from tests.runtime.test_evaluate_app import CART_WAIT, _track
 from tests.runtime.test_evaluate_faults import LATENESS_MS, Instance
 
 pytestmark = pytest.mark.kafka
@@ -240,3 +243,54 @@ def test_sigkill_mid_stream_with_rekeyed_topics_loses_and_duplicates_nothing(
     expected = {k for k in keys(replay_deltas(stream.lines)) if k[3] < cut}
     assert len(expected) > 1000
     assert {k for k in counted if k[3] < cut} == expected
+
+
+def test_idle_deadline_of_a_rekeyed_record_fires_within_a_second(
+    kafka_bootstrap_servers: str, tmp_path: Path
+) -> None:
+    """A cart add on a null-keyed topic, then nothing: the raw partitions' marks say
+    they are at their end, so the task follows the wall clock and the enter delta is
+    readable within 1 s of its deadline."""
+    (tmp_path / "audiences.yaml").write_text(CART_WAIT)
+    stream = MixedStream(kafka_bootstrap_servers, partitions=2)
+    path = stream.config(tmp_path, audiences=str(tmp_path / "audiences.yaml"))
+    app = Application(load_config(path))
+    thread = threading.Thread(target=app.run, daemon=True)
+    thread.start()
+    reader = Consumer(
+        {
+            "bootstrap.servers": kafka_bootstrap_servers,
+            "group.id": f"reader-{uuid.uuid4().hex}",
+            "auto.offset.reset": "earliest",
+            "isolation.level": "read_committed",
+        }
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not (app.tasks and all(all(t.caught_up.values()) for t in list(app.tasks.values()))):
+            assert time.monotonic() < deadline, "the application did not catch up"
+            time.sleep(0.05)
+        reader.subscribe([stream.deltas])
+        added = int(time.time() * 1000)
+        record = _track("idle-rk", "Product Added", added, sku="A")
+        producer = Producer({"bootstrap.servers": kafka_bootstrap_servers})
+        producer.produce(stream.null_keyed, orjson.dumps(record), None, partition=3)
+        assert producer.flush(30) == 0
+        deadline_ms = added + 3000
+        seen_at = None
+        while seen_at is None and time.time() * 1000 < deadline_ms + 10_000:
+            for message in reader.consume(10, 0.05):
+                if message.error() is None:
+                    delta = decode_json(message.value())
+                    assert (delta.customer_id, delta.op, delta.at_ms) == (
+                        "idle-rk",
+                        "enter",
+                        deadline_ms,
+                    )
+                    seen_at = time.time() * 1000
+    finally:
+        reader.close()
+        app.stop()
+        thread.join(30)
+    assert seen_at is not None, "no enter delta"
+    assert seen_at - deadline_ms < 1000, f"enter readable {seen_at - deadline_ms:.0f} ms late"

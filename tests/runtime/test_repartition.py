@@ -1,0 +1,132 @@
+"""The re-keying stage and a task's repartition inputs without Kafka: routing, the
+progress marks of raw partitions, the watermark they allow, and their round trip
+through the task's state."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+from streamsync.audiences.loader import load_audiences
+from streamsync.ingest.event import Event, SourcePosition
+from streamsync.resources import project_path
+from streamsync.runtime.repartition import (
+    MARK_TAG,
+    Repartitioner,
+    decode_event,
+    encode_mark,
+    partition_for,
+    source_key,
+)
+from streamsync.runtime.task import UNKNOWN, Task
+from streamsync.state.store import PartitionStore
+
+AUDIENCES = load_audiences(project_path("examples", "audiences"))
+RAW = "raw"
+INTERNAL = "g.repartition.raw"
+SOURCES = frozenset(source_key(RAW, p) for p in range(2))
+
+
+def _task(*, wall_clock: bool = False) -> Task:
+    return Task(
+        0,
+        ["keyed", INTERNAL],
+        AUDIENCES,
+        allowed_lateness_ms=10,
+        dedup_horizon_ms=86_400_000,
+        wall_clock=wall_clock,
+        idle_grace_ms=500,
+        merged={INTERNAL: SOURCES},
+    )
+
+
+def _event(topic: str, ts: int, customer: str = "c") -> Event:
+    return Event(customer, "track", "x", ts, source=SourcePosition(topic, 0, 0))
+
+
+def test_an_event_is_routed_to_its_customers_partition_and_decodes_the_same() -> None:
+    stage = Repartitioner({RAW: INTERNAL}, 3, {RAW: 2}, "consistent")
+    event = Event(
+        "cust-7",
+        "track",
+        "Order Completed",
+        1_000,
+        "m-1",
+        {"total": 12.5, "items": [{"sku": "A"}]},
+        {"plan": "pro"},
+        {"email": "a@example.com"},
+        SourcePosition(RAW, 1, 4),
+        "email",
+    )
+    key, partition, value = stage.route(event)
+    assert key == b"cust-7" and partition == partition_for(b"cust-7", 3, "consistent")
+    assert value[0] != MARK_TAG
+    back = decode_event(value, SourcePosition(INTERNAL, partition, 9))
+    assert back == replace(event, source=SourcePosition(INTERNAL, partition, 9))
+
+
+def test_marks_are_written_to_every_partition_once_per_change() -> None:
+    stage = Repartitioner({RAW: INTERNAL}, 3, {RAW: 2}, "consistent")
+    stage.seen(RAW, 0, 500)
+    marks = list(stage.marks())
+    assert [(t, p) for t, p, _ in marks] == [(INTERNAL, 0), (INTERNAL, 1), (INTERNAL, 2)]
+    stage.committed()
+    assert list(stage.marks()) == []
+    stage.at_end(RAW, 0)
+    assert len(list(stage.marks())) == 3
+    stage.reset()  # an abort: nothing counts as sent, progress is read again
+    assert list(stage.marks()) == []
+
+
+def test_the_repartition_input_waits_for_every_raw_partition() -> None:
+    task = _task()
+    task.process(_event("keyed", 1_000))
+    task.process(_event(INTERNAL, 5_000))  # its own records do not move it
+    assert task.newest[INTERNAL] == UNKNOWN
+    assert task.watermark(now_ms=10**13) == UNKNOWN
+    task.mark(INTERNAL, encode_mark(RAW, 0, 5_000, False))
+    assert task.watermark(now_ms=10**13) == UNKNOWN  # raw[1] has not reported
+    task.mark(INTERNAL, encode_mark(RAW, 1, 700, False))
+    assert task.watermark(now_ms=10**13) == 690
+    task.mark(INTERNAL, encode_mark(RAW, 1, 600, False))  # re-read after a restart
+    assert task.watermark(now_ms=10**13) == 690
+
+
+def test_an_empty_raw_partition_at_its_end_holds_nothing_back() -> None:
+    task = _task()
+    task.process(_event("keyed", 1_000))
+    task.mark(INTERNAL, encode_mark(RAW, 0, 2_000, False))
+    task.mark(INTERNAL, encode_mark(RAW, 1, UNKNOWN, True))
+    assert task.watermark(now_ms=10**13) == 990
+
+
+def test_caught_up_only_when_every_raw_partition_was_at_its_end() -> None:
+    task = _task(wall_clock=True)
+    task.at_end("keyed")
+    task.at_end(INTERNAL)
+    assert not task.caught_up[INTERNAL]
+    task.mark(INTERNAL, encode_mark(RAW, 0, UNKNOWN, True))
+    task.at_end(INTERNAL)
+    assert not task.caught_up[INTERNAL]
+    task.mark(INTERNAL, encode_mark(RAW, 1, 100, True))
+    task.at_end(INTERNAL)
+    assert task.caught_up[INTERNAL]
+    assert task.watermark(now_ms=10_000) == 9_500  # follows the wall clock
+
+
+def test_marks_read_are_part_of_the_tasks_state(tmp_path: Path) -> None:
+    task = _task()
+    task.mark(INTERNAL, encode_mark(RAW, 0, 2_000, True))
+    task.mark(INTERNAL, encode_mark(RAW, 1, 3_000, False))
+    changes = task.changes()
+    assert changes  # marks alone are written
+    store = PartitionStore(tmp_path / "store")
+    try:
+        store.apply(changes, 0)
+        restored = _task()
+        restored.load(store, "test")
+    finally:
+        store.close()
+    assert restored.merged[INTERNAL].marks == task.merged[INTERNAL].marks
+    assert restored.newest[INTERNAL] == 2_000
+    assert task.changes() == {}  # nothing new since
