@@ -203,38 +203,53 @@ def test_only_keyed_topics_must_be_co_partitioned(
         Application(load_config(path)).run(idle_timeout_s=1)
 
 
-def test_sigkill_mid_stream_with_rekeyed_topics_loses_and_duplicates_nothing(
+def test_sigkill_and_scaling_mid_stream_with_rekeyed_topics_lose_and_duplicate_nothing(
     kafka_bootstrap_servers: str, tmp_path: Path
 ) -> None:
+    """Raw partitions and tasks move between two processes and back, and one process
+    is SIGKILLed twice while re-keying and evaluating."""
     rng = random.Random(22)
     stream = MixedStream(kafka_bootstrap_servers)
     records = synthetic(300, 12_000, seed=22)
     chunks = [records[i : i + 3000] for i in range(0, len(records), 3000)]
     settings = {"wall_clock": False, "session_timeout": "6s"}
-    instance = Instance(
-        stream.config(tmp_path, **settings), tmp_path / "evaluate.log", kafka_bootstrap_servers
+    main, extra = (
+        Instance(
+            stream.config(tmp_path, f"state-{i}", **settings),
+            tmp_path / f"{i}.log",
+            kafka_bootstrap_servers,
+        )
+        for i in range(2)
     )
-    instance.start()
-    instance.wait_assigned(1)
+    main.start()
+    main.wait_assigned(1)
     kills = 0
     try:
         for number, chunk in enumerate(chunks):
             stream.produce(chunk)
-            if number in (1, 2):  # while that chunk is being re-keyed and evaluated
+            if number == 0:  # scale out: raw partitions and tasks are shared
+                extra.start()
+                extra.wait_assigned(1)
+            elif number in (1, 2):  # while that chunk is being re-keyed and evaluated
                 time.sleep(rng.uniform(0.1, 0.8))
-                instance.kill()
+                main.kill()
                 kills += 1
-                instance.start()
-                instance.wait_assigned(kills + 1)
+                assigned = main.log.read_text().count("assigned partitions")
+                main.start()
+                main.wait_assigned(assigned + 1)
+            else:  # and back to one process
+                assert extra.stop() == 0
         deadline = time.monotonic() + 60
         while stream.lag() > 0:
-            assert time.monotonic() < deadline, instance.log.read_text()[-3000:]
+            assert time.monotonic() < deadline, main.log.read_text()[-3000:]
             time.sleep(0.5)
-        assert instance.stop() == 0
+        assert main.stop() == 0
     finally:
-        if instance.process is not None and instance.process.poll() is None:
-            instance.process.kill()
+        for instance in (main, extra):
+            if instance.process is not None and instance.process.poll() is None:
+                instance.process.kill()
     assert kills == 2
+    assert extra.records() > 0, extra.log.read_text()
     live = read_deltas(kafka_bootstrap_servers, stream.deltas)
     check_seq(live)
     counted = keys(live)
