@@ -631,14 +631,19 @@ class Application:
                 topic_stats.dead_lettered[ENGINE_ERROR] += 1
                 continue
             if task.merged and topic in task.merged:  # a repartition topic
-                if not value:  # the stage writes none
+                try:
+                    if value and value[0] == MARK_TAG:
+                        task.mark(topic, value)
+                        continue
+                    event = decode_event(value or b"", source)
+                except (ValueError, TypeError):  # not written by the re-keying stage
+                    detail = "not a record of the re-keying stage"
+                    self._dead_letter(message, source, "malformed_json", detail, None)
+                    topic_stats.dead_lettered["malformed_json"] += 1
                     continue
-                if value[0] == MARK_TAG:
-                    task.mark(topic, value)
-                else:
-                    deltas = task.process(decode_event(value, source))
-                    if deltas:
-                        self._emit(deltas)
+                deltas = task.process(event)
+                if deltas:
+                    self._emit(deltas)
                 continue
             for outcome in self.decoders[topic].decode_all(value, key, source):
                 if isinstance(outcome, Event):
