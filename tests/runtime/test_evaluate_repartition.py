@@ -50,6 +50,8 @@ class MixedStream(Stream):
         for future in admin.create_topics(new).values():
             future.result(30)
         self.rng = random.Random(self.run)
+        #: the share of pipelines records written to the keyed topic
+        self.keyed_share = 0.3
         self.routed: dict[str, int] = {}
         self._choices: dict[tuple[str, int | None], float] = {}
 
@@ -71,10 +73,10 @@ class MixedStream(Stream):
             choice = self._choices.setdefault(instant, self.rng.random())
             rng = random.Random(f"{instant}")
             key: bytes | None
-            if is_webhook_record(record) or choice < 0.3:
+            if is_webhook_record(record) or choice < self.keyed_share:
                 topic = self.webhooks if is_webhook_record(record) else self.pipelines
                 key, partition = customer.encode(), self.partition_of(customer)
-            elif choice < 0.65:
+            elif choice < (1 + self.keyed_share) / 2:
                 topic, key, partition = self.null_keyed, None, rng.randrange(4)
             else:
                 topic, key, partition = self.other_keyed, uuid.uuid4().bytes, rng.randrange(2)
@@ -319,3 +321,30 @@ def test_idle_deadline_of_a_rekeyed_record_fires_within_a_second(
         thread.join(30)
     assert seen_at is not None, "no enter delta"
     assert seen_at - deadline_ms < 1000, f"enter readable {seen_at - deadline_ms:.0f} ms late"
+
+
+def test_every_input_rekeyed_uses_the_configured_task_count(
+    kafka_bootstrap_servers: str, tmp_path: Path
+) -> None:
+    """No keyed topic at all: the repartition topic and the tasks take
+    ``evaluate.repartition_partitions``."""
+    stream = MixedStream(kafka_bootstrap_servers)
+    pipelines = [r for r in synthetic(100, 2500, seed=23) if not is_webhook_record(r)]
+    stream.keyed_share = 0.0
+    stream.produce(pipelines)
+    assert stream.pipelines not in stream.routed
+    path = stream.config(tmp_path, repartition_partitions=2)
+    data = orjson.loads(path.read_bytes())
+    data["ingest"]["topics"] = data["ingest"]["topics"][2:]
+    path.write_bytes(orjson.dumps(data))
+    app = Application(load_config(path))
+    stats = app.run(idle_timeout_s=2.0)
+    assert stats.records == len(stream.lines)
+    admin = AdminClient({"bootstrap.servers": kafka_bootstrap_servers})
+    internal = repartition_topic(stream.group, stream.other_keyed)
+    assert len(admin.list_topics(internal, timeout=10).topics[internal].partitions) == 2
+    live = read_deltas(kafka_bootstrap_servers, stream.deltas)
+    expected = replay_deltas(stream.lines, until_ms=int(time.time() * 1000))
+    assert len(expected) > 200
+    assert keys(live) == keys(expected)
+    check_seq(live)

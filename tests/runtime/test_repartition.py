@@ -7,7 +7,10 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
+import pytest
+
 from streamsync.audiences.loader import load_audiences
+from streamsync.config import AppConfig, ConfigError, parse_config
 from streamsync.ingest.event import Event, SourcePosition
 from streamsync.resources import project_path
 from streamsync.runtime.repartition import (
@@ -130,3 +133,35 @@ def test_marks_read_are_part_of_the_tasks_state(tmp_path: Path) -> None:
     assert restored.merged[INTERNAL].marks == task.merged[INTERNAL].marks
     assert restored.newest[INTERNAL] == 2_000
     assert task.changes() == {}  # nothing new since
+
+
+def _config(topic: dict[str, object], **evaluate: object) -> AppConfig:
+    return parse_config(
+        {
+            "ingest": {"topics": [topic]},
+            "evaluate": {"audiences": "a", **evaluate},
+        },
+        env={},
+    )
+
+
+def test_repartition_is_chosen_per_topic_in_the_configuration() -> None:
+    config = _config({"name": "t", "format": "pipelines_json", "repartition": True})
+    assert config.ingest.topics[0].repartition
+    assert config.evaluate is not None
+    assert config.evaluate.repartition_partitioner == "consistent"
+    assert config.evaluate.repartition_partitions is None
+    plain = _config({"name": "t", "format": "webhook_json"})
+    assert not plain.ingest.topics[0].repartition
+
+
+@pytest.mark.parametrize(
+    ("evaluate", "where"),
+    [
+        ({"repartition_partitions": 0}, "evaluate.repartition_partitions"),
+        ({"repartition_partitioner": "random"}, "evaluate.repartition_partitioner"),
+    ],
+)
+def test_bad_repartition_settings_are_named(evaluate: dict[str, object], where: str) -> None:
+    with pytest.raises(ConfigError, match=where):
+        _config({"name": "t", "format": "pipelines_json", "repartition": True}, **evaluate)
