@@ -9,7 +9,9 @@ lateness. While a partition is caught up (at its end offset) it also advances wi
 wall clock (minus a small grace), so a deadline fires within about a second of its
 time even when nothing arrives; while a backlog is being read only event time moves
 it, so evaluating a finished topic from the start gives what ``replay`` gives. The
-task's watermark is the lowest of its partitions'.
+task's watermark is the lowest of its partitions'. A repartition input (see
+:mod:`streamsync.runtime.repartition`) merges many raw partitions: its progress is the
+lowest the raw partitions' marks report, and it is caught up only when they all were.
 
 State. After each commit the task hands over its changes as store keys (see
 :mod:`streamsync.state.codec`): the customers the engine changed, the records accepted
