@@ -215,6 +215,7 @@ def test_only_keyed_topics_must_be_co_partitioned(
         Application(load_config(path)).run(idle_timeout_s=1)
 
 
+@pytest.mark.slow
 def test_sigkill_and_scaling_mid_stream_with_rekeyed_topics_lose_and_duplicate_nothing(
     kafka_bootstrap_servers: str, tmp_path: Path
 ) -> None:
