@@ -3,7 +3,9 @@
 Reads the configured input topics as one consumer group, evaluates the audiences per
 input partition with persistent state, and writes membership deltas exactly once (see
 :mod:`streamsync.runtime.app`). Progress goes to stderr every few seconds; on
-SIGTERM/SIGINT the current cycle is committed and the process exits 0. Configuration
+SIGTERM/SIGINT the current cycle is committed and the process exits 0. Metrics,
+``/healthz`` and ``/readyz`` (ready once the assigned partitions' state is restored) are
+served on the admin port of the ``observability:`` section. Configuration
 mistakes exit 2 with one line; an unreachable cluster, or state written for other
 audience definitions, exits 1.
 """
@@ -11,7 +13,6 @@ audience definitions, exits 1.
 from __future__ import annotations
 
 import argparse
-import logging
 import signal
 import sys
 from pathlib import Path
@@ -19,7 +20,11 @@ from typing import Any, TextIO
 
 from streamsync.audiences.loader import AudienceDefinitionError
 from streamsync.config import ConfigError, load_config
+from streamsync.observability.admin import AdminServerError
+from streamsync.observability.logs import secret_values
+from streamsync.observability.service import Observability
 from streamsync.runtime.app import Application, BrokerUnreachable, EvaluateStats, StartupError
+from streamsync.runtime.observer import EvaluateObserver
 from streamsync.state.codec import StateError
 from streamsync.state.recovery import RecoveryError
 
@@ -57,9 +62,6 @@ def _progress(out: TextIO) -> Any:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    logging.basicConfig(
-        level=logging.INFO, format="evaluate: %(message)s", stream=sys.stderr, force=False
-    )
     try:
         config = load_config(args.config)
         if config.evaluate is None:
@@ -70,6 +72,14 @@ def run_evaluate(args: argparse.Namespace) -> int:
     except (ConfigError, AudienceDefinitionError, StartupError) as exc:
         print(f"streamsync evaluate: {exc}", file=sys.stderr)
         return 2
+    try:
+        obs = Observability.start(
+            config.observability, role="evaluate", secrets=secret_values(config)
+        )
+    except AdminServerError as exc:
+        print(f"streamsync evaluate: {exc}", file=sys.stderr)
+        return 2
+    app.observer = EvaluateObserver.for_application(obs.telemetry, app)
 
     def stop(_signum: int, _frame: object) -> None:
         app.stop()
@@ -93,6 +103,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+        obs.close()
     print(
         f"evaluate stopped ({stats.stopped_by}) after {stats.elapsed_s:.1f}s: "
         f"{stats.records:,} records, {stats.deltas:,} deltas, {stats.commits:,} commits",

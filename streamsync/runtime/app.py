@@ -41,7 +41,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
 from confluent_kafka import (
@@ -86,6 +86,9 @@ from streamsync.runtime.ingest_loop import (
 from streamsync.runtime.task import Task
 from streamsync.state.recovery import restore_partition
 from streamsync.state.store import PartitionStore
+
+if TYPE_CHECKING:
+    from streamsync.runtime.observer import EvaluateObserver
 
 log = logging.getLogger(__name__)
 
@@ -214,6 +217,8 @@ class Application:
         self._consumer: Consumer | None = None
         self._producer: Producer | None = None
         self._restorer: Consumer | None = None
+        #: Reports to the process telemetry (``streamsync evaluate`` sets it).
+        self.observer: EvaluateObserver | None = None
         fmt = config.deltas.format
         schema_id = self.settings.delta_schema_id
         self._encode: Callable[[MembershipDelta], bytes] = (
@@ -417,6 +422,8 @@ class Application:
                     self._commit()
                     next_commit = time.monotonic() + interval
                 self._watch_broker(now)
+                if self.observer is not None:
+                    self.observer.tick(consumer, self.tasks.values())
                 if idle_timeout_s is not None:
                     if self.tasks and all(all(t.caught_up.values()) for t in self.tasks.values()):
                         idle_since = idle_since or now
@@ -487,6 +494,7 @@ class Application:
         handled = 0
         stats = self.stats
         tasks = self.tasks
+        observer = self.observer
         positions = self._positions
         for message in messages:
             error = message.error()
@@ -523,9 +531,11 @@ class Application:
             for outcome in self.decoders[topic].decode_all(value, key, source):
                 if isinstance(outcome, Event):
                     topic_stats.decoded += 1
+                    if observer is not None:
+                        observer.received(message, outcome)
                     deltas = task.process(outcome)
                     if deltas:
-                        self._emit(deltas)
+                        self._emit(deltas, partition)
                 elif isinstance(outcome, DecodeError):
                     self._dead_letter(
                         message,
@@ -544,7 +554,7 @@ class Application:
         for task in self.tasks.values():
             deltas = task.advance(now_ms)
             if deltas:
-                self._emit(deltas)
+                self._emit(deltas, task.partition)
 
     def _finish(self) -> None:
         newest = max(
@@ -556,7 +566,7 @@ class Application:
         for task in self.tasks.values():
             deltas = task.finish(newest)
             if deltas:
-                self._emit(deltas)
+                self._emit(deltas, task.partition)
 
     # -- output ----------------------------------------------------------------------------------
 
@@ -593,12 +603,21 @@ class Application:
             except BufferError:  # local queue full: let deliveries drain
                 producer.poll(0.05)
 
-    def _emit(self, deltas: list[MembershipDelta]) -> None:
+    def _emit(self, deltas: list[MembershipDelta], partition: int) -> None:
+        """Produce the deltas of task ``partition``, each with the trace context of the
+        records that qualified it when the observer follows traces."""
         topic = self.config.deltas.topic
         encode = self._encode
         counts = self.stats.delta_counts
+        observer = self.observer
+        trace = None
+        if observer is not None:
+            observer.emitted(deltas, partition)
+            if observer.tracing:
+                trace = observer.trace_headers
         for delta in deltas:
-            self._produce(topic, delta.customer_id.encode(), encode(delta))
+            headers = None if trace is None else trace(delta)
+            self._produce(topic, delta.customer_id.encode(), encode(delta), headers=headers)
             counts[(delta.audience, delta.op)] += 1
         self.stats.deltas += len(deltas)
 
@@ -675,6 +694,8 @@ class Application:
         for task, changes in batches:
             if task.store is not None:
                 task.store.apply(changes, self._changelog_offsets.get(task.partition))
+        if self.observer is not None:
+            self.observer.committed(self.stats)
         return True
 
     def _on_changelog_delivery(self, error: KafkaError | None, message: Message) -> None:
@@ -699,6 +720,8 @@ class Application:
         self.stats = copy.deepcopy(self._committed_stats)
         self.stats.aborts, self.stats.engine_errors = aborts, errors
         self._positions.clear()
+        if self.observer is not None:
+            self.observer.aborted()
 
     def _rewind(self) -> None:
         """Abort, drop every task's in-memory state and resume from the last commit:
@@ -764,6 +787,8 @@ class Application:
             if self._changelog_end(partition) == end:
                 for topic in task.caught_up:
                     task.caught_up[topic] = False
+                if self.observer is not None:
+                    self.observer.task_opened(task)
                 return task
             if task.store is not None:
                 task.store.close()
@@ -779,11 +804,22 @@ class Application:
         )
         store = PartitionStore(self._task_dir(partition))
         assert self._restorer is not None
-        restore_partition(self._restorer, store, settings.changelog, partition)
+        observer = self.observer
+        restore_partition(
+            self._restorer,
+            store,
+            settings.changelog,
+            partition,
+            on_offsets=None
+            if observer is None
+            else lambda done, total: observer.restore_progress(partition, done, total),
+        )
         customers = task.load(store, f"{settings.changelog}[{partition}]")
         self.stats.restored_customers += customers
         if customers:
             log.info("partition %d: %d customers restored", partition, customers)
+        if observer is not None:
+            observer.task_opened(task)
         return task
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
@@ -792,6 +828,8 @@ class Application:
             # commit) before reading the changelog, so state and offsets agree.
             consumer.committed(partitions, timeout=60)
             numbers = sorted({tp.partition for tp in partitions})
+            if self.observer is not None:
+                self.observer.restoring(numbers)
             for number in list(self._parked):
                 if number not in numbers:
                     task, _ = self._parked.pop(number)
@@ -801,6 +839,8 @@ class Application:
                 if number not in self.tasks:
                     self.tasks[number] = self._open_task(number)
             log.info("assigned partitions %s", numbers)
+            if self.observer is not None:
+                self.observer.assigned()
         except BaseException as exc:
             self._error = exc
 
@@ -818,6 +858,8 @@ class Application:
                     task.store.close()
             for key in [k for k in self._positions if k[1] in numbers]:
                 del self._positions[key]
+            if self.observer is not None:
+                self.observer.revoked(numbers)
         except BaseException as exc:
             self._error = exc
 
@@ -829,6 +871,8 @@ class Application:
                 task = self.tasks.pop(number, None)
                 if task is not None and task.store is not None:
                     task.store.close()
+            if self.observer is not None:
+                self.observer.revoked(tp.partition for tp in partitions)
             self._rewind()
         except BaseException as exc:
             self._error = exc
