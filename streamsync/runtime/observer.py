@@ -16,6 +16,11 @@ operator sees is derived here, so the exactly-once cycle stays free of metric co
   every assigned task is restored), restore progress and per-partition gauges;
 * :meth:`~EvaluateObserver.tick` once per loop turn: liveness beat, and at a slower
   pace consumer lag and stuck members.
+* :meth:`~EvaluateObserver.received` for each decoded record and
+  :meth:`~EvaluateObserver.trace_headers` for each delta: the W3C trace context of an
+  input record is kept by record id and continued into the headers of the deltas it
+  qualifies (those deltas are released by the engine later, not while it takes the
+  record).
 
 Audience and holdout sizes are those of the tasks this process holds; the cluster's
 sizes are the sum over evaluate pods. Stuck members are members whose exit deadline is
