@@ -257,9 +257,15 @@ def test_evaluate_and_deliver_report_what_they_did(
             s = _scrape(ports["evaluate"])
             return _by(s, "streamsync_audience_changes_total", "audience", op=op)
 
-        _wait("enters as replay", 30, lambda: changes("enter") == dict(enters))
+        want_exits = {a: n for a, n in exits.items() if n}
+        _wait(
+            "enters and exits as replay",
+            30,
+            lambda: changes("enter") == dict(enters) and changes("exit") == want_exits,
+            evaluate,
+        )
         s = _scrape(ports["evaluate"])
-        assert changes("exit") == {a: n for a, n in exits.items() if n}
+        assert changes("enter") == dict(enters) and changes("exit") == want_exits
         dead = _by(s, "streamsync_records_dead_lettered_total", "reason", topic=stream.pipelines)
         assert dead == {"malformed_json": 3}
         assert _sum(s, "streamsync_records_dead_lettered_total", topic=stream.webhooks) == 0
