@@ -54,10 +54,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "(more than 0, at most 3600)",
     )
     parser.add_argument(
-        "--no-deliver",
-        dest="deliver",
-        action="store_false",
-        help="stop after evaluation: no delivery to the Braze and MoEngage stand-ins",
+        "--deliver",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="deliver the membership changes to local Braze and MoEngage stand-ins and "
+        "check their profiles (--no-deliver stops after evaluation)",
     )
     parser.set_defaults(func=_run)
 
