@@ -5,12 +5,14 @@ input partition with persistent state, and writes membership deltas exactly once
 :mod:`streamsync.runtime.app`). Progress goes to stderr every few seconds; on
 SIGTERM/SIGINT the current cycle is committed and the process exits 0. Configuration
 mistakes exit 2 with one line; an unreachable cluster, or state written for other
-audience definitions, exits 1.
+audience definitions, exits 1; a transaction that can neither commit nor abort (or a
+Kafka call that hangs) exits 3, asking the supervisor for a restart.
 """
 
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import logging
 import signal
 import sys
@@ -19,7 +21,14 @@ from typing import Any, TextIO
 
 from streamsync.audiences.loader import AudienceDefinitionError
 from streamsync.config import ConfigError, load_config
-from streamsync.runtime.app import Application, BrokerUnreachable, EvaluateStats, StartupError
+from streamsync.runtime.app import (
+    RESTART_EXIT_STATUS,
+    Application,
+    BrokerUnreachable,
+    EvaluateStats,
+    RestartRequired,
+    StartupError,
+)
 from streamsync.state.codec import StateError
 from streamsync.state.recovery import RecoveryError
 
@@ -70,11 +79,16 @@ def run_evaluate(args: argparse.Namespace) -> int:
     except (ConfigError, AudienceDefinitionError, StartupError) as exc:
         print(f"streamsync evaluate: {exc}", file=sys.stderr)
         return 2
+    except UnicodeDecodeError:
+        print(f"streamsync evaluate: {args.config}: not a UTF-8 text file", file=sys.stderr)
+        return 2
 
     def stop(_signum: int, _frame: object) -> None:
         app.stop()
 
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    # `kill -USR1 <pid>` prints every thread's stack to stderr: for a process that hangs.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     print(
         f"evaluate: {len(app.audiences)} audiences over {', '.join(app.topics)} from "
         f"{config.kafka.bootstrap_servers} as {app.settings.group_id}; deltas to "
@@ -90,6 +104,9 @@ def run_evaluate(args: argparse.Namespace) -> int:
     except (BrokerUnreachable, StateError, RecoveryError) as exc:
         print(f"streamsync evaluate: {exc}", file=sys.stderr)
         return 1
+    except RestartRequired as exc:
+        print(f"streamsync evaluate: {exc}; exiting to be restarted", file=sys.stderr)
+        return RESTART_EXIT_STATUS
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)

@@ -30,8 +30,7 @@ from typing import Any, Protocol, cast
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from streamsync.config import AppConfig
-from streamsync.deltas.codec import decode_avro, decode_json
-from streamsync.deltas.record import MembershipDelta
+from streamsync.deltas.codec import delta_decoder
 from streamsync.destinations.client import Change, DestinationClient
 from streamsync.destinations.config import CredentialsError, DestinationConfig
 from streamsync.destinations.control import ControlFile
@@ -163,7 +162,7 @@ class DeliverLoop:
         self._fatal: str | None = None
         self._assigned: list[TopicPartition] = []
         self._paused = False
-        self._decode = decode_avro_framed if config.deltas.format == "avro" else decode_json
+        self._decode = delta_decoder(config.deltas.format)
         self.sink: DeliverySink | None = None
 
     @property
@@ -356,13 +355,6 @@ class DeliverLoop:
                 producer.flush(5)
             self.transport.close()
         return result
-
-
-def decode_avro_framed(value: bytes) -> MembershipDelta:
-    """A delta in the Confluent wire format (magic 0, 4-byte schema id, Avro body)."""
-    if len(value) < 5 or value[0] != 0:
-        raise ValueError("not Confluent-framed Avro")
-    return decode_avro(value[5:])
 
 
 def run_delivery(
