@@ -7,12 +7,14 @@ SIGTERM/SIGINT the current cycle is committed and the process exits 0. Metrics,
 ``/healthz`` and ``/readyz`` (ready once the assigned partitions' state is restored) are
 served on the admin port of the ``observability:`` section. Configuration
 mistakes exit 2 with one line; an unreachable cluster, or state written for other
-audience definitions, exits 1.
+audience definitions, exits 1; a transaction that can neither commit nor abort (or a
+Kafka call that hangs) exits 3, asking the supervisor for a restart.
 """
 
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import signal
 import sys
 from pathlib import Path
@@ -23,7 +25,14 @@ from streamsync.config import ConfigError, load_config
 from streamsync.observability.admin import AdminServerError
 from streamsync.observability.logs import secret_values
 from streamsync.observability.service import Observability
-from streamsync.runtime.app import Application, BrokerUnreachable, EvaluateStats, StartupError
+from streamsync.runtime.app import (
+    RESTART_EXIT_STATUS,
+    Application,
+    BrokerUnreachable,
+    EvaluateStats,
+    RestartRequired,
+    StartupError,
+)
 from streamsync.runtime.observer import EvaluateObserver
 from streamsync.state.codec import StateError
 from streamsync.state.recovery import RecoveryError
@@ -72,6 +81,9 @@ def run_evaluate(args: argparse.Namespace) -> int:
     except (ConfigError, AudienceDefinitionError, StartupError) as exc:
         print(f"streamsync evaluate: {exc}", file=sys.stderr)
         return 2
+    except UnicodeDecodeError:
+        print(f"streamsync evaluate: {args.config}: not a UTF-8 text file", file=sys.stderr)
+        return 2
     try:
         obs = Observability.start(
             config.observability, role="evaluate", secrets=secret_values(config)
@@ -85,6 +97,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
         app.stop()
 
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    # `kill -USR1 <pid>` prints every thread's stack to stderr: for a process that hangs.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     print(
         f"evaluate: {len(app.audiences)} audiences over {', '.join(app.topics)} from "
         f"{config.kafka.bootstrap_servers} as {app.settings.group_id}; deltas to "
@@ -100,6 +114,9 @@ def run_evaluate(args: argparse.Namespace) -> int:
     except (BrokerUnreachable, StateError, RecoveryError) as exc:
         print(f"streamsync evaluate: {exc}", file=sys.stderr)
         return 1
+    except RestartRequired as exc:
+        print(f"streamsync evaluate: {exc}; exiting to be restarted", file=sys.stderr)
+        return RESTART_EXIT_STATUS
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)

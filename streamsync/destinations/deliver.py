@@ -364,11 +364,19 @@ def run_delivery(
     duration_s: float,
     idle_timeout_s: float | None = None,
     env: Mapping[str, str] | None = None,
+    progress: Callable[[DeliverResult, DeliverySink], None] | None = None,
+    progress_interval_s: float = 10.0,
 ) -> dict[str, DeliverResult]:
     """Run delivery to ``names`` (default: every configured destination) side by side for
     at most ``duration_s`` (or until each was idle ``idle_timeout_s``); return each
-    destination's counts. A destination that failed has ``error`` set."""
-    loops = [DeliverLoop(config, name, env=env) for name in (names or list(config.destinations))]
+    destination's counts. A destination that failed has ``error`` set. ``progress`` is
+    called from each destination's own thread."""
+    loops = [
+        DeliverLoop(
+            config, name, env=env, progress=progress, progress_interval_s=progress_interval_s
+        )
+        for name in (names or list(config.destinations))
+    ]
     results: dict[str, DeliverResult] = {}
 
     def work(loop: DeliverLoop) -> None:

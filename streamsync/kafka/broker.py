@@ -356,6 +356,29 @@ class LocalBroker:
         self._bootstrap = f"127.0.0.1:{port}"
         self._wait_until_ready(console)
 
+    def restart(self, timeout: float = 30.0) -> None:
+        """Stop the broker process (a controlled shutdown) and start it again on the same
+        data and ports, as an operator's rolling restart does: for fault tests."""
+        proc = self._proc
+        if proc is None:
+            raise RuntimeError("LocalBroker is not running")
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        console = self.data_dir / "console.log"
+        with console.open("ab") as sink:
+            self._proc = subprocess.Popen(
+                proc.args,
+                stdin=subprocess.DEVNULL,
+                stdout=sink,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        self._wait_until_ready(console)
+
     def _tool(self, command: list[str]) -> str:
         result = subprocess.run(
             command, capture_output=True, text=True, stdin=subprocess.DEVNULL, check=False

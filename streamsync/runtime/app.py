@@ -34,6 +34,7 @@ from __future__ import annotations
 import copy
 import logging
 import os
+import threading
 import time
 import uuid
 from collections import Counter
@@ -56,9 +57,7 @@ from confluent_kafka import (
 )
 from confluent_kafka.admin import (  # type: ignore[attr-defined]
     AdminClient,
-    ConfigResource,
     NewTopic,
-    ResourceType,
 )
 
 from streamsync.audiences.definition import Audience
@@ -75,6 +74,7 @@ from streamsync.runtime.dead_letter import (
     DEAD_LETTER_PRODUCER_OVERRIDES,
     dead_letter_headers,
     fit_dead_letter,
+    topic_max_message_bytes,
 )
 from streamsync.runtime.ingest_loop import (
     _BROKER_DOWN,
@@ -94,7 +94,58 @@ log = logging.getLogger(__name__)
 
 #: Dead-letter reason for a record whose evaluation raised inside the engine.
 ENGINE_ERROR = "engine_error"
-_DEFAULT_MAX_MESSAGE_BYTES = 1_048_588
+
+
+#: Exit status asking the supervisor for a restart: a transaction that can neither commit
+#: nor abort, or a Kafka call hung past its budget (see :class:`Watchdog`). Safe: the
+#: open transaction is aborted by the next incarnation and the work redone.
+RESTART_EXIT_STATUS = 3
+
+
+class RestartRequired(Exception):
+    """The transactional producer cannot go on in this process; exit with
+    :data:`RESTART_EXIT_STATUS` and be started again."""
+
+
+class Watchdog:
+    """Ends the process when one transactional call blocks far past its timeout.
+
+    librdkafka can block in ``send_offsets_to_transaction`` indefinitely, ignoring its
+    timeout, after the group coordinator went away and came back (a broker restart:
+    confluentinc/librdkafka#5456 and #5511). Nothing inside the process can interrupt
+    it; exiting is safe (the open transaction is aborted and the work redone from the
+    last commit) and the supervisor (Kubernetes, systemd) starts the process again.
+    """
+
+    def __init__(self, limit_s: float) -> None:
+        self.limit_s = limit_s
+        self._armed: tuple[str, float] | None = None
+        self._wake = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="watchdog", daemon=True)
+        self._thread.start()
+
+    def arm(self, call: str) -> None:
+        self._armed = (call, time.monotonic())
+
+    def disarm(self) -> None:
+        self._armed = None
+
+    def _watch(self) -> None:
+        while not self._wake.wait(1.0):
+            armed = self._armed
+            if armed is not None and time.monotonic() - armed[1] > self.limit_s:
+                log.critical(
+                    "%s has blocked for over %.0fs (a known librdkafka hang after a "
+                    "coordinator change); exiting with status %d to be restarted",
+                    armed[0],
+                    self.limit_s,
+                    RESTART_EXIT_STATUS,
+                )
+                logging.shutdown()
+                os._exit(RESTART_EXIT_STATUS)
+
+    def close(self) -> None:
+        self._wake.set()
 
 
 class StartupError(Exception):
@@ -206,6 +257,7 @@ class Application:
         self._positions: dict[tuple[str, int], int] = {}
         self._poison: dict[tuple[str, int, int], str] = {}
         self._stop = False
+        self._failed = False
         self._in_txn = False
         self._error: BaseException | None = None
         self._fatal: KafkaError | None = None
@@ -215,6 +267,7 @@ class Application:
         self._partitions = 0
         self._dead_letter_max: int | None = None
         self._consumer: Consumer | None = None
+        self._watchdog: Watchdog | None = None
         self._producer: Producer | None = None
         self._restorer: Consumer | None = None
         #: Reports to the process telemetry (``streamsync evaluate`` sets it).
@@ -334,17 +387,8 @@ class Application:
                         and error.code() == KafkaError.TOPIC_ALREADY_EXISTS
                     ):
                         raise StartupError(f"cannot create topic {name}: {exc}") from None
-        self._dead_letter_max = self._max_message_bytes(admin, self.config.ingest.dead_letter_topic)
+        self._dead_letter_max = topic_max_message_bytes(admin, self.config.ingest.dead_letter_topic)
         return admin
-
-    @staticmethod
-    def _max_message_bytes(admin: AdminClient, topic: str) -> int:
-        try:
-            resource = ConfigResource(ResourceType.TOPIC, topic)
-            entries = admin.describe_configs([resource])[resource].result(30)
-            return int(entries["max.message.bytes"].value)
-        except Exception:  # older brokers, missing ACL: assume the default
-            return _DEFAULT_MAX_MESSAGE_BYTES
 
     def _open_clients(self) -> None:
         settings = self.settings
@@ -364,6 +408,7 @@ class Application:
             )
         )
         producer.init_transactions(settings.broker_timeout_ms / 1000)
+        self._watchdog = Watchdog(max(30.0, 3 * settings.transaction_timeout_ms / 1000))
         self._producer = producer
         self._consumer = self.clients.consumer(
             consumer_config(
@@ -441,6 +486,9 @@ class Application:
             if finish:
                 self._finish()
             self._commit()
+        except BaseException:
+            self._failed = True  # closing must not try to commit a doomed transaction
+            raise
         finally:
             self.stats.elapsed_s = time.monotonic() - started
             self._close()
@@ -465,6 +513,8 @@ class Application:
         self._parked.clear()
         if self._restorer is not None:
             self._restorer.close()
+        if self._watchdog is not None:
+            self._watchdog.close()
 
     def _check_errors(self) -> None:
         if self._error is not None:
@@ -644,9 +694,12 @@ class Application:
         aborted (the tasks were then rewound to the last commit)."""
         producer, consumer = self._producer, self._consumer
         assert producer is not None and consumer is not None
-        timeout = (
-            timeout_s if timeout_s is not None else self.settings.transaction_timeout_ms / 1000
-        )
+        # Retriable errors (a broker restarting) are retried within the transaction
+        # timeout (the coordinator aborts the transaction after it anyway); a revoke has
+        # its own budget.
+        if timeout_s is None:
+            timeout_s = self.settings.transaction_timeout_ms / 1000
+        timeout = timeout_s
         changelog = self.settings.changelog
         batches: list[tuple[Task, dict[bytes, bytes | None]]] = []
         self._changelog_offsets.clear()
@@ -668,21 +721,32 @@ class Application:
             return True
         offsets = [TopicPartition(t, p, o) for (t, p), o in self._positions.items()]
         deadline = time.monotonic() + timeout
+        watchdog = self._watchdog
+        assert watchdog is not None
+        last_error = ""
         while True:
             try:
                 self._begin()
                 if offsets:
+                    watchdog.arm("send_offsets_to_transaction")
                     producer.send_offsets_to_transaction(
-                        offsets, consumer.consumer_group_metadata(), max(timeout, 1.0)
+                        offsets, consumer.consumer_group_metadata(), min(timeout, 10.0)
                     )
                     offsets = []
-                producer.commit_transaction(max(deadline - time.monotonic(), 1.0))
+                watchdog.arm("commit_transaction")
+                producer.commit_transaction(min(timeout, 10.0))
+                watchdog.disarm()
                 break
             except KafkaException as exc:
+                watchdog.disarm()
                 error = exc.args[0] if exc.args else None
                 if not isinstance(error, KafkaError) or error.fatal():
                     raise
                 if error.retriable() and time.monotonic() < deadline:
+                    if error.str() != last_error:
+                        last_error = error.str()
+                        log.info("commit not done yet (%s); retrying", last_error)
+                    time.sleep(0.1)
                     continue
                 log.warning("transaction aborted (%s); rewinding to the last commit", error)
                 self._rewind()
@@ -707,13 +771,16 @@ class Application:
         producer = self._producer
         assert producer is not None
         if self._in_txn:
+            watchdog = self._watchdog
+            if watchdog is not None:
+                watchdog.arm("abort_transaction")
             try:
                 producer.abort_transaction(self.settings.transaction_timeout_ms / 1000)
             except KafkaException as exc:
-                error = exc.args[0] if exc.args else None
-                if isinstance(error, KafkaError) and error.fatal():
-                    raise
-                log.warning("abort failed: %s", exc)
+                raise RestartRequired(f"the open transaction cannot be aborted: {exc}") from None
+            finally:
+                if watchdog is not None:
+                    watchdog.disarm()
             self._in_txn = False
         # Counts go back with the records: they will be read and counted again.
         aborts, errors = self.stats.aborts + 1, self.stats.engine_errors
@@ -737,7 +804,14 @@ class Application:
         assignment = consumer.assignment()
         if not assignment:
             return
-        committed = consumer.committed(assignment, timeout=30)
+        deadline = time.monotonic() + self.settings.broker_timeout_ms / 1000
+        while True:
+            try:
+                committed = consumer.committed(assignment, timeout=10)
+                break
+            except KafkaException:
+                if time.monotonic() >= deadline:
+                    raise
         for tp in committed:
             offset = tp.offset if tp.offset >= 0 else OFFSET_BEGINNING
             try:
@@ -847,7 +921,7 @@ class Application:
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         try:
             numbers = sorted({tp.partition for tp in partitions})
-            committed = self._commit(self.settings.revoke_budget_ms / 1000)
+            committed = not self._failed and self._commit(self.settings.revoke_budget_ms / 1000)
             for number in numbers:
                 task = self.tasks.pop(number, None)
                 if task is None:
@@ -873,6 +947,7 @@ class Application:
                     task.store.close()
             if self.observer is not None:
                 self.observer.revoked(tp.partition for tp in partitions)
-            self._rewind()
+            if not self._failed:
+                self._rewind()
         except BaseException as exc:
             self._error = exc

@@ -18,6 +18,11 @@ from __future__ import annotations
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
+from confluent_kafka.admin import (  # type: ignore[attr-defined]
+    AdminClient,
+    ConfigResource,
+    ResourceType,
+)
 
 from streamsync.ingest.errors import DeadLetterError, DecodeError
 from streamsync.ingest.event import SourcePosition
@@ -61,6 +66,22 @@ def dead_letter_headers(
     if index is not None:
         headers.append((INDEX_HEADER, str(index).encode()))
     return headers
+
+
+#: Kafka's default ``max.message.bytes``, assumed when a topic's cannot be read.
+DEFAULT_MAX_MESSAGE_BYTES = 1_048_588
+
+
+def topic_max_message_bytes(admin: AdminClient, topic: str, timeout_s: float = 10.0) -> int:
+    """The topic's ``max.message.bytes`` (the broker default if it cannot be read: a
+    missing topic, an ACL, an old broker)."""
+    try:
+        resource = ConfigResource(ResourceType.TOPIC, topic)
+        futures = admin.describe_configs([resource], request_timeout=timeout_s)
+        entries = futures[resource].result(timeout_s)
+        return int(entries["max.message.bytes"].value)
+    except Exception:
+        return DEFAULT_MAX_MESSAGE_BYTES
 
 
 def fit_dead_letter(

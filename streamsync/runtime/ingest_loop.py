@@ -27,14 +27,19 @@ from confluent_kafka import (
     Producer,
     TopicPartition,
 )
+from confluent_kafka.admin import AdminClient
 
 from streamsync.config import IngestConfig, KafkaConfig
 from streamsync.ingest.avro import FileSchemaRegistry, SchemaRegistry
 from streamsync.ingest.decoder import NO_CUSTOMER, Decoder
 from streamsync.ingest.errors import ConsumerError, DecodeError
 from streamsync.ingest.event import Event, SourcePosition
-from streamsync.kafka.config import consumer_config, producer_config
-from streamsync.runtime.dead_letter import DEAD_LETTER_PRODUCER_OVERRIDES, DeadLetterWriter
+from streamsync.kafka.config import admin_config, consumer_config, producer_config
+from streamsync.runtime.dead_letter import (
+    DEAD_LETTER_PRODUCER_OVERRIDES,
+    DeadLetterWriter,
+    topic_max_message_bytes,
+)
 
 log = logging.getLogger(__name__)
 
@@ -221,7 +226,21 @@ class IngestLoop:
         ``idle_timeout_s`` seconds, or :meth:`stop` was called; return the counts."""
         stats = IngestStats({name: TopicStats() for name in self.decoders})
         consumer, producer = self._clients()
-        dead_letters = DeadLetterWriter(producer, self.config.dead_letter_topic)
+        # A dead letter larger than its topic accepts would fail on every retry: it is
+        # truncated to fit (with a header saying so) instead.
+        admin = AdminClient(
+            admin_config(
+                self.kafka.bootstrap_servers,
+                {**self.kafka.client_config(), **_QUIET, "error_cb": self._on_error},
+            )
+        )
+        dead_letters = DeadLetterWriter(
+            producer,
+            self.config.dead_letter_topic,
+            topic_max_message_bytes(
+                admin, self.config.dead_letter_topic, min(10.0, self.broker_timeout_s)
+            ),
+        )
         started = self._last_activity = last_progress = time.monotonic()
         handled = 0
         try:

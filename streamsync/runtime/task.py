@@ -19,6 +19,7 @@ tombstones for segments no longer needed, and the meta record.
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
@@ -112,21 +113,21 @@ class Task:
         """Instants before this are final for this task (``UNKNOWN`` if none is).
 
         A partition that has delivered nothing yet holds it back (its first records may
-        be old) unless it is caught up. With the wall clock off, a caught-up partition
-        does not hold it back at all, and when all are caught up the newest record of
-        any stands for the clock."""
+        be old) unless it is caught up: an empty partition holds nothing back. Being
+        caught up does not make a partition's own progress irrelevant (its producer may
+        append older records than another topic's newest), so without the wall clock it
+        still counts with its newest record."""
         low = NEVER
-        newest_any = UNKNOWN
         for topic in self.topics:
             newest = self.newest[topic]
             mark = UNKNOWN if newest == UNKNOWN else newest - self.lateness
-            newest_any = max(newest_any, mark)
             if self.caught_up[topic]:
-                if not self.wall_clock:
+                if self.wall_clock:
+                    mark = max(mark, now_ms - self.grace)
+                elif newest == UNKNOWN:
                     continue
-                mark = max(mark, now_ms - self.grace)
             low = min(low, mark)
-        return newest_any if low == NEVER else low
+        return UNKNOWN if low == NEVER else low
 
     def advance(self, now_ms: int) -> list[MembershipDelta]:
         mark = self.watermark(now_ms)
@@ -208,10 +209,18 @@ class Task:
             )
         clock: dict[str, int] = meta["clock"]
         closed = clock["closed"]
-        customers = {
-            key[len(CUSTOMER_PREFIX) :].decode(): decode_customer(value)
-            for key, value in store.items(CUSTOMER_PREFIX)
-        }
+        # Millions of new containers: the cyclic collector would rescan them again and
+        # again while they are built (they hold no cycles), so it waits until the end.
+        paused = gc.isenabled()
+        gc.disable()
+        try:
+            customers = {
+                key[len(CUSTOMER_PREFIX) :].decode(): decode_customer(value)
+                for key, value in store.items(CUSTOMER_PREFIX)
+            }
+        finally:
+            if paused:
+                gc.enable()
         buffer = [
             entry
             for _, value in store.items(EVENTS_PREFIX)

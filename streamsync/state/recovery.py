@@ -76,7 +76,7 @@ def restore_partition(
             if now - last_report >= _PROGRESS_EVERY_S:
                 last_report = now
                 say(f"{topic}[{partition}]: restored {read:,} records, offset {position}/{high}")
-            for message in consumer.consume(10_000, 0.5):
+            for message in consumer.consume(10_000, 0.2):
                 error = message.error()
                 if error is not None:
                     if error.code() == KafkaError._PARTITION_EOF:

@@ -287,3 +287,27 @@ def test_the_example_configuration_with_avro_deltas(
         reader.close()
     enter = [d for d in got if d.audience == "ACT__CartAbandon__90m"]
     assert enter and enter[0].customer_id == "ex-1" and enter[0].at_ms == t0 + 90 * 60_000
+
+
+def test_evaluate_equals_the_independent_oracle(
+    kafka_bootstrap_servers: str, tmp_path: Path
+) -> None:
+    """The brute-force evaluator of tests/audiences (not the engine) as the reference:
+    the read-committed transitions per customer and audience are the oracle's."""
+    from tests.audiences.oracle import decode_record, oracle_transitions
+
+    stream = Stream(kafka_bootstrap_servers, partitions=3)
+    raws = synthetic(12, 1500, seed=3)
+    stream.produce(raws)
+    Application(load_config(stream.config(tmp_path))).run(idle_timeout_s=2.0)
+    live = read_deltas(kafka_bootstrap_servers, stream.deltas)
+    check_seq(live)
+    got: dict[tuple[str, str], list[tuple[int, str]]] = {}
+    for delta in sorted(live, key=lambda d: d.seq):
+        got.setdefault((delta.audience, delta.customer_id), []).append((delta.at_ms, delta.op))
+    decoded = [decode_record(raw) for raw in raws]
+    expected = oracle_transitions(
+        [e for e in decoded if e is not None], until_ms=int(time.time() * 1000)
+    )
+    assert len({audience for audience, _ in expected}) >= 10
+    assert got == expected

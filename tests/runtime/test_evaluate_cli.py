@@ -71,3 +71,39 @@ def test_a_missing_input_topic_is_named(kafka_bootstrap_servers: str, tmp_path: 
     assert result.returncode == 2
     assert "input topics not found: no-such-topic-3f9a" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.kafka
+def test_state_of_other_definitions_is_refused_with_one_line(
+    kafka_bootstrap_servers: str, tmp_path: Path
+) -> None:
+    """The state was built for the example audiences; the same group with one definition
+    changed (a 90-minute wait made 80) must not misread it."""
+    from streamsync.config import load_config
+    from streamsync.runtime.app import Application
+    from tests.runtime.evaluate_support import Stream, synthetic
+
+    stream = Stream(kafka_bootstrap_servers, partitions=1)
+    stream.produce(synthetic(20, 300, seed=2))
+    Application(load_config(stream.config(tmp_path))).run(idle_timeout_s=1.0)
+    changed = tmp_path / "changed"
+    changed.mkdir()
+    for path in sorted(AUDIENCES.iterdir()):
+        (changed / path.name).write_text(path.read_text().replace("at_least: 90m", "at_least: 80m"))
+    assert "80m" in (changed / "cart_and_checkout.yaml").read_text()
+    config = stream.config(tmp_path, "state", audiences=str(changed))
+    result = _run(config, kafka_bootstrap_servers)
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    [line] = [x for x in result.stderr.splitlines() if x.startswith("streamsync evaluate:")]
+    assert "other audience definitions" in line and "evaluate.group_id" in line
+
+
+def test_a_configuration_that_is_not_utf8_is_a_usage_error(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_bytes(b"\xff\xfe\x00 not text")
+    result = _run(path, "127.0.0.1:1")
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        f"streamsync evaluate: {path}: line 1: not UTF-8 text (is it a binary file?)"
+    )

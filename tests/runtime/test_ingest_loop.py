@@ -319,3 +319,40 @@ def test_an_unreachable_broker_is_an_error_not_an_idle_success() -> None:
     loop = IngestLoop(config, KafkaConfig(bootstrap_servers="127.0.0.1:1"), broker_timeout_s=3)
     with pytest.raises(ConsumerError, match=r"cannot reach Kafka at 127\.0\.0\.1:1"):
         loop.run(idle_timeout_s=1)
+
+
+def test_a_dead_letter_too_large_for_its_topic_is_truncated_not_fatal(
+    kafka_bootstrap_servers: str,
+    new_topic: Callable[..., str],
+    topic_with_config: Callable[[str, dict[str, str]], str],
+    producer: Producer,
+) -> None:
+    """A malformed record just under the input limit: its dead letter (value plus
+    headers) would not fit the dead-letter topic, so it is cut to fit and says so, and
+    the good record behind it is read and committed."""
+    topic = new_topic("cio.pipelines")
+    dead = topic_with_config("dead-small", {"max.message.bytes": "65536"})
+    group = f"ingest-{uuid.uuid4().hex[:8]}"
+    config = IngestConfig(
+        topics=[TopicConfig(name=topic, format="pipelines_json", max_record_bytes=65_000)],
+        dead_letter_topic=dead,
+        group_id=group,
+    )
+    malformed = b"{" + b"x" * 64_900
+    produce_all(
+        producer,
+        [
+            Produced(topic, None, malformed, BASE_TS, "malformed_json"),
+            Produced(topic, None, orjson.dumps(ORDER_COMPLETED), BASE_TS, "event"),
+        ],
+    )
+    stats = IngestLoop(config, KafkaConfig(bootstrap_servers=kafka_bootstrap_servers)).run(
+        idle_timeout_s=IDLE_S
+    )
+    assert stats.decoded == 1 and stats.dead_lettered == 1
+    [letter] = read_all(kafka_bootstrap_servers, dead, 1)
+    headers = dict(letter.headers())
+    assert headers[dl.TRUNCATED_HEADER] == str(len(malformed)).encode()
+    assert malformed.startswith(letter.value())
+    committed, end = committed_equals_end(kafka_bootstrap_servers, group, [topic])[topic]
+    assert committed == end == 2

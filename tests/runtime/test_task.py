@@ -49,13 +49,22 @@ def test_slowest_topic_holds_the_watermark_while_reading_a_backlog() -> None:
     assert task.watermark(now_ms=10**13) == 990
 
 
-def test_without_the_wall_clock_a_caught_up_topic_does_not_hold_back() -> None:
+def test_without_the_wall_clock_an_empty_caught_up_topic_does_not_hold_back() -> None:
     task = _task(lateness=0)
     task.process(_event("a", 1_000))
     task.caught_up["b"] = True
     assert task.watermark(now_ms=10**13) == 1_000
     task.caught_up["a"] = True
     assert task.watermark(now_ms=10**13) == 1_000  # event time only: the wall clock is off
+
+
+def test_without_the_wall_clock_a_caught_up_topic_still_counts_its_own_progress() -> None:
+    """Its producer may still append records older than the other topic's newest."""
+    task = _task(lateness=0)
+    task.process(_event("a", 5_000))
+    task.process(_event("b", 1_000))
+    task.caught_up["b"] = True
+    assert task.watermark(now_ms=10**13) == 1_000
 
 
 def test_with_the_wall_clock_caught_up_topics_follow_it_minus_the_grace() -> None:
