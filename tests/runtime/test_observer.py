@@ -143,3 +143,46 @@ def test_counts_are_reported_after_commit_only(tmp_path: Path) -> None:
 class _Stats:
     def __init__(self, topics: dict[str, TopicStats]) -> None:
         self.topics = topics
+
+
+class _Message:
+    def __init__(self, headers: list[tuple[str, bytes]] | None) -> None:
+        self._headers = headers
+
+    def headers(self) -> list[tuple[str, bytes]] | None:
+        return self._headers
+
+
+def test_readiness_follows_restores_and_deltas_continue_their_records_trace(
+    tmp_path: Path,
+) -> None:
+    telemetry = Telemetry(role="evaluate")
+    observer = EvaluateObserver(telemetry, group="g", audiences=["A"], stuck_after_ms=0)
+    assert telemetry.health.readiness()[0] is False  # nothing restored yet
+    observer.assigned()
+    assert telemetry.health.readiness() == (True, "")
+    observer.restoring([2, 0])
+    assert telemetry.health.readiness() == (False, "restoring state of partitions 0, 2")
+    observer.assigned()
+    assert telemetry.health.readiness()[0] is True
+
+    trace_id = "0af7651916cd43dd8448eb211c80319c"
+    parent = f"00-{trace_id}-b7ad6b7169203331-01"
+    [traced, plain] = list(read_events([_order("c1", T0, 1.0), _order("c2", T0, 1.0)]))
+    assert not observer.tracing  # nothing to follow: deltas get no headers at all
+    observer.received(_Message([("traceparent", parent.encode()), ("x", b"y")]), traced)  # type: ignore[arg-type]
+    observer.received(_Message(None), plain)  # type: ignore[arg-type]
+    assert observer.tracing
+
+    def delta(record_id: str | None) -> MembershipDelta:
+        ids = [record_id] if record_id is not None else []
+        return MembershipDelta("A", 1, "c", "enter", T0, 1, ids)
+
+    headers = observer.trace_headers(delta(traced.record_id))
+    assert headers is not None and [name for name, _ in headers] == ["traceparent"]
+    value = headers[0][1]
+    assert isinstance(value, bytes)
+    version, got_trace, span, _flags = value.decode().split("-")
+    assert (version, got_trace) == ("00", trace_id) and span != "b7ad6b7169203331"
+    assert observer.trace_headers(delta(plain.record_id)) is None
+    telemetry.shutdown()
