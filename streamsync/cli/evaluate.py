@@ -17,10 +17,12 @@ import argparse
 import faulthandler
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
 from streamsync.audiences.loader import AudienceDefinitionError
+from streamsync.cli.progress import rate_printer
 from streamsync.config import ConfigError, load_config
 from streamsync.observability.admin import AdminServerError
 from streamsync.observability.logs import secret_values
@@ -52,22 +54,14 @@ def register(subparsers: Any) -> None:
     parser.set_defaults(func=run_evaluate)
 
 
-def _progress(out: TextIO) -> Any:
-    last = [0, 0.0]
-
-    def show(stats: EvaluateStats) -> None:
-        records, elapsed = stats.records, stats.elapsed_s
-        window = elapsed - last[1]
-        rate = (records - last[0]) / window if window > 0 else 0.0
-        last[0], last[1] = records, elapsed
-        print(
-            f"evaluate: {records:,} records ({rate:,.0f}/s), {stats.deltas:,} deltas, "
-            f"{stats.dead_lettered:,} dead letters, {stats.commits:,} commits",
-            file=out,
-            flush=True,
+def _progress(out: TextIO) -> Callable[[EvaluateStats], None]:
+    def line(stats: EvaluateStats, rate: float) -> str:
+        return (
+            f"evaluate: {stats.records:,} records ({rate:,.0f}/s), {stats.deltas:,} deltas, "
+            f"{stats.dead_lettered:,} dead letters, {stats.commits:,} commits"
         )
 
-    return show
+    return rate_printer(out, line)
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
