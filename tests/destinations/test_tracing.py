@@ -17,7 +17,7 @@ from streamsync.deltas.codec import encode_json
 from streamsync.deltas.record import MembershipDelta
 from streamsync.destinations.client import Change
 from streamsync.destinations.deliver import DeliverLoop
-from streamsync.dev.standins import StandInServer
+from streamsync.dev.standins import StandInAdmin, StandInServer
 from streamsync.observability.tracing import Tracing
 from tests.destinations.conftest import BRAZE_KEY, delta
 from tests.destinations.helpers import write_config
@@ -43,14 +43,14 @@ def _produce(
 
 def _loop(
     tmp_path: Path, bootstrap: str, topic: str, standins: StandInServer, tracing: Tracing,
-    acked: list[Change],
+    acked: list[Change], **settings: object,
 ) -> DeliverLoop:  # fmt: skip
     path = write_config(
         tmp_path / "c.yaml", bootstrap, topic,
         {"braze": {"kind": "braze", "base_url": standins.urls["braze"],
                    "credentials": {"env": "K1"}, "dead_letter_topic": f"{topic}-dlq",
                    "group_id": f"tr-{uuid.uuid4().hex[:8]}",
-                   "rate_limit": {"limit": 50, "window_s": 1.0}}},
+                   "rate_limit": {"limit": 50, "window_s": 1.0}, **settings}},
     )  # fmt: skip
     return DeliverLoop(
         load_config(path, env={}), "braze", env={"K1": BRAZE_KEY}, tracing=tracing,
@@ -103,6 +103,39 @@ def test_request_spans_link_to_every_delta_trace(
     assert sum(int(s.attributes["streamsync.deltas"]) for s in spans if s.attributes) == len(
         records
     )
+    tracing.shutdown()
+
+
+def test_each_attempt_is_a_span_and_failures_name_only_their_class(
+    tmp_path: Path, kafka_bootstrap_servers: str, new_topic: Callable[..., str],
+    standins: StandInServer,
+) -> None:  # fmt: skip
+    topic = new_topic("deltas-retried")
+    trace_id = 0x1234567890ABCDEF1234567890ABCDEF
+    _produce(
+        kafka_bootstrap_servers, topic,
+        [(delta("c1", "ACT__A", "enter"), _traceparent(trace_id, 0x42, sampled=False))],
+    )  # fmt: skip
+    StandInAdmin(standins.urls["braze"]).faults(status_burst={"count": 2, "status": 503})
+    exporter = InMemorySpanExporter()
+    tracing = Tracing(role="deliver", exporter=exporter)
+    acked: list[Change] = []
+    loop = _loop(
+        tmp_path, kafka_bootstrap_servers, topic, standins, tracing, acked,
+        retry={"initial_backoff_s": 0.01, "max_backoff_s": 0.05},
+    )  # fmt: skip
+    result = loop.run(duration_s=60, idle_timeout_s=2)
+    assert result.stats.delivered_total == 1 and result.stats.retries == 2
+    assert tracing.flush()
+    spans = [s for s in exporter.get_finished_spans() if s.name == "deliver braze"]
+    statuses = [s.attributes["http.response.status_code"] for s in spans if s.attributes]
+    assert statuses[:2] == [503, 503] and 200 <= int(statuses[2]) < 300  # type: ignore[arg-type]
+    assert len(spans) == 3
+    for failed in spans[:2]:
+        assert failed.status.status_code is StatusCode.ERROR
+        assert failed.status.description == "RetriableError"  # not the vendor's body
+    assert spans[2].status.status_code is not StatusCode.ERROR
+    assert all([link.context.trace_id for link in s.links] == [trace_id] for s in spans)
     tracing.shutdown()
 
 
