@@ -37,8 +37,10 @@ from streamsync.config import load_config
 from streamsync.deltas.codec import decode_json
 from streamsync.ingest.event import Event, SourcePosition
 from streamsync.kafka.broker import kafka_bootstrap
+from streamsync.observability.metrics import Telemetry
 from streamsync.resources import project_path
 from streamsync.runtime.app import Application
+from streamsync.runtime.observer import EvaluateObserver
 from streamsync.runtime.task import Task
 from streamsync.state.codec import encode_customer
 from streamsync.state.recovery import restore_partition
@@ -163,34 +165,43 @@ def bench_throughput(bootstrap: str, tmp: Path, events: int, customers: int) -> 
         f"= {base:,.0f}/s"
     )
 
-    config = load_config(
-        _config(
-            tmp,
-            bootstrap,
-            run,
-            [(pipelines, "pipelines_json"), (webhooks, "webhook_json")],
-            audiences=str(AUDIENCES),
-            wall_clock=False,
+    # The same records twice, each under its own group and state: plain, then reporting
+    # to a Telemetry (what `streamsync evaluate` does), so the cost of telemetry shows.
+    for label, observed in (("evaluate", False), ("evaluate + telemetry", True)):
+        name = f"{run}-{'obs' if observed else 'plain'}"
+        config = load_config(
+            _config(
+                tmp,
+                bootstrap,
+                name,
+                [(pipelines, "pipelines_json"), (webhooks, "webhook_json")],
+                audiences=str(AUDIENCES),
+                wall_clock=False,
+            )
         )
-    )
-    app = Application(config)
-    first: list[float] = []
+        app = Application(config)
+        telemetry = Telemetry(role="evaluate") if observed else None
+        if telemetry is not None:
+            app.observer = EvaluateObserver.for_application(telemetry, app)
+        first: list[float] = []
 
-    def progress(stats: Any) -> None:
-        if stats.records and not first:
-            first.append(time.monotonic())
+        def progress(stats: Any, first: list[float] = first) -> None:
+            if stats.records and not first:
+                first.append(time.monotonic())
 
-    app.progress, app.progress_interval_s = progress, 0.05
-    started = time.monotonic()
-    stats = app.run(idle_timeout_s=1.0)
-    ended = time.monotonic() - 1.0  # the idle second at the end is not work
-    begin = first[0] if first else started
-    rate = stats.records / (ended - begin)
-    print(
-        f"evaluate (exactly-once, 13 audiences): {stats.records:,} records, "
-        f"{stats.deltas:,} deltas, {stats.commits:,} commits in {ended - begin:.1f}s "
-        f"= {rate:,.0f}/s ({rate / base:.2f}x passthrough)"
-    )
+        app.progress, app.progress_interval_s = progress, 0.05
+        started = time.monotonic()
+        stats = app.run(idle_timeout_s=1.0)
+        ended = time.monotonic() - 1.0  # the idle second at the end is not work
+        begin = first[0] if first else started
+        rate = stats.records / (ended - begin)
+        print(
+            f"{label} (exactly-once, 13 audiences): {stats.records:,} records, "
+            f"{stats.deltas:,} deltas, {stats.commits:,} commits in {ended - begin:.1f}s "
+            f"= {rate:,.0f}/s ({rate / base:.2f}x passthrough)"
+        )
+        if telemetry is not None:
+            telemetry.shutdown()
 
 
 def _ping(customer: str, ms: int) -> bytes:

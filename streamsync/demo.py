@@ -12,7 +12,11 @@ Steps (each reported on the output stream):
    partition, persistent state, exactly-once deltas topic) until the topics are drained,
    then fire every deadline up to the newest record; read the deltas back from the
    deltas topic as a ``read_committed`` consumer would.
-4. Replay the same records offline and compare: the deltas must be identical.
+4. Deliver the deltas topic to local Braze and MoEngage stand-ins (started in this
+   process on free loopback ports; destination settings from
+   ``examples/config/deliver-local.yaml``), both at once, until idle.
+5. Replay the same records offline and compare: the deltas must be identical, and so
+   must every stand-in profile's memberships and what replay says it should hold.
 """
 
 from __future__ import annotations
@@ -38,9 +42,15 @@ from streamsync.config import (
     IngestConfig,
     KafkaConfig,
     TopicConfig,
+    load_config,
 )
 from streamsync.deltas.codec import decode_json
 from streamsync.deltas.record import MembershipDelta
+from streamsync.destinations.config import DestinationConfig
+from streamsync.destinations.deliver import DeliverResult
+from streamsync.destinations.sink import DeliverySink
+from streamsync.dev.standins.compare import differences, expected_members
+from streamsync.dev.standins.session import StandInDelivery, deliver_to_standins
 from streamsync.ingest.avro import confluent_frame, encode_avro
 from streamsync.ingest.jsonl import is_webhook_record, read_events
 from streamsync.kafka.broker import kafka_bootstrap, kafka_bootstrap_from_env
@@ -51,6 +61,11 @@ from streamsync.synthetic import generate_records, mix_bad_records
 
 EXAMPLE_AUDIENCES = project_path("examples", "audiences")
 SCHEMA_REGISTRY = project_path("schemas", "registry")
+#: The destinations' settings (identifiers, attributes, modes) the demo delivers with;
+#: their URLs, keys, consumer groups and dead-letter topic are the demo's own.
+DELIVERY_CONFIG = project_path("examples", "config", "deliver-local.yaml")
+#: Delivery stops once idle; this bounds it should a destination never go idle.
+DELIVERY_LIMIT_S = 600.0
 #: Schema ids in ``schemas/registry/registry.yaml``.
 PIPELINES_SCHEMA_ID = 1
 PARTITIONS = 3
@@ -66,10 +81,25 @@ class DemoResult:
     dead_letters_read_back: int = 0
     deltas: list[MembershipDelta] = field(default_factory=list)
     replay_deltas: list[MembershipDelta] = field(default_factory=list)
+    #: per destination name; ``None`` when delivery was skipped
+    delivery: dict[str, StandInDelivery] | None = None
+    #: per destination name: the memberships replay says its profiles should hold
+    expected: dict[str, dict[str, set[str]]] = field(default_factory=dict)
 
     @property
     def matches_replay(self) -> bool:
         return _delta_keys(self.deltas) == _delta_keys(self.replay_deltas)
+
+    @property
+    def standins_match_replay(self) -> bool:
+        """Every stand-in's profiles hold what replay says (true when not delivered)."""
+        return self.delivery is None or all(
+            d.result.error is None and not d.differences for d in self.delivery.values()
+        )
+
+    @property
+    def passed(self) -> bool:
+        return self.matches_replay and self.standins_match_replay
 
 
 def _delta_keys(deltas: list[MembershipDelta]) -> Counter[tuple[str, str, str, int, int]]:
@@ -148,7 +178,8 @@ def hash_bucket(customer: str, buckets: int = 10) -> int:
 
 
 def _create_topics(bootstrap: str, names: list[str]) -> None:
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    # Errors only: on a fresh broker the client notes the requests it dropped on close.
+    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 3})
     # Room for the oversized record the stream contains: the topic must accept it for
     # ingest to reject it (and the dead-letter topic to keep it).
     config = {"max.message.bytes": str(MAX_MESSAGE_BYTES)}
@@ -190,6 +221,67 @@ def _read_deltas(
     return deltas
 
 
+def _demo_destinations(run: str) -> dict[str, DestinationConfig]:
+    """The example delivery settings with this run's own dead-letter topic and no
+    control file (a left-over one must not pause the demo)."""
+    configured = load_config(DELIVERY_CONFIG, env={}).destinations
+    update = {"dead_letter_topic": f"demo-{run}.deliver.dead-letter", "control_file": None}
+    return {name: dest.model_copy(update=update) for name, dest in configured.items()}
+
+
+def _deliver(
+    config: AppConfig, run: str, idle_timeout_s: float, out: TextIO
+) -> dict[str, StandInDelivery]:
+    """Step 4: the deltas topic to both stand-ins at once, until both are idle."""
+    destinations = _demo_destinations(run)
+    _create_topics(
+        config.kafka.bootstrap_servers,
+        sorted({dest.dead_letter_topic for dest in destinations.values()}),
+    )
+
+    reported: dict[str, int] = {}
+
+    def progress(state: DeliverResult, sink: DeliverySink) -> None:
+        # Called from each destination's thread; a destination that is waiting says nothing.
+        if reported.get(state.destination) == sink.stats.delivered_total:
+            return
+        reported[state.destination] = sink.stats.delivered_total
+        _say(
+            out,
+            f"      {state.destination}: {sink.stats.delivered_total:,} changes delivered "
+            f"in {sink.stats.requests:,} requests so far",
+        )
+
+    delivery = deliver_to_standins(
+        config.model_copy(update={"destinations": destinations}),
+        duration_s=DELIVERY_LIMIT_S,
+        idle_timeout_s=idle_timeout_s,
+        progress=progress,
+        progress_interval_s=2.0,
+    )
+    for name, done in delivery.items():
+        stats = done.result.stats
+        outcome = f"failed: {done.result.error}" if done.result.error else "done"
+        _say(
+            out,
+            f"      {name}: {stats.delivered_total:,} changes delivered in "
+            f"{stats.requests:,} requests, {done.members:,} profiles with memberships; {outcome}",
+        )
+    return delivery
+
+
+def _check_standins(result: DemoResult, destinations: dict[str, DestinationConfig]) -> None:
+    """Fill in what each stand-in should hold after the replayed deltas, and where not."""
+    assert result.delivery is not None
+    for name, done in result.delivery.items():
+        dest = destinations[name]
+        expected = expected_members(
+            result.replay_deltas, holdout=dest.holdout, suffix=dest.holdout_suffix
+        )
+        result.expected[name] = expected
+        done.differences = differences(expected, done.memberships)
+
+
 def run_demo(
     *,
     customers: int = 2_000,
@@ -197,6 +289,7 @@ def run_demo(
     seed: int = 1,
     bad_fraction: float = 0.002,
     idle_timeout_s: float = 5.0,
+    deliver: bool = True,
     out: TextIO,
 ) -> DemoResult:
     result = DemoResult()
@@ -208,21 +301,25 @@ def run_demo(
         "avro": f"demo-{run}.cio.pipelines.avro",
     }
     dead_letter_topic = f"demo-{run}.dead-letter"
+    steps = 5 if deliver else 4
     external = kafka_bootstrap_from_env()
     _say(
         out,
-        "[1/4] Kafka: "
+        f"[1/{steps}] Kafka: "
         + (f"using {external}" if external else "starting a local broker (Maven Central jars)"),
     )
     with kafka_bootstrap(progress=out) as bootstrap:
         _say(out, f"      broker at {bootstrap}")
         _create_topics(bootstrap, [*topics.values(), dead_letter_topic])
 
-        _say(out, f"[2/4] Generating {events:,} Customer.io records for {customers:,} customers")
+        _say(
+            out,
+            f"[2/{steps}] Generating {events:,} Customer.io records for {customers:,} customers",
+        )
         records = _records(customers, events, seed, bad_fraction)
         result.produced = _produce(bootstrap, topics, records, out)
 
-        _say(out, f"[3/4] Ingesting and evaluating {len(audiences)} audiences")
+        _say(out, f"[3/{steps}] Ingesting and evaluating {len(audiences)} audiences")
         deltas_topic = f"demo-{run}.deltas"
         with tempfile.TemporaryDirectory(prefix="streamsync-demo-state-") as state_dir:
             config = AppConfig(
@@ -261,11 +358,20 @@ def run_demo(
         result.dead_letters_read_back = _count_topic(
             bootstrap, dead_letter_topic, result.ingest.dead_lettered
         )
+        if deliver:
+            _say(out, "[4/5] Delivering the deltas to local Braze and MoEngage stand-ins")
+            result.delivery = _deliver(config, run, idle_timeout_s, out)
 
-    _say(out, "[4/4] Replaying the same records offline to check the live result")
+    _say(
+        out,
+        f"[{steps}/{steps}] Replaying the same records offline to check the live result"
+        + (" and the stand-ins' profiles" if deliver else ""),
+    )
     # The produced records as lines of a file, through the same decoders as replay.
     lines = (r if isinstance(r, bytes) else orjson.dumps(r) for r in records)
     result.replay_deltas = list(replay(audiences, read_events(lines, "demo"), progress=None))
+    if result.delivery is not None:
+        _check_standins(result, _demo_destinations(run))
     return result
 
 
@@ -306,3 +412,57 @@ def print_report(result: DemoResult, out: TextIO) -> None:
         f"Live deltas vs offline replay: {verdict} "
         f"({len(result.deltas):,} live, {len(result.replay_deltas):,} replayed)",
     )
+    if result.delivery is not None:
+        print_delivery_report(result, out)
+
+
+def print_delivery_report(result: DemoResult, out: TextIO) -> None:
+    """Per destination: what was delivered, audience sizes in the stand-ins against
+    replay, and the final check."""
+    delivery = result.delivery
+    assert delivery is not None
+    names = sorted(delivery)
+    _say(out, "Delivery to the local stand-ins, per destination")
+    _say(
+        out,
+        f"  {'destination':<12} {'deltas':>8} {'changes':>8} {'requests':>9} {'per req':>8} "
+        f"{'429s':>5} {'retries':>8} {'dead':>5} {'profiles':>9} {'over limit':>11}",
+    )
+    for name in names:
+        done = delivery[name]
+        stats = done.result.stats
+        per_request = stats.objects / stats.requests if stats.requests else 0.0
+        _say(
+            out,
+            f"  {name:<12} {done.result.consumed:>8,} {stats.delivered_total:>8,} "
+            f"{stats.requests:>9,} {per_request:>8.1f} {stats.rate_limited:>5,} "
+            f"{stats.retries:>8,} {done.result.dead_letters:>5,} {done.members:>9,} "
+            f"{len(done.violations):>11,}",
+        )
+    for note in (
+        "changes: acknowledged by the destination, after each batch folded a customer's",
+        "  deltas for one audience into their net effect; per req: objects per request;",
+        "  over limit: requests the stand-in recorded beyond a documented limit",
+    ):
+        _say(out, f"  {note}")
+    sizes = {n: Counter(a for m in delivery[n].memberships.values() for a in m) for n in names}
+    # What replay says each should hold; one column when every destination expects the same.
+    wanted = {n: Counter(a for m in result.expected.get(n, {}).values() for a in m) for n in names}
+    same = all(w == wanted[names[0]] for w in wanted.values())
+    replay_columns = (
+        {"replay": wanted[names[0]]} if same else {f"{n} replay": wanted[n] for n in names}
+    )
+    columns = {**sizes, **replay_columns}
+    _say(out, "Audience sizes in the stand-ins (members now) and what replay says")
+    _say(out, f"  {'audience':<36}" + "".join(f" {c:>15}" for c in columns))
+    for audience in sorted(set().union(*columns.values())):
+        _say(out, f"  {audience:<36}" + "".join(f" {c[audience]:>15,}" for c in columns.values()))
+    verdict = "identical" if result.standins_match_replay else "DIFFERENT"
+    counts = ", ".join(f"{name} {delivery[name].members:,}" for name in names)
+    _say(out, f"Stand-in profiles vs offline replay: {verdict} (profiles: {counts})")
+    for name in names:
+        done = delivery[name]
+        if done.result.error:
+            _say(out, f"  {name}: delivery failed: {done.result.error}")
+        for line in done.differences:
+            _say(out, f"  {name}: {line}")

@@ -392,6 +392,50 @@ class Engine:
             return []
         return [name for i, name in enumerate(self._names) if c[MEMBERS] >> i & 1]
 
+    def member_counts(self) -> dict[str, tuple[int, int]]:
+        """Members and holdout members of every audience at the watermark. A scan of
+        every customer: for a runtime taking over restored state, not for each record."""
+        members = [0] * len(self._names)
+        holdout = [0] * len(self._names)
+        names, percents = self._names, self._holdouts
+        for c in self.customers.values():
+            mask = c[MEMBERS]
+            while mask:
+                low = mask & -mask
+                mask ^= low
+                i = low.bit_length() - 1
+                members[i] += 1
+                if percents[i] and in_holdout(names[i], c[CUSTOMER_ID], percents[i]):
+                    holdout[i] += 1
+        return {name: (members[i], holdout[i]) for i, name in enumerate(names)}
+
+    def overdue_members(self, before_ms: int) -> dict[str, int]:
+        """Members, per audience, whose next scheduled change (for a member: the deadline
+        of its exit) lies before ``before_ms``: deadlines the clock has not reached.
+
+        Only the overdue part of the timer heap is walked (a child is never earlier than
+        its parent), so this costs nothing while deadlines fire on time. Audiences left
+        only by a new record (no deadline) never count.
+        """
+        counts = [0] * len(self._names)
+        timers = self._timers
+        timed = self._timed
+        seen: set[int] = set()
+        stack = [0] if timers and timers[0][0] < before_ms else []
+        while stack:
+            index = stack.pop()
+            due, _, c = timers[index]
+            if c[DUE] == due and id(c) not in seen:  # not a stale entry
+                seen.add(id(c))
+                members = c[MEMBERS]
+                for i, slot in timed:
+                    if members >> i & 1 and c[slot] < before_ms:
+                        counts[i] += 1
+            for child in (2 * index + 1, 2 * index + 2):
+                if child < len(timers) and timers[child][0] < before_ms:
+                    stack.append(child)
+        return {name: counts[i] for i, name in enumerate(self._names) if self._next_slots[i]}
+
     # -- state export and import (streamsync.state) ---------------------------------------
     # The runtime persists an engine per input partition: changed customers after each
     # commit, the clock, and the records still waiting in the reorder buffer. These

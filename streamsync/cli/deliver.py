@@ -89,6 +89,7 @@ def run_deliver(args: argparse.Namespace) -> int:
         logging.getLogger("streamsync.deliver").setLevel(logging.INFO)
     loop.observer = obs.telemetry
     loop.health = obs.telemetry.health
+    loop.tracing = obs.telemetry.tracing
 
     def stop(_signum: int, _frame: object) -> None:
         loop.stop()

@@ -3,7 +3,9 @@
 Reads the configured input topics as one consumer group, evaluates the audiences per
 input partition with persistent state, and writes membership deltas exactly once (see
 :mod:`streamsync.runtime.app`). Progress goes to stderr every few seconds; on
-SIGTERM/SIGINT the current cycle is committed and the process exits 0. Configuration
+SIGTERM/SIGINT the current cycle is committed and the process exits 0. Metrics,
+``/healthz`` and ``/readyz`` (ready once the assigned partitions' state is restored) are
+served on the admin port of the ``observability:`` section. Configuration
 mistakes exit 2 with one line; an unreachable cluster, or state written for other
 audience definitions, exits 1; a transaction that can neither commit nor abort (or a
 Kafka call that hangs) exits 3, asking the supervisor for a restart.
@@ -13,14 +15,18 @@ from __future__ import annotations
 
 import argparse
 import faulthandler
-import logging
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
 from streamsync.audiences.loader import AudienceDefinitionError
+from streamsync.cli.progress import rate_printer
 from streamsync.config import ConfigError, load_config
+from streamsync.observability.admin import AdminServerError
+from streamsync.observability.logs import secret_values
+from streamsync.observability.service import Observability
 from streamsync.runtime.app import (
     RESTART_EXIT_STATUS,
     Application,
@@ -29,6 +35,7 @@ from streamsync.runtime.app import (
     RestartRequired,
     StartupError,
 )
+from streamsync.runtime.observer import EvaluateObserver
 from streamsync.state.codec import StateError
 from streamsync.state.recovery import RecoveryError
 
@@ -47,28 +54,17 @@ def register(subparsers: Any) -> None:
     parser.set_defaults(func=run_evaluate)
 
 
-def _progress(out: TextIO) -> Any:
-    last = [0, 0.0]
-
-    def show(stats: EvaluateStats) -> None:
-        records, elapsed = stats.records, stats.elapsed_s
-        window = elapsed - last[1]
-        rate = (records - last[0]) / window if window > 0 else 0.0
-        last[0], last[1] = records, elapsed
-        print(
-            f"evaluate: {records:,} records ({rate:,.0f}/s), {stats.deltas:,} deltas, "
-            f"{stats.dead_lettered:,} dead letters, {stats.commits:,} commits",
-            file=out,
-            flush=True,
+def _progress(out: TextIO) -> Callable[[EvaluateStats], None]:
+    def line(stats: EvaluateStats, rate: float) -> str:
+        return (
+            f"evaluate: {stats.records:,} records ({rate:,.0f}/s), {stats.deltas:,} deltas, "
+            f"{stats.dead_lettered:,} dead letters, {stats.commits:,} commits"
         )
 
-    return show
+    return rate_printer(out, line)
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    logging.basicConfig(
-        level=logging.INFO, format="evaluate: %(message)s", stream=sys.stderr, force=False
-    )
     try:
         config = load_config(args.config)
         if config.evaluate is None:
@@ -82,6 +78,14 @@ def run_evaluate(args: argparse.Namespace) -> int:
     except UnicodeDecodeError:
         print(f"streamsync evaluate: {args.config}: not a UTF-8 text file", file=sys.stderr)
         return 2
+    try:
+        obs = Observability.start(
+            config.observability, role="evaluate", secrets=secret_values(config)
+        )
+    except AdminServerError as exc:
+        print(f"streamsync evaluate: {exc}", file=sys.stderr)
+        return 2
+    app.observer = EvaluateObserver.for_application(obs.telemetry, app)
 
     def stop(_signum: int, _frame: object) -> None:
         app.stop()
@@ -110,6 +114,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+        obs.close()
     print(
         f"evaluate stopped ({stats.stopped_by}) after {stats.elapsed_s:.1f}s: "
         f"{stats.records:,} records, {stats.deltas:,} deltas, {stats.commits:,} commits",

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -26,6 +27,7 @@ from streamsync.cli.arguments import (
     positive_int,
     seconds,
 )
+from streamsync.cli.progress import rate_printer
 from streamsync.config import TopicConfig, check_schema_registry, load_config
 from streamsync.ingest.avro import FileSchemaRegistry
 from streamsync.ingest.decoder import Decoder, Skipped
@@ -67,22 +69,14 @@ def register(subparsers: Any) -> None:
     decode.set_defaults(func=run_decode)
 
 
-def _progress(out: TextIO) -> Any:
-    last = [0, 0.0]
-
-    def show(stats: IngestStats) -> None:
-        records, elapsed = stats.records, stats.elapsed_s
-        window = elapsed - last[1]
-        rate = (records - last[0]) / window if window > 0 else 0.0
-        last[0], last[1] = records, elapsed
-        print(
-            f"ingest: {records} records in {elapsed:.0f}s ({rate:,.0f} records/s), "
-            f"{stats.dead_lettered} dead letters",
-            file=out,
-            flush=True,
+def _progress(out: TextIO) -> Callable[[IngestStats], None]:
+    def line(stats: IngestStats, rate: float) -> str:
+        return (
+            f"ingest: {stats.records} records in {stats.elapsed_s:.0f}s "
+            f"({rate:,.0f} records/s), {stats.dead_lettered} dead letters"
         )
 
-    return show
+    return rate_printer(out, line)
 
 
 def print_summary(stats: IngestStats, out: TextIO) -> None:

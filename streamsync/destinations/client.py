@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,6 +50,9 @@ class Change:
     added_at: float
     #: Kafka timestamp (epoch ms) of the latest delta, for commit-to-acknowledgement time
     committed_ms: int | None = None
+    #: the Kafka headers of each delta that carried any, kept only while request spans
+    #: are exported (:mod:`streamsync.destinations.tracing` links to their trace contexts)
+    traces: list[Sequence[tuple[str, bytes | str | None]]] | None = None
 
 
 @dataclass(slots=True)

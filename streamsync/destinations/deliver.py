@@ -38,8 +38,10 @@ from streamsync.destinations.dead_letter import DeadLetterFailed, DeliveryDeadLe
 from streamsync.destinations.errors import FatalDestinationError
 from streamsync.destinations.offsets import OffsetTracker
 from streamsync.destinations.sink import DeliveryObserver, DeliverySink, SinkStats, Transport
+from streamsync.destinations.tracing import RequestTracer
 from streamsync.destinations.transport import HttpTransport
 from streamsync.kafka.config import consumer_config, producer_config
+from streamsync.observability.tracing import ReceivedHeaders, Tracing
 
 log = logging.getLogger("streamsync.deliver")
 
@@ -134,6 +136,7 @@ class DeliverLoop:
         progress_interval_s: float = 10.0,
         observer: DeliveryObserver | None = None,
         health: HealthReporter | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         if name not in config.destinations:
             known = ", ".join(sorted(config.destinations)) or "none"
@@ -156,6 +159,9 @@ class DeliverLoop:
         self.progress_interval_s = progress_interval_s
         self.observer = observer
         self.health = health
+        #: spans of destination requests, linked to the deltas' traces (exported or not:
+        #: see :mod:`streamsync.destinations.tracing`)
+        self.tracing = tracing
         self.control = ControlFile(self.dest.control_file)
         self.offsets = OffsetTracker()
         self._stop = threading.Event()
@@ -262,7 +268,9 @@ class DeliverLoop:
             dry_run=self.dry_run,
             on_ack=self.on_ack,
             observer=self.observer,
+            tracer=None if self.tracing is None else RequestTracer(self.tracing, self.client),
         )
+        keep_headers = sink.tracer is not None  # else no per-delta tracing work at all
         result = DeliverResult(self.name, sink.stats)
         started = last_activity = last_commit = last_progress = time.monotonic()
         last_error = ""
@@ -319,7 +327,13 @@ class DeliverLoop:
                         self.offsets.done(partition, [offset])
                         continue
                     kind, timestamp = message.timestamp()
-                    sink.add(delta, partition, offset, timestamp if kind else None)
+                    sink.add(
+                        delta,
+                        partition,
+                        offset,
+                        timestamp if kind else None,
+                        cast(ReceivedHeaders, message.headers()) if keep_headers else None,
+                    )
                 before = sink.stats.requests + sink.stats.dry_run_requests
                 sink.pump()
                 if messages or sink.stats.requests + sink.stats.dry_run_requests != before:
@@ -364,11 +378,19 @@ def run_delivery(
     duration_s: float,
     idle_timeout_s: float | None = None,
     env: Mapping[str, str] | None = None,
+    progress: Callable[[DeliverResult, DeliverySink], None] | None = None,
+    progress_interval_s: float = 10.0,
 ) -> dict[str, DeliverResult]:
     """Run delivery to ``names`` (default: every configured destination) side by side for
     at most ``duration_s`` (or until each was idle ``idle_timeout_s``); return each
-    destination's counts. A destination that failed has ``error`` set."""
-    loops = [DeliverLoop(config, name, env=env) for name in (names or list(config.destinations))]
+    destination's counts. A destination that failed has ``error`` set. ``progress`` is
+    called from each destination's own thread."""
+    loops = [
+        DeliverLoop(
+            config, name, env=env, progress=progress, progress_interval_s=progress_interval_s
+        )
+        for name in (names or list(config.destinations))
+    ]
     results: dict[str, DeliverResult] = {}
 
     def work(loop: DeliverLoop) -> None:

@@ -32,7 +32,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from streamsync.deltas.record import MembershipDelta
 from streamsync.destinations.client import Change, DestinationClient, Request, Response
@@ -47,6 +47,10 @@ from streamsync.destinations.errors import (
 )
 from streamsync.destinations.limiter import TokenBucket
 from streamsync.destinations.offsets import OffsetTracker
+
+if TYPE_CHECKING:
+    from streamsync.destinations.tracing import RequestTracer
+    from streamsync.observability.tracing import ReceivedHeaders
 
 log = logging.getLogger("streamsync.deliver")
 
@@ -148,6 +152,7 @@ class DeliverySink:
         dry_run: bool = False,
         on_ack: Callable[[list[Change], float], None] | None = None,
         observer: DeliveryObserver | None = None,
+        tracer: RequestTracer | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
     ) -> None:
@@ -162,6 +167,8 @@ class DeliverySink:
         self.dry_run = dry_run
         self.on_ack = on_ack
         self.observer = observer
+        #: records a span per request when spans are exported (``None`` otherwise)
+        self.tracer = tracer if tracer is not None and tracer.enabled else None
         self.limiter = TokenBucket(client.rate_limit, clock=clock, wall=wall)
         self.stats = SinkStats()
         self.paused = False
@@ -192,11 +199,18 @@ class DeliverySink:
         return self._inflight is None and not self._buffer
 
     def add(
-        self, delta: MembershipDelta, partition: int, offset: int, committed_ms: int | None = None
+        self,
+        delta: MembershipDelta,
+        partition: int,
+        offset: int,
+        committed_ms: int | None = None,
+        headers: ReceivedHeaders | None = None,
     ) -> None:
         """Take one consumed delta (already routed to this destination). The offset is
         registered with the tracker and released when the change is settled;
-        ``committed_ms`` (the record's Kafka timestamp) times commit-to-acknowledgement."""
+        ``committed_ms`` (the record's Kafka timestamp) times commit-to-acknowledgement;
+        ``headers`` (the record's, passed only when :attr:`tracer` is set) are kept for the
+        request span to link to the delta's trace."""
         self.offsets.track(partition, offset)
         if delta.holdout and self.holdout == "skip":
             self.stats.holdout_skipped[delta.audience] += 1
@@ -241,10 +255,16 @@ class DeliverySink:
             existing.holdout = delta.holdout
             existing.offsets.append(offset)
             existing.committed_ms = committed_ms
+            if headers:
+                if existing.traces is None:
+                    existing.traces = [headers]
+                else:
+                    existing.traces.append(headers)
             return
         self._buffer[key] = Change(
             delta.customer_id, delta.audience, delta.op == "enter", delta.holdout, identity,
             delta, partition, [offset], self._clock(), committed_ms,
+            [headers] if headers else None,
         )  # fmt: skip
 
     def drop_partitions(self, partitions: set[int]) -> None:
@@ -359,10 +379,20 @@ class DeliverySink:
         self.stats.requests += 1
         status: int | None = None
         observer = self.observer
+        tracer = self.tracer
         try:
-            response = self.transport.send(request)
-            status = response.status
-            rejected = self.client.interpret(request, response)
+            if tracer is None:
+                response = self.transport.send(request)
+                status = response.status
+                rejected = self.client.interpret(request, response)
+            else:
+                with tracer.request(request) as span:
+                    response = self.transport.send(request)
+                    status = response.status
+                    span.set_attribute("http.response.status_code", status)
+                    rejected = self.client.interpret(request, response)
+                    if rejected:
+                        span.set_attribute("streamsync.rejected", len(rejected))
         except RateLimited as exc:
             self.stats.rate_limited += 1
             self.limiter.block_until(exc.not_before)

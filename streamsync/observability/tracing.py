@@ -19,7 +19,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from opentelemetry.context import Context
 from opentelemetry.propagators.textmap import Getter, Setter
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace import SpanLimits, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased, Sampler, TraceIdRatioBased
 from opentelemetry.trace import Span, SpanKind
@@ -32,6 +32,10 @@ ReceivedHeaders = Sequence[tuple[str, bytes | str | None]]
 AttributeValue = str | int | float | bool
 
 _PROPAGATOR = TraceContextTextMapPropagator()
+
+#: Links kept per span (the SDK's default is 128): a destination request links to every
+#: delta it carries, and a batch can hold several hundred.
+MAX_SPAN_LINKS = 2_000
 
 
 class _HeaderGetter(Getter[ReceivedHeaders]):
@@ -88,7 +92,9 @@ class Tracing:
             ParentBased(TraceIdRatioBased(sample_ratio)) if exporter is not None else ALWAYS_OFF
         )
         resource = Resource.create({"service.name": service_name, "streamsync.role": role})
-        self._provider = TracerProvider(resource=resource, sampler=sampler)
+        self._provider = TracerProvider(
+            resource=resource, sampler=sampler, span_limits=SpanLimits(max_links=MAX_SPAN_LINKS)
+        )
         if exporter is not None:
             self._provider.add_span_processor(BatchSpanProcessor(exporter))
         self.tracer = self._provider.get_tracer("streamsync")

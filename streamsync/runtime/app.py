@@ -42,7 +42,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
 from confluent_kafka import (
@@ -92,6 +92,9 @@ from streamsync.runtime.repartition import (
 from streamsync.runtime.task import Task
 from streamsync.state.recovery import restore_partition
 from streamsync.state.store import PartitionStore
+
+if TYPE_CHECKING:
+    from streamsync.runtime.observer import EvaluateObserver
 
 log = logging.getLogger(__name__)
 
@@ -285,6 +288,8 @@ class Application:
         self._watchdog: Watchdog | None = None
         self._producer: Producer | None = None
         self._restorer: Consumer | None = None
+        #: Reports to the process telemetry (``streamsync evaluate`` sets it).
+        self.observer: EvaluateObserver | None = None
         fmt = config.deltas.format
         schema_id = self.settings.delta_schema_id
         self._encode: Callable[[MembershipDelta], bytes] = (
@@ -513,6 +518,8 @@ class Application:
                     self._commit()
                     next_commit = time.monotonic() + interval
                 self._watch_broker(now)
+                if self.observer is not None:
+                    self.observer.tick(consumer, self.tasks.values())
                 if idle_timeout_s is not None:
                     if self.tasks and all(all(t.caught_up.values()) for t in self.tasks.values()):
                         idle_since = idle_since or now
@@ -588,6 +595,7 @@ class Application:
         handled = 0
         stats = self.stats
         tasks = self.tasks
+        observer = self.observer
         positions = self._positions
         rekeyed = self.rekeyed
         for message in messages:
@@ -641,16 +649,20 @@ class Application:
                     self._dead_letter(message, source, "malformed_json", detail, None)
                     topic_stats.dead_lettered["malformed_json"] += 1
                     continue
+                if observer is not None:
+                    observer.received(message, event)
                 deltas = task.process(event)
                 if deltas:
-                    self._emit(deltas)
+                    self._emit(deltas, partition)
                 continue
             for outcome in self.decoders[topic].decode_all(value, key, source):
                 if isinstance(outcome, Event):
                     topic_stats.decoded += 1
+                    if observer is not None:
+                        observer.received(message, outcome)
                     deltas = task.process(outcome)
                     if deltas:
-                        self._emit(deltas)
+                        self._emit(deltas, partition)
                 elif isinstance(outcome, DecodeError):
                     self._dead_letter(
                         message,
@@ -675,12 +687,14 @@ class Application:
         source = SourcePosition(topic, partition, offset)
         topic_stats = self.stats.topics[topic]
         target = self.rekeyed[topic]
+        raw = message.headers()  # kept, as Kafka Streams does (trace context)
+        headers = list(raw.items()) if isinstance(raw, dict) else raw
         newest: int | None = None
         for outcome in self.decoders[topic].decode_all(message.value(), message.key(), source):
             if isinstance(outcome, Event):
                 topic_stats.decoded += 1
                 key, number, value = stage.route(outcome)
-                self._produce(target, key, value, partition=number)
+                self._produce(target, key, value, partition=number, headers=headers)
                 if newest is None or outcome.timestamp_ms > newest:
                     newest = outcome.timestamp_ms
             elif isinstance(outcome, DecodeError):
@@ -697,7 +711,7 @@ class Application:
         for task in self.tasks.values():
             deltas = task.advance(now_ms)
             if deltas:
-                self._emit(deltas)
+                self._emit(deltas, task.partition)
 
     def _finish(self) -> None:
         newest = max(
@@ -709,7 +723,7 @@ class Application:
         for task in self.tasks.values():
             deltas = task.finish(newest)
             if deltas:
-                self._emit(deltas)
+                self._emit(deltas, task.partition)
 
     # -- output ----------------------------------------------------------------------------------
 
@@ -746,12 +760,21 @@ class Application:
             except BufferError:  # local queue full: let deliveries drain
                 producer.poll(0.05)
 
-    def _emit(self, deltas: list[MembershipDelta]) -> None:
+    def _emit(self, deltas: list[MembershipDelta], partition: int) -> None:
+        """Produce the deltas of task ``partition``, each with the trace context of the
+        records that qualified it when the observer follows traces."""
         topic = self.config.deltas.topic
         encode = self._encode
         counts = self.stats.delta_counts
+        observer = self.observer
+        trace = None
+        if observer is not None:
+            observer.emitted(deltas, partition)
+            if observer.tracing:
+                trace = observer.trace_headers
         for delta in deltas:
-            self._produce(topic, delta.customer_id.encode(), encode(delta))
+            headers = None if trace is None else trace(delta)
+            self._produce(topic, delta.customer_id.encode(), encode(delta), headers=headers)
             counts[(delta.audience, delta.op)] += 1
         self.stats.deltas += len(deltas)
 
@@ -848,6 +871,8 @@ class Application:
         for task, changes in batches:
             if task.store is not None:
                 task.store.apply(changes, self._changelog_offsets.get(task.partition))
+        if self.observer is not None:
+            self.observer.committed(self.stats)
         return True
 
     def _on_changelog_delivery(self, error: KafkaError | None, message: Message) -> None:
@@ -877,6 +902,8 @@ class Application:
         self._positions.clear()
         if self._repartitioner is not None:
             self._repartitioner.reset()
+        if self.observer is not None:
+            self.observer.aborted()
 
     def _rewind(self) -> None:
         """Abort, drop every task's in-memory state and resume from the last commit:
@@ -949,6 +976,8 @@ class Application:
             if self._changelog_end(partition) == end:
                 for topic in task.caught_up:
                     task.caught_up[topic] = False
+                if self.observer is not None:
+                    self.observer.task_opened(task)
                 return task
             if task.store is not None:
                 task.store.close()
@@ -965,11 +994,22 @@ class Application:
         )
         store = PartitionStore(self._task_dir(partition))
         assert self._restorer is not None
-        restore_partition(self._restorer, store, settings.changelog, partition)
+        observer = self.observer
+        restore_partition(
+            self._restorer,
+            store,
+            settings.changelog,
+            partition,
+            on_offsets=None
+            if observer is None
+            else lambda done, total: observer.restore_progress(partition, done, total),
+        )
         customers = task.load(store, f"{settings.changelog}[{partition}]")
         self.stats.restored_customers += customers
         if customers:
             log.info("partition %d: %d customers restored", partition, customers)
+        if observer is not None:
+            observer.task_opened(task)
         return task
 
     def _merged_sources(self) -> dict[str, frozenset[str]]:
@@ -988,6 +1028,8 @@ class Application:
             # commit) before reading the changelog, so state and offsets agree.
             consumer.committed(partitions, timeout=60)
             numbers = self._task_numbers(partitions)
+            if self.observer is not None:
+                self.observer.restoring(numbers)
             for number in list(self._parked):
                 if number not in numbers:
                     task, _ = self._parked.pop(number)
@@ -997,6 +1039,8 @@ class Application:
                 if number not in self.tasks:
                     self.tasks[number] = self._open_task(number)
             log.info("assigned partitions %s", numbers)
+            if self.observer is not None:
+                self.observer.assigned()
         except BaseException as exc:
             self._error = exc
 
@@ -1017,6 +1061,8 @@ class Application:
                 del self._positions[key]
             if self._repartitioner is not None:
                 self._repartitioner.reset([tp for tp in revoked if tp[0] in self.rekeyed])
+            if self.observer is not None:
+                self.observer.revoked(numbers)
         except BaseException as exc:
             self._error = exc
 
@@ -1028,6 +1074,8 @@ class Application:
                 task = self.tasks.pop(number, None)
                 if task is not None and task.store is not None:
                     task.store.close()
+            if self.observer is not None:
+                self.observer.revoked(self._task_numbers(partitions))
             if not self._failed:
                 self._rewind()
         except BaseException as exc:

@@ -34,10 +34,12 @@ def restore_partition(
     *,
     timeout_s: float = 300.0,
     progress: Callable[[str], None] | None = None,
+    on_offsets: Callable[[int, int], None] | None = None,
 ) -> int:
     """Apply the changelog tail of ``topic[partition]`` to ``store``; return the number
     of changelog records read. ``consumer`` is a group-less ``read_committed`` consumer
-    used only for restores."""
+    used only for restores. ``on_offsets(done, total)`` follows the restore in changelog
+    offsets (for the restore-progress metric), from ``(0, total)`` to ``(total, total)``."""
     say = progress or log.info
     low, high = consumer.get_watermark_offsets(
         TopicPartition(topic, partition), timeout=30, cached=False
@@ -49,6 +51,8 @@ def restore_partition(
         local = None
     start = low if local is None else local + 1
     if start >= high:
+        if on_offsets is not None:
+            on_offsets(0, 0)
         return 0
     say(f"{topic}[{partition}]: restoring changelog offsets {start}..{high - 1}")
     consumer.assign([TopicPartition(topic, partition, start if start > low else OFFSET_BEGINNING)])
@@ -59,6 +63,8 @@ def restore_partition(
     try:
         while True:
             position = consumer.position([TopicPartition(topic, partition)])[0].offset
+            if on_offsets is not None:
+                on_offsets(max(0, min(position, high) - start), high - start)
             if position >= high:
                 break
             now = time.monotonic()

@@ -358,7 +358,8 @@ def test_qualifying_records_are_found_on_avro_topics_and_for_any_id(
         topic["framing"] = "confluent"
         ingest["schema_registry_dir"] = str(project_path("schemas", "registry"))
     path = tmp_path / "config.json"
-    path.write_bytes(orjson.dumps({"ingest": ingest, "deltas": {"topic": deltas}}))
+    kafka = {"bootstrap_servers": kafka_bootstrap_servers}
+    path.write_bytes(orjson.dumps({"kafka": kafka, "ingest": ingest, "deltas": {"topic": deltas}}))
     audit = audit_customer(load_config(path), customer, timeout_s=60)
     assert [d.to_json() for d in audit.deltas] == [change.to_json()]
     assert audit.stopped_by is None and not audit.not_found

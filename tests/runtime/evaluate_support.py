@@ -90,6 +90,7 @@ class Stream:
             },
             "deltas": {"topic": self.deltas},
             "evaluate": settings,
+            "observability": {"admin": {"port": 0}, "log_format": "text"},
         }
         path = tmp / f"{state}.yaml"
         path.write_bytes(orjson.dumps(config))  # JSON is YAML

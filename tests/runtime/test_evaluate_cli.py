@@ -34,6 +34,7 @@ def _config(tmp_path: Path, topic: str, **evaluate: str) -> Path:
         f"  audiences: {AUDIENCES}",
         f"  state_dir: {tmp_path / 'state'}",
         *(f"  {k}: {v}" for k, v in evaluate.items()),
+        "observability: {admin: {port: 0}, log_format: text}",  # a free admin port
     ]
     path = tmp_path / "config.yaml"
     path.write_text("\n".join(lines) + "\n")
