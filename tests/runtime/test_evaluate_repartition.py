@@ -302,7 +302,14 @@ def test_idle_deadline_of_a_rekeyed_record_fires_within_a_second(
         added = int(time.time() * 1000)
         record = _track("idle-rk", "Product Added", added, sku="A")
         producer = Producer({"bootstrap.servers": kafka_bootstrap_servers})
-        producer.produce(stream.null_keyed, orjson.dumps(record), None, partition=3)
+        trace = b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+        producer.produce(
+            stream.null_keyed,
+            orjson.dumps(record),
+            None,
+            partition=3,
+            headers=[("traceparent", trace)],
+        )
         assert producer.flush(30) == 0
         deadline_ms = added + 3000
         seen_at = None
@@ -322,6 +329,39 @@ def test_idle_deadline_of_a_rekeyed_record_fires_within_a_second(
         thread.join(30)
     assert seen_at is not None, "no enter delta"
     assert seen_at - deadline_ms < 1000, f"enter readable {seen_at - deadline_ms:.0f} ms late"
+    # The re-keyed record keeps the raw record's headers (its trace context).
+    [rekeyed] = [
+        m
+        for m in _committed_records(
+            kafka_bootstrap_servers, repartition_topic(stream.group, stream.null_keyed)
+        )
+        if m.key() == b"idle-rk"
+    ]
+    assert ("traceparent", trace) in (rekeyed.headers() or [])
+
+
+def _committed_records(bootstrap: str, topic: str) -> list[Any]:
+    """Every committed record of ``topic`` (read until quiet)."""
+    reader = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"reader-{uuid.uuid4().hex}",
+            "auto.offset.reset": "earliest",
+            "isolation.level": "read_committed",
+        }
+    )
+    reader.subscribe([topic])
+    out: list[Any] = []
+    quiet = time.monotonic() + 3
+    try:
+        while time.monotonic() < quiet:
+            for message in reader.consume(100, 0.3):
+                if message.error() is None:
+                    out.append(message)
+                    quiet = time.monotonic() + 1
+    finally:
+        reader.close()
+    return out
 
 
 def test_every_input_rekeyed_uses_the_configured_task_count(
