@@ -38,10 +38,9 @@ from streamsync.ingest.avro import FileSchemaRegistry
 from streamsync.ingest.decoder import Decoder
 from streamsync.ingest.event import Event, SourcePosition
 from streamsync.kafka.config import consumer_config
+from streamsync.kafka.outage import QUIET_CLIENT
 from streamsync.kafka.partitioner import DEFAULT_PARTITIONER, partition_for
 
-#: librdkafka logs only critical problems; failures are reported as one line instead.
-_QUIET = {"log_level": 2}
 #: How long to wait for the cluster's metadata before calling it unreachable.
 CONNECT_TIMEOUT_S = 10.0
 #: Why a scan of the input topics ended early (``CustomerAudit.stopped_by``).
@@ -126,7 +125,7 @@ class _Reader:
                 f"streamsync-explain-{uuid.uuid4().hex}",
                 extra={
                     **config.kafka.client_config(),
-                    **_QUIET,
+                    **QUIET_CLIENT,
                     "enable.partition.eof": True,
                     "error_cb": self._on_error,
                 },

@@ -70,19 +70,14 @@ from streamsync.ingest.decoder import Decoder
 from streamsync.ingest.errors import DecodeError
 from streamsync.ingest.event import Event, SourcePosition
 from streamsync.kafka.config import admin_config, consumer_config, producer_config
+from streamsync.kafka.outage import QUIET_CLIENT, BrokerOutage
 from streamsync.runtime.dead_letter import (
     DEAD_LETTER_PRODUCER_OVERRIDES,
     dead_letter_headers,
     fit_dead_letter,
     topic_max_message_bytes,
 )
-from streamsync.runtime.ingest_loop import (
-    _BROKER_DOWN,
-    _QUIET,
-    BROKER_REPORT_INTERVAL_S,
-    IngestStats,
-    TopicStats,
-)
+from streamsync.runtime.ingest_loop import IngestStats, TopicStats
 from streamsync.runtime.repartition import (
     MARK_TAG,
     Repartitioner,
@@ -279,8 +274,7 @@ class Application:
         self._in_txn = False
         self._error: BaseException | None = None
         self._fatal: KafkaError | None = None
-        self._down_since: float | None = None
-        self._down_reported = 0.0
+        self._outage = BrokerOutage(config.kafka.bootstrap_servers)
         self._changelog_offsets: dict[int, int] = {}
         self._partitions = 0
         self._dead_letter_max: int | None = None
@@ -305,23 +299,12 @@ class Application:
         self._stop = True
 
     def _client_base(self) -> dict[str, Any]:
-        return {**self.config.kafka.client_config(), **_QUIET, "error_cb": self._on_error}
+        return {**self.config.kafka.client_config(), **QUIET_CLIENT, "error_cb": self._on_error}
 
     def _on_error(self, error: KafkaError) -> None:
         if error.fatal():
             self._fatal = error
-        elif error.code() in _BROKER_DOWN:
-            now = time.monotonic()
-            if self._down_since is None:
-                self._down_since = now
-            if now - self._down_reported >= BROKER_REPORT_INTERVAL_S:
-                self._down_reported = now
-                log.error(
-                    "cannot reach Kafka at %s: %s",
-                    self.config.kafka.bootstrap_servers,
-                    error.str(),
-                )
-        else:
+        elif not self._outage.on_error(error):
             log.warning("kafka client error: %s", error)
 
     def _connect(self) -> AdminClient:
@@ -335,7 +318,7 @@ class Application:
         bootstrap = self.config.kafka.bootstrap_servers
         started = time.monotonic()
         deadline = started + settings.broker_timeout_ms / 1000
-        reported = -BROKER_REPORT_INTERVAL_S
+        outage = BrokerOutage(bootstrap)
         while True:
             try:
                 budget = settings.broker_timeout_ms / 1000
@@ -350,10 +333,8 @@ class Application:
                         f"cannot reach Kafka at {bootstrap} ({reason}); gave up after "
                         f"{now - started:.0f}s (evaluate.broker_timeout)"
                     ) from None
-                if now - reported >= BROKER_REPORT_INTERVAL_S:
-                    reported = now
-                    log.error("cannot reach Kafka at %s (%s); retrying", bootstrap, reason)
-        self._down_since = None
+                outage.report(f"{reason}; retrying", now)
+        self._outage.clear()
         counts: dict[str, int] = {}
         missing = []
         for name in self.topics:
@@ -508,7 +489,7 @@ class Application:
                 now = time.monotonic()
                 if messages and self._handle(messages):
                     idle_since = None
-                    self._down_since = None
+                    self._outage.clear()
                 try:
                     self._advance()
                 except Exception as exc:  # a record the engine cannot apply
@@ -577,8 +558,8 @@ class Application:
     def _watch_broker(self, now: float) -> None:
         """Give up when no broker has answered for ``broker_timeout`` (a probe decides:
         the client reports trouble but not its end)."""
-        down = self._down_since
-        if down is None or now - down < self.settings.broker_timeout_ms / 1000:
+        down_for = self._outage.down_for(now)
+        if not down_for or down_for < self.settings.broker_timeout_ms / 1000:
             return
         assert self._consumer is not None
         try:
@@ -586,9 +567,9 @@ class Application:
         except KafkaException:
             raise BrokerUnreachable(
                 f"cannot reach Kafka at {self.config.kafka.bootstrap_servers} "
-                f"for {now - down:.0f}s; giving up"
+                f"for {down_for:.0f}s; giving up"
             ) from None
-        self._down_since = None
+        self._outage.clear()
 
     def _handle(self, messages: list[Message]) -> int:
         """Decode and evaluate a batch; return how many records it held."""

@@ -35,6 +35,7 @@ from streamsync.ingest.decoder import NO_CUSTOMER, Decoder
 from streamsync.ingest.errors import ConsumerError, DecodeError
 from streamsync.ingest.event import Event, SourcePosition
 from streamsync.kafka.config import admin_config, consumer_config, producer_config
+from streamsync.kafka.outage import QUIET_CLIENT, BrokerOutage
 from streamsync.runtime.dead_letter import (
     DEAD_LETTER_PRODUCER_OVERRIDES,
     DeadLetterWriter,
@@ -44,13 +45,6 @@ from streamsync.runtime.dead_letter import (
 log = logging.getLogger(__name__)
 
 EventCallback = Callable[[Event], None]
-
-#: How often an unreachable broker is reported again after the first report.
-BROKER_REPORT_INTERVAL_S = 30.0
-#: librdkafka logs every failed connection attempt (several a second); broker trouble is
-#: reported through the error callback instead, once and then at a slow interval.
-_QUIET = {"log_level": 2}
-_BROKER_DOWN = frozenset({KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT})
 
 
 class PartitionListener(Protocol):
@@ -160,8 +154,7 @@ class IngestLoop:
         self._fatal: KafkaError | None = None
         self._last_activity = 0.0
         self._assigned = False
-        self._down_since: float | None = None
-        self._down_reported = -BROKER_REPORT_INTERVAL_S
+        self._outage = BrokerOutage(kafka.bootstrap_servers)
         self.broker_timeout_s = broker_timeout_s
 
     def stop(self) -> None:
@@ -171,22 +164,14 @@ class IngestLoop:
     def _on_error(self, error: KafkaError) -> None:
         if error.fatal():
             self._fatal = error
-        elif error.code() in _BROKER_DOWN:
-            # Reported once, then at a slow interval; run() gives up after broker_timeout_s.
-            now = time.monotonic()
-            if self._down_since is None:
-                self._down_since = now
-            if now - self._down_reported >= BROKER_REPORT_INTERVAL_S:
-                self._down_reported = now
-                log.error("cannot reach Kafka at %s: %s", self.kafka.bootstrap_servers, error.str())
-        else:
+        elif not self._outage.on_error(error):  # run() gives up after broker_timeout_s
             log.warning("kafka client error: %s", error)
 
     def _on_assign(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # A group join can take seconds; it must not count as idleness.
         self._last_activity = time.monotonic()
         self._assigned = True
-        self._down_since = None
+        self._outage.clear()
         log.info("assigned %d partitions", len(partitions))
         if self.partitions is not None:
             self.partitions.assigned([(p.topic, p.partition) for p in partitions])
@@ -202,7 +187,12 @@ class IngestLoop:
             consumer_config(
                 self.kafka.bootstrap_servers,
                 self.config.group_id,
-                extra={**client, **_QUIET, "error_cb": self._on_error, **self._consumer_extra},
+                extra={
+                    **client,
+                    **QUIET_CLIENT,
+                    "error_cb": self._on_error,
+                    **self._consumer_extra,
+                },
             )
         )
         producer = Producer(
@@ -210,7 +200,7 @@ class IngestLoop:
                 self.kafka.bootstrap_servers,
                 extra={
                     **client,
-                    **_QUIET,
+                    **QUIET_CLIENT,
                     "error_cb": self._on_error,
                     **DEAD_LETTER_PRODUCER_OVERRIDES,
                     **self._producer_extra,
@@ -231,7 +221,7 @@ class IngestLoop:
         admin = AdminClient(
             admin_config(
                 self.kafka.bootstrap_servers,
-                {**self.kafka.client_config(), **_QUIET, "error_cb": self._on_error},
+                {**self.kafka.client_config(), **QUIET_CLIENT, "error_cb": self._on_error},
             )
         )
         dead_letters = DeadLetterWriter(
@@ -264,16 +254,16 @@ class IngestLoop:
                 count = self._handle(messages, stats, dead_letters)
                 if not self._assigned:  # still joining the group: not idle
                     self._last_activity = now
-                down = self._down_since
-                if down is not None and now - down >= self.broker_timeout_s:
+                down_for = self._outage.down_for(now)
+                if down_for and down_for >= self.broker_timeout_s:
                     raise ConsumerError(
                         f"cannot reach Kafka at {self.kafka.bootstrap_servers} for "
-                        f"{now - down:.0f}s; giving up"
+                        f"{down_for:.0f}s; giving up"
                     )
                 if count:
                     handled += count
                     self._last_activity = now
-                    self._down_since = None
+                    self._outage.clear()
                     dead_letters.flush()
                     self._commit(consumer)
                 elif idle_timeout_s is not None and now - self._last_activity >= idle_timeout_s:
