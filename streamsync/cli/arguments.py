@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import re
 import stat
 from collections.abc import Callable
 from datetime import datetime
@@ -34,6 +35,15 @@ def one_line(text: str) -> str:
 
 class UserError(Exception):
     """A mistake in what the user asked for: reported as one line, exit status 2."""
+
+
+_ROLE = re.compile(r":[a-z]+:`~?([^`]+)`")
+
+
+def doc_help(doc: str | None) -> str:
+    """A module docstring as ``--help`` text: reStructuredText markup (double backquotes,
+    ``:mod:`x``` roles) is for the API docs, not for a terminal."""
+    return _ROLE.sub(r"\1", doc or "").replace("``", "")
 
 
 class Parser(argparse.ArgumentParser):

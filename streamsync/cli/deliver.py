@@ -19,7 +19,7 @@ from typing import Any
 import orjson
 from confluent_kafka import KafkaException
 
-from streamsync.cli.arguments import non_negative_int
+from streamsync.cli.arguments import doc_help, non_negative_int
 from streamsync.config import ConfigError, load_config
 from streamsync.destinations.dead_letter import DeadLetterFailed
 from streamsync.destinations.deliver import DeliverLoop, DeliverResult, DeliverSetupError
@@ -33,7 +33,7 @@ def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "deliver",
         help="deliver membership deltas to one destination (Braze, MoEngage) until stopped",
-        description=__doc__,
+        description=doc_help(__doc__),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--config", type=Path, required=True, help="YAML configuration file")

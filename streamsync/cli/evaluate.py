@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from streamsync.audiences.loader import AudienceDefinitionError
+from streamsync.cli.arguments import doc_help
 from streamsync.cli.progress import rate_printer
 from streamsync.config import ConfigError, load_config
 from streamsync.observability.admin import AdminServerError
@@ -44,7 +45,7 @@ def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "evaluate",
         help="run the evaluate service: audiences per partition, deltas exactly once",
-        description=__doc__,
+        description=doc_help(__doc__),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--config", type=Path, required=True, help="YAML configuration file")

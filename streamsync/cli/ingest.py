@@ -24,6 +24,7 @@ import orjson
 from streamsync.cli.arguments import (
     UserError,
     check_input_file,
+    doc_help,
     positive_int,
     seconds,
 )
@@ -42,7 +43,7 @@ def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "ingest",
         help="consume Customer.io topics into events; bad records go to the dead-letter topic",
-        description=__doc__,
+        description=doc_help(__doc__),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--config", type=Path, help="YAML configuration file")
