@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from streamsync.audiences.loader import load_audiences
@@ -125,10 +125,10 @@ def synthetic(customers: int, events: int, seed: int) -> list[dict[str, Any]]:
     return [r for r in generate_records(customers, events, seed=seed) if isinstance(r, dict)]
 
 
-def read_deltas(
+def read_committed(
     bootstrap: str, topic: str, *, quiet_s: float = 3.0, timeout_s: float = 60.0
-) -> list[MembershipDelta]:
-    """Everything committed to ``topic``, read ``read_committed`` until nothing new
+) -> list[Message]:
+    """Every record committed to ``topic``, read ``read_committed`` until nothing new
     arrives for ``quiet_s``."""
     consumer = Consumer(
         {
@@ -140,7 +140,7 @@ def read_deltas(
         }
     )
     consumer.subscribe([topic])
-    out: list[MembershipDelta] = []
+    out: list[Message] = []
     started = last = time.monotonic()
     try:
         while time.monotonic() - last < quiet_s and time.monotonic() - started < timeout_s:
@@ -149,11 +149,37 @@ def read_deltas(
                 if error is not None:
                     assert error.code() in (KafkaError._PARTITION_EOF,), error
                     continue
-                out.append(decode_json(message.value()))
+                out.append(message)
                 last = time.monotonic()
     finally:
         consumer.close()
     return out
+
+
+def read_deltas(
+    bootstrap: str, topic: str, *, quiet_s: float = 3.0, timeout_s: float = 60.0
+) -> list[MembershipDelta]:
+    """The deltas committed to ``topic`` (see :func:`read_committed`)."""
+    return [
+        decode_json(m.value())
+        for m in read_committed(bootstrap, topic, quiet_s=quiet_s, timeout_s=timeout_s)
+    ]
+
+
+def first_enter_readable_at(reader: Consumer, customer: str, deadline_ms: int) -> float | None:
+    """Wall-clock ms at which ``reader`` first sees a delta: it must be ``customer``'s
+    enter at ``deadline_ms``. ``None`` if none arrives within 10 s of the deadline."""
+    while time.time() * 1000 < deadline_ms + 10_000:
+        for message in reader.consume(10, 0.05):
+            if message.error() is None:
+                delta = decode_json(message.value())
+                assert (delta.customer_id, delta.op, delta.at_ms) == (
+                    customer,
+                    "enter",
+                    deadline_ms,
+                )
+                return time.time() * 1000
+    return None
 
 
 def replay_deltas(lines: list[bytes], until_ms: int | None = None) -> list[MembershipDelta]:

@@ -17,12 +17,12 @@ from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from streamsync.config import load_config
-from streamsync.deltas.codec import decode_json
 from streamsync.runtime.app import Application, StartupError
 from streamsync.runtime.dead_letter import REASON_HEADER, TRUNCATED_HEADER
 from tests.runtime.evaluate_support import (
     Stream,
     check_seq,
+    first_enter_readable_at,
     keys,
     read_deltas,
     replay_deltas,
@@ -115,17 +115,7 @@ def test_idle_deadline_fires_within_a_second(
         added = int(time.time() * 1000)
         stream.produce([_track("idle-1", "Product Added", added, sku="A")])
         deadline_ms = added + 3000
-        seen_at = None
-        while seen_at is None and time.time() * 1000 < deadline_ms + 10_000:
-            for message in reader.consume(10, 0.05):
-                if message.error() is None:
-                    delta = decode_json(message.value())
-                    assert (delta.customer_id, delta.op, delta.at_ms) == (
-                        "idle-1",
-                        "enter",
-                        deadline_ms,
-                    )
-                    seen_at = time.time() * 1000
+        seen_at = first_enter_readable_at(reader, "idle-1", deadline_ms)
     finally:
         reader.close()
     assert seen_at is not None, "no enter delta"

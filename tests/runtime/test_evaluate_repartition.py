@@ -17,7 +17,6 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from streamsync.config import load_config
-from streamsync.deltas.codec import decode_json
 from streamsync.ingest.event import Event
 from streamsync.ingest.jsonl import is_webhook_record, read_events
 from streamsync.runtime.app import Application, StartupError
@@ -26,7 +25,9 @@ from tests.runtime.evaluate_support import (
     Stream,
     check_seq,
     customer_of,
+    first_enter_readable_at,
     keys,
+    read_committed,
     read_deltas,
     replay_deltas,
     synthetic,
@@ -312,17 +313,7 @@ def test_idle_deadline_of_a_rekeyed_record_fires_within_a_second(
         )
         assert producer.flush(30) == 0
         deadline_ms = added + 3000
-        seen_at = None
-        while seen_at is None and time.time() * 1000 < deadline_ms + 10_000:
-            for message in reader.consume(10, 0.05):
-                if message.error() is None:
-                    delta = decode_json(message.value())
-                    assert (delta.customer_id, delta.op, delta.at_ms) == (
-                        "idle-rk",
-                        "enter",
-                        deadline_ms,
-                    )
-                    seen_at = time.time() * 1000
+        seen_at = first_enter_readable_at(reader, "idle-rk", deadline_ms)
     finally:
         reader.close()
         app.stop()
@@ -332,36 +323,12 @@ def test_idle_deadline_of_a_rekeyed_record_fires_within_a_second(
     # The re-keyed record keeps the raw record's headers (its trace context).
     [rekeyed] = [
         m
-        for m in _committed_records(
+        for m in read_committed(
             kafka_bootstrap_servers, repartition_topic(stream.group, stream.null_keyed)
         )
         if m.key() == b"idle-rk"
     ]
     assert ("traceparent", trace) in (rekeyed.headers() or [])
-
-
-def _committed_records(bootstrap: str, topic: str) -> list[Any]:
-    """Every committed record of ``topic`` (read until quiet)."""
-    reader = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": f"reader-{uuid.uuid4().hex}",
-            "auto.offset.reset": "earliest",
-            "isolation.level": "read_committed",
-        }
-    )
-    reader.subscribe([topic])
-    out: list[Any] = []
-    quiet = time.monotonic() + 3
-    try:
-        while time.monotonic() < quiet:
-            for message in reader.consume(100, 0.3):
-                if message.error() is None:
-                    out.append(message)
-                    quiet = time.monotonic() + 1
-    finally:
-        reader.close()
-    return out
 
 
 def test_every_input_rekeyed_uses_the_configured_task_count(
