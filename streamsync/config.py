@@ -304,6 +304,12 @@ class EvaluateConfig(_Model):
         default=None,
         description="Compacted changelog of the state stores; default <group_id>.changelog.",
     )
+    cache_customers: int = Field(
+        default=500_000,
+        gt=0,
+        description="Customers kept in memory per process (about 1.5 KB each), the most "
+        "recently changed; the others are read from the local state store when needed.",
+    )
     commit_interval_ms: Duration = Field(default=100, alias="commit_interval")
     allowed_lateness_ms: Duration = Field(default=5 * 60_000, alias="allowed_lateness")
     wall_clock: bool = Field(

@@ -16,6 +16,12 @@ Timers. Every evaluation also yields the next instant at which membership could 
 without new input (a deadline). Customers sit in a timer heap under that instant, so a
 deadline fires on time even if the customer never sends another record; stale heap
 entries are skipped rather than removed.
+
+Residency. By default every customer stays in ``customers`` for ever. A runtime that
+keeps customers in a store (:mod:`streamsync.runtime.task`) gives the engine a
+``loader`` for the ones it does not hold, :meth:`evict`s the least recently changed
+ones once they are stored, and :meth:`admit`s the ones whose deadlines come due before
+advancing the clock. The heap then holds the timers of resident customers only.
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import heapq
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 from streamsync.audiences.compiler import (
@@ -46,6 +52,11 @@ from streamsync.ingest.event import Event
 
 #: Records may arrive this much behind the newest one and still be applied in order.
 DEFAULT_ALLOWED_LATENESS_MS = 5 * 60_000
+#: ``DUE`` of an evicted customer object: matches no heap entry, so its entries are stale.
+_EVICTED = -NEVER - 1
+
+#: Reads a customer the engine does not hold (``None``: a new customer).
+Loader = Callable[[str], "Customer | None"]
 
 
 def in_holdout(audience: str, customer_id: str, percent: float) -> bool:
@@ -105,6 +116,7 @@ class Engine:
         allowed_lateness_ms: int = DEFAULT_ALLOWED_LATENESS_MS,
         dedup_horizon_ms: int | None = None,
         auto_advance: bool = True,
+        loader: Loader | None = None,
     ) -> None:
         if allowed_lateness_ms < 0:
             raise ValueError("allowed_lateness_ms must be >= 0")
@@ -113,7 +125,9 @@ class Engine:
         self.dedup_horizon = dedup_horizon_ms
         self.auto_advance = auto_advance
         self._duplicates = self._corrections = self._deltas = 0
+        #: resident customers, least recently changed first (see :meth:`take_touched`)
         self.customers: dict[str, Customer] = {}
+        self._loader = loader
         program = self.program
         self._next_slice = slice(program.next0, program.next0 + program.timed)
         self._next_slots = program.next_slots
@@ -256,7 +270,9 @@ class Engine:
             cid = event.customer_id
             known = customers.get(cid)
             if known is None:
-                known = customers[cid] = new_customer(cid)
+                known = self._load(cid)
+                if known is None:
+                    known = customers[cid] = new_customer(cid)
             c = known
             c[ID_KIND] = event.id_kind
             touch(cid)
@@ -295,6 +311,48 @@ class Engine:
         self._closed = limit
         if len(timers) > 64 and len(timers) > 4 * len(customers):
             self._compact_timers()
+
+    def _load(self, cid: str) -> Customer | None:
+        """A customer the engine does not hold, read through the loader and admitted."""
+        loader = self._loader
+        if loader is None:
+            return None
+        c = loader(cid)
+        if c is not None:
+            self.admit(c)
+        return c
+
+    def admit(self, c: Customer) -> None:
+        """Hold customer ``c`` (read from a store) again, its deadline back on the heap.
+        The caller makes sure it is not held already."""
+        self.customers[c[CUSTOMER_ID]] = c
+        due = c[DUE]
+        if due < NEVER:
+            self._timer_seq += 1
+            heapq.heappush(self._timers, (due, self._timer_seq, c))
+
+    def evict(self, keep: int) -> int:
+        """Drop the least recently changed customers until at most ``keep`` are held;
+        return how many were dropped. Only for a caller whose store holds every change
+        handed out by :meth:`take_touched` (the loader must find them as they are
+        here). Customers with records applied at the open instant stay."""
+        customers = self.customers
+        excess = len(customers) - keep
+        if excess <= 0:
+            return 0
+        victims: list[str] = []
+        for cid, c in customers.items():
+            if len(victims) >= excess:
+                break
+            if not c[PENDING]:
+                victims.append(cid)
+        for cid in victims:
+            c = customers.pop(cid)
+            c[DUE] = _EVICTED  # its heap entries become stale
+        timers = self._timers
+        if len(timers) > 64 and len(timers) > 4 * len(customers):
+            self._compact_timers()
+        return len(victims)
 
     def _compact_timers(self) -> None:
         """Drop stale timer entries (in place: ``_advance`` holds a reference)."""
@@ -409,9 +467,10 @@ class Engine:
                     holdout[i] += 1
         return {name: (members[i], holdout[i]) for i, name in enumerate(names)}
 
-    def overdue_members(self, before_ms: int) -> dict[str, int]:
+    def overdue_members(self, before_ms: int, stored: Sequence[Customer] = ()) -> dict[str, int]:
         """Members, per audience, whose next scheduled change (for a member: the deadline
         of its exit) lies before ``before_ms``: deadlines the clock has not reached.
+        ``stored`` adds overdue customers the engine does not hold.
 
         Only the overdue part of the timer heap is walked (a child is never earlier than
         its parent), so this costs nothing while deadlines fire on time. Audiences left
@@ -421,19 +480,22 @@ class Engine:
         timers = self._timers
         timed = self._timed
         seen: set[int] = set()
+        overdue = list(stored)
         stack = [0] if timers and timers[0][0] < before_ms else []
         while stack:
             index = stack.pop()
             due, _, c = timers[index]
             if c[DUE] == due and id(c) not in seen:  # not a stale entry
                 seen.add(id(c))
-                members = c[MEMBERS]
-                for i, slot in timed:
-                    if members >> i & 1 and c[slot] < before_ms:
-                        counts[i] += 1
+                overdue.append(c)
             for child in (2 * index + 1, 2 * index + 2):
                 if child < len(timers) and timers[child][0] < before_ms:
                     stack.append(child)
+        for c in overdue:
+            members = c[MEMBERS]
+            for i, slot in timed:
+                if members >> i & 1 and c[slot] < before_ms:
+                    counts[i] += 1
         return {name: counts[i] for i, name in enumerate(self._names) if self._next_slots[i]}
 
     # -- state export and import (streamsync.state) ---------------------------------------
@@ -443,8 +505,12 @@ class Engine:
 
     def take_touched(self) -> set[str]:
         """Ids of the customers changed since the last call (records applied or timers
-        fired); the caller owns the returned set."""
+        fired); the caller owns the returned set. They become the most recently changed,
+        the last :meth:`evict` drops."""
         touched, self._touched = self._touched, set()
+        customers = self.customers
+        for cid in touched:
+            customers[cid] = customers.pop(cid)
         return touched
 
     @property

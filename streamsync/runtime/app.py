@@ -849,9 +849,9 @@ class Application:
             stage.committed()
         self.stats.commits += 1
         self._committed_stats = copy.deepcopy(self.stats)
+        keep = self.settings.cache_customers // max(1, len(self.tasks))
         for task, changes in batches:
-            if task.store is not None:
-                task.store.apply(changes, self._changelog_offsets.get(task.partition))
+            task.persist(changes, self._changelog_offsets.get(task.partition), keep=keep)
         if self.observer is not None:
             self.observer.committed(self.stats)
         return True

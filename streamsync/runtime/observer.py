@@ -209,7 +209,7 @@ class EvaluateObserver:
             before_ms = int(time.time() * 1000) - self.stuck_after_ms
             stuck: Counter[str] = Counter()
             for task in tasks:
-                stuck.update(task.engine.overdue_members(before_ms))
+                stuck.update(task.overdue_members(before_ms))
             for audience in self.audiences:
                 telemetry.set_stuck_members(audience, stuck[audience])
 
@@ -229,8 +229,7 @@ class EvaluateObserver:
     def task_opened(self, task: Task) -> None:
         """``task`` holds state as of the last commit: count its members once."""
         self._sizes[task.partition] = {
-            audience: [members, holdout]
-            for audience, (members, holdout) in task.engine.member_counts().items()
+            audience: [members, holdout] for audience, (members, holdout) in task.sizes().items()
         }
         self._report_sizes(self.audiences)
 

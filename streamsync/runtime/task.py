@@ -16,20 +16,28 @@ lowest the raw partitions' marks report, and it is caught up only when they all 
 State. After each commit the task hands over its changes as store keys (see
 :mod:`streamsync.state.codec`): the customers the engine changed, the records accepted
 in this commit that are still in the reorder buffer (one segment), their record ids,
-tombstones for segments no longer needed, and the meta record.
+tombstones for segments no longer needed, and the meta record (clock, customer count,
+audience sizes).
+
+Customers live in the partition store; the engine holds only the recently changed ones
+(up to the ``keep`` given to :meth:`Task.persist`, which evicts the rest once they are
+stored) and reads the others through the store when a record of theirs is applied.
+Deadlines of customers not in memory are found in the store's timer index: before the
+clock advances to a watermark, every customer due before it is read back, so its
+deadline fires from the engine's heap exactly as if it had never left. Opening a
+partition therefore reads no customer at all.
 """
 
 from __future__ import annotations
 
-import gc
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
-from streamsync.audiences.compiler import NEVER
+from streamsync.audiences.compiler import NEVER, Customer
 from streamsync.audiences.definition import Audience
 from streamsync.audiences.engine import Engine
-from streamsync.deltas.record import MembershipDelta
+from streamsync.deltas.record import ENTER, MembershipDelta
 from streamsync.ingest.event import Event
 from streamsync.runtime.repartition import MergedInput
 from streamsync.state.codec import (
@@ -39,6 +47,7 @@ from streamsync.state.codec import (
     IDS_PREFIX,
     META_KEY,
     StateError,
+    customer_due,
     decode_customer,
     decode_events,
     decode_ids,
@@ -54,6 +63,8 @@ from streamsync.state.store import PartitionStore
 
 #: No event time seen yet.
 UNKNOWN = -NEVER
+#: Customers not in memory that one stuck-members count reads at most (per task).
+OVERDUE_SCAN_LIMIT = 10_000
 
 
 class Task:
@@ -78,6 +89,7 @@ class Task:
             allowed_lateness_ms=allowed_lateness_ms,
             dedup_horizon_ms=dedup_horizon_ms,
             auto_advance=False,
+            loader=self._read_customer,
         )
         self.fingerprint = fingerprint(self.engine.program)
         self.lateness = allowed_lateness_ms
@@ -92,6 +104,14 @@ class Task:
         self._id_segments: dict[int, int] = {}  # segment -> newest timestamp
         self._next_segment = 0
         self.store: PartitionStore | None = None
+        #: customers in the store (or about to be: created since the last commit)
+        self.customer_count = 0
+        #: audience -> [members, holdout members], from the deltas emitted so far
+        self._sizes: dict[str, list[int]] = {a.name: [0, 0] for a in audiences}
+        #: timer index entries before this were read (or are in ``_dropped``)
+        self._scanned = UNKNOWN
+        #: timer index entries passed since the last commit, removed from the store with it
+        self._dropped: list[bytes] = []
         #: repartition inputs: their progress is the raw partitions' marks, not their own
         self.merged = {topic: MergedInput(sources) for topic, sources in (merged or {}).items()}
 
@@ -102,6 +122,8 @@ class Task:
         arrival = engine.arrivals
         closed = engine.watermark
         out = engine.process(event)
+        if out:
+            self._count(out)
         if engine.arrivals != arrival:  # accepted (not a duplicate): remember until released
             ts = event.timestamp_ms
             if ts < closed:
@@ -157,11 +179,93 @@ class Task:
         mark = self.watermark(now_ms)
         if mark == UNKNOWN or mark - 1 < self.engine.watermark:
             return []
-        return self.engine.advance_to(mark - 1)
+        self._read_due(mark)
+        return self._count(self.engine.advance_to(mark - 1))
 
     def finish(self, until_ms: int) -> list[MembershipDelta]:
         """Bounded run: release everything and fire deadlines up to ``until_ms``."""
-        return self.engine.finish(until_ms)
+        self._read_due(until_ms + 1)
+        return self._count(self.engine.finish(until_ms))
+
+    def _count(self, deltas: list[MembershipDelta]) -> list[MembershipDelta]:
+        sizes = self._sizes
+        for delta in deltas:
+            size = sizes[delta.audience]
+            step = 1 if delta.op == ENTER else -1
+            size[0] += step
+            if delta.holdout:
+                size[1] += step
+        return deltas
+
+    def sizes(self) -> dict[str, tuple[int, int]]:
+        """Members and holdout members of every audience, as of the emitted deltas."""
+        return {name: (size[0], size[1]) for name, size in self._sizes.items()}
+
+    # -- customers in the store ----------------------------------------------------------------
+
+    def _read_customer(self, customer_id: str) -> Customer | None:
+        """The engine's loader: a stored customer, or ``None`` for a new one."""
+        store = self.store
+        raw = None if store is None else store.get(CUSTOMER_PREFIX + customer_id.encode())
+        if raw is None:
+            self.customer_count += 1
+            return None
+        return decode_customer(raw)
+
+    def _read_due(self, limit: int) -> None:
+        """Give the engine every stored customer due before ``limit`` it does not hold.
+
+        Index entries are read once (``_scanned`` only grows while the task lives) and
+        then dropped with the next commit: each one is passed, its customer fires now
+        and is written again with its next deadline. An entry is stale when the stored
+        customer's own deadline differs (it was written again since)."""
+        store = self.store
+        if store is None or limit <= self._scanned:
+            return
+        engine = self.engine
+        resident = engine.customers
+        for due, key, index_key in store.timers(self._scanned, limit):
+            self._dropped.append(index_key)
+            if key[len(CUSTOMER_PREFIX) :].decode() in resident:
+                continue  # its deadline is on the heap already
+            raw = store.get(key)
+            if raw is not None and customer_due(raw) == due:
+                engine.admit(decode_customer(raw))
+        self._scanned = limit
+
+    def overdue_members(self, before_ms: int) -> dict[str, int]:
+        """:meth:`Engine.overdue_members` over every customer of the task: those in
+        memory, and up to :data:`OVERDUE_SCAN_LIMIT` in the store only."""
+        resident = self.engine.customers
+        stored: list[Customer] = []
+        store = self.store
+        if store is not None:
+            for due, key, _ in store.timers(max(self._scanned, UNKNOWN), before_ms):
+                if len(stored) >= OVERDUE_SCAN_LIMIT:
+                    break
+                if key[len(CUSTOMER_PREFIX) :].decode() in resident:
+                    continue
+                raw = store.get(key)
+                if raw is not None and customer_due(raw) == due:
+                    stored.append(decode_customer(raw))
+        return self.engine.overdue_members(before_ms, stored)
+
+    def persist(
+        self,
+        changes: Mapping[bytes, bytes | None],
+        changelog_offset: int | None,
+        *,
+        keep: int | None = None,
+    ) -> None:
+        """Write a committed :meth:`changes` to the local store, then hold at most
+        ``keep`` customers in memory (all of them when ``None``)."""
+        store = self.store
+        if store is None:
+            return
+        store.apply(changes, changelog_offset, drop_timers=self._dropped)
+        self._dropped = []
+        if keep is not None:
+            self.engine.evict(keep)
 
     # -- state -------------------------------------------------------------------------------
 
@@ -213,6 +317,8 @@ class Task:
                     "event_segments": self._event_segments,
                     "id_segments": self._id_segments,
                     "merged": {topic: m.to_json() for topic, m in self.merged.items()},
+                    "customers": self.customer_count,
+                    "sizes": self._sizes,
                 }
             )
         return out
@@ -224,7 +330,8 @@ class Task:
 
     def load(self, store: PartitionStore, source: str) -> int:
         """Take the state in ``store`` (already brought up to date); return the number
-        of customers. Raises :class:`StateError` if it was written by other definitions."""
+        of customers it holds (none is read: see the module docstring). Raises
+        :class:`StateError` if it was written by other definitions."""
         self.store = store
         raw = store.get(META_KEY)
         if raw is None:
@@ -239,18 +346,6 @@ class Task:
             )
         clock: dict[str, int] = meta["clock"]
         closed = clock["closed"]
-        # Millions of new containers: the cyclic collector would rescan them again and
-        # again while they are built (they hold no cycles), so it waits until the end.
-        paused = gc.isenabled()
-        gc.disable()
-        try:
-            customers = {
-                key[len(CUSTOMER_PREFIX) :].decode(): decode_customer(value)
-                for key, value in store.items(CUSTOMER_PREFIX)
-            }
-        finally:
-            if paused:
-                gc.enable()
         buffer = [
             entry
             for _, value in store.items(EVENTS_PREFIX)
@@ -258,7 +353,7 @@ class Task:
             if entry[0] >= closed
         ]
         seen = {rid for _, value in store.items(IDS_PREFIX) for rid in decode_ids(value)}
-        self.engine.restore(clock, customers, buffer, seen)
+        self.engine.restore(clock, {}, buffer, seen)
         for topic, newest in meta["newest"].items():
             if topic in self.newest:
                 self.newest[topic] = newest
@@ -268,4 +363,8 @@ class Task:
         for topic, marks in meta.get("merged", {}).items():
             if topic in self.merged:
                 self.merged[topic].load(marks)
-        return len(customers)
+        self.customer_count = meta["customers"]
+        for name, size in meta["sizes"].items():
+            if name in self._sizes:
+                self._sizes[name] = list(size)
+        return self.customer_count

@@ -9,12 +9,22 @@ written under other definitions is detected at restore instead of being misread.
 
 Keys of a partition store (also the changelog keys):
 
-* ``c:<customer id>`` - one customer (the engine's list, minus transient slots);
+* ``c:<customer id>`` - one customer: its timer (``DUE``, 8 bytes, signed big-endian)
+  then the engine's list, minus transient slots. The timer comes first so the store can
+  index customers by it without unmarshalling them;
 * ``e:<segment>`` - records accepted in one commit and still buffered then, with their
   effective (correction-adjusted) timestamps and arrival numbers;
 * ``i:<segment>`` - record ids seen in one commit (deduplication across restarts);
 * ``m`` - the partition's meta record: codec version, fingerprint, engine clock,
-  per-topic newest event time, live segments.
+  per-topic newest event time, live segments, customer count and audience sizes.
+
+Kept by the store only (derived from the customers, never in the changelog):
+
+* ``t:<due><customer id>`` - the timer index: one key per customer value written with a
+  deadline, in time order (``due`` offset by 2**63, 8 bytes big-endian), so the customers
+  whose deadlines a watermark passes are found without holding every customer in memory.
+  Entries may be stale (the customer was written again with another deadline); a
+  reader checks the customer's own ``DUE`` (see :mod:`streamsync.runtime.task`).
 """
 
 from __future__ import annotations
@@ -23,11 +33,11 @@ import hashlib
 import marshal
 from typing import Any
 
-from streamsync.audiences.compiler import NULL, PENDING, RIDS, Customer, Program
+from streamsync.audiences.compiler import DUE, NULL, PENDING, RIDS, Customer, Program
 from streamsync.ingest.event import Event, SourcePosition
 
 #: Bump when the encoding changes; values of another version are rejected.
-CODEC_VERSION = 1
+CODEC_VERSION = 2
 #: Bump when the compiler's customer layout changes without the definitions changing.
 LAYOUT_VERSION = 1
 _MARSHAL = 4
@@ -38,6 +48,8 @@ CUSTOMER_PREFIX = b"c:"
 EVENTS_PREFIX = b"e:"
 IDS_PREFIX = b"i:"
 META_KEY = b"m"
+TIMER_PREFIX = b"t:"
+_OFFSET = 1 << 63
 
 
 class StateError(Exception):
@@ -65,15 +77,38 @@ def encode_customer(c: Customer) -> bytes:
     out = [_NULL_MARK if x is NULL else x for x in c]
     out[PENDING] = 0
     out[RIDS] = None
-    return _V + marshal.dumps(out, _MARSHAL)
+    due: int = c[DUE]
+    return _V + due.to_bytes(8, "big", signed=True) + marshal.dumps(out, _MARSHAL)
 
 
 def decode_customer(data: bytes) -> Customer:
-    c: Customer = _load(data)
+    if not data or data[0] != CODEC_VERSION:
+        _load(data)  # raises StateError naming the version
+    c: Customer = marshal.loads(data[9:])
     for i, x in enumerate(c):
         if type(x) is tuple and x == _NULL_MARK:
             c[i] = NULL
     return c
+
+
+def customer_due(data: bytes) -> int:
+    """The deadline of an encoded customer, without decoding it (``NEVER``: none)."""
+    return int.from_bytes(data[1:9], "big", signed=True)
+
+
+def timer_key(due: int, customer_key: bytes) -> bytes:
+    """The timer index key of the customer stored under ``customer_key`` (``c:<id>``)."""
+    return TIMER_PREFIX + (due + _OFFSET).to_bytes(8, "big") + customer_key[len(CUSTOMER_PREFIX) :]
+
+
+def timer_bound(due: int) -> bytes:
+    """The first index key at ``due``: entries before it are due earlier."""
+    return TIMER_PREFIX + (due + _OFFSET).to_bytes(8, "big")
+
+
+def parse_timer_key(key: bytes) -> tuple[int, bytes]:
+    """``(due, customer key)`` of a timer index key."""
+    return int.from_bytes(key[2:10], "big") - _OFFSET, CUSTOMER_PREFIX + key[10:]
 
 
 def _event_tuple(ts: int, arrival: int, e: Event) -> tuple[Any, ...]:

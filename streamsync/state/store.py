@@ -1,21 +1,37 @@
 """The local copy of one partition's state: an embedded RocksDB (through ``rocksdict``).
 
 It holds the same keys as the partition's changelog, plus the changelog offset it is
-up to date with, so that a restart reads only the changelog tail. It is written only
+up to date with, so that a restart reads only the changelog tail, plus a timer index
+derived from the customers (see :mod:`streamsync.state.codec`). It is written only
 after the Kafka transaction holding the same changes has committed (never ahead of the
-changelog), in one atomic write batch per commit. If it cannot be opened (another
-process holds it, or it is damaged) the partition is restored from the changelog alone
-into memory: the local copy is an accelerator, never the source of truth.
+changelog), in one atomic write batch per commit.
+
+Customers are read from it on demand: a task keeps only its recently used customers in
+memory, so the store, not the heap, is what bounds the customers an instance can hold.
+If the configured directory cannot be opened (another process holds it, or it is
+damaged) the partition is restored from the changelog alone into a throwaway copy in a
+temporary directory: the local copy is an accelerator, never the source of truth.
 """
 
 from __future__ import annotations
 
 import logging
 import shutil
-from collections.abc import Iterator, Mapping
+import tempfile
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
 from rocksdict import Options, Rdict, WriteBatch
+
+from streamsync.audiences.compiler import NEVER
+from streamsync.state.codec import (
+    CUSTOMER_PREFIX,
+    TIMER_PREFIX,
+    customer_due,
+    parse_timer_key,
+    timer_bound,
+    timer_key,
+)
 
 log = logging.getLogger(__name__)
 
@@ -25,78 +41,100 @@ Changes = Mapping[bytes, bytes | None]
 
 
 class PartitionStore:
-    """Key/value state of one partition; ``path=None`` keeps it in memory only."""
+    """Key/value state of one partition; ``path=None`` keeps a throwaway copy."""
 
     def __init__(self, path: Path | None) -> None:
         self.path = path
-        self._db: Rdict | None = None
-        self._mem: dict[bytes, bytes] = {}
+        self._scratch: Path | None = None
+        db: Rdict | None = None
         if path is not None:
             try:
                 path.parent.mkdir(parents=True, exist_ok=True)
-                self._db = Rdict(str(path), Options(raw_mode=True))
+                db = Rdict(str(path), Options(raw_mode=True))
             except Exception as exc:  # rocksdict raises plain Exception (lock, corruption)
                 log.warning("local state %s unavailable (%s); using the changelog only", path, exc)
-                self._db = None
+        if db is None:
+            self._scratch = Path(tempfile.mkdtemp(prefix="streamsync-state-"))
+            db = Rdict(str(self._scratch), Options(raw_mode=True))
+        self._db: Rdict | None = db
+
+    @property
+    def _open(self) -> Rdict:
+        if self._db is None:
+            raise RuntimeError("the partition store is closed")
+        return self._db
 
     @property
     def changelog_offset(self) -> int | None:
         """The changelog offset this copy includes, or ``None`` if it is empty."""
-        raw = self._db.get(_OFFSET_KEY) if self._db is not None else self._mem.get(_OFFSET_KEY)
+        raw = self._open.get(_OFFSET_KEY)
         return None if raw is None else int(raw)
 
-    def apply(self, changes: Changes, changelog_offset: int | None) -> None:
-        """Apply one commit's changes (``None`` deletes) atomically."""
-        if self._db is None:
-            mem = self._mem
-            for key, value in changes.items():
-                if value is None:
-                    mem.pop(key, None)
-                else:
-                    mem[key] = value
-            if changelog_offset is not None:
-                mem[_OFFSET_KEY] = str(changelog_offset).encode()
-            return
+    def apply(
+        self,
+        changes: Changes,
+        changelog_offset: int | None,
+        *,
+        drop_timers: Iterable[bytes] = (),
+    ) -> None:
+        """Apply one commit's changes (``None`` deletes) atomically, with a timer index
+        entry for every customer written with a deadline, and without the index entries
+        in ``drop_timers`` (ones a reader found passed or stale)."""
         batch = WriteBatch(raw_mode=True)
+        for key in drop_timers:
+            batch.delete(key)
         for key, value in changes.items():
             if value is None:
                 batch.delete(key)
-            else:
-                batch.put(key, value)
+                continue
+            batch.put(key, value)
+            if key.startswith(CUSTOMER_PREFIX):
+                due = customer_due(value)
+                if due < NEVER:
+                    batch.put(timer_key(due, key), b"")
         if changelog_offset is not None:
             batch.put(_OFFSET_KEY, str(changelog_offset).encode())
-        self._db.write(batch)
+        self._open.write(batch)
 
     def clear(self) -> None:
         """Forget everything (the local copy is stale or belongs to other definitions)."""
-        if self._db is None:
-            self._mem.clear()
-            return
-        assert self.path is not None
-        self._db.close()
-        Rdict.destroy(str(self.path))
-        shutil.rmtree(self.path, ignore_errors=True)
-        self._db = Rdict(str(self.path), Options(raw_mode=True))
+        path = self._scratch or self.path
+        assert path is not None
+        self._open.close()
+        Rdict.destroy(str(path))
+        shutil.rmtree(path, ignore_errors=True)
+        self._db = Rdict(str(path), Options(raw_mode=True))
 
     def get(self, key: bytes) -> bytes | None:
-        if self._db is None:
-            return self._mem.get(key)
-        value: bytes | None = self._db.get(key)
+        value: bytes | None = self._open.get(key)
         return value
 
-    def items(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
-        """Every ``(key, value)`` whose key starts with ``prefix``, in key order."""
-        if self._db is None:
-            for key in sorted(k for k in self._mem if k.startswith(prefix)):
-                yield key, self._mem[key]
-            return
-        for k, v in self._db.items(from_key=prefix):
-            if not (isinstance(k, bytes) and k.startswith(prefix)):
+    def items(self, prefix: bytes, start: bytes | None = None) -> Iterator[tuple[bytes, bytes]]:
+        """Every ``(key, value)`` whose key starts with ``prefix`` (from ``start`` on,
+        if given), in key order."""
+        it = self._open.iter()
+        it.seek(start or prefix)
+        while it.valid():
+            key = it.key()
+            if not key.startswith(prefix):
                 break
-            assert isinstance(v, bytes)
-            yield k, v
+            yield key, it.value()
+            it.next()
+
+    def timers(self, start: int, limit: int) -> Iterator[tuple[int, bytes, bytes]]:
+        """Timer index entries due in ``[start, limit)``, in time order, as ``(due,
+        customer key, index key)``; stale entries included."""
+        end = timer_bound(limit)
+        for key, _ in self.items(TIMER_PREFIX, timer_bound(start)):
+            if key >= end:
+                break
+            due, customer = parse_timer_key(key)
+            yield due, customer, key
 
     def close(self) -> None:
         if self._db is not None:
             self._db.close()
             self._db = None
+        if self._scratch is not None:
+            shutil.rmtree(self._scratch, ignore_errors=True)
+            self._scratch = None

@@ -8,8 +8,10 @@ from pathlib import Path
 import orjson
 import pytest
 
+from streamsync.audiences.compiler import PENDING
 from streamsync.audiences.loader import load_audiences
 from streamsync.audiences.replay import replay
+from streamsync.deltas.record import MembershipDelta
 from streamsync.ingest.event import Event, SourcePosition
 from streamsync.ingest.jsonl import read_events
 from streamsync.resources import project_path
@@ -150,3 +152,68 @@ def test_replay_matches_the_task_on_the_synthetic_stream() -> None:
     expected = list(replay(AUDIENCES, iter(events), progress=None))
     key = lambda d: (d.audience, d.customer_id, d.op, d.at_ms, d.seq)  # noqa: E731
     assert sorted(map(key, got)) == sorted(map(key, expected))
+
+
+def _events_of(customers: int, n: int) -> list[Event]:
+    lines = [
+        r if isinstance(r, bytes) else orjson.dumps(r)
+        for r in generate_records(customers, n, seed=5)
+    ]
+    out = []
+    for offset, outcome in enumerate(read_events(lines, "t")):
+        if isinstance(outcome, Event):
+            outcome.source = SourcePosition("a", 0, offset)
+            out.append(outcome)
+    return out
+
+
+def _key(d: MembershipDelta) -> tuple[object, ...]:
+    return (d.audience, d.customer_id, d.op, d.at_ms, d.seq, tuple(d.record_ids))
+
+
+@pytest.mark.parametrize("keep", [0, 7])
+def test_a_small_customer_cache_gives_the_same_deltas(tmp_path: Path, keep: int) -> None:
+    """Hold at most ``keep`` customers in memory: the others are read back from the store
+    when a record of theirs is applied or their deadline comes due (also after restarts
+    from the store), and the deltas, seq included, equal an unbounded run's."""
+    events = _events_of(300, 6000)
+    until = max(e.timestamp_ms for e in events) + 30 * 86_400_000
+    reference = _task(topics=("a",), lateness=5 * 60_000)
+    expected = []
+    for event in events:
+        expected += reference.process(event)
+        expected += reference.advance(0)
+
+    store = PartitionStore(tmp_path / "p0")
+    task = _task(topics=("a",), lateness=5 * 60_000)
+    task.load(store, "test")
+    got = []
+    most = 0
+    for i, event in enumerate(events, start=1):
+        got += task.process(event)
+        got += task.advance(0)
+        if i % 50 == 0:
+            task.persist(task.changes(), i, keep=keep)
+            held = task.engine.customers
+            pending = sum(1 for c in held.values() if c[PENDING])
+            assert len(held) <= keep + pending
+            most = max(most, len(held))
+            if i % 1000 == 0:  # a crash right after a commit: a new task from the store
+                task = _task(topics=("a",), lateness=5 * 60_000)
+                task.load(store, "test")
+                assert not task.engine.customers  # opening reads no customer
+    task.persist(task.changes(), len(events), keep=keep)
+    assert sorted(map(_key, got)) == sorted(map(_key, expected))
+    assert task.sizes() == reference.sizes() == reference.engine.member_counts()
+
+    # Restarted with every customer out of memory, a month with no input: every
+    # deadline fires from the store's timer index, as in the unbounded run.
+    task = _task(topics=("a",), lateness=5 * 60_000)
+    assert task.load(store, "test") == len(reference.engine.customers) == 300
+    tail = task.finish(until)
+    expected_tail = reference.finish(until)
+    assert sorted(map(_key, tail)) == sorted(map(_key, expected_tail))
+    assert len(expected) > 500 and len(expected_tail) > 50
+    assert most < 60
+    assert task.sizes() == reference.sizes() == reference.engine.member_counts()
+    store.close()
