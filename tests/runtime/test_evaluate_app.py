@@ -78,12 +78,14 @@ def _start(app: Application, apps: list[tuple[Application, threading.Thread]]) -
         time.sleep(0.05)
 
 
+@pytest.mark.parametrize("cache", [None, 25], ids=["every-customer-held", "cache-of-25"])
 def test_evaluate_over_a_finished_topic_equals_replay(
-    kafka_bootstrap_servers: str, tmp_path: Path
+    kafka_bootstrap_servers: str, tmp_path: Path, cache: int | None
 ) -> None:
     stream = Stream(kafka_bootstrap_servers)
     stream.produce(synthetic(300, 8000, seed=11))
-    app = Application(load_config(stream.config(tmp_path)))
+    settings = {} if cache is None else {"cache_customers": cache}
+    app = Application(load_config(stream.config(tmp_path, **settings)))
     stats = app.run(idle_timeout_s=2.0)
     assert stats.records == len(stream.lines)
     live = read_deltas(kafka_bootstrap_servers, stream.deltas)

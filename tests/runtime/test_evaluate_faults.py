@@ -87,7 +87,13 @@ def test_sigkill_and_scaling_mid_stream_lose_and_duplicate_nothing(
     stream = Stream(kafka_bootstrap_servers, partitions=3)
     records = synthetic(400, 24_000, seed=8)
     chunks = [records[i : i + 3000] for i in range(0, len(records), 3000)]
-    settings = {"wall_clock": False, "session_timeout": "6s", "commit_interval": "100ms"}
+    # A cache far smaller than the customers: most are read back from the state store.
+    settings = {
+        "wall_clock": False,
+        "session_timeout": "6s",
+        "commit_interval": "100ms",
+        "cache_customers": 40,
+    }
     instances = [
         Instance(
             stream.config(tmp_path, f"state-{i}", **settings),
