@@ -32,6 +32,7 @@ import orjson
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
+from streamsync.audiences.compiler import CUSTOMER_ID
 from streamsync.audiences.loader import load_audiences
 from streamsync.config import load_config
 from streamsync.deltas.codec import decode_json
@@ -425,7 +426,7 @@ def bench_restore(bootstrap: str, tmp: Path, customers: int) -> None:
     for i in range(customers):
         c = list(templates[i % len(templates)])
         cid = f"cus_{i:09d}"
-        c[5] = cid
+        c[CUSTOMER_ID] = cid
         while True:
             try:
                 producer.produce(changelog, encode_customer(c), b"c:" + cid.encode(), partition=0)
@@ -434,6 +435,7 @@ def bench_restore(bootstrap: str, tmp: Path, customers: int) -> None:
                 producer.poll(0.1)
         if i % 10_000 == 0:
             producer.poll(0)
+    task.customer_count = customers
     meta = task.changes()[b"m"]
     producer.produce(changelog, meta, b"m", partition=0)
     producer.flush(120)
@@ -480,7 +482,7 @@ def bench_restore(bootstrap: str, tmp: Path, customers: int) -> None:
         r = orjson.loads(out)
         print(
             f"restore from {label}: {r['read']:,} changelog records in {r['changelog_s']:.1f}s, "
-            f"{r['customers']:,} customers loaded in {r['load_s']:.1f}s, "
+            f"partition of {r['customers']:,} customers opened in {r['load_s']:.1f}s, "
             f"peak RSS {r['rss_mb']:.0f} MiB"
         )
 
