@@ -65,6 +65,9 @@ from streamsync.state.store import PartitionStore
 UNKNOWN = -NEVER
 #: Customers not in memory that one stuck-members count reads at most (per task).
 OVERDUE_SCAN_LIMIT = 10_000
+#: Customers read back for their deadlines per commit (per task), at most (roughly: a
+#: whole instant's customers are read together).
+READ_DUE_PER_COMMIT = 20_000
 
 
 class Task:
@@ -112,6 +115,8 @@ class Task:
         self._scanned = UNKNOWN
         #: timer index entries passed since the last commit, removed from the store with it
         self._dropped: list[bytes] = []
+        #: customers read back for their deadlines since the last commit
+        self._read = 0
         #: repartition inputs: their progress is the raw partitions' marks, not their own
         self.merged = {topic: MergedInput(sources) for topic, sources in (merged or {}).items()}
 
@@ -179,12 +184,12 @@ class Task:
         mark = self.watermark(now_ms)
         if mark == UNKNOWN or mark - 1 < self.engine.watermark:
             return []
-        self._read_due(mark)
-        return self._count(self.engine.advance_to(mark - 1))
+        reached = self._read_due(mark, READ_DUE_PER_COMMIT - self._read)
+        return self._count(self.engine.advance_to(reached - 1))
 
     def finish(self, until_ms: int) -> list[MembershipDelta]:
         """Bounded run: release everything and fire deadlines up to ``until_ms``."""
-        self._read_due(until_ms + 1)
+        self._read_due(until_ms + 1, None)
         return self._count(self.engine.finish(until_ms))
 
     def _count(self, deltas: list[MembershipDelta]) -> list[MembershipDelta]:
@@ -212,8 +217,12 @@ class Task:
             return None
         return decode_customer(raw)
 
-    def _read_due(self, limit: int) -> None:
-        """Give the engine every stored customer due before ``limit`` it does not hold.
+    def _read_due(self, limit: int, budget: int | None) -> int:
+        """Give the engine every stored customer due before ``limit`` it does not hold,
+        or, past ``budget`` customers, those due before the next instant after it;
+        return the instant the clock may advance to (``limit``, or that instant). The
+        budget bounds the customers read back, and the deltas of one commit, when many
+        deadlines pass at once (a restart after downtime); the rest follow next commit.
 
         Index entries are read once (``_scanned`` only grows while the task lives) and
         then dropped with the next commit: each one is passed, its customer fires now
@@ -221,17 +230,26 @@ class Task:
         customer's own deadline differs (it was written again since)."""
         store = self.store
         if store is None or limit <= self._scanned:
-            return
+            return limit
         engine = self.engine
         resident = engine.customers
+        last = UNKNOWN
+        read = 0
         for due, key, index_key in store.timers(self._scanned, limit):
+            if budget is not None and read >= budget and due > last:
+                limit = due  # a whole instant at a time: the next one waits
+                break
             self._dropped.append(index_key)
             if key[len(CUSTOMER_PREFIX) :].decode() in resident:
                 continue  # its deadline is on the heap already
             raw = store.get(key)
             if raw is not None and customer_due(raw) == due:
                 engine.admit(decode_customer(raw))
+                read += 1
+                last = due
+        self._read += read
         self._scanned = limit
+        return limit
 
     def overdue_members(self, before_ms: int) -> dict[str, int]:
         """:meth:`Engine.overdue_members` over every customer of the task: those in
@@ -264,6 +282,7 @@ class Task:
             return
         store.apply(changes, changelog_offset, drop_timers=self._dropped)
         self._dropped = []
+        self._read = 0
         if keep is not None:
             self.engine.evict(keep)
 

@@ -8,13 +8,14 @@ from pathlib import Path
 import orjson
 import pytest
 
-from streamsync.audiences.compiler import PENDING
+from streamsync.audiences.compiler import DUE, PENDING
 from streamsync.audiences.loader import load_audiences
 from streamsync.audiences.replay import replay
 from streamsync.deltas.record import MembershipDelta
 from streamsync.ingest.event import Event, SourcePosition
 from streamsync.ingest.jsonl import read_events
 from streamsync.resources import project_path
+from streamsync.runtime import task as task_module
 from streamsync.runtime.task import UNKNOWN, Task
 from streamsync.state.codec import StateError
 from streamsync.state.store import PartitionStore
@@ -216,4 +217,47 @@ def test_a_small_customer_cache_gives_the_same_deltas(tmp_path: Path, keep: int)
     assert len(expected) > 500 and len(expected_tail) > 50
     assert most < 60
     assert task.sizes() == reference.sizes() == reference.engine.member_counts()
+    store.close()
+
+
+def test_deadlines_passed_at_once_are_read_back_a_few_per_commit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After downtime the wall clock passes many deadlines at once: each commit reads back
+    at most ``READ_DUE_PER_COMMIT`` customers (plus the rest of one instant), and the
+    deadlines still fire in time order with the unbounded run's deltas."""
+    monkeypatch.setattr(task_module, "READ_DUE_PER_COMMIT", 1)
+    events = _events_of(120, 2400)
+    newest = max(e.timestamp_ms for e in events)
+    reference = _task(topics=("a",), lateness=0)
+    for event in events:
+        reference.process(event)
+    reference.advance(0)
+    store = PartitionStore(tmp_path / "p0")
+    task = _task(topics=("a",), lateness=0)
+    task.load(store, "test")
+    for event in events:
+        task.process(event)
+    task.advance(0)
+    task.persist(task.changes(), 1, keep=0)
+
+    now = newest + 30 * 86_400_000
+    due = sum(1 for c in reference.engine.customers.values() if c[DUE] < now - 500)
+    expected = reference.finish(now - 500)
+    restarted = _task(topics=("a",), lateness=0, wall_clock=True)
+    restarted.load(store, "test")
+    restarted.caught_up["a"] = True
+    got: list[MembershipDelta] = []
+    commits = 0
+    while restarted.engine.watermark < now - 500:
+        before = restarted.engine.watermark
+        got += restarted.advance(now)
+        assert restarted.engine.watermark > before  # progress every commit
+        read_back = len(restarted.engine.customers)
+        restarted.persist(restarted.changes(), commits + 2, keep=0)
+        commits += 1
+        assert read_back <= 1 + 2, read_back  # 1, plus the rest of one instant
+    assert due >= 10 and commits >= due // 3
+    assert sorted(map(_key, got)) == sorted(map(_key, expected))
+    assert sorted(d.at_ms for d in got) == [d.at_ms for d in got]
     store.close()
