@@ -166,7 +166,8 @@ def test_evaluate_with_rekeyed_topics_equals_replay(
     producer = Producer({"bootstrap.servers": kafka_bootstrap_servers})
     producer.produce(internal, b"not ours", b"cus_0000001", partition=1)
     assert producer.flush(30) == 0
-    config = load_config(stream.config(tmp_path))
+    # Purging is kept off: the repartition topic is read from its start below.
+    config = load_config(stream.config(tmp_path, repartition_purge_interval="1h"))
     app = Application(config)
     stats = app.run(idle_timeout_s=2.0)
     # Each input record counted once, at the topic it was read from.
@@ -282,7 +283,11 @@ def test_idle_deadline_of_a_rekeyed_record_fires_within_a_second(
     readable within 1 s of its deadline."""
     (tmp_path / "audiences.yaml").write_text(CART_WAIT)
     stream = MixedStream(kafka_bootstrap_servers, partitions=2)
-    path = stream.config(tmp_path, audiences=str(tmp_path / "audiences.yaml"))
+    path = stream.config(
+        tmp_path,
+        audiences=str(tmp_path / "audiences.yaml"),
+        repartition_purge_interval="1h",  # the re-keyed record is read back below
+    )
     app = Application(load_config(path))
     thread = threading.Thread(target=app.run, daemon=True)
     thread.start()
