@@ -329,6 +329,12 @@ class EvaluateConfig(_Model):
         description="Partition count of the repartition topics (and tasks) when every "
         "input topic is repartitioned; otherwise they take the keyed topics' count.",
     )
+    repartition_purge_interval_ms: Duration = Field(
+        default=30_000,
+        alias="repartition_purge_interval",
+        description="How often the records of the repartition topics that are consumed "
+        "and committed are deleted (Kafka Streams' repartition.purge.interval.ms).",
+    )
     repartition_partitioner: Literal["consistent", "murmur2"] = Field(
         default="consistent",
         description="How the producers of the keyed topics partition by key: consistent "

@@ -80,6 +80,7 @@ from streamsync.runtime.dead_letter import (
 from streamsync.runtime.ingest_loop import IngestStats, TopicStats
 from streamsync.runtime.repartition import (
     MARK_TAG,
+    Purger,
     Repartitioner,
     decode_event,
     repartition_topic,
@@ -258,6 +259,7 @@ class Application:
         self.task_topics = [t for t in self.topics if t not in self.rekeyed]
         self.task_topics += self.rekeyed.values()
         self._repartitioner: Repartitioner | None = None
+        self._purger: Purger | None = None
         self.batch_size = batch_size
         self.progress = progress
         self.progress_interval_s = progress_interval_s
@@ -389,6 +391,9 @@ class Application:
                     ):
                         raise StartupError(f"cannot create topic {name}: {exc}") from None
         self._dead_letter_max = topic_max_message_bytes(admin, self.config.ingest.dead_letter_topic)
+        if self.rekeyed:
+            interval_s = settings.repartition_purge_interval_ms / 1000
+            self._purger = Purger(admin, self.rekeyed.values(), interval_s)
         return admin
 
     def _repartition_setup(self, metadata: Any, counts: dict[str, int], raw: dict[str, int]) -> int:
@@ -545,6 +550,8 @@ class Application:
         self._parked.clear()
         if self._restorer is not None:
             self._restorer.close()
+        if self._purger is not None:
+            self._purger.settle(2.0)  # to report a failure of the last purge
         if self._watchdog is not None:
             self._watchdog.close()
 
@@ -789,6 +796,8 @@ class Application:
             timeout_s = self.settings.transaction_timeout_ms / 1000
         timeout = timeout_s
         changelog = self.settings.changelog
+        if self._purger is not None:  # deletes what earlier cycles committed, when due
+            self._purger.tick()
         batches: list[tuple[Task, dict[bytes, bytes | None]]] = []
         self._changelog_offsets.clear()
         for task in self.tasks.values():
@@ -844,6 +853,8 @@ class Application:
                 self._rewind()
                 return False
         self._in_txn = False
+        if self._purger is not None:
+            self._purger.committed(self._positions)
         self._positions.clear()
         if stage is not None:
             stage.committed()

@@ -23,19 +23,32 @@ counts as the lowest newest of all raw partitions, and as caught up only when ev
 partition was last reported at its end and the repartition partition itself is read to
 its end. The marks a task has read are part of its state (the meta record), so they
 agree with its committed offsets after a restore.
+
+Purging. Once a repartition offset is committed, nothing reads the records before it
+again (a restore reads the changelog, a new owner starts at the committed offset), so
+:class:`Purger` deletes them, as Kafka Streams does, instead of keeping them for the
+topic's retention.
 """
 
 from __future__ import annotations
 
+import logging
+import time
 import zlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import Future
+from concurrent.futures import wait as wait_futures
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import orjson
+from confluent_kafka import KafkaError, KafkaException, TopicPartition
+from confluent_kafka.admin import AdminClient
 
 from streamsync.audiences.compiler import NEVER
 from streamsync.ingest.event import Event, SourcePosition
+
+log = logging.getLogger(__name__)
 
 #: First byte of a repartition record's value: a re-keyed event, or a progress mark.
 EVENT_TAG = 0x01
@@ -236,3 +249,99 @@ class Repartitioner:
             self._newest.pop(tp, None)
             self._caught_up.pop(tp, None)
             self._sent.pop(tp, None)
+
+
+class Purger:
+    """Deletes the records of repartition topics that this process has consumed and
+    committed, at most once per interval, as Kafka Streams does after a commit
+    (``repartition.purge.interval.ms``, default 30 s).
+
+    Why: the repartition topics are internal and grow with every input record; once an
+    offset is committed nothing reads the records before it again (a crash resumes from
+    it, a restore reads the changelog), so keeping them until retention only costs disk.
+    Only offsets passed to :meth:`committed` are purged, and only of :attr:`topics`: a
+    user's own topics are never touched. Purging is housekeeping: requests are not waited
+    for (:meth:`tick` looks at the previous one's results), and a failure is logged once
+    per kind, never raised; the offsets are asked for again on the next interval.
+    """
+
+    def __init__(
+        self,
+        admin: AdminClient,
+        topics: Iterable[str],
+        interval_s: float,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.admin = admin
+        self.topics = frozenset(topics)
+        self.interval_s = interval_s
+        self._clock = clock
+        self._due = clock() + interval_s
+        #: (topic, partition) -> committed offset not yet purged up to
+        self._pending: dict[tuple[str, int], int] = {}
+        self._in_flight: dict[TopicPartition, Future[Any]] = {}
+        self._warned: set[str] = set()
+        #: (topic, partition) -> the low watermark the last successful purge reported
+        self.low_watermarks: dict[tuple[str, int], int] = {}
+
+    def committed(self, offsets: Mapping[tuple[str, int], int]) -> None:
+        """Remember the offsets a transaction has just committed (other topics ignored)."""
+        pending = self._pending
+        for tp, offset in offsets.items():
+            if tp[0] in self.topics and offset > pending.get(tp, 0):
+                pending[tp] = offset
+
+    def tick(self) -> None:
+        """Check the request in flight; send the next one when the interval has passed
+        and none is in flight (one request at a time, all partitions in it)."""
+        if self._in_flight:
+            if not all(future.done() for future in self._in_flight.values()):
+                return
+            self._check()
+        if not self._pending:
+            return
+        now = self._clock()
+        if now < self._due:
+            return
+        self._due = now + self.interval_s
+        offsets = [TopicPartition(t, p, o) for (t, p), o in self._pending.items()]
+        self._pending = {}
+        try:
+            self._in_flight = self.admin.delete_records(offsets)
+        except Exception as exc:  # housekeeping never stops the service
+            self._failed(offsets, exc)
+
+    def settle(self, timeout_s: float) -> None:
+        """Wait up to ``timeout_s`` for the request in flight and check its results."""
+        if self._in_flight:
+            wait_futures(list(self._in_flight.values()), timeout_s)
+            if all(future.done() for future in self._in_flight.values()):
+                self._check()
+
+    def _check(self) -> None:
+        done, self._in_flight = self._in_flight, {}
+        for tp, future in done.items():
+            exc = future.exception()
+            if exc is None:
+                self.low_watermarks[(tp.topic, tp.partition)] = future.result().low_watermark
+            else:
+                self._failed([tp], exc)
+
+    def _failed(self, offsets: list[TopicPartition], exc: BaseException) -> None:
+        error = exc.args[0] if isinstance(exc, KafkaException) and exc.args else None
+        kind = error.name() if isinstance(error, KafkaError) else type(exc).__name__
+        for tp in offsets:  # asked for again next time, with any newer offset
+            key = (tp.topic, tp.partition)
+            self._pending[key] = max(tp.offset, self._pending.get(key, 0))
+        if kind not in self._warned:
+            self._warned.add(kind)
+            log.warning(
+                "cannot purge consumed records of repartition topic %s[%d] (%s); "
+                "they stay until the topic's retention removes them (retried; further "
+                "%s failures are not reported)",
+                offsets[0].topic,
+                offsets[0].partition,
+                error.str() if isinstance(error, KafkaError) else exc,
+                kind,
+            )

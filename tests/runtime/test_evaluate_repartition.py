@@ -166,7 +166,8 @@ def test_evaluate_with_rekeyed_topics_equals_replay(
     producer = Producer({"bootstrap.servers": kafka_bootstrap_servers})
     producer.produce(internal, b"not ours", b"cus_0000001", partition=1)
     assert producer.flush(30) == 0
-    config = load_config(stream.config(tmp_path))
+    # Purging is kept off: the repartition topic is read from its start below.
+    config = load_config(stream.config(tmp_path, repartition_purge_interval="1h"))
     app = Application(config)
     stats = app.run(idle_timeout_s=2.0)
     # Each input record counted once, at the topic it was read from.
@@ -226,7 +227,9 @@ def test_sigkill_and_scaling_mid_stream_with_rekeyed_topics_lose_and_duplicate_n
     stream = MixedStream(kafka_bootstrap_servers)
     records = synthetic(300, 12_000, seed=22)
     chunks = [records[i : i + 3000] for i in range(0, len(records), 3000)]
-    settings = {"wall_clock": False, "session_timeout": "6s"}
+    # Purging often: records consumed and committed are deleted while processes die and
+    # partitions move, and nothing is lost.
+    settings = {"wall_clock": False, "session_timeout": "6s", "repartition_purge_interval": "200ms"}
     main, extra = (
         Instance(
             stream.config(tmp_path, f"state-{i}", **settings),
@@ -264,6 +267,15 @@ def test_sigkill_and_scaling_mid_stream_with_rekeyed_topics_lose_and_duplicate_n
                 instance.process.kill()
     assert kills == 2
     assert extra.records() > 0, extra.log.read_text()
+    reader = Consumer({"bootstrap.servers": kafka_bootstrap_servers, "group.id": stream.group})
+    try:  # the repartition topics were purged meanwhile
+        for raw in (stream.null_keyed, stream.other_keyed):
+            internal = repartition_topic(stream.group, raw)
+            for p in range(stream.partitions):
+                tp = TopicPartition(internal, p)
+                assert reader.get_watermark_offsets(tp, 10, cached=False)[0] > 0, tp
+    finally:
+        reader.close()
     live = read_deltas(kafka_bootstrap_servers, stream.deltas)
     check_seq(live)
     counted = keys(live)
@@ -282,7 +294,11 @@ def test_idle_deadline_of_a_rekeyed_record_fires_within_a_second(
     readable within 1 s of its deadline."""
     (tmp_path / "audiences.yaml").write_text(CART_WAIT)
     stream = MixedStream(kafka_bootstrap_servers, partitions=2)
-    path = stream.config(tmp_path, audiences=str(tmp_path / "audiences.yaml"))
+    path = stream.config(
+        tmp_path,
+        audiences=str(tmp_path / "audiences.yaml"),
+        repartition_purge_interval="1h",  # the re-keyed record is read back below
+    )
     app = Application(load_config(path))
     thread = threading.Thread(target=app.run, daemon=True)
     thread.start()
