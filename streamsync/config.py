@@ -4,9 +4,11 @@ Per-record code never sees these models: :class:`~streamsync.ingest.decoder.Deco
 a :class:`TopicConfig` once and keeps plain attributes. Adding a topic is a configuration
 change only: a new entry under ``ingest.topics``.
 
-Secrets (the SASL password) are ``SecretStr``: ``repr``/``str`` of any model, and
-:meth:`KafkaConfig.redacted`, show ``**********``. Validation errors are reformatted
-without the offending input values for the same reason (:class:`ConfigError`).
+Secrets (the SASL password) are ``SecretStr``, or named by a
+:class:`~streamsync.credentials.Credentials` (``sasl_password_from``) and read only when a
+Kafka client is built: ``repr``/``str`` of any model, and :meth:`KafkaConfig.redacted`,
+show ``**********`` or the source. Validation errors are reformatted without the
+offending input values for the same reason (:class:`ConfigError`).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from pydantic import (
     model_validator,
 )
 
+from streamsync.credentials import Credentials, CredentialsError, resolve_credential_files
 from streamsync.destinations.config import DestinationConfig, parse_destinations, resolve_paths
 from streamsync.kafka.config import BOOTSTRAP_ENV
 from streamsync.observability.config import ObservabilityConfig
@@ -167,13 +170,24 @@ class TopicConfig(_Model):
 
 
 class KafkaConfig(_Model):
-    """How to reach the cluster. ``extra`` is passed to librdkafka as is (and wins)."""
+    """How to reach the cluster. ``extra`` is passed to librdkafka as is (and wins).
+
+    The SASL password is either written in the file (``sasl_password``: the file is then a
+    secret itself) or named (``sasl_password_from: {env: VARIABLE}`` or ``{file: PATH}``),
+    read when the client settings are built so a missing one is reported at start-up by
+    the command that needs Kafka, not by every command that loads the file.
+    """
 
     bootstrap_servers: str = Field(default="localhost:9092", min_length=1)
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
     sasl_username: str | None = None
     sasl_password: SecretStr | None = None
+    sasl_password_from: Credentials | None = Field(
+        default=None,
+        description="Where the SASL password is read: {env: VARIABLE} or {file: PATH} "
+        "(relative to the configuration file); instead of sasl_password.",
+    )
     ssl_ca_location: str | None = None
     extra: dict[str, str | int | float | bool] = Field(default_factory=dict)
 
@@ -187,16 +201,21 @@ class KafkaConfig(_Model):
 
     @model_validator(mode="after")
     def _check(self) -> KafkaConfig:
+        if self.sasl_password is not None and self.sasl_password_from is not None:
+            raise ValueError("set sasl_password or sasl_password_from, not both")
         if self.security_protocol.startswith("SASL_"):
             if self.sasl_mechanism is None:
                 raise ValueError(f"security_protocol {self.security_protocol} needs sasl_mechanism")
-            if self.sasl_username is None or self.sasl_password is None:
-                raise ValueError("SASL needs sasl_username and sasl_password")
+            if self.sasl_username is None:
+                raise ValueError("SASL needs sasl_username")
+            if self.sasl_password is None and self.sasl_password_from is None:
+                raise ValueError(
+                    "SASL needs sasl_password, or sasl_password_from: {env: VARIABLE} or "
+                    "{file: PATH}"
+                )
         return self
 
-    def client_config(self) -> dict[str, Any]:
-        """The librdkafka settings shared by every client (contains the secret in clear:
-        pass it to confluent-kafka, never log it - log :meth:`redacted` instead)."""
+    def _settings(self, password: str | None) -> dict[str, Any]:
         config: dict[str, Any] = {
             "bootstrap.servers": self.bootstrap_servers,
             "security.protocol": self.security_protocol,
@@ -205,18 +224,41 @@ class KafkaConfig(_Model):
             config["sasl.mechanism"] = self.sasl_mechanism
         if self.sasl_username is not None:
             config["sasl.username"] = self.sasl_username
-        if self.sasl_password is not None:
-            config["sasl.password"] = self.sasl_password.get_secret_value()
+        if password is not None:
+            config["sasl.password"] = password
         if self.ssl_ca_location is not None:
             config["ssl.ca.location"] = self.ssl_ca_location
         config.update(self.extra)
         return config
 
+    def client_config(self, env: Mapping[str, str] | None = None) -> dict[str, Any]:
+        """The librdkafka settings shared by every client (contains the secret in clear:
+        pass it to confluent-kafka, never log it - log :meth:`redacted` instead).
+
+        A ``sasl_password_from`` source is read here (``env`` replaces ``os.environ``);
+        :class:`~streamsync.credentials.CredentialsError` names it when it is unset,
+        empty or unreadable. The password is registered with the log redactor either way.
+        """
+        password: str | None = None
+        if self.sasl_password_from is not None:
+            try:
+                password = self.sasl_password_from.read(env).get_secret_value()
+            except CredentialsError as exc:
+                raise CredentialsError(f"kafka.sasl_password_from: {exc}") from None
+        elif self.sasl_password is not None:
+            password = self.sasl_password.get_secret_value()
+            from streamsync.observability.logs import register_secrets
+
+            register_secrets([password])
+        return self._settings(password)
+
     def redacted(self) -> dict[str, Any]:
-        """:meth:`client_config` with every secret-looking value masked: safe to print."""
+        """:meth:`client_config` with every secret-looking value masked: safe to print.
+        It reads no secret, so it works where the password is not available."""
+        has_password = self.sasl_password is not None or self.sasl_password_from is not None
         return {
             key: _REDACTED if ("password" in key or "secret" in key) else value
-            for key, value in self.client_config().items()
+            for key, value in self._settings(_REDACTED if has_password else None).items()
         }
 
 
@@ -429,6 +471,9 @@ def parse_config(
                 }
             }
         )
+    if base_dir is not None:
+        # Every {file: PATH} secret: kafka.sasl_password_from and the destinations'.
+        config = resolve_credential_files(config, base_dir)
     return config
 
 
@@ -457,7 +502,8 @@ def load_config(path: str | Path, *, env: Mapping[str, str] | None = None) -> Ap
 
     ``KAFKA_BOOTSTRAP_SERVERS`` (in ``env``, default ``os.environ``), when set and not
     blank, replaces ``kafka.bootstrap_servers``: the same file then works against the local
-    broker and a real cluster. Relative ``schema_registry_dir`` is resolved against the
+    broker and a real cluster. Relative paths (``schema_registry_dir``, audiences, state,
+    credential files such as ``kafka.sasl_password_from.file``) are resolved against the
     file's directory, so the result does not depend on the working directory.
     """
     file = Path(path)

@@ -19,12 +19,18 @@ from streamsync import __version__
 from streamsync.audiences.loader import AudienceDefinitionError, AudienceFileError
 from streamsync.cli.arguments import Parser, UserError, one_line
 from streamsync.config import ConfigError
+from streamsync.credentials import CredentialsError
 
 #: Modules under ``streamsync.cli`` that contribute sub-commands, in help order.
 _COMMAND_MODULES = ("demo", "audiences", "ingest", "evaluate", "deliver", "dev")
 
 #: The project's exceptions for a mistake in the user's input: one line, exit status 2.
-USER_ERRORS: tuple[type[Exception], ...] = (UserError, ConfigError, AudienceFileError)
+USER_ERRORS: tuple[type[Exception], ...] = (
+    UserError,
+    ConfigError,
+    CredentialsError,
+    AudienceFileError,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

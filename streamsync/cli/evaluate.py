@@ -70,6 +70,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
         config = load_config(args.config)
         if config.evaluate is None:
             raise ConfigError(f"{args.config}: no evaluate section (see the README)")
+        config.kafka.client_config()  # a named SASL password is missing: say so now
         app = Application(
             config, progress=_progress(sys.stderr), progress_interval_s=args.progress_interval
         )

@@ -103,6 +103,7 @@ def run_ingest(args: argparse.Namespace) -> int:
         raise UserError("--config FILE is required")
     config = load_config(args.config)
     kafka = config.kafka
+    kafka.client_config()  # a named SASL password is missing: say so now
     if args.bootstrap_servers:
         kafka = kafka.model_copy(update={"bootstrap_servers": args.bootstrap_servers})
     loop = IngestLoop(

@@ -31,6 +31,7 @@ from typing import Any, Literal
 import orjson
 from pydantic import Field, SecretStr, model_validator
 
+from streamsync.credentials import Credentials
 from streamsync.deltas.record import MembershipDelta, format_rfc3339_ms
 from streamsync.destinations.client import (
     Change,
@@ -40,7 +41,6 @@ from streamsync.destinations.client import (
     raise_for_status,
 )
 from streamsync.destinations.config import (
-    Credentials,
     DestinationConfig,
     RateLimit,
     _Model,

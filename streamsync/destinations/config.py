@@ -13,17 +13,19 @@ whose ``kind`` picks the model::
 Each kind is one module that subclasses :class:`DestinationConfig` and calls
 :func:`register_kind`; a third destination is a new module, not an edit here or in the
 audience language. Credentials are never in the file: ``credentials`` names an
-environment variable or a mounted file, read at start-up into a ``SecretStr``.
+environment variable or a mounted file (:class:`~streamsync.credentials.Credentials`),
+read at start-up into a ``SecretStr``.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+
+from streamsync.credentials import Credentials
 
 if TYPE_CHECKING:
     from streamsync.destinations.client import DestinationClient
@@ -33,45 +35,6 @@ DEFAULT_DEAD_LETTER_TOPIC = "streamsync.deliver.dead-letter"
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class CredentialsError(ValueError):
-    """The configured credential source is missing or empty (the message names the
-    source, never the value)."""
-
-
-class Credentials(_Model):
-    """Where the secret comes from: exactly one of an environment variable or a file
-    (a Kubernetes secret mounted as a file, for instance). Trailing whitespace and newlines
-    of a file are dropped."""
-
-    env: str | None = Field(default=None, min_length=1)
-    file: Path | None = None
-
-    @model_validator(mode="after")
-    def _one(self) -> Credentials:
-        if (self.env is None) == (self.file is None):
-            raise ValueError("credentials need exactly one of env: VARIABLE or file: PATH")
-        return self
-
-    def describe(self) -> str:
-        return f"environment variable {self.env}" if self.env else f"file {self.file}"
-
-    def read(self, env: Mapping[str, str] | None = None) -> SecretStr:
-        """The secret, or :class:`CredentialsError` naming the source."""
-        if self.env is not None:
-            value = (os.environ if env is None else env).get(self.env, "").strip()
-        else:
-            assert self.file is not None
-            try:
-                value = self.file.read_text("utf-8").strip()
-            except OSError as exc:
-                raise CredentialsError(
-                    f"cannot read credentials {self.describe()} ({exc.strerror})"
-                ) from None
-        if not value:
-            raise CredentialsError(f"credentials {self.describe()} is unset or empty")
-        return SecretStr(value)
 
 
 class RateLimit(_Model):
@@ -225,7 +188,9 @@ def parse_destinations(data: Any) -> dict[str, DestinationConfig]:
 
 def resolve_paths(config: DestinationConfig, base_dir: Path) -> DestinationConfig:
     """Relative file paths in ``config`` made relative to the configuration file's
-    directory, so the result does not depend on the working directory."""
+    directory, so the result does not depend on the working directory (credential files
+    are resolved for the whole file by
+    :func:`~streamsync.credentials.resolve_credential_files`)."""
 
     def fix(path: Path | None) -> Path | None:
         return path if path is None or path.is_absolute() else (base_dir / path).resolve()
@@ -234,8 +199,4 @@ def resolve_paths(config: DestinationConfig, base_dir: Path) -> DestinationConfi
         "audience_files": fix(config.audience_files),
         "control_file": fix(config.control_file),
     }
-    if config.credentials.file is not None:
-        update["credentials"] = config.credentials.model_copy(
-            update={"file": fix(config.credentials.file)}
-        )
     return config.model_copy(update=update)

@@ -30,9 +30,10 @@ from typing import Any, Protocol, cast
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from streamsync.config import AppConfig
+from streamsync.credentials import CredentialsError
 from streamsync.deltas.codec import delta_decoder
 from streamsync.destinations.client import Change, DestinationClient
-from streamsync.destinations.config import CredentialsError, DestinationConfig
+from streamsync.destinations.config import DestinationConfig
 from streamsync.destinations.control import ControlFile
 from streamsync.destinations.dead_letter import DeadLetterFailed, DeliveryDeadLetters
 from streamsync.destinations.errors import FatalDestinationError
@@ -150,6 +151,12 @@ class DeliverLoop:
             self.client: DestinationClient = self.dest.build_client(name, secret, env)
         except CredentialsError as exc:
             raise DeliverSetupError(f"destination {name!r}: {exc}") from None
+        try:
+            # Read now (the SASL password may be named, not written): a missing one is a
+            # set-up error, not a failure of the thread that would build the clients.
+            self._kafka_settings = config.kafka.client_config(env)
+        except CredentialsError as exc:
+            raise DeliverSetupError(str(exc)) from None
         self.routes = routed_audiences(name, self.dest, config.destinations)
         self.transport: Transport = transport or HttpTransport(
             self.dest.base_url, self.dest.retry.timeout_s
@@ -204,7 +211,7 @@ class DeliverLoop:
 
     def _clients(self) -> tuple[Consumer, Producer | None]:
         kafka = self.config.kafka
-        client = kafka.client_config()
+        client = self._kafka_settings
         consumer = Consumer(
             consumer_config(
                 kafka.bootstrap_servers,

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from streamsync.config import ConfigError, parse_config
-from streamsync.destinations.config import Credentials, CredentialsError, RateLimit
+from streamsync.credentials import Credentials, CredentialsError
+from streamsync.destinations.config import RateLimit
 from streamsync.destinations.limiter import TokenBucket
 from streamsync.destinations.offsets import OffsetTracker
 

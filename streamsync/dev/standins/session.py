@@ -16,9 +16,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from streamsync.config import AppConfig
+from streamsync.credentials import Credentials
 from streamsync.deltas.record import MembershipDelta
 from streamsync.destinations.braze import BrazeConfig
-from streamsync.destinations.config import Credentials, DestinationConfig
+from streamsync.destinations.config import DestinationConfig
 from streamsync.destinations.deliver import DeliverResult, run_delivery
 from streamsync.destinations.moengage import MoEngageConfig
 from streamsync.destinations.sink import DeliverySink
