@@ -475,3 +475,58 @@ def test_a_config_holding_the_kafka_password_goes_in_a_secret() -> None:
         assert volume == {"name": "config", "secret": {"secretName": f"{RELEASE}-config"}}
     rendered = "\n".join(yaml.safe_dump(d) for d in docs if d["kind"] != "Secret")
     assert password not in rendered
+
+
+def test_the_kafka_password_reaches_every_pod_from_a_secret(full: list[dict[str, Any]]) -> None:
+    # The full example names the password (sasl_password_from) and `credentials` maps the
+    # variable to a Secret: the file stays a ConfigMap and each pod gets the variable.
+    kafka = config_file(full)["kafka"]
+    assert kafka["sasl_password_from"] == {"env": "KAFKA_SASL_PASSWORD"}
+    assert "sasl_password" not in kafka
+    pods = {w["metadata"]["name"]: w for w in workloads(full)}
+    assert set(pods) == {EVALUATE, f"{RELEASE}-deliver-braze", f"{RELEASE}-deliver-moengage"}
+    for workload in pods.values():
+        env = {e["name"]: e for e in pod_spec(workload)["containers"][0]["env"]}
+        assert env["KAFKA_SASL_PASSWORD"] == {
+            "name": "KAFKA_SASL_PASSWORD",
+            "valueFrom": {"secretKeyRef": {"name": "streamsync-kafka", "key": "password"}},
+        }
+    # What the pods then do with the rendered file and that variable:
+    parsed = parse_config(config_file(full), env={})
+    settings = parsed.kafka.client_config({"KAFKA_SASL_PASSWORD": "from-the-secret"})
+    assert settings["sasl.password"] == "from-the-secret"
+    assert settings["security.protocol"] == "SASL_SSL"
+
+
+def test_sasl_password_from_must_name_what_the_chart_mounts() -> None:
+    sasl = [
+        "--set", "config.kafka.security_protocol=SASL_SSL",
+        "--set", "config.kafka.sasl_mechanism=PLAIN",
+        "--set", "config.kafka.sasl_username=streamsync",
+    ]  # fmt: skip
+    secret = [
+        "--set", "credentials.KAFKA_SASL_PASSWORD.secretName=kafka",
+        "--set", "credentials.KAFKA_SASL_PASSWORD.key=password",
+    ]  # fmt: skip
+    # The values.yaml example: works with the default values plus these.
+    docs = render(
+        *sasl, "--set", "config.kafka.sasl_password_from.env=KAFKA_SASL_PASSWORD", *secret
+    )
+    assert config_file(docs)["kafka"]["sasl_password_from"] == {"env": "KAFKA_SASL_PASSWORD"}
+    (container,) = pod_spec(one(docs, "Deployment", EVALUATE))["containers"]
+    assert {"name": "KAFKA_SASL_PASSWORD", "valueFrom": {"secretKeyRef": {
+        "name": "kafka", "key": "password"}}} in container["env"]  # fmt: skip
+    with pytest.raises(RenderError, match=r"sasl_password_from.env KAFKA_PW is not set in the "
+                       r"pods: add credentials.KAFKA_PW: \{secretName, key\}"):  # fmt: skip
+        render(*sasl, "--set", "config.kafka.sasl_password_from.env=KAFKA_PW", *secret)
+    # A file must be in a mounted Secret (secretFiles).
+    mounted = ["--set", "secretFiles[0].name=kafka", "--set", "secretFiles[0].secretName=k"]
+    path = "/var/run/secrets/streamsync/kafka/password"
+    docs = render(*sasl, "--set", f"config.kafka.sasl_password_from.file={path}", *mounted)
+    assert config_file(docs)["kafka"]["sasl_password_from"] == {"file": path}
+    for wrong in ("/var/run/secrets/streamsync/other/password", "password", "/etc/kafka/pw"):
+        with pytest.raises(RenderError, match=rf"sasl_password_from.file {wrong} is not in a "):
+            render(*sasl, "--set", f"config.kafka.sasl_password_from.file={wrong}", *mounted)
+    # The inline password is still refused in a ConfigMap, and the message shows the way.
+    with pytest.raises(RenderError, match=r"use config.kafka.sasl_password_from: \{env: "):
+        render(*sasl, "--set", "config.kafka.sasl_password=x", *secret)

@@ -169,8 +169,24 @@ securityContext:
 
 {{/* Render-time checks: fail with one line naming the value. */}}
 {{- define "streamsync.validate" -}}
-{{- if and (not .Values.configSecret) (hasKey (default (dict) .Values.config.kafka) "sasl_password") -}}
-{{- fail "config.kafka.sasl_password would be stored in a ConfigMap: set configSecret: true" -}}
+{{- $kafka := default (dict) .Values.config.kafka -}}
+{{- if and (not .Values.configSecret) (hasKey $kafka "sasl_password") -}}
+{{- fail "config.kafka.sasl_password would be stored in a ConfigMap: use config.kafka.sasl_password_from: {env: KAFKA_SASL_PASSWORD} with credentials.KAFKA_SASL_PASSWORD, or set configSecret: true" -}}
+{{- end -}}
+{{- with $kafka.sasl_password_from -}}
+{{- if and .env (not (hasKey (default (dict) $.Values.credentials) .env)) -}}
+{{- fail (printf "config.kafka.sasl_password_from.env %s is not set in the pods: add credentials.%s: {secretName, key}" .env .env) -}}
+{{- end -}}
+{{- if .file -}}
+{{- $names := list -}}
+{{- range $.Values.secretFiles -}}
+{{- $names = append $names .name -}}
+{{- end -}}
+{{- $parts := splitList "/" (toString .file) -}}
+{{- if not (and (hasPrefix "/var/run/secrets/streamsync/" (toString .file)) (gt (len $parts) 6) (has (index $parts 5) $names)) -}}
+{{- fail (printf "config.kafka.sasl_password_from.file %s is not in a mounted Secret: add it to secretFiles and use /var/run/secrets/streamsync/<name>/<key>" (toString .file)) -}}
+{{- end -}}
+{{- end -}}
 {{- end -}}
 {{- if hasKey .Values.config "observability" -}}
 {{- fail "config.observability is written by the chart: set the observability and admin values instead" -}}
