@@ -294,6 +294,8 @@ def test_a_failed_sasl_connection_never_logs_the_password(
     path.write_text(yaml.safe_dump(data))
     config = load_config(path)
     caplog.set_level(logging.DEBUG)
+    # `deliver --dry-run` sets this logger to INFO, and an earlier test may have run it.
+    caplog.set_level(logging.DEBUG, logger="streamsync.deliver")
     loop = DeliverLoop(config, "braze", dry_run=True)
     result = loop.run(duration_s=3)
     assert result.consumed == 0
