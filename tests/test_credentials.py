@@ -153,11 +153,14 @@ def test_client_config_reads_the_password_from_env(monkeypatch: pytest.MonkeyPat
     assert settings["sasl.password"] == SENTINEL
     assert settings["sasl.username"] == "streamsync"
     assert settings["sasl.mechanism"] == "SCRAM-SHA-512"
-    assert kafka.client_config({"KAFKA_SASL_PASSWORD": "other"})["sasl.password"] == "other"
+    assert (
+        kafka.client_config({"KAFKA_SASL_PASSWORD": f"{SENTINEL}-2"})["sasl.password"]
+        == f"{SENTINEL}-2"
+    )
     # Read when the settings are built, not when the file is loaded: a rotated secret is
     # picked up by the next client.
-    monkeypatch.setenv("KAFKA_SASL_PASSWORD", "rotated")
-    assert kafka.client_config()["sasl.password"] == "rotated"
+    monkeypatch.setenv("KAFKA_SASL_PASSWORD", f"{SENTINEL}-rotated")
+    assert kafka.client_config()["sasl.password"] == f"{SENTINEL}-rotated"
 
 
 def test_client_config_reads_the_password_from_a_relative_file(
@@ -251,7 +254,7 @@ def test_commands_report_a_missing_password_in_one_line(
     command: list[str],
     source: str,
 ) -> None:
-    monkeypatch.setenv("TEST_CREDENTIALS_BRAZE_KEY", "braze-key")
+    monkeypatch.setenv("TEST_CREDENTIALS_BRAZE_KEY", "test-credentials-braze-key")
     monkeypatch.delenv("NO_SUCH_KAFKA_PW", raising=False)
     missing = {"env": "NO_SUCH_KAFKA_PW"} if source == "env" else {"file": "secrets/kafka"}
     config = _command_config(tmp_path / "c.yaml", sasl(sasl_password_from=missing))
@@ -279,7 +282,7 @@ def test_a_failed_sasl_connection_never_logs_the_password(
     from streamsync.destinations.deliver import DeliverLoop
 
     topic = new_topic("sasl-deltas")
-    monkeypatch.setenv("TEST_CREDENTIALS_BRAZE_KEY", "braze-key")
+    monkeypatch.setenv("TEST_CREDENTIALS_BRAZE_KEY", "test-credentials-braze-key")
     monkeypatch.setenv("KAFKA_SASL_PASSWORD", SENTINEL)
     kafka = {
         **sasl(sasl_password_from={"env": "KAFKA_SASL_PASSWORD"}),
