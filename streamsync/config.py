@@ -7,8 +7,8 @@ change only: a new entry under ``ingest.topics``.
 Secrets (the SASL password) are ``SecretStr``, or named by a
 :class:`~streamsync.credentials.Credentials` (``sasl_password_from``) and read only when a
 Kafka client is built: ``repr``/``str`` of any model, and :meth:`KafkaConfig.redacted`,
-show ``**********`` or the source. Validation errors are reformatted without the
-offending input values for the same reason (:class:`ConfigError`).
+show ``**********`` or no more than the variable or file. Validation errors are
+reformatted without the offending input values for the same reason (:class:`ConfigError`).
 """
 
 from __future__ import annotations
