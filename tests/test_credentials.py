@@ -4,12 +4,16 @@ the Kafka SASL password read from them, and the password never printed or logged
 from __future__ import annotations
 
 import logging
+import os
+import subprocess
+import sys
 import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from confluent_kafka import KafkaException
 
 from streamsync.cli import main
 from streamsync.config import ConfigError, KafkaConfig, load_config, parse_config
@@ -300,17 +304,57 @@ def test_a_failed_sasl_connection_never_logs_the_password(
     # `deliver --dry-run` sets this logger to INFO, and an earlier test may have run it.
     caplog.set_level(logging.DEBUG, logger="streamsync.deliver")
     loop = DeliverLoop(config, "braze", dry_run=True)
-    result = loop.run(duration_s=3)
-    assert result.consumed == 0
-    errors = [r for r in caplog.records if "kafka client error" in r.getMessage()]
-    assert errors, "the failed handshake was not reported"
-    assert any("SASL" in r.getMessage() for r in errors)
+    with pytest.raises(KafkaException, match=r"refused this client: .*SASL") as refused:
+        loop.run(duration_s=30)  # a refusal stops the loop at once, not after 30 s
+    assert SENTINEL not in str(refused.value)
     rc = main(
         ["deliver", "--config", str(path), "--destination", "braze", "--dry-run", "-v",
          "--idle-timeout", "2"]
     )  # fmt: skip
-    assert rc == 0
     out, err = capfd.readouterr()
-    assert "SASL" in err  # the handshake failures were shown ...
+    assert rc == 1, err
+    assert "refused this client" in err and "SASL" in err  # the refusal is shown ...
+    assert "Traceback" not in err, err
     for text in (caplog.text, out, err):
         assert SENTINEL not in text  # ... without the password
+
+
+@pytest.mark.kafka
+@pytest.mark.parametrize("command", COMMANDS[:2] + COMMANDS[3:], ids=lambda c: c[0])
+def test_a_cluster_that_refuses_the_client_stops_the_command_at_once(
+    tmp_path: Path,
+    kafka_bootstrap_servers: str,
+    monkeypatch: pytest.MonkeyPatch,
+    command: list[str],
+) -> None:
+    """Retrying a refused handshake cannot succeed: the command ends with exit 1 and one
+    line saying the cluster refused it (not a minute of retries reported as an outage)."""
+    from streamsync.resources import project_path
+
+    monkeypatch.setenv("KAFKA_SASL_PASSWORD", SENTINEL)
+    kafka = {
+        **sasl(sasl_password_from={"env": "KAFKA_SASL_PASSWORD"}),
+        "security_protocol": "SASL_PLAINTEXT",
+        "sasl_mechanism": "PLAIN",
+        "bootstrap_servers": kafka_bootstrap_servers,
+    }
+    path = _command_config(tmp_path / "c.yaml", kafka)
+    data = yaml.safe_load(path.read_text())
+    data["evaluate"]["audiences"] = str(project_path("examples", "audiences"))
+    data["evaluate"]["group_id"] = f"refused-{uuid.uuid4().hex[:8]}"
+    path.write_text(yaml.safe_dump(data))
+    env = {k: v for k, v in os.environ.items() if k != "KAFKA_BOOTSTRAP_SERVERS"}
+    env["KAFKA_SASL_PASSWORD"] = SENTINEL
+    done = subprocess.run(
+        [sys.executable, "-m", "streamsync", command[0], "--config", str(path), *command[1:]],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=50,  # the broker timeout (60 s) would not be reached: refused at once
+    )
+    out, err, rc = done.stdout, done.stderr, done.returncode
+    assert rc == 1, err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith(f"streamsync {command[0]}: ") and "refused this client" in last, err
+    assert "Traceback" not in err, err
+    assert SENTINEL not in out + err

@@ -38,7 +38,7 @@ from streamsync.ingest.avro import FileSchemaRegistry
 from streamsync.ingest.decoder import Decoder
 from streamsync.ingest.event import Event, SourcePosition
 from streamsync.kafka.config import consumer_config
-from streamsync.kafka.outage import QUIET_CLIENT
+from streamsync.kafka.outage import QUIET_CLIENT, fatal_message, is_fatal
 from streamsync.kafka.partitioner import DEFAULT_PARTITIONER, partition_for
 
 #: How long to wait for the cluster's metadata before calling it unreachable.
@@ -133,7 +133,7 @@ class _Reader:
         )
 
     def _on_error(self, error: KafkaError) -> None:
-        if error.fatal():
+        if is_fatal(error):
             self.fatal = error
 
     def topics(self) -> dict[str, int]:
@@ -143,6 +143,9 @@ class _Reader:
         except KafkaException as exc:
             error = exc.args[0] if exc.args else None
             detail = error.str() if isinstance(error, KafkaError) else str(exc)
+            self.consumer.poll(0)  # serves the error callback (not subscribed: no records)
+            if self.fatal is not None:  # the cluster refused this client
+                raise BrokerUnreachable(fatal_message(self.fatal, self.bootstrap)) from None
             raise BrokerUnreachable(f"cannot reach Kafka at {self.bootstrap}: {detail}") from None
         return {
             name: len(topic.partitions)
@@ -179,7 +182,7 @@ class _Reader:
                 if time.monotonic() >= self.deadline:
                     return TIMEOUT
                 if self.fatal is not None:
-                    raise AuditError(f"Kafka client failed: {self.fatal.str()}")
+                    raise AuditError(fatal_message(self.fatal, self.bootstrap))
                 for message in self.consumer.consume(500, 0.2):
                     where = (message.topic() or "", message.partition() or 0)
                     error = message.error()

@@ -42,6 +42,7 @@ from streamsync.destinations.sink import DeliveryObserver, DeliverySink, SinkSta
 from streamsync.destinations.tracing import RequestTracer
 from streamsync.destinations.transport import HttpTransport
 from streamsync.kafka.config import consumer_config, producer_config
+from streamsync.kafka.outage import QUIET_CLIENT, BrokerOutage, fatal_message, is_fatal
 from streamsync.observability.tracing import ReceivedHeaders, Tracing
 
 log = logging.getLogger("streamsync.deliver")
@@ -173,6 +174,7 @@ class DeliverLoop:
         self.offsets = OffsetTracker()
         self._stop = threading.Event()
         self._fatal: str | None = None
+        self._outage = BrokerOutage(config.kafka.bootstrap_servers)
         self._assigned: list[TopicPartition] = []
         self._paused = False
         self._decode = delta_decoder(config.deltas.format)
@@ -190,9 +192,9 @@ class DeliverLoop:
     # -- kafka callbacks ---------------------------------------------------------------
 
     def _on_error(self, error: KafkaError) -> None:
-        if error.fatal():
-            self._fatal = str(error)
-        else:
+        if is_fatal(error):
+            self._fatal = fatal_message(error, self.config.kafka.bootstrap_servers)
+        elif not self._outage.on_error(error):
             log.debug("kafka client error: %s", error)
 
     def _on_assign(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
@@ -216,12 +218,17 @@ class DeliverLoop:
             consumer_config(
                 kafka.bootstrap_servers,
                 self.dest.consumer_group(self.name),
-                extra={**client, **self.dest.consumer, "error_cb": self._on_error},
+                extra={**client, **QUIET_CLIENT, **self.dest.consumer, "error_cb": self._on_error},
             )
         )
         producer = None
         if not self.dry_run:
-            producer = Producer(producer_config(kafka.bootstrap_servers, extra=client))
+            producer = Producer(
+                producer_config(
+                    kafka.bootstrap_servers,
+                    extra={**client, **QUIET_CLIENT, "error_cb": self._on_error},
+                )
+            )
         return consumer, producer
 
     def _commit(self, consumer: Consumer) -> None:

@@ -19,9 +19,27 @@ log = logging.getLogger(__name__)
 BROKER_REPORT_INTERVAL_S = 30.0
 #: Client error codes that mean "no broker answers" (not a problem with one request).
 BROKER_DOWN = frozenset({KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT})
+#: Client error codes that mean the cluster refused this client (credentials, SASL
+#: mechanism, TLS): every retry fails the same way, so the process stops at once.
+REFUSED = frozenset(
+    {KafkaError._AUTHENTICATION, KafkaError.SASL_AUTHENTICATION_FAILED, KafkaError._SSL}
+)
 #: Client settings that leave broker trouble to the error callback: librdkafka's own
 #: per-attempt log lines are silenced.
 QUIET_CLIENT = {"log_level": 2}
+
+
+def is_fatal(error: KafkaError) -> bool:
+    """Whether ``error`` should stop the process: librdkafka says so, or the cluster
+    refused this client (see :data:`REFUSED`)."""
+    return bool(error.fatal()) or error.code() in REFUSED
+
+
+def fatal_message(error: KafkaError, bootstrap: str) -> str:
+    """One line for an error :func:`is_fatal` accepted."""
+    if error.code() in REFUSED:
+        return f"Kafka at {bootstrap} refused this client: {error.str()}"
+    return f"fatal Kafka error: {error.str()}"
 
 
 class BrokerOutage:

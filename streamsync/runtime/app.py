@@ -70,7 +70,7 @@ from streamsync.ingest.decoder import Decoder
 from streamsync.ingest.errors import DecodeError
 from streamsync.ingest.event import Event, SourcePosition
 from streamsync.kafka.config import admin_config, consumer_config, producer_config
-from streamsync.kafka.outage import QUIET_CLIENT, BrokerOutage
+from streamsync.kafka.outage import QUIET_CLIENT, BrokerOutage, fatal_message, is_fatal
 from streamsync.runtime.dead_letter import (
     DEAD_LETTER_PRODUCER_OVERRIDES,
     dead_letter_headers,
@@ -304,7 +304,7 @@ class Application:
         return {**self.config.kafka.client_config(), **QUIET_CLIENT, "error_cb": self._on_error}
 
     def _on_error(self, error: KafkaError) -> None:
-        if error.fatal():
+        if is_fatal(error):
             self._fatal = error
         elif not self._outage.on_error(error):
             log.warning("kafka client error: %s", error)
@@ -330,6 +330,8 @@ class Application:
                 error = exc.args[0] if exc.args else exc
                 reason = error.str() if isinstance(error, KafkaError) else str(error)
                 now = time.monotonic()
+                admin.poll(0)  # serves the error callback: did the cluster refuse us?
+                self._check_errors()  # then retrying cannot help
                 if now >= deadline:
                     raise BrokerUnreachable(
                         f"cannot reach Kafka at {bootstrap} ({reason}); gave up after "
@@ -560,7 +562,7 @@ class Application:
             error, self._error = self._error, None
             raise error
         if self._fatal is not None:
-            raise BrokerUnreachable(f"fatal Kafka error: {self._fatal}")
+            raise BrokerUnreachable(fatal_message(self._fatal, self.config.kafka.bootstrap_servers))
 
     def _watch_broker(self, now: float) -> None:
         """Give up when no broker has answered for ``broker_timeout`` (a probe decides:

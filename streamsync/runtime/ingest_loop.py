@@ -35,7 +35,7 @@ from streamsync.ingest.decoder import NO_CUSTOMER, Decoder
 from streamsync.ingest.errors import ConsumerError, DecodeError
 from streamsync.ingest.event import Event, SourcePosition
 from streamsync.kafka.config import admin_config, consumer_config, producer_config
-from streamsync.kafka.outage import QUIET_CLIENT, BrokerOutage
+from streamsync.kafka.outage import QUIET_CLIENT, BrokerOutage, fatal_message, is_fatal
 from streamsync.runtime.dead_letter import (
     DEAD_LETTER_PRODUCER_OVERRIDES,
     DeadLetterWriter,
@@ -162,7 +162,7 @@ class IngestLoop:
         self._stop = True
 
     def _on_error(self, error: KafkaError) -> None:
-        if error.fatal():
+        if is_fatal(error):
             self._fatal = error
         elif not self._outage.on_error(error):  # run() gives up after broker_timeout_s
             log.warning("kafka client error: %s", error)
@@ -249,7 +249,7 @@ class IngestLoop:
                     want = min(want, max_records - handled)
                 messages = consumer.consume(num_messages=want, timeout=self.poll_timeout_s)
                 if self._fatal is not None:
-                    raise ConsumerError(f"fatal consumer error: {self._fatal}")
+                    raise ConsumerError(fatal_message(self._fatal, self.kafka.bootstrap_servers))
                 now = time.monotonic()
                 count = self._handle(messages, stats, dead_letters)
                 if not self._assigned:  # still joining the group: not idle
