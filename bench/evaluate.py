@@ -249,17 +249,30 @@ def _offer(bootstrap: str, topic: str, rate: int, seconds: float, sent: dict[str
 
 
 def _read_latencies(
-    bootstrap: str, topic: str, sent: dict[str, float], expected: int, key_of: Any
+    bootstrap: str,
+    topic: str,
+    sent: dict[str, float],
+    expected: int,
+    key_of: Any,
+    ready: threading.Event,
 ) -> list[float]:
+    """Read ``topic`` from its current end (what is already there is not measured: the
+    evaluate run's topic holds the deltas of the records read while catching up), and
+    set ``ready`` once positioned, so the load starts with a reader in place."""
     consumer = Consumer(
         {
             "bootstrap.servers": bootstrap,
             "group.id": f"lat-{uuid.uuid4().hex}",
-            "auto.offset.reset": "earliest",
             "isolation.level": "read_committed",
         }
     )
-    consumer.subscribe([topic])
+    partitions = consumer.list_topics(topic, timeout=30).topics[topic].partitions
+    start = []
+    for number in partitions:
+        _, high = consumer.get_watermark_offsets(TopicPartition(topic, number), timeout=30)
+        start.append(TopicPartition(topic, number, high))
+    consumer.assign(start)
+    ready.set()
     out: list[float] = []
     deadline = time.monotonic() + 120
     while len(out) < expected and time.monotonic() < deadline:
@@ -309,10 +322,13 @@ def bench_latency(bootstrap: str, tmp: Path, rates: list[int], seconds: float) -
         worker.start()
         time.sleep(3)
         sent: dict[str, float] = {}
+        ready = threading.Event()
         reader = threading.Thread(
-            target=_collect, args=(results, "copy", bootstrap, copy, sent, total, _copy_key)
+            target=_collect,
+            args=(results, "copy", bootstrap, copy, sent, total, _copy_key, ready),
         )
         reader.start()
+        ready.wait(60)
         _offer(bootstrap, source, rate, seconds, sent)
         reader.join()
         stop.set()
@@ -338,11 +354,13 @@ def bench_latency(bootstrap: str, tmp: Path, rates: list[int], seconds: float) -
         # the new ones are measured.
         sent2: dict[str, float] = {}
         deltas = f"b-{run}.deltas"
+        ready = threading.Event()
         reader = threading.Thread(
             target=_collect,
-            args=(results, "evaluate", bootstrap, deltas, sent2, total, _delta_key),
+            args=(results, "evaluate", bootstrap, deltas, sent2, total, _delta_key, ready),
         )
         reader.start()
+        ready.wait(60)
         _offer(bootstrap, source, rate, seconds, sent2)
         reader.join()
         app.stop()

@@ -71,6 +71,7 @@ from streamsync.ingest.errors import DecodeError
 from streamsync.ingest.event import Event, SourcePosition
 from streamsync.kafka.config import admin_config, consumer_config, producer_config
 from streamsync.kafka.outage import QUIET_CLIENT, BrokerOutage, fatal_message, is_fatal
+from streamsync.runtime import gc_policy
 from streamsync.runtime.dead_letter import (
     DEAD_LETTER_PRODUCER_OVERRIDES,
     dead_letter_headers,
@@ -491,7 +492,7 @@ class Application:
             )
             while not self._stop:
                 timeout = max(0.0, min(interval, next_commit - time.monotonic()))
-                messages = consumer.consume(self.batch_size, timeout)
+                messages = self._receive(consumer, timeout)
                 self._check_errors()
                 now = time.monotonic()
                 if messages and self._handle(messages):
@@ -503,8 +504,11 @@ class Application:
                     self._on_engine_error(exc)
                     continue
                 if now >= next_commit:
-                    self._commit()
+                    # The interval runs from the start of a commit, so that the
+                    # commit's own round trips do not lengthen every cycle.
                     next_commit = time.monotonic() + interval
+                    self._commit()
+                    gc_policy.settle()
                 self._watch_broker(now)
                 if self.observer is not None:
                     self.observer.tick(consumer, self.tasks.values())
@@ -556,6 +560,25 @@ class Application:
             self._purger.settle(2.0)  # to report a failure of the last purge
         if self._watchdog is not None:
             self._watchdog.close()
+        gc_policy.rescan()
+
+    def _receive(self, consumer: Consumer, timeout: float) -> list[Message]:
+        """The records already fetched (up to ``batch_size``), or else the first to
+        arrive within ``timeout`` and those fetched with it.
+
+        ``consume(n, timeout)`` alone waits until it has ``n`` records or the timeout
+        passed: below ``batch_size`` records per interval every record would wait for
+        the commit to be due before being evaluated, and the whole interval's records
+        would then be evaluated while the commit waits. Taking records as they come
+        leaves only the commit itself between the last record of a cycle and its
+        deltas being readable."""
+        messages = consumer.consume(self.batch_size, 0)
+        if messages or timeout < 0.001:
+            return messages
+        first = consumer.poll(timeout)
+        if first is None:
+            return []
+        return [first, *consumer.consume(self.batch_size - 1, 0)]
 
     def _check_errors(self) -> None:
         if self._error is not None:
@@ -910,6 +933,7 @@ class Application:
             if task.store is not None:
                 task.store.close()
         self.tasks.clear()
+        gc_policy.rescan()
         assignment = consumer.assignment()
         if not assignment:
             return
@@ -1033,6 +1057,7 @@ class Application:
                 if number not in self.tasks:
                     self.tasks[number] = self._open_task(number)
             log.info("assigned partitions %s", numbers)
+            gc_policy.rescan()  # tasks may have been dropped or replaced
             if self.observer is not None:
                 self.observer.assigned()
         except BaseException as exc:
@@ -1068,6 +1093,7 @@ class Application:
                 task = self.tasks.pop(number, None)
                 if task is not None and task.store is not None:
                     task.store.close()
+            gc_policy.rescan()
             if self.observer is not None:
                 self.observer.revoked(self._task_numbers(partitions))
             if not self._failed:
