@@ -95,15 +95,23 @@ def test_evaluate_over_a_finished_topic_equals_replay(
     check_seq(live)
 
 
+@pytest.mark.parametrize("cache", [None, 1], ids=["customer-held", "customer-evicted"])
 def test_idle_deadline_fires_within_a_second(
     kafka_bootstrap_servers: str,
     tmp_path: Path,
     running: list[tuple[Application, threading.Thread]],
+    cache: int | None,
 ) -> None:
+    """Also when the customer left memory at the commit after its record (a cache of one
+    customer over two tasks holds none): the deadline comes from the store's index."""
     (tmp_path / "audiences.yaml").write_text(CART_WAIT)
     stream = Stream(kafka_bootstrap_servers, partitions=2)
-    config = load_config(stream.config(tmp_path, audiences=str(tmp_path / "audiences.yaml")))
-    _start(Application(config), running)
+    settings = {} if cache is None else {"cache_customers": cache}
+    config = load_config(
+        stream.config(tmp_path, audiences=str(tmp_path / "audiences.yaml"), **settings)
+    )
+    app = Application(config)
+    _start(app, running)
     reader = Consumer(
         {
             "bootstrap.servers": kafka_bootstrap_servers,
@@ -117,6 +125,12 @@ def test_idle_deadline_fires_within_a_second(
         added = int(time.time() * 1000)
         stream.produce([_track("idle-1", "Product Added", added, sku="A")])
         deadline_ms = added + 3000
+        if cache is not None:  # out of memory well before its deadline
+            while app.stats.records < 1 or any(
+                t.engine.customers for t in list(app.tasks.values())
+            ):
+                assert time.time() * 1000 < deadline_ms - 500, "the customer stayed in memory"
+                time.sleep(0.02)
         seen_at = first_enter_readable_at(reader, "idle-1", deadline_ms)
     finally:
         reader.close()
