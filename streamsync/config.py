@@ -360,7 +360,12 @@ class EvaluateConfig(_Model):
         "watermark with the wall clock (minus idle_grace) so deadlines fire on time.",
     )
     idle_grace_ms: Duration = Field(default=500, alias="idle_grace")
-    dedup_horizon_ms: Duration = Field(default=24 * 3_600_000, alias="dedup_horizon")
+    dedup_horizon_ms: Duration = Field(
+        default=24 * 3_600_000,
+        alias="dedup_horizon",
+        description="Record ids are remembered (in the state store, not in memory) for "
+        "two horizons of event time: a record redelivered within that is a duplicate.",
+    )
     transaction_timeout_ms: Duration = Field(default=10_000, alias="transaction_timeout")
     session_timeout_ms: Duration = Field(default=10_000, alias="session_timeout")
     revoke_budget_ms: Duration = Field(default=10_000, alias="revoke_budget")

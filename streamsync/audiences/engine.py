@@ -17,11 +17,13 @@ without new input (a deadline). Customers sit in a timer heap under that instant
 deadline fires on time even if the customer never sends another record; stale heap
 entries are skipped rather than removed.
 
-Residency. By default every customer stays in ``customers`` for ever. A runtime that
-keeps customers in a store (:mod:`streamsync.runtime.task`) gives the engine a
-``loader`` for the ones it does not hold, :meth:`evict`s the least recently changed
-ones once they are stored, and :meth:`admit`s the ones whose deadlines come due before
-advancing the clock. The heap then holds the timers of resident customers only.
+Residency. By default every customer stays in ``customers`` for ever, and record ids in
+memory for the dedup horizon. A runtime that keeps customers and record ids in a store
+(:mod:`streamsync.runtime.task`) gives the engine ``seen_before`` for the ids it has
+forgotten (:meth:`forget_seen`) and a ``loader`` for the customers it does not hold,
+:meth:`evict`s the least recently changed ones once they are stored, and
+:meth:`admit`s the ones whose deadlines come due before advancing the clock. The
+heap then holds the timers of resident customers only.
 """
 
 from __future__ import annotations
@@ -57,6 +59,8 @@ _EVICTED = -NEVER - 1
 
 #: Reads a customer the engine does not hold (``None``: a new customer).
 Loader = Callable[[str], "Customer | None"]
+#: Whether a record id the engine no longer holds was accepted before.
+SeenBefore = Callable[[str], bool]
 
 
 def in_holdout(audience: str, customer_id: str, percent: float) -> bool:
@@ -117,6 +121,7 @@ class Engine:
         dedup_horizon_ms: int | None = None,
         auto_advance: bool = True,
         loader: Loader | None = None,
+        seen_before: SeenBefore | None = None,
     ) -> None:
         if allowed_lateness_ms < 0:
             raise ValueError("allowed_lateness_ms must be >= 0")
@@ -128,6 +133,7 @@ class Engine:
         #: resident customers, least recently changed first (see :meth:`take_touched`)
         self.customers: dict[str, Customer] = {}
         self._loader = loader
+        self._seen_before = seen_before
         program = self.program
         self._next_slice = slice(program.next0, program.next0 + program.timed)
         self._next_slots = program.next_slots
@@ -162,7 +168,8 @@ class Engine:
         rid = event.record_id
         if rid is not None:
             seen = self._seen
-            if rid in seen or rid in self._seen_old:
+            before = self._seen_before
+            if rid in seen or rid in self._seen_old or (before is not None and before(rid)):
                 self._duplicates += 1
                 return []
             seen.add(rid)
@@ -353,6 +360,12 @@ class Engine:
         if len(timers) > 64 and len(timers) > 4 * len(customers):
             self._compact_timers()
         return len(victims)
+
+    def forget_seen(self) -> None:
+        """Drop the record ids held in memory: for a caller whose ``seen_before`` now
+        answers for every id accepted so far (it stored them)."""
+        self._seen = set()
+        self._seen_old = set()
 
     def _compact_timers(self) -> None:
         """Drop stale timer entries (in place: ``_advance`` holds a reference)."""

@@ -50,7 +50,6 @@ from streamsync.state.codec import (
     customer_due,
     decode_customer,
     decode_events,
-    decode_ids,
     decode_meta,
     encode_customer,
     encode_events,
@@ -93,6 +92,7 @@ class Task:
             dedup_horizon_ms=dedup_horizon_ms,
             auto_advance=False,
             loader=self._read_customer,
+            seen_before=self._seen_before,
         )
         self.fingerprint = fingerprint(self.engine.program)
         self.lateness = allowed_lateness_ms
@@ -217,6 +217,11 @@ class Task:
             return None
         return decode_customer(raw)
 
+    def _seen_before(self, record_id: str) -> bool:
+        """The engine's ``seen_before``: a record id accepted before the last commit."""
+        store = self.store
+        return store is not None and store.has_record_id(record_id)
+
     def _read_due(self, limit: int, budget: int | None) -> int:
         """Give the engine every stored customer due before ``limit`` it does not hold,
         or, past ``budget`` customers, those due before the next instant after it;
@@ -283,6 +288,7 @@ class Task:
         store.apply(changes, changelog_offset, drop_timers=self._dropped)
         self._dropped = []
         self._read = 0
+        self.engine.forget_seen()  # the store answers for them now
         if keep is not None:
             self.engine.evict(keep)
 
@@ -371,8 +377,7 @@ class Task:
             for entry in decode_events(value)
             if entry[0] >= closed
         ]
-        seen = {rid for _, value in store.items(IDS_PREFIX) for rid in decode_ids(value)}
-        self.engine.restore(clock, {}, buffer, seen)
+        self.engine.restore(clock, {}, buffer, set())  # ids: asked of the store
         for topic, newest in meta["newest"].items():
             if topic in self.newest:
                 self.newest[topic] = newest

@@ -1,8 +1,9 @@
 """The local copy of one partition's state: an embedded RocksDB (through ``rocksdict``).
 
 It holds the same keys as the partition's changelog, plus the changelog offset it is
-up to date with, so that a restart reads only the changelog tail, plus a timer index
-derived from the customers (see :mod:`streamsync.state.codec`). It is written only
+up to date with, so that a restart reads only the changelog tail, plus two indexes
+derived from them: customers by deadline and record ids (see
+:mod:`streamsync.state.codec`). It is written only
 after the Kafka transaction holding the same changes has committed (never ahead of the
 changelog), in one atomic write batch per commit.
 
@@ -21,13 +22,16 @@ import tempfile
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
-from rocksdict import Options, Rdict, WriteBatch
+from rocksdict import BlockBasedOptions, Options, Rdict, WriteBatch
 
 from streamsync.audiences.compiler import NEVER
 from streamsync.state.codec import (
     CUSTOMER_PREFIX,
+    IDS_PREFIX,
+    RECORD_ID_PREFIX,
     TIMER_PREFIX,
     customer_due,
+    decode_ids,
     parse_timer_key,
     timer_bound,
     timer_key,
@@ -40,6 +44,16 @@ _OFFSET_KEY = b"\xff.changelog-offset"
 Changes = Mapping[bytes, bytes | None]
 
 
+def _options() -> Options:
+    """Raw keys, and a Bloom filter: most lookups (a record id never seen, a customer
+    not stored yet) are for keys that do not exist, and it answers those in memory."""
+    table = BlockBasedOptions()
+    table.set_bloom_filter(10, False)
+    options = Options(raw_mode=True)
+    options.set_block_based_table_factory(table)
+    return options
+
+
 class PartitionStore:
     """Key/value state of one partition; ``path=None`` keeps a throwaway copy."""
 
@@ -50,12 +64,12 @@ class PartitionStore:
         if path is not None:
             try:
                 path.parent.mkdir(parents=True, exist_ok=True)
-                db = Rdict(str(path), Options(raw_mode=True))
+                db = Rdict(str(path), _options())
             except Exception as exc:  # rocksdict raises plain Exception (lock, corruption)
                 log.warning("local state %s unavailable (%s); using the changelog only", path, exc)
         if db is None:
             self._scratch = Path(tempfile.mkdtemp(prefix="streamsync-state-"))
-            db = Rdict(str(self._scratch), Options(raw_mode=True))
+            db = Rdict(str(self._scratch), _options())
         self._db: Rdict | None = db
 
     @property
@@ -77,14 +91,24 @@ class PartitionStore:
         *,
         drop_timers: Iterable[bytes] = (),
     ) -> None:
-        """Apply one commit's changes (``None`` deletes) atomically, with a timer index
-        entry for every customer written with a deadline, and without the index entries
-        in ``drop_timers`` (ones a reader found passed or stale)."""
+        """Apply one commit's changes (``None`` deletes) atomically, with the derived
+        indexes: a timer entry for every customer written with a deadline (without the
+        entries in ``drop_timers``, ones a reader found passed or stale), and the record
+        ids of every id segment written (removed with their segment, unless a later
+        segment holds the id again)."""
+        db = self._open
         batch = WriteBatch(raw_mode=True)
         for key in drop_timers:
             batch.delete(key)
         for key, value in changes.items():
             if value is None:
+                if key.startswith(IDS_PREFIX):
+                    old = db.get(key)
+                    segment = key[len(IDS_PREFIX) :]
+                    for rid in decode_ids(old) if old is not None else ():
+                        id_key = RECORD_ID_PREFIX + rid.encode()
+                        if db.get(id_key) == segment:
+                            batch.delete(id_key)
                 batch.delete(key)
                 continue
             batch.put(key, value)
@@ -92,6 +116,10 @@ class PartitionStore:
                 due = customer_due(value)
                 if due < NEVER:
                     batch.put(timer_key(due, key), b"")
+            elif key.startswith(IDS_PREFIX):
+                segment = key[len(IDS_PREFIX) :]
+                for rid in decode_ids(value):
+                    batch.put(RECORD_ID_PREFIX + rid.encode(), segment)
         if changelog_offset is not None:
             batch.put(_OFFSET_KEY, str(changelog_offset).encode())
         self._open.write(batch)
@@ -103,7 +131,11 @@ class PartitionStore:
         self._open.close()
         Rdict.destroy(str(path))
         shutil.rmtree(path, ignore_errors=True)
-        self._db = Rdict(str(path), Options(raw_mode=True))
+        self._db = Rdict(str(path), _options())
+
+    def has_record_id(self, record_id: str) -> bool:
+        """Whether a live id segment holds ``record_id``."""
+        return self._open.get(RECORD_ID_PREFIX + record_id.encode()) is not None
 
     def get(self, key: bytes) -> bytes | None:
         value: bytes | None = self._open.get(key)

@@ -17,7 +17,7 @@ from streamsync.ingest.jsonl import read_events
 from streamsync.resources import project_path
 from streamsync.runtime import task as task_module
 from streamsync.runtime.task import UNKNOWN, Task
-from streamsync.state.codec import StateError
+from streamsync.state.codec import IDS_PREFIX, StateError, encode_ids, segment_key
 from streamsync.state.store import PartitionStore
 from streamsync.synthetic import generate_records
 
@@ -260,4 +260,66 @@ def test_deadlines_passed_at_once_are_read_back_a_few_per_commit(
     assert due >= 10 and commits >= due // 3
     assert sorted(map(_key, got)) == sorted(map(_key, expected))
     assert sorted(d.at_ms for d in got) == [d.at_ms for d in got]
+    store.close()
+
+
+def test_record_ids_are_remembered_in_the_store_not_in_memory(tmp_path: Path) -> None:
+    """After a commit the ids accepted live only in the store's record-id index: a
+    redelivered record is still a duplicate (also in a task restored from the store),
+    and the ids leave the index with their segment, two dedup horizons later."""
+    horizon = 60_000
+    events = _events_of(50, 400)
+    store = PartitionStore(tmp_path / "p0")
+
+    def task() -> Task:
+        t = Task(
+            0,
+            ["a"],
+            AUDIENCES,
+            allowed_lateness_ms=0,
+            dedup_horizon_ms=horizon,
+            wall_clock=False,
+            idle_grace_ms=0,
+        )
+        t.load(store, "test")
+        return t
+
+    first = task()
+    for event in events:
+        first.process(event)
+    first.advance(0)
+    first.persist(first.changes(), 1)
+    ids = {e.record_id for e in events if e.record_id is not None}
+    assert len(ids) > 300
+    assert not first.engine._seen and not first.engine._seen_old  # nothing held in memory
+    assert all(store.has_record_id(rid) for rid in ids)
+
+    for again in (first, task()):  # the same process, and after a restart
+        before = again.engine.stats.duplicates
+        assert [d for e in events[:100] for d in again.process(e)] == []
+        assert again.engine.stats.duplicates - before == 100
+
+    # Far later records: the old segment expires (with its ids) after two horizons.
+    late = task()
+    newest = max(e.timestamp_ms for e in events)
+    for n, ts in enumerate(range(newest + horizon, newest + 4 * horizon, horizon // 2)):
+        late.process(Event("x", "track", "Tick", ts, f"tick-{n}", source=SourcePosition("a", 0, n)))
+        late.advance(0)
+        late.persist(late.changes(), 10 + n)
+    assert not any(store.has_record_id(rid) for rid in ids)
+    assert store.has_record_id("tick-5")
+    store.close()
+
+
+def test_an_id_in_a_later_segment_outlives_the_earlier_segment(tmp_path: Path) -> None:
+    """An id accepted again after it was forgotten belongs to its newer segment: removing
+    the older segment must not remove it."""
+    store = PartitionStore(tmp_path / "p0")
+    first, second = segment_key(IDS_PREFIX, 1), segment_key(IDS_PREFIX, 2)
+    store.apply({first: encode_ids(["a", "b"])}, 1)
+    store.apply({second: encode_ids(["a"])}, 2)
+    store.apply({first: None}, 3)
+    assert store.has_record_id("a") and not store.has_record_id("b")
+    store.apply({second: None}, 4)
+    assert not store.has_record_id("a")
     store.close()
