@@ -25,9 +25,8 @@ Kept by the store only (derived from the customers, never in the changelog):
   whose deadlines a watermark passes are found without holding every customer in memory.
   Entries may be stale (the customer was written again with another deadline); a
   reader checks the customer's own ``DUE`` (see :mod:`streamsync.runtime.task`).
-* ``r:<record id>`` - the record id index: every id of the live ``i:`` segments, the
-  value naming its segment, so deduplication asks the store instead of holding a day
-  of ids in memory.
+* ``r:<record id>`` - the record id index: every id of the live ``i:`` segments, so
+  deduplication asks the store instead of holding a day of ids in memory.
 """
 
 from __future__ import annotations
