@@ -247,10 +247,18 @@ class KafkaConfig(_Model):
                 raise CredentialsError(f"kafka.sasl_password_from: {exc}") from None
         elif self.sasl_password is not None:
             password = self.sasl_password.get_secret_value()
+        settings = self._settings(password)
+        # Every secret-looking value, also one written under ``extra``, is masked in logs.
+        secrets = [
+            str(value)
+            for key, value in settings.items()
+            if ("password" in key or "secret" in key) and value
+        ]
+        if secrets:
             from streamsync.observability.logs import register_secrets
 
-            register_secrets([password])
-        return self._settings(password)
+            register_secrets(secrets)
+        return settings
 
     def redacted(self) -> dict[str, Any]:
         """:meth:`client_config` with every secret-looking value masked: safe to print.

@@ -222,6 +222,18 @@ def test_a_password_read_is_masked_in_every_log_format(monkeypatch: pytest.Monke
         assert secret not in line and "**********" in line
 
 
+def test_a_secret_under_extra_is_masked_in_logs_too() -> None:
+    secret = f"{SENTINEL}-{uuid.uuid4().hex}"
+    kafka = KafkaConfig.model_validate({"extra": {"ssl.key.password": secret}})
+    assert kafka.redacted()["ssl.key.password"] != secret
+    kafka.client_config()
+    record = logging.LogRecord(
+        "streamsync.kafka", logging.ERROR, __file__, 1, "key password %s", (secret,), None
+    )
+    for formatter in (JsonFormatter(), TextFormatter()):
+        assert secret not in formatter.format(record)
+
+
 # -- the commands ------------------------------------------------------------------------
 
 
