@@ -44,6 +44,12 @@ _OFFSET_KEY = b"\xff.changelog-offset"
 Changes = Mapping[bytes, bytes | None]
 
 
+#: RocksDB's write buffer per partition store (Kafka Streams' default size): a process
+#: holds one store per assigned partition, so RocksDB's own 64 MiB would cost up to
+#: 128 MiB of memtables per partition.
+WRITE_BUFFER_BYTES = 16 << 20
+
+
 def _options() -> Options:
     """Raw keys, and Bloom filters on the tables and on the memtable: most lookups (a
     record id never seen, a customer not stored yet) are for keys that do not exist,
@@ -52,6 +58,7 @@ def _options() -> Options:
     table.set_bloom_filter(10, False)
     options = Options(raw_mode=True)
     options.set_block_based_table_factory(table)
+    options.set_write_buffer_size(WRITE_BUFFER_BYTES)
     options.set_memtable_prefix_bloom_ratio(0.1)
     options.set_memtable_whole_key_filtering(True)
     return options
