@@ -992,8 +992,7 @@ class Application:
         if parked is not None:
             task, end = parked
             if self._changelog_end(partition) == end:
-                for topic in task.caught_up:
-                    task.caught_up[topic] = False
+                task.reopened()
                 if self.observer is not None:
                     self.observer.task_opened(task)
                 return task

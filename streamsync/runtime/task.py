@@ -30,6 +30,7 @@ partition therefore reads no customer at all.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any
@@ -101,6 +102,8 @@ class Task:
         self.grace = idle_grace_ms
         self.newest: dict[str, int] = dict.fromkeys(self.topics, UNKNOWN)
         self.caught_up: dict[str, bool] = dict.fromkeys(self.topics, False)
+        #: wall-clock ms of the first record this task object processed
+        self._reading_since: int | None = None
         self._new: list[tuple[int, int, Event]] = []
         self._new_ids: list[str] = []
         self._event_segments: dict[int, int] = {}  # segment -> newest effective timestamp
@@ -123,6 +126,8 @@ class Task:
     # -- records and time ------------------------------------------------------------------
 
     def process(self, event: Event) -> list[MembershipDelta]:
+        if self._reading_since is None:
+            self._reading_since = int(time.time() * 1000)
         engine = self.engine
         arrival = engine.arrivals
         closed = engine.watermark
@@ -154,6 +159,13 @@ class Task:
         if newest is not None and newest > self.newest[topic]:
             self.newest[topic] = newest
 
+    def reopened(self) -> None:
+        """Taken up again after a revoke (parked, not restored): every input must
+        report its end again, and empty ones hold the watermark for ``idle_grace``."""
+        for topic in self.caught_up:
+            self.caught_up[topic] = False
+        self._reading_since = None
+
     def at_end(self, topic: str) -> None:
         """Input ``topic`` is read to its end: caught up, unless it is a repartition
         input some of whose raw partitions were not last reported at their end."""
@@ -164,10 +176,12 @@ class Task:
         """Instants before this are final for this task (``UNKNOWN`` if none is).
 
         A partition that has delivered nothing yet holds it back (its first records may
-        be old) unless it is caught up: an empty partition holds nothing back. Being
-        caught up does not make a partition's own progress irrelevant (its producer may
-        append older records than another topic's newest), so without the wall clock it
-        still counts with its newest record."""
+        be old) unless it is caught up: an empty partition holds nothing back, once the
+        task has been reading records for ``idle_grace`` (topics written together reach
+        the consumer one fetch at a time: an empty one's first records are often just a
+        fetch behind another's). Being caught up does not make a partition's own
+        progress irrelevant (its producer may append older records than another topic's
+        newest), so without the wall clock it still counts with its newest record."""
         low = NEVER
         for topic in self.topics:
             newest = self.newest[topic]
@@ -176,7 +190,9 @@ class Task:
                 if self.wall_clock:
                     mark = max(mark, now_ms - self.grace)
                 elif newest == UNKNOWN:
-                    continue
+                    since = self._reading_since
+                    if since is not None and now_ms - since >= self.grace:
+                        continue
             low = min(low, mark)
         return UNKNOWN if low == NEVER else low
 

@@ -3,6 +3,7 @@ to a store, loaded into a fresh task, evaluation continues exactly)."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import orjson
@@ -59,6 +60,25 @@ def test_without_the_wall_clock_an_empty_caught_up_topic_does_not_hold_back() ->
     assert task.watermark(now_ms=10**13) == 1_000
     task.caught_up["a"] = True
     assert task.watermark(now_ms=10**13) == 1_000  # event time only: the wall clock is off
+
+
+def test_an_empty_topic_holds_back_until_the_task_has_read_for_the_grace() -> None:
+    """Topics written together reach the consumer one fetch at a time: the first records
+    of a topic that was empty must not find the watermark already past them."""
+    task = _task(lateness=0)
+    task.caught_up["b"] = True  # empty when the task started reading
+    task.process(_event("a", 1_000))
+    now = int(time.time() * 1000)
+    assert task.watermark(now_ms=now) == UNKNOWN
+    assert task.advance(now) == [] and task.engine.watermark < 1_000
+    assert task.watermark(now_ms=now + 500) == 1_000  # idle_grace later: still empty
+    task.process(_event("b", 400))
+    assert task.watermark(now_ms=now + 500) == 400
+    task.reopened()  # taken up again after a revoke: the grace starts again
+    task.caught_up["a"] = task.caught_up["b"] = True
+    task.newest["b"] = UNKNOWN
+    task.process(_event("a", 2_000))
+    assert task.watermark(now_ms=int(time.time() * 1000)) == UNKNOWN
 
 
 def test_without_the_wall_clock_a_caught_up_topic_still_counts_its_own_progress() -> None:
