@@ -279,7 +279,7 @@ class Task:
         stored: list[Customer] = []
         store = self.store
         if store is not None:
-            for due, key, _ in store.timers(max(self._scanned, UNKNOWN), before_ms):
+            for due, key, _ in store.timers(self._scanned, before_ms):
                 if len(stored) >= OVERDUE_SCAN_LIMIT:
                     break
                 if key[len(CUSTOMER_PREFIX) :].decode() in resident:
