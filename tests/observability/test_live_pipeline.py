@@ -21,7 +21,7 @@ from typing import Any
 
 import orjson
 import pytest
-from confluent_kafka import Consumer, KafkaError, Producer
+from confluent_kafka import Producer
 from opentelemetry.trace import get_current_span
 
 from streamsync.audiences.loader import load_audiences
@@ -31,7 +31,7 @@ from streamsync.dev.standins import BrazeStandIn, MoEngageStandIn, StandInServer
 from streamsync.ingest.jsonl import is_webhook_record, read_events
 from streamsync.observability.tracing import extract_trace_context
 from tests.observability.scrape import get, scrape
-from tests.runtime.evaluate_support import EXAMPLE_AUDIENCES, Stream, synthetic
+from tests.runtime.evaluate_support import EXAMPLE_AUDIENCES, Stream, read_committed, synthetic
 
 pytestmark = pytest.mark.kafka
 
@@ -157,33 +157,6 @@ def _config(stream: Stream, tmp: Path, state: str, port: int, urls: dict[str, st
     return path
 
 
-def _deltas_with_headers(bootstrap: str, topic: str, count: int) -> list[Any]:
-    """The first ``count`` committed records of the deltas topic."""
-    consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": f"reader-{uuid.uuid4().hex}",
-            "auto.offset.reset": "earliest",
-            "isolation.level": "read_committed",
-            "enable.auto.commit": False,
-        }
-    )
-    consumer.subscribe([topic])
-    out: list[Any] = []
-    deadline = time.monotonic() + 30
-    try:
-        while len(out) < count and time.monotonic() < deadline:
-            for message in consumer.consume(1000, 0.3):
-                error = message.error()
-                if error is not None:
-                    assert error.code() == KafkaError._PARTITION_EOF, error
-                    continue
-                out.append(message)
-    finally:
-        consumer.close()
-    return out
-
-
 def test_evaluate_and_deliver_report_what_they_did(
     kafka_bootstrap_servers: str, tmp_path: Path, processes: Processes
 ) -> None:
@@ -272,8 +245,8 @@ def test_evaluate_and_deliver_report_what_they_did(
 
         # Sizes follow the committed deltas: members = enters - exits, holdout the
         # flagged ones (about half of the holdout audience, none elsewhere).
-        live = [decode_json(m.value()) for m in _deltas_with_headers(
-            bootstrap, stream.deltas, len(expected))]  # fmt: skip
+        live = [decode_json(m.value()) for m in read_committed(
+            bootstrap, stream.deltas, count=len(expected), timeout_s=30)]  # fmt: skip
         assert len(live) == len(expected)
         members = Counter[str]()
         holdout = Counter[str]()
@@ -304,7 +277,7 @@ def test_evaluate_and_deliver_report_what_they_did(
 
         # The delta of the traced record continues its trace; others carry none.
         traced_deltas = [
-            m for m in _deltas_with_headers(bootstrap, stream.deltas, len(expected))
+            m for m in read_committed(bootstrap, stream.deltas, count=len(expected), timeout_s=30)
             if traced_id in decode_json(m.value()).record_ids
         ]  # fmt: skip
         assert traced_deltas

@@ -23,6 +23,8 @@ from streamsync.resources import project_path
 from streamsync.synthetic import generate_records
 
 EXAMPLE_AUDIENCES = project_path("examples", "audiences")
+#: ``evaluate.allowed_lateness`` by default
+LATENESS_MS = 5 * 60_000
 
 DeltaKey = tuple[str, str, str, int, int]
 
@@ -126,10 +128,15 @@ def synthetic(customers: int, events: int, seed: int) -> list[dict[str, Any]]:
 
 
 def read_committed(
-    bootstrap: str, topic: str, *, quiet_s: float = 3.0, timeout_s: float = 60.0
+    bootstrap: str,
+    topic: str,
+    *,
+    quiet_s: float = 3.0,
+    timeout_s: float = 60.0,
+    count: int | None = None,
 ) -> list[Message]:
     """Every record committed to ``topic``, read ``read_committed`` until nothing new
-    arrives for ``quiet_s``."""
+    arrives for ``quiet_s`` (or, with ``count``, until that many were read)."""
     consumer = Consumer(
         {
             "bootstrap.servers": bootstrap,
@@ -143,7 +150,11 @@ def read_committed(
     out: list[Message] = []
     started = last = time.monotonic()
     try:
-        while time.monotonic() - last < quiet_s and time.monotonic() - started < timeout_s:
+        while (
+            time.monotonic() - last < quiet_s
+            and time.monotonic() - started < timeout_s
+            and (count is None or len(out) < count)
+        ):
             for message in consumer.consume(1000, 0.3):
                 error = message.error()
                 if error is not None:
@@ -189,6 +200,22 @@ def replay_deltas(lines: list[bytes], until_ms: int | None = None) -> list[Membe
 
 def keys(deltas: list[MembershipDelta]) -> Counter[DeltaKey]:
     return Counter((d.audience, d.customer_id, d.op, d.at_ms, d.seq) for d in deltas)
+
+
+def check_final_deltas(bootstrap: str, stream: Stream, *, more_than: int) -> None:
+    """What a ``read_committed`` reader of ``stream``'s deltas sees: no duplicates, ``seq``
+    continuous, and, below the lowest task watermark (each task fires everything
+    before its own; the evaluate configuration's default lateness), exactly replay's
+    transitions of every record produced, of which there are more than ``more_than``."""
+    live = read_deltas(bootstrap, stream.deltas)
+    check_seq(live)
+    counted = keys(live)
+    assert max(counted.values()) == 1, "duplicate deltas"
+    cut = min(stream.newest.values()) - LATENESS_MS
+    expected = {k for k in keys(replay_deltas(stream.lines)) if k[3] < cut}
+    assert len(expected) > more_than
+    got = {k for k in counted if k[3] < cut}
+    assert got == expected, (sorted(got - expected)[:5], sorted(expected - got)[:5])
 
 
 def check_seq(deltas: list[MembershipDelta]) -> None:

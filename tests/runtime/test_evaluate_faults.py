@@ -16,18 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.runtime.evaluate_support import (
-    Stream,
-    check_seq,
-    keys,
-    read_deltas,
-    replay_deltas,
-    synthetic,
-)
+from tests.runtime.evaluate_support import Stream, check_final_deltas, synthetic
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
-
-LATENESS_MS = 5 * 60_000
 
 
 class Instance:
@@ -134,13 +125,4 @@ def test_sigkill_and_scaling_mid_stream_lose_and_duplicate_nothing(
     for instance in extra:
         assert instance.records() > 0, instance.log.read_text()
     assert kills == 3
-    live = read_deltas(kafka_bootstrap_servers, stream.deltas)
-    check_seq(live)
-    counted = keys(live)
-    assert max(counted.values()) == 1, "duplicate deltas"
-    # Each task fires everything before its own watermark; below the lowest of them
-    # the live result is final and must equal replay's.
-    cut = min(stream.newest.values()) - LATENESS_MS
-    expected = {k for k in keys(replay_deltas(stream.lines)) if k[3] < cut}
-    assert len(expected) > 2000
-    assert {k for k in counted if k[3] < cut} == expected
+    check_final_deltas(kafka_bootstrap_servers, stream, more_than=2000)

@@ -23,6 +23,7 @@ from streamsync.runtime.app import Application, StartupError
 from streamsync.runtime.repartition import partition_for, repartition_topic
 from tests.runtime.evaluate_support import (
     Stream,
+    check_final_deltas,
     check_seq,
     customer_of,
     first_enter_readable_at,
@@ -33,7 +34,7 @@ from tests.runtime.evaluate_support import (
     synthetic,
 )
 from tests.runtime.test_evaluate_app import CART_WAIT, _track
-from tests.runtime.test_evaluate_faults import LATENESS_MS, Instance
+from tests.runtime.test_evaluate_faults import Instance
 
 pytestmark = pytest.mark.kafka
 
@@ -276,14 +277,7 @@ def test_sigkill_and_scaling_mid_stream_with_rekeyed_topics_lose_and_duplicate_n
                 assert reader.get_watermark_offsets(tp, 10, cached=False)[0] > 0, tp
     finally:
         reader.close()
-    live = read_deltas(kafka_bootstrap_servers, stream.deltas)
-    check_seq(live)
-    counted = keys(live)
-    assert max(counted.values()) == 1, "duplicate deltas"
-    cut = min(stream.newest.values()) - LATENESS_MS
-    expected = {k for k in keys(replay_deltas(stream.lines)) if k[3] < cut}
-    assert len(expected) > 1000
-    assert {k for k in counted if k[3] < cut} == expected
+    check_final_deltas(kafka_bootstrap_servers, stream, more_than=1000)
 
 
 def test_idle_deadline_of_a_rekeyed_record_fires_within_a_second(
