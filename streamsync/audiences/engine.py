@@ -316,8 +316,7 @@ class Engine:
                     rids.append(rid)
         self._current = current
         self._closed = limit
-        if len(timers) > 64 and len(timers) > 4 * len(customers):
-            self._compact_timers()
+        self._compact_timers()
 
     def _load(self, cid: str) -> Customer | None:
         """A customer the engine does not hold, read through the loader and admitted."""
@@ -356,9 +355,7 @@ class Engine:
         for cid in victims:
             c = customers.pop(cid)
             c[DUE] = _EVICTED  # its heap entries become stale
-        timers = self._timers
-        if len(timers) > 64 and len(timers) > 4 * len(customers):
-            self._compact_timers()
+        self._compact_timers()
         return len(victims)
 
     def forget_seen(self) -> None:
@@ -368,8 +365,11 @@ class Engine:
         self._seen_old = set()
 
     def _compact_timers(self) -> None:
-        """Drop stale timer entries (in place: ``_advance`` holds a reference)."""
+        """Drop stale timer entries once the heap holds more than four entries per
+        customer held (in place: ``_advance`` holds a reference)."""
         timers = self._timers
+        if len(timers) <= 64 or len(timers) <= 4 * len(self.customers):
+            return
         timers[:] = [entry for entry in timers if entry[2][DUE] == entry[0]]
         heapq.heapify(timers)
 

@@ -210,6 +210,16 @@ def instance_id(state_dir: Path) -> str:
         return value
 
 
+def _require_partitions(metadata: Any, kind: str, topic: str, of: str, partitions: int) -> None:
+    """An internal ``kind`` topic that already exists must have one partition per task
+    (``of``: what sets that count, for the error)."""
+    existing = metadata.topics.get(topic)
+    if existing is not None and existing.error is None and len(existing.partitions) != partitions:
+        raise StartupError(
+            f"{kind} topic {topic} has {len(existing.partitions)} partitions, {of} {partitions}"
+        )
+
+
 def _poison_position(tb: TracebackType | None) -> SourcePosition | None:
     """The source of the record the engine was applying when it raised: the innermost
     frame holding an ``Event`` with a source (the engine releases records from its
@@ -359,16 +369,7 @@ class Application:
             )
         self._partitions = partitions = self._repartition_setup(metadata, counts, raw)
         changelog = settings.changelog
-        existing = metadata.topics.get(changelog)
-        if (
-            existing is not None
-            and existing.error is None
-            and len(existing.partitions) != partitions
-        ):
-            raise StartupError(
-                f"changelog topic {changelog} has {len(existing.partitions)} partitions, "
-                f"the input topics {partitions}"
-            )
+        _require_partitions(metadata, "changelog", changelog, "the input topics", partitions)
         wanted = [
             NewTopic(
                 changelog,
@@ -414,16 +415,7 @@ class Application:
         else:
             partitions = configured if configured is not None else max(raw.values())
         for name in self.rekeyed.values():
-            existing = metadata.topics.get(name)
-            if (
-                existing is not None
-                and existing.error is None
-                and len(existing.partitions) != partitions
-            ):
-                raise StartupError(
-                    f"repartition topic {name} has {len(existing.partitions)} partitions, "
-                    f"the tasks {partitions}"
-                )
+            _require_partitions(metadata, "repartition", name, "the tasks", partitions)
         if self.rekeyed:
             self._repartitioner = Repartitioner(
                 self.rekeyed, partitions, raw, self.settings.repartition_partitioner

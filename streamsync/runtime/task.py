@@ -31,7 +31,7 @@ partition therefore reads no customer at all.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -249,22 +249,17 @@ class Task:
         then dropped with the next commit: each one is passed, its customer fires now
         and is written again with its next deadline. An entry is stale when the stored
         customer's own deadline differs (it was written again since)."""
-        store = self.store
-        if store is None or limit <= self._scanned:
+        if self.store is None or limit <= self._scanned:
             return limit
         engine = self.engine
-        resident = engine.customers
         last = UNKNOWN
         read = 0
-        for due, key, index_key in store.timers(self._scanned, limit):
+        for due, index_key, raw in self._due_in_store(self._scanned, limit):
             if budget is not None and read >= budget and due > last:
                 limit = due  # a whole instant at a time: the next one waits
                 break
             self._dropped.append(index_key)
-            if key[len(CUSTOMER_PREFIX) :].decode() in resident:
-                continue  # its deadline is on the heap already
-            raw = store.get(key)
-            if raw is not None and customer_due(raw) == due:
+            if raw is not None:
                 engine.admit(decode_customer(raw))
                 read += 1
                 last = due
@@ -272,20 +267,30 @@ class Task:
         self._scanned = limit
         return limit
 
+    def _due_in_store(self, start: int, limit: int) -> Iterator[tuple[int, bytes, bytes | None]]:
+        """The timer index entries due in ``[start, limit)`` as ``(due, index key,
+        encoded customer)``; the customer is ``None`` when the engine holds it (its
+        deadline is on the heap) or the entry is stale."""
+        store = self.store
+        assert store is not None
+        resident = self.engine.customers
+        for due, key, index_key in store.timers(start, limit):
+            raw = None
+            if key[len(CUSTOMER_PREFIX) :].decode() not in resident:
+                raw = store.get(key)
+                if raw is not None and customer_due(raw) != due:
+                    raw = None
+            yield due, index_key, raw
+
     def overdue_members(self, before_ms: int) -> dict[str, int]:
         """:meth:`Engine.overdue_members` over every customer of the task: those in
         memory, and up to :data:`OVERDUE_SCAN_LIMIT` in the store only."""
-        resident = self.engine.customers
         stored: list[Customer] = []
-        store = self.store
-        if store is not None:
-            for due, key, _ in store.timers(self._scanned, before_ms):
+        if self.store is not None:
+            for _, _, raw in self._due_in_store(self._scanned, before_ms):
                 if len(stored) >= OVERDUE_SCAN_LIMIT:
                     break
-                if key[len(CUSTOMER_PREFIX) :].decode() in resident:
-                    continue
-                raw = store.get(key)
-                if raw is not None and customer_due(raw) == due:
+                if raw is not None:
                     stored.append(decode_customer(raw))
         return self.engine.overdue_members(before_ms, stored)
 
