@@ -8,6 +8,12 @@ last ``n`` timestamps per key, a capped counter, a net sum in micro-units, a set
 keys, a trait value. Facts are shared between audiences that read the same thing, and
 none of them grows with the length of the history, so per-event cost stays flat.
 
+Facts do not assume records arrive in time order: a late record (see
+:mod:`streamsync.audiences.engine`) updates them with its own event time, so "the latest
+cart" stays the latest by event time, a window keeps its newest timestamps, a trait keeps
+the value of its newest identify and an item closed after a late open stays closed (a
+close is remembered for the allowed lateness for that).
+
 Each condition compiles to ``evaluate(customer, t) -> (value, next_change)``: its value
 at event time ``t`` and the earliest later instant at which it could change without a
 new record arriving (``NEVER`` if only a record can change it). That second number is
@@ -215,8 +221,9 @@ def _audience_timed(audience: Audience) -> bool:
 
 
 class _Builder:
-    def __init__(self, audiences: list[Audience]) -> None:
+    def __init__(self, audiences: list[Audience], lateness_ms: int) -> None:
         self.audiences = audiences
+        self.lateness = lateness_ms
         self.index = {a.name: i for i, a in enumerate(audiences)}
         timed = sum(1 for a in audiences if _audience_timed(a))
         self.base = HEADER + timed + len(audiences)
@@ -264,8 +271,11 @@ class _Builder:
         if capture is None:
 
             def update(c: Customer, e: Event) -> None:
-                c[slot] = e.timestamp_ms
-                c[rid_slot] = compact_id(e.record_id)
+                ts = e.timestamp_ms
+                last = c[slot]
+                if last is None or ts >= last:  # equal: the later in the log wins
+                    c[slot] = ts
+                    c[rid_slot] = compact_id(e.record_id)
 
         else:
             read = path_reader(capture.path)
@@ -274,6 +284,9 @@ class _Builder:
             offset_slot = slot + 2
 
             def update(c: Customer, e: Event) -> None:
+                last = c[slot]
+                if last is not None and e.timestamp_ms < last:
+                    return  # a late record older than the latest one
                 values = [
                     v
                     for v in read(e.properties)
@@ -319,8 +332,19 @@ class _Builder:
             for k in keys:
                 for j in range(0, len(table), stride):
                     if table[j] == k:
-                        del table[j + 1]
-                        table.insert(j + n, ts)
+                        newest = table[j + n]
+                        if newest is None or ts >= newest:
+                            del table[j + 1]
+                            table.insert(j + n, ts)
+                        else:  # a late record: keep the block's n newest, in order
+                            oldest = table[j + 1]
+                            if oldest is not None and ts < oldest:
+                                break
+                            del table[j + 1]
+                            at = j + 1  # after the unfilled (None) and older entries
+                            while at < j + n and (table[at] is None or table[at] <= ts):
+                                at += 1
+                            table.insert(at, ts)
                         break
                 else:
                     # Interned: the same product ids recur across customers, so each
@@ -391,50 +415,72 @@ class _Builder:
         return slot
 
     def open_items(self, spec: OpenItems) -> int:
+        """Slots ``[open, closed]``: the open keys with the time of their open, and the
+        keys closed within the allowed lateness with the time of their close (so that a
+        late open older than a close does not reopen the item; older closes are dropped
+        by :meth:`open_now`, since a record that late is applied at the clock's instant,
+        after them)."""
         key = ("open", spec.model_dump_json())
-        slot, fresh = self._slot(key)
+        slot, fresh = self._slot(key, 2)
         if not fresh:
             return slot
         read = path_reader(spec.key)
+        closed_slot = slot + 1
 
         def opened(c: Customer, e: Event) -> None:
-            keys = [
-                intern(k) if type(k) is str else k
-                for k in read(e.properties)
-                if isinstance(k, str | int | float)
-            ]
-            if keys:
-                items = c[slot]
+            ts = e.timestamp_ms
+            closes: dict[Any, int] | None = c[closed_slot]
+            for k in read(e.properties):
+                if not isinstance(k, str | int | float):
+                    continue
+                if closes is not None and closes.get(k, ts) > ts:
+                    continue  # a late open of an item closed after it
+                items: dict[Any, int] | None = c[slot]
                 if items is None:
-                    items = c[slot] = set()
-                items.update(keys)
+                    items = c[slot] = {}
+                if items.get(k, ts) <= ts:
+                    items[intern(k) if type(k) is str else k] = ts
 
         def closed(c: Customer, e: Event) -> None:
-            items = c[slot]
-            if items:
-                # Only keys an open can hold: a list or object under the key path is a
-                # valid record that closes nothing (and is not hashable).
-                items.difference_update(
-                    k for k in read(e.properties) if isinstance(k, str | int | float)
-                )
-                if not items:
-                    c[slot] = None
+            # Only keys an open can hold: a list or object under the key path is a
+            # valid record that closes nothing (and is not hashable).
+            ts = e.timestamp_ms
+            items: dict[Any, int] | None = c[slot]
+            for k in read(e.properties):
+                if not isinstance(k, str | int | float):
+                    continue
+                opened_at = None if items is None else items.get(k)
+                if opened_at is not None and opened_at <= ts:
+                    del items[k]  # type: ignore[union-attr]
+                closes: dict[Any, int] | None = c[closed_slot]
+                if closes is None:
+                    closes = c[closed_slot] = {}
+                if closes.get(k, ts) <= ts:
+                    closes[intern(k) if type(k) is str else k] = ts
+            if not items:
+                c[slot] = None
 
         self._on(spec.open, slot, opened)
         self._on(spec.close, slot, closed)
         return slot
 
     def trait(self, spec: Trait) -> int:
+        """Slots ``[value, time]``: the value of the newest identify that set it."""
         key = ("trait", spec.name)
-        slot, fresh = self._slot(key)
+        slot, fresh = self._slot(key, 2)
         if fresh:
             name = spec.name
+            ts_slot = slot + 1
 
             def update(c: Customer, e: Event) -> None:
                 traits = e.traits
                 if name in traits:
-                    value = traits[name]
-                    c[slot] = NULL if value is None else value
+                    ts = e.timestamp_ms
+                    last = c[ts_slot]
+                    if last is None or ts >= last:  # equal: the later in the log wins
+                        value = traits[name]
+                        c[slot] = NULL if value is None else value
+                        c[ts_slot] = ts
 
             match = EventMatch(event=IDENTIFY, kind="identify")
             self._on(match, slot, update)
@@ -487,7 +533,18 @@ class _Builder:
         if kind == "open_items":
             assert cond.open_items is not None
             slot = self.open_items(cond.open_items)
-            return lambda c, t: (bool(c[slot]), NEVER)
+            closed_slot = slot + 1
+            lateness = self.lateness
+
+            def open_now(c: Customer, t: int) -> tuple[bool, int]:
+                closes = c[closed_slot]
+                if closes:
+                    horizon = t - lateness
+                    kept = {k: ts for k, ts in closes.items() if ts >= horizon}
+                    c[closed_slot] = kept or None
+                return bool(c[slot]), NEVER
+
+            return open_now
         if kind == "trait":
             assert cond.trait is not None
             slot = self.trait(cond.trait)
@@ -652,10 +709,11 @@ def _any(parts: list[Evaluator]) -> Evaluator:
     return any_of
 
 
-def compile_audiences(audiences: Sequence[Audience]) -> Program:
-    """Compile validated audiences into a :class:`Program` (references must resolve)."""
+def compile_audiences(audiences: Sequence[Audience], *, lateness_ms: int = 5 * 60_000) -> Program:
+    """Compile validated audiences into a :class:`Program` (references must resolve).
+    ``lateness_ms`` is the engine's allowed lateness: how long a close is remembered."""
     ordered = dependency_order(audiences)
-    builder = _Builder(ordered)
+    builder = _Builder(ordered, lateness_ms)
     evaluators = [builder.audience(i, a) for i, a in enumerate(ordered)]
 
     dispatch: dict[str, list[tuple[str, Predicate | None, Updater, int]]] = {}

@@ -4,9 +4,19 @@ Independent of Kafka: the runtime feeds it decoded events and a clock, ``replay`
 it a file, tests feed it lists. Time is event time in epoch milliseconds throughout.
 
 Ordering. Records are buffered in a heap and released in ``(timestamp, arrival)`` order
-once the highest timestamp seen is more than ``allowed_lateness_ms`` past them, so any
-disorder within that bound yields exactly the in-order result. A record later than that
-is applied at the earliest instant still open and counted in ``stats.corrections``.
+once the clock passes them (with ``auto_advance``, the highest timestamp seen minus
+``allowed_lateness_ms``), so any disorder within that bound yields exactly the in-order
+result. A record that arrives behind the clock is applied at the earliest instant still
+open (the clock's instant), in one of two ways (../shared/audiences.md, "Live clock and
+late records"):
+
+* *late* (behind the clock by at most the allowed lateness): its facts are updated with
+  its own event time, so windows and deadlines are as if it had arrived in order. The
+  transitions its evaluation emits at the clock's instant are marked ``correction``:
+  they bring membership to what the records give in event-time order, where instants
+  already emitted cannot be changed any more. Counted in ``stats.late``;
+* *too late* (further behind): applied as if it had happened at the clock's instant.
+  Counted in ``stats.too_late``.
 
 Instants. Everything released for one timestamp is applied before anyone is evaluated
 at it, because ``member(t)`` sees all records at ``t``; two records at the same
@@ -96,7 +106,10 @@ class EngineStats:
 
     events: int = 0
     duplicates: int = 0
-    corrections: int = 0
+    #: records behind the clock by at most the allowed lateness (applied at their time)
+    late: int = 0
+    #: records behind the clock by more (applied at the clock's instant)
+    too_late: int = 0
     deltas: int = 0
 
 
@@ -125,11 +138,11 @@ class Engine:
     ) -> None:
         if allowed_lateness_ms < 0:
             raise ValueError("allowed_lateness_ms must be >= 0")
-        self.program: Program = compile_audiences(audiences)
+        self.program: Program = compile_audiences(audiences, lateness_ms=allowed_lateness_ms)
         self.lateness = allowed_lateness_ms
         self.dedup_horizon = dedup_horizon_ms
         self.auto_advance = auto_advance
-        self._duplicates = self._corrections = self._deltas = 0
+        self._duplicates = self._late = self._too_late = self._deltas = 0
         #: resident customers, least recently changed first (see :meth:`take_touched`)
         self.customers: dict[str, Customer] = {}
         self._loader = loader
@@ -158,6 +171,11 @@ class Engine:
         self._seen_old: set[str] = set()
         self._seen_since = -NEVER
         self._out: list[MembershipDelta] = []
+        #: customers given a late record at the open instant: their deltas are corrections
+        self._late_customers: set[str] = set()
+        self._correcting = False
+        #: the last record accepted, as buffered: ``(instant, arrival, event)``
+        self.last_accepted: tuple[int, int, Event] | None = None
         #: customers changed since :meth:`take_touched` (state export, runtime only)
         self._touched: set[str] = set()
 
@@ -174,11 +192,17 @@ class Engine:
                 return []
             seen.add(rid)
         ts = event.timestamp_ms
-        if ts < self._closed:
-            self._corrections += 1
-            ts = self._closed
-            event = replace(event, timestamp_ms=ts)
-        heapq.heappush(self._buffer, (ts, self._arrivals, event))
+        closed = self._closed
+        if ts < closed:
+            if ts >= closed - self.lateness:
+                self._late += 1  # applied at the open instant with its own time
+            else:
+                self._too_late += 1
+                event = replace(event, timestamp_ms=closed)
+            ts = closed
+        entry = (ts, self._arrivals, event)
+        heapq.heappush(self._buffer, entry)
+        self.last_accepted = entry
         self._arrivals += 1
         if ts > self._max_seen:
             self._max_seen = ts
@@ -193,7 +217,8 @@ class Engine:
         """Treat the clock as standing at ``t``: apply every buffered record at or before
         ``t`` and fire every deadline at or before ``t``.
 
-        Records that arrive later with a timestamp ``<= t`` become corrections.
+        Records that arrive later with a timestamp ``<= t`` are late (see the module
+        docstring).
         """
         if t + 1 > self._closed:
             self._advance(t + 1)
@@ -234,7 +259,7 @@ class Engine:
     def stats(self) -> EngineStats:
         """Counters so far (a snapshot)."""
         events = self._arrivals + self._duplicates  # every record is one or the other
-        return EngineStats(events, self._duplicates, self._corrections, self._deltas)
+        return EngineStats(events, self._duplicates, self._late, self._too_late, self._deltas)
 
     # -- time ------------------------------------------------------------------------------
 
@@ -251,6 +276,7 @@ class Engine:
         customers, dispatch, evaluate = self.customers, self._dispatch, self._evaluate
         new_customer = self.program.new_customer
         touch = self._touched.add
+        late = self._late_customers
         current = self._current
         while True:
             te = buffer[0][0] if buffer and buffer[0][0] < limit else NEVER
@@ -260,8 +286,14 @@ class Engine:
                     c[PENDING] = 0
                     rids = c[RIDS]
                     c[RIDS] = None
-                    evaluate(c, current, mask, rids)
+                    if late and c[CUSTOMER_ID] in late:
+                        self._correcting = True
+                        evaluate(c, current, mask, rids)
+                        self._correcting = False
+                    else:
+                        evaluate(c, current, mask, rids)
                 dirty.clear()
+                late.clear()
             tt = timers[0][0] if timers else NEVER
             if tt < te:
                 if tt >= limit:
@@ -283,6 +315,8 @@ class Engine:
             c = known
             c[ID_KIND] = event.id_kind
             touch(cid)
+            if event.timestamp_ms < current:  # a late record: see the module docstring
+                late.add(cid)
             found = event.identifiers
             if found:
                 packed = c[IDS]
@@ -451,6 +485,7 @@ class Engine:
                 {} if (packed := c[IDS]) is None else dict(unpack_identifiers(packed)),
                 bool(percent) and in_holdout(self._names[i], cid, percent),
                 c[ID_KIND],
+                self._correcting,
             )
         )
 
@@ -546,7 +581,8 @@ class Engine:
             "timer_seq": self._timer_seq,
             "seen_since": self._seen_since,
             "duplicates": self._duplicates,
-            "corrections": self._corrections,
+            "late": self._late,
+            "too_late": self._too_late,
             "deltas": self._deltas,
         }
 
@@ -566,7 +602,8 @@ class Engine:
         self._timer_seq = clock["timer_seq"]
         self._seen_since = clock["seen_since"]
         self._duplicates = clock["duplicates"]
-        self._corrections = clock["corrections"]
+        self._late = clock["late"]
+        self._too_late = clock["too_late"]
         self._deltas = clock["deltas"]
         self.customers = customers
         timers = []

@@ -29,8 +29,10 @@ class ReplaySummary:
     skipped: Counter[str] = field(default_factory=Counter)
     #: records whose id was already seen (counted once)
     duplicates: int = 0
-    #: records later than the allowed lateness, applied at arrival
-    corrections: int = 0
+    #: records behind the clock by at most the allowed lateness, applied at their own time
+    late: int = 0
+    #: records behind the clock by more than the allowed lateness, applied at the clock
+    too_late: int = 0
     errors: Counter[str] = field(default_factory=Counter)
     deltas: Counter[tuple[str, str]] = field(default_factory=Counter)
 
@@ -105,4 +107,5 @@ def replay(
         stats.deltas[(delta.audience, delta.op)] += 1
         yield delta
     stats.duplicates = engine.stats.duplicates
-    stats.corrections = engine.stats.corrections
+    stats.late = engine.stats.late
+    stats.too_late = engine.stats.too_late

@@ -174,7 +174,8 @@ def _print_summary(summary: ReplaySummary) -> None:
         f"streamsync replay: {summary.lines:,} lines, {summary.events:,} events, "
         f"{sum(summary.skipped.values()):,} skipped, "
         f"{summary.duplicates:,} duplicates (counted once), "
-        f"{summary.corrections:,} late corrections, "
+        f"{summary.late:,} late (applied at their time), "
+        f"{summary.too_late:,} too late (applied at the clock), "
         f"{sum(summary.errors.values()):,} undecodable",
         file=err,
     )

@@ -51,6 +51,9 @@ class MembershipDelta:
     change (the records at that instant, or the record a deadline was computed from).
     ``holdout`` members are evaluated like everyone else but are not delivered.
     ``id_kind`` says what ``customer_id`` is (``streamsync.ingest.event.ID_KINDS``).
+    ``correction`` marks a transition caused by a late record, emitted at the clock's
+    instant because the instant at which it belonged had already been emitted
+    (../shared/audiences.md, "Live clock and late records").
     """
 
     audience: str
@@ -63,6 +66,7 @@ class MembershipDelta:
     identifiers: dict[str, str] = field(default_factory=dict)
     holdout: bool = False
     id_kind: str = "id"
+    correction: bool = False
 
     def to_json(self) -> dict[str, Any]:
         """The JSON form (also the shape of the ``replay`` output lines)."""
@@ -78,6 +82,7 @@ class MembershipDelta:
             "identifiers": dict(self.identifiers),
             "holdout": self.holdout,
             "id_kind": self.id_kind,
+            "correction": self.correction,
         }
 
     @classmethod
@@ -99,4 +104,5 @@ class MembershipDelta:
             identifiers={str(k): str(v) for k, v in data.get("identifiers", {}).items()},
             holdout=bool(data.get("holdout", False)),
             id_kind=str(data.get("id_kind") or "id"),
+            correction=bool(data.get("correction", False)),
         )

@@ -41,7 +41,7 @@ from streamsync.ingest.event import Event, SourcePosition
 #: Bump when the encoding changes; values of another version are rejected.
 CODEC_VERSION = 2
 #: Bump when the compiler's customer layout changes without the definitions changing.
-LAYOUT_VERSION = 1
+LAYOUT_VERSION = 2
 _MARSHAL = 4
 _V = bytes([CODEC_VERSION])
 _NULL_MARK = ("\x00streamsync.null",)

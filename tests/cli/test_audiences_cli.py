@@ -30,6 +30,7 @@ _FIELDS = {
     "identifiers",
     "holdout",
     "id_kind",
+    "correction",
 }
 _AT = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
 
@@ -200,7 +201,7 @@ def test_replay_reports_undecodable_lines_and_exits_zero(
     assert "4 undecodable" in err
 
 
-def test_replay_summary_counts_duplicates_and_late_corrections(
+def test_replay_summary_counts_duplicates_and_too_late_records(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     late = track("c3", "Application Opened", "2026-01-01T00:30:00.000Z", "late-1")
@@ -208,8 +209,8 @@ def test_replay_summary_counts_duplicates_and_late_corrections(
     rc, deltas, err = replay(capsys, "--audiences", str(EXAMPLES), "--events", str(events))
     assert rc == 0
     assert "1 duplicates" in err
-    assert "1 late corrections" in err
-    # The late record is applied at the watermark (newest 03:00 minus 5m lateness).
+    assert "0 late (applied at their time), 1 too late (applied at the clock)" in err
+    # The record 2h25m behind the clock is applied at the clock (newest 03:00 minus 5m lateness).
     assert ("ACT__ActiveApp__10m", "c3", "enter", "2026-01-01T02:55:00.000Z") in summary(deltas)
 
 

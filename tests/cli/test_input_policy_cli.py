@@ -110,19 +110,19 @@ def test_the_configured_allowed_lateness_is_the_default(
     tmp_path: Path, files: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
 ) -> None:
     """A record 10 minutes behind the newest is reordered under evaluate's 1h lateness
-    and applied late (a correction) under the default 5m."""
+    and late (5 minutes behind the clock, applied at its own time) under the default 5m."""
     audiences, events = files
     newer = {**HOOK, "event_id": "e-2", "timestamp": HOOK["timestamp"] + 600}
     older = {**HOOK, "event_id": "e-1"}
     events.write_bytes(orjson.dumps(newer) + b"\n" + orjson.dumps(older) + b"\n")
     base = ("--audiences", str(audiences), "--events", str(events))
     _, _, err = _replay(capsys, *base)
-    assert "1 late corrections" in err
+    assert "1 late (applied at their time), 0 too late" in err
     config = _config(tmp_path, allowed_lateness="1h")
     _, _, err = _replay(capsys, *base, "--config", str(config))
-    assert "0 late corrections" in err
+    assert "0 late (applied at their time), 0 too late" in err
     _, _, err = _replay(capsys, *base, "--config", str(config), "--allowed-lateness", "5m")
-    assert "1 late corrections" in err
+    assert "1 late (applied at their time), 0 too late" in err
 
 
 def test_replay_summary_lists_skipped_records_by_reason(

@@ -94,6 +94,7 @@ def test_json_shape_matches_readme() -> None:
         "identifiers": {"email": "a@example.com", "cio_id": "cio_1"},
         "holdout": True,
         "id_kind": "id",
+        "correction": False,
     }
 
 
@@ -234,6 +235,7 @@ def test_avro_schema_parses_and_has_the_delta_fields() -> None:
         "identifiers",
         "holdout",
         "id_kind",
+        "correction",
     ]
     by_name = {f["name"]: f for f in fields}
     assert by_name["op"]["type"]["symbols"] == ["enter", "exit"]
