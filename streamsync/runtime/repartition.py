@@ -148,20 +148,26 @@ class MergedInput:
         self.dirty = True
 
     def newest(self) -> int | None:
-        """The lowest newest event time of the raw partitions; ``None`` while one that
-        is not known to be empty has not reported. Empty caught-up ones hold nothing."""
+        """The progress of the merged input: the lowest newest event time of the raw
+        partitions still being read; ``None`` while one of those has not reported any.
+        A raw partition at its end holds nothing back (with or without the wall clock),
+        as a keyed input at its end does not; when all are at their end, the newest of
+        them all."""
         low: int | None = None
+        high: int | None = None
         for key in self.sources | self.marks.keys():
             mark = self.marks.get(key)
             if mark is None:
                 return None
             newest, caught_up = mark
+            if caught_up:
+                if newest != _NONE and (high is None or newest > high):
+                    high = newest
+                continue
             if newest == _NONE:
-                if caught_up:
-                    continue
                 return None
             low = newest if low is None else min(low, newest)
-        return low
+        return high if low is None else low
 
     def caught_up(self) -> bool:
         """Every raw partition was last reported at its end."""

@@ -4,14 +4,21 @@ Partition ``p`` of every (co-partitioned) input topic belongs to task ``p``: one
 customer's records are all in the same partition number, so a task's engine sees every
 record of its customers and nothing else, and a rebalance moves whole tasks.
 
-Time. Each input partition's watermark is its newest event time minus the allowed
-lateness. While a partition is caught up (at its end offset) it also advances with the
-wall clock (minus a small grace), so a deadline fires within about a second of its
-time even when nothing arrives; while a backlog is being read only event time moves
-it, so evaluating a finished topic from the start gives what ``replay`` gives. The
-task's watermark is the lowest of its partitions'. A repartition input (see
-:mod:`streamsync.runtime.repartition`) merges many raw partitions: its progress is the
-lowest the raw partitions' marks report, and it is caught up only when they all were.
+Time (../shared/audiences.md, "Live clock and late records"). Whether an input
+partition has more to give is decided by offsets, as Kafka Streams does since KIP-695:
+it is caught up when its position has reached the end offset the broker reported
+(queried at assignment, then taken from fetch responses and end-of-partition events),
+never because a timer ran out, so the result cannot depend on how fast fetches come
+back. The task's clock is the lowest newest event time, minus the allowed lateness, of
+the partitions that are not caught up (one that has given nothing yet holds it where
+it is); a caught-up partition holds nothing back. Once every partition is caught up,
+the clock is the newest event time read minus the lateness or, with the wall clock,
+the wall clock minus a small grace, whichever is later, so a deadline fires within
+about a second of its time even when nothing arrives. While a backlog is being read
+only event time moves it, so evaluating a finished log from the start gives what
+``replay`` gives. A repartition input (see :mod:`streamsync.runtime.repartition`)
+merges many raw partitions: its progress is what the raw partitions' marks report, and
+it is caught up only when they all were at their end.
 
 State. After each commit the task hands over its changes as store keys (see
 :mod:`streamsync.state.codec`): the customers the engine changed, the records accepted
@@ -30,9 +37,7 @@ partition therefore reads no customer at all.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import replace
 from typing import Any
 
 from streamsync.audiences.compiler import NEVER, Customer
@@ -101,9 +106,12 @@ class Task:
         self.wall_clock = wall_clock
         self.grace = idle_grace_ms
         self.newest: dict[str, int] = dict.fromkeys(self.topics, UNKNOWN)
+        #: input -> its position has reached the end offset the broker reported
         self.caught_up: dict[str, bool] = dict.fromkeys(self.topics, False)
-        #: wall-clock ms of the first record this task object processed
-        self._reading_since: int | None = None
+        #: input -> the end offset the broker last reported (-1: not known yet)
+        self.ends: dict[str, int] = dict.fromkeys(self.topics, -1)
+        #: input -> the position it was last placed at (the next offset to read)
+        self.positions: dict[str, int] = dict.fromkeys(self.topics, -1)
         self._new: list[tuple[int, int, Event]] = []
         self._new_ids: list[str] = []
         self._event_segments: dict[int, int] = {}  # segment -> newest effective timestamp
@@ -126,20 +134,15 @@ class Task:
     # -- records and time ------------------------------------------------------------------
 
     def process(self, event: Event) -> list[MembershipDelta]:
-        if self._reading_since is None:
-            self._reading_since = int(time.time() * 1000)
         engine = self.engine
         arrival = engine.arrivals
-        closed = engine.watermark
         out = engine.process(event)
         if out:
             self._count(out)
         if engine.arrivals != arrival:  # accepted (not a duplicate): remember until released
-            ts = event.timestamp_ms
-            if ts < closed:
-                event = replace(event, timestamp_ms=closed)
-                ts = closed
-            self._new.append((ts, arrival, event))
+            entry = engine.last_accepted
+            assert entry is not None
+            self._new.append(entry)
             if event.record_id is not None:
                 self._new_ids.append(event.record_id)
         source = event.source
@@ -158,43 +161,58 @@ class Task:
         newest = merged.newest()
         if newest is not None and newest > self.newest[topic]:
             self.newest[topic] = newest
+        self._check_caught_up(topic)
 
     def reopened(self) -> None:
-        """Taken up again after a revoke (parked, not restored): every input must
-        report its end again, and empty ones hold the watermark for ``idle_grace``."""
+        """Taken up again after a revoke (parked, not restored): every input must be
+        placed again (:meth:`place`) before it counts as caught up."""
         for topic in self.caught_up:
             self.caught_up[topic] = False
-        self._reading_since = None
+            self.ends[topic] = self.positions[topic] = -1
 
-    def at_end(self, topic: str) -> None:
-        """Input ``topic`` is read to its end: caught up, unless it is a repartition
-        input some of whose raw partitions were not last reported at their end."""
+    def place(self, topic: str, position: int, end: int) -> None:
+        """Input ``topic`` will be read from ``position`` (the next offset) and the
+        broker reports ``end`` as its end offset (``-1``: not known, keep the last one):
+        caught up when the position has reached the end, and, for a repartition input,
+        every raw partition feeding it was last reported at its end."""
+        if end > self.ends[topic]:
+            self.ends[topic] = end
+        self.positions[topic] = position
+        self._check_caught_up(topic)
+
+    def _check_caught_up(self, topic: str) -> None:
+        known = self.ends[topic]
         merged = self.merged.get(topic)
-        self.caught_up[topic] = merged is None or merged.caught_up()
+        self.caught_up[topic] = (
+            known >= 0 and self.positions[topic] >= known and (merged is None or merged.caught_up())
+        )
+
+    def at_end(self, topic: str, position: int) -> None:
+        """Input ``topic`` was read to its end: ``position`` is the end offset."""
+        self.place(topic, position, position)
 
     def watermark(self, now_ms: int) -> int:
-        """Instants before this are final for this task (``UNKNOWN`` if none is).
-
-        A partition that has delivered nothing yet holds it back (its first records may
-        be old) unless it is caught up: an empty partition holds nothing back, once the
-        task has been reading records for ``idle_grace`` (topics written together reach
-        the consumer one fetch at a time: an empty one's first records are often just a
-        fetch behind another's). Being caught up does not make a partition's own
-        progress irrelevant (its producer may append older records than another topic's
-        newest), so without the wall clock it still counts with its newest record."""
+        """Instants before this are final for this task (``UNKNOWN`` if none is): see
+        the module docstring. A partition that has given nothing yet and is not caught
+        up holds it (its first records may be old); a caught-up one holds nothing back,
+        whatever its newest record (the partitions still being read decide)."""
+        lateness = self.lateness
         low = NEVER
+        high = UNKNOWN
         for topic in self.topics:
             newest = self.newest[topic]
-            mark = UNKNOWN if newest == UNKNOWN else newest - self.lateness
             if self.caught_up[topic]:
-                if self.wall_clock:
-                    mark = max(mark, now_ms - self.grace)
-                elif newest == UNKNOWN:
-                    since = self._reading_since
-                    if since is not None and now_ms - since >= self.grace:
-                        continue
-            low = min(low, mark)
-        return UNKNOWN if low == NEVER else low
+                if newest != UNKNOWN and newest - lateness > high:
+                    high = newest - lateness
+                continue
+            if newest == UNKNOWN:
+                return UNKNOWN
+            low = min(low, newest - lateness)
+        if low != NEVER:  # some partition still has records to give
+            return low
+        if self.wall_clock:
+            high = max(high, now_ms - self.grace)
+        return high
 
     def advance(self, now_ms: int) -> list[MembershipDelta]:
         mark = self.watermark(now_ms)

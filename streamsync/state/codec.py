@@ -12,8 +12,8 @@ Keys of a partition store (also the changelog keys):
 * ``c:<customer id>`` - one customer: its timer (``DUE``, 8 bytes, signed big-endian)
   then the engine's list, minus transient slots. The timer comes first so the store can
   index customers by it without unmarshalling them;
-* ``e:<segment>`` - records accepted in one commit and still buffered then, with their
-  effective (correction-adjusted) timestamps and arrival numbers;
+* ``e:<segment>`` - records accepted in one commit and still buffered then, with the
+  instant they are applied at, their arrival numbers and their own event times;
 * ``i:<segment>`` - record ids seen in one commit (deduplication across restarts);
 * ``m`` - the partition's meta record: codec version, fingerprint, engine clock,
   per-topic newest event time, live segments, customer count and audience sizes.
@@ -128,20 +128,21 @@ def _event_tuple(ts: int, arrival: int, e: Event) -> tuple[Any, ...]:
         e.identifiers,
         None if src is None else (src.topic, src.partition, src.offset),
         e.id_kind,
+        e.timestamp_ms,
     )
 
 
 def encode_events(entries: list[tuple[int, int, Event]]) -> bytes:
-    """Buffered records: ``(effective timestamp, arrival, event)``; the event is stored
-    with the effective timestamp, which is what the engine applies it at."""
+    """Buffered records: ``(instant, arrival, event)``. The instant is when the engine
+    applies the record; a late record's own event time (earlier) is kept with it."""
     return _V + marshal.dumps([_event_tuple(*entry) for entry in entries], _MARSHAL)
 
 
 def decode_events(data: bytes) -> list[tuple[int, int, Event]]:
     out = []
-    for ts, arrival, cid, kind, name, rid, props, traits, ids, src, id_kind in _load(data):
+    for ts, arrival, cid, kind, name, rid, props, traits, ids, src, id_kind, own in _load(data):
         source = None if src is None else SourcePosition(*src)
-        event = Event(cid, kind, name, ts, rid, props, traits, ids, source, id_kind)
+        event = Event(cid, kind, name, own, rid, props, traits, ids, source, id_kind)
         out.append((ts, arrival, event))
     return out
 

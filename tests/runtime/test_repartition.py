@@ -103,16 +103,28 @@ def test_an_empty_raw_partition_at_its_end_holds_nothing_back() -> None:
     assert task.watermark(now_ms=10**13) == 990
 
 
+@pytest.mark.parametrize("wall_clock", [False, True])
+def test_a_raw_partition_at_its_end_holds_nothing_back(wall_clock: bool) -> None:
+    """A raw partition that finished early (its newest record months behind the other)
+    must not pin the merged input: the one still being read decides."""
+    task = _task(wall_clock=wall_clock)
+    task.mark(INTERNAL, encode_mark(RAW, 0, 100, True))
+    task.mark(INTERNAL, encode_mark(RAW, 1, 5_000, False))
+    task.process(_event("keyed", 9_000))
+    assert task.watermark(now_ms=10**13) == 4_990
+    task.mark(INTERNAL, encode_mark(RAW, 1, 8_000, True))  # both at their end
+    assert task.newest[INTERNAL] == 8_000
+    assert task.watermark(now_ms=10**13) == 7_990  # the merged input is now at 8000
+
+
 def test_caught_up_only_when_every_raw_partition_was_at_its_end() -> None:
     task = _task(wall_clock=True)
-    task.at_end("keyed")
-    task.at_end(INTERNAL)
+    task.at_end("keyed", 0)
+    task.at_end(INTERNAL, 0)
     assert not task.caught_up[INTERNAL]
     task.mark(INTERNAL, encode_mark(RAW, 0, UNKNOWN, True))
-    task.at_end(INTERNAL)
     assert not task.caught_up[INTERNAL]
     task.mark(INTERNAL, encode_mark(RAW, 1, 100, True))
-    task.at_end(INTERNAL)
     assert task.caught_up[INTERNAL]
     assert task.watermark(now_ms=10_000) == 9_500  # follows the wall clock
 
@@ -131,7 +143,7 @@ def test_marks_read_are_part_of_the_tasks_state(tmp_path: Path) -> None:
     finally:
         store.close()
     assert restored.merged[INTERNAL].marks == task.merged[INTERNAL].marks
-    assert restored.newest[INTERNAL] == 2_000
+    assert restored.newest[INTERNAL] == 3_000  # raw[0] is at its end: raw[1] decides
     assert task.changes() == {}  # nothing new since
 
 

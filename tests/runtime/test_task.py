@@ -56,38 +56,58 @@ def test_slowest_topic_holds_the_watermark_while_reading_a_backlog() -> None:
 def test_without_the_wall_clock_an_empty_caught_up_topic_does_not_hold_back() -> None:
     task = _task(lateness=0)
     task.process(_event("a", 1_000))
-    task.caught_up["b"] = True
+    task.place("b", 0, 0)  # empty: its end offset is 0
     assert task.watermark(now_ms=10**13) == 1_000
-    task.caught_up["a"] = True
+    task.at_end("a", 1)
     assert task.watermark(now_ms=10**13) == 1_000  # event time only: the wall clock is off
 
 
-def test_an_empty_topic_holds_back_until_the_task_has_read_for_the_grace() -> None:
+def test_a_topic_whose_first_fetch_is_late_holds_back_until_it_reaches_its_end_offset() -> None:
     """Topics written together reach the consumer one fetch at a time: the first records
-    of a topic that was empty must not find the watermark already past them."""
+    of a topic whose fetch comes back later must not find the watermark already past
+    them, however late that is. Only offsets decide, never a timer."""
     task = _task(lateness=0)
-    task.caught_up["b"] = True  # empty when the task started reading
+    task.place("a", 0, 3)
+    task.place("b", 0, 2)  # two records to give, none arrived yet
     task.process(_event("a", 1_000))
-    now = int(time.time() * 1000)
-    assert task.watermark(now_ms=now) == UNKNOWN
-    assert task.advance(now) == [] and task.engine.watermark < 1_000
-    assert task.watermark(now_ms=now + 500) == 1_000  # idle_grace later: still empty
+    task.process(_event("a", 1_500, offset=1))
+    task.place("a", 2, 3)
+    far_later = int(time.time() * 1000) + 3_600_000
+    assert task.watermark(now_ms=far_later) == UNKNOWN
+    assert task.advance(far_later) == [] and task.engine.watermark < 1_000
     task.process(_event("b", 400))
-    assert task.watermark(now_ms=now + 500) == 400
-    task.reopened()  # taken up again after a revoke: the grace starts again
-    task.caught_up["a"] = task.caught_up["b"] = True
-    task.newest["b"] = UNKNOWN
-    task.process(_event("a", 2_000))
-    assert task.watermark(now_ms=int(time.time() * 1000)) == UNKNOWN
+    task.place("b", 1, 2)
+    assert task.watermark(now_ms=far_later) == 400
+    task.process(_event("b", 1_200, offset=1))
+    task.place("b", 2, 2)  # at its end: holds nothing back, a still has one record
+    assert task.watermark(now_ms=far_later) == 1_500
+    task.reopened()  # taken up again after a revoke: nothing is caught up until placed
+    assert not any(task.caught_up.values())
+    assert task.watermark(now_ms=far_later) == 1_200
 
 
-def test_without_the_wall_clock_a_caught_up_topic_still_counts_its_own_progress() -> None:
-    """Its producer may still append records older than the other topic's newest."""
+def test_a_caught_up_topic_holds_nothing_back_whatever_its_newest_record() -> None:
+    """The partitions still being read decide; once all are at their end, the newest
+    record read does (minus the lateness)."""
     task = _task(lateness=0)
     task.process(_event("a", 5_000))
     task.process(_event("b", 1_000))
-    task.caught_up["b"] = True
-    assert task.watermark(now_ms=10**13) == 1_000
+    task.at_end("b", 1)
+    assert task.watermark(now_ms=10**13) == 5_000
+    task.at_end("a", 1)
+    assert task.watermark(now_ms=10**13) == 5_000
+
+
+def test_an_end_offset_learned_later_makes_the_topic_busy_again() -> None:
+    task = _task(lateness=0)
+    task.process(_event("a", 1_000))
+    task.at_end("a", 1)
+    task.at_end("b", 0)
+    assert all(task.caught_up.values())
+    task.place("b", 0, 4)  # records appended to b after it was read to its end
+    assert not task.caught_up["b"]
+    task.place("b", 0, -1)  # an unknown end keeps the last one known
+    assert not task.caught_up["b"]
 
 
 def test_with_the_wall_clock_caught_up_topics_follow_it_minus_the_grace() -> None:
@@ -95,9 +115,9 @@ def test_with_the_wall_clock_caught_up_topics_follow_it_minus_the_grace() -> Non
     task.process(_event("a", 1_000))
     task.process(_event("b", 1_000))
     assert task.watermark(now_ms=50_000) == 1_000  # a backlog: event time only
-    task.caught_up["a"] = True
+    task.at_end("a", 1)
     assert task.watermark(now_ms=50_000) == 1_000  # b is still busy
-    task.caught_up["b"] = True
+    task.at_end("b", 1)
     assert task.watermark(now_ms=50_000) == 49_500
 
 
@@ -266,7 +286,7 @@ def test_deadlines_passed_at_once_are_read_back_a_few_per_commit(
     expected = reference.finish(now - 500)
     restarted = _task(topics=("a",), lateness=0, wall_clock=True)
     restarted.load(store, "test")
-    restarted.caught_up["a"] = True
+    restarted.at_end("a", 1)
     got: list[MembershipDelta] = []
     commits = 0
     while restarted.engine.watermark < now - 500:
