@@ -170,6 +170,23 @@ class Telemetry:
             description="Membership deltas emitted, by audience and op (enter/exit).",
             callbacks=[self._changes.observe],
         )
+        self._late = _Table(("lateness",))
+        meter.create_observable_counter(
+            "streamsync.records.late",
+            unit="1",
+            description=(
+                "Records that arrived behind the clock: lateness=within (applied at their "
+                "own event time) or beyond (later than allowed_lateness, applied at the clock)."
+            ),
+            callbacks=[self._late.observe],
+        )
+        self._corrections = _Table(("audience", "op"))
+        meter.create_observable_counter(
+            "streamsync.audience.corrections",
+            unit="1",
+            description="Membership deltas marked correction (caused by a late record).",
+            callbacks=[self._corrections.observe],
+        )
         self._event_to_delta = meter.create_histogram(
             "streamsync.event_to_delta",
             unit="s",
@@ -294,6 +311,17 @@ class Telemetry:
     def membership_changed(self, audience: str, op: Op, count: int = 1) -> None:
         """``count`` deltas of ``op`` for ``audience`` were emitted (committed)."""
         self._changes.add((audience, op), count)
+
+    def records_late(self, within: int, beyond: int) -> None:
+        """Records behind the clock: ``within`` the allowed lateness, and ``beyond`` it."""
+        if within:
+            self._late.add(("within",), within)
+        if beyond:
+            self._late.add(("beyond",), beyond)
+
+    def membership_corrected(self, audience: str, op: Op, count: int = 1) -> None:
+        """``count`` of the deltas reported by :meth:`membership_changed` were corrections."""
+        self._corrections.add((audience, op), count)
 
     def observe_event_to_delta(self, seconds: float) -> None:
         """Wall clock at the delta's commit minus its event time (``at_ms``)."""

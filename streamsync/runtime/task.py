@@ -128,6 +128,8 @@ class Task:
         self._dropped: list[bytes] = []
         #: customers read back for their deadlines since the last commit
         self._read = 0
+        #: the engine's (late, too late) counts already handed out by :meth:`take_late`
+        self._late_taken = (0, 0)
         #: repartition inputs: their progress is the raw partitions' marks, not their own
         self.merged = {topic: MergedInput(sources) for topic, sources in (merged or {}).items()}
 
@@ -225,6 +227,15 @@ class Task:
         """Bounded run: release everything and fire deadlines up to ``until_ms``."""
         self._read_due(until_ms + 1, None)
         return self._count(self.engine.finish(until_ms))
+
+    def take_late(self) -> tuple[int, int]:
+        """Records behind the clock since the last call: ``(within the allowed lateness,
+        beyond it)``. The engine's own counters are state (restored with it), so after a
+        rewind this starts again from the last commit's counts."""
+        stats = self.engine.stats
+        within, beyond = stats.late - self._late_taken[0], stats.too_late - self._late_taken[1]
+        self._late_taken = (stats.late, stats.too_late)
+        return within, beyond
 
     def _count(self, deltas: list[MembershipDelta]) -> list[MembershipDelta]:
         sizes = self._sizes
@@ -417,6 +428,7 @@ class Task:
             if entry[0] >= closed
         ]
         self.engine.restore(clock, {}, buffer, set())  # ids: asked of the store
+        self._late_taken = (clock["late"], clock["too_late"])
         for topic, newest in meta["newest"].items():
             if topic in self.newest:
                 self.newest[topic] = newest
