@@ -49,15 +49,15 @@ from streamsync.deltas.record import MembershipDelta
 from streamsync.destinations.config import DestinationConfig
 from streamsync.destinations.deliver import DeliverResult
 from streamsync.destinations.sink import DeliverySink
+from streamsync.dev.broker import kafka_bootstrap, kafka_bootstrap_from_env
 from streamsync.dev.standins.compare import differences, expected_members
 from streamsync.dev.standins.session import StandInDelivery, deliver_to_standins
+from streamsync.dev.synthetic import generate_records, mix_bad_records
 from streamsync.ingest.avro import confluent_frame, encode_avro
 from streamsync.ingest.jsonl import is_webhook_record, read_events
-from streamsync.kafka.broker import kafka_bootstrap, kafka_bootstrap_from_env
 from streamsync.kafka.config import consumer_config, producer_config
 from streamsync.resources import project_path
 from streamsync.runtime.app import Application, EvaluateStats
-from streamsync.synthetic import generate_records, mix_bad_records
 
 EXAMPLE_AUDIENCES = project_path("examples", "audiences")
 SCHEMA_REGISTRY = project_path("schemas", "registry")
