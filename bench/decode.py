@@ -32,8 +32,8 @@ from typing import Any, Literal
 import orjson
 from pydantic import BaseModel
 
-from streamsync.config import TopicConfig
 from streamsync.ingest.avro import FileSchemaRegistry, confluent_frame, encode_avro
+from streamsync.ingest.config import TopicConfig
 from streamsync.ingest.decoder import Decoder
 from streamsync.ingest.event import SourcePosition
 

@@ -44,16 +44,16 @@ from streamsync.deltas.codec import encode_json
 from streamsync.deltas.record import MembershipDelta
 from streamsync.destinations.client import Change
 from streamsync.destinations.deliver import DeliverLoop, DeliverResult
+from streamsync.dev.broker import kafka_bootstrap
 from streamsync.dev.standins import StandInAdmin
 from streamsync.dev.standins.runner import (
     DEFAULT_BRAZE_KEY,
     DEFAULT_MOENGAGE_APP_ID,
     DEFAULT_MOENGAGE_KEY,
 )
+from streamsync.dev.synthetic import generate_records
 from streamsync.ingest.jsonl import read_events
-from streamsync.kafka.broker import kafka_bootstrap
 from streamsync.resources import project_path
-from streamsync.synthetic import generate_records
 
 
 @contextmanager

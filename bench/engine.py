@@ -1,6 +1,6 @@
 """Audience engine throughput and per-customer state size, next to baselines.
 
-A synthetic D2C stream (``streamsync.synthetic``: sessions, carts, orders with
+A synthetic D2C stream (``streamsync.dev.synthetic``: sessions, carts, orders with
 ``days_supply`` and starter kits, refunds, tickets, identifies, reporting webhooks, 1% of
 records up to 2 minutes late, 0.5% duplicates) is generated and decoded up front, then
 timed in this process on one core:
@@ -48,9 +48,9 @@ if str(REPO) not in sys.path:  # for tests/audiences/oracle.py (the naive baseli
 from streamsync.audiences.compiler import NEVER  # noqa: E402
 from streamsync.audiences.engine import Engine  # noqa: E402
 from streamsync.audiences.loader import load_audiences  # noqa: E402
+from streamsync.dev.synthetic import generate_records  # noqa: E402
 from streamsync.ingest.event import Event, SourcePosition  # noqa: E402
 from streamsync.ingest.jsonl import decode_line  # noqa: E402
-from streamsync.synthetic import generate_records  # noqa: E402
 
 AUDIENCES = REPO / "examples" / "audiences"
 

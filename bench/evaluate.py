@@ -37,8 +37,9 @@ from streamsync.audiences.compiler import CUSTOMER_ID
 from streamsync.audiences.loader import load_audiences
 from streamsync.config import load_config
 from streamsync.deltas.codec import decode_json
+from streamsync.dev.broker import kafka_bootstrap
+from streamsync.dev.synthetic import generate_records
 from streamsync.ingest.event import Event, SourcePosition
-from streamsync.kafka.broker import kafka_bootstrap
 from streamsync.observability.metrics import Telemetry
 from streamsync.resources import project_path
 from streamsync.runtime.app import Application
@@ -47,7 +48,6 @@ from streamsync.runtime.task import Task
 from streamsync.state.codec import encode_customer
 from streamsync.state.recovery import restore_partition
 from streamsync.state.store import PartitionStore
-from streamsync.synthetic import generate_records
 
 AUDIENCES = project_path("examples", "audiences")
 PING_AUDIENCE = """

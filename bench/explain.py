@@ -34,8 +34,8 @@ from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-def
 from streamsync.config import load_config
 from streamsync.deltas.audit import audit_customer
 from streamsync.deltas.record import MembershipDelta
-from streamsync.kafka.broker import kafka_bootstrap
-from streamsync.synthetic import generate_records
+from streamsync.dev.broker import kafka_bootstrap
+from streamsync.dev.synthetic import generate_records
 
 PARTITIONS = 3
 

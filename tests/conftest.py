@@ -13,7 +13,7 @@ import pytest
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from streamsync.kafka.broker import kafka_bootstrap
+from streamsync.dev.broker import kafka_bootstrap
 
 
 @pytest.fixture(scope="session")

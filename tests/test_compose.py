@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from streamsync.cli import build_parser
-from streamsync.kafka.broker import default_kafka_version
+from streamsync.dev.broker import default_kafka_version
 
 _ROOT = Path(__file__).resolve().parents[1]
 _STREAMSYNC_SERVICES = (

@@ -16,8 +16,9 @@ import yaml
 from confluent_kafka import KafkaException
 
 from streamsync.cli import main
-from streamsync.config import ConfigError, KafkaConfig, load_config, parse_config
+from streamsync.config import ConfigError, load_config, parse_config
 from streamsync.credentials import Credentials, CredentialsError, resolve_credential_files
+from streamsync.kafka.config import KafkaConfig
 from streamsync.observability.logs import JsonFormatter, TextFormatter
 
 SENTINEL = "sentinel-kafka-pw-8d1f0c"

@@ -8,7 +8,7 @@ import io
 
 import pytest
 
-from streamsync.demo import _check_standins, _demo_destinations, print_report, run_demo
+from streamsync.dev.demo import _check_standins, _demo_destinations, print_report, run_demo
 
 pytestmark = pytest.mark.kafka
 

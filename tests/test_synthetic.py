@@ -18,7 +18,7 @@ from typing import Any
 import orjson
 import pytest
 
-from streamsync.synthetic import (
+from streamsync.dev.synthetic import (
     BAD_RECORD_LABELS,
     DEFAULT_DURATION_MS,
     DEFAULT_START_MS,

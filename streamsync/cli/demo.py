@@ -1,4 +1,8 @@
-"""``streamsync demo``: the whole pipeline on the local default, end to end."""
+"""``streamsync demo``: the whole pipeline on the local default, end to end.
+
+The CLI loads this module for every command to build its parser, so the demo (and the
+broker, generator and stand-ins it brings) is imported only when the command runs.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,6 @@ import argparse
 import sys
 
 from streamsync.cli.arguments import fraction, int_between, seconds
-from streamsync.demo import print_report, run_demo
 
 #: The demo keeps every generated record in memory (about 3 KB each) to compare the live
 #: result with an offline replay, so its size is bounded; ``dev generate`` and ``replay``
@@ -64,6 +67,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from streamsync.dev.demo import print_report, run_demo
+
     result = run_demo(
         customers=args.customers,
         events=args.events,

@@ -1,8 +1,12 @@
 """``streamsync dev``: a local Kafka broker and synthetic data, for development without Docker.
 
-``dev kafka start`` runs the same broker the tests use (``streamsync.kafka.broker``), so
+``dev kafka start`` runs the same broker the tests use (``streamsync.dev.broker``), so
 what works against it locally works in CI; ``dev generate`` writes the seeded synthetic
-Customer.io stream (``streamsync.synthetic``) that the demo and benchmarks replay.
+Customer.io stream (``streamsync.dev.synthetic``) that the demo and benchmarks replay.
+
+The CLI loads this module for every command to build its parser, so the development
+tools are imported inside the command functions only: ``streamsync evaluate`` never
+loads the broker or the generator.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import signal
 import sys
 import threading
 import time
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
@@ -25,25 +30,15 @@ from streamsync.cli.arguments import (
     rfc3339_ms,
     seconds,
 )
-from streamsync.kafka.broker import (
-    BrokerStartError,
-    KafkaFetchError,
-    LocalBroker,
-    default_kafka_version,
-    fetch_kafka_jars,
-)
-from streamsync.synthetic import (
-    DEFAULT_START_MS,
-    format_timestamp,
-    generate_records,
-    mix_bad_records,
-    write_jsonl,
-)
 
 #: The generator holds a few hundred bytes per customer in memory.
 MAX_GENERATED_CUSTOMERS = 10_000_000
 #: Below this many records ``dev generate`` finishes too fast for progress to help.
 _PROGRESS_THRESHOLD = 100_000
+#: ``dev generate --start`` default: the generator's own ``DEFAULT_START_MS``, written out
+#: so building the parser does not load the generator (tests/cli/test_dev.py checks both
+#: agree). argparse parses a string default with the option's ``type``.
+DEFAULT_START = "2026-01-01T00:00:00.000Z"
 
 
 def register(subparsers: Any) -> None:
@@ -66,10 +61,7 @@ def register(subparsers: Any) -> None:
     )
     kafka_sub = kafka.add_subparsers(dest="kafka_command", metavar="COMMAND")
     kafka_sub.required = True
-    version_help = (
-        f"Apache Kafka version (default: {default_kafka_version()}, pinned in "
-        "streamsync/kafka/pom.xml)"
-    )
+    version_help = "Apache Kafka version (default: the one pinned in streamsync/dev/pom.xml)"
 
     fetch = kafka_sub.add_parser(
         "fetch",
@@ -126,9 +118,9 @@ def register(subparsers: Any) -> None:
     generate.add_argument(
         "--start",
         type=rfc3339_ms,
-        default=DEFAULT_START_MS,
+        default=DEFAULT_START,
         metavar="RFC3339",
-        help=f"start of the 180-day window (default: {format_timestamp(DEFAULT_START_MS)})",
+        help="start of the 180-day window (default: %(default)s)",
     )
     generate.add_argument(
         "--out",
@@ -162,6 +154,8 @@ def register(subparsers: Any) -> None:
 
 
 def _kafka_fetch(args: argparse.Namespace) -> int:
+    from streamsync.dev.broker import KafkaFetchError, default_kafka_version, fetch_kafka_jars
+
     try:
         libs = fetch_kafka_jars(args.version, progress=sys.stderr)
     except KafkaFetchError as exc:
@@ -180,6 +174,8 @@ class _Stop(BaseException):
 
 
 def _kafka_start(args: argparse.Namespace) -> int:
+    from streamsync.dev.broker import BrokerStartError, KafkaFetchError, LocalBroker
+
     def on_signal(signum: int, frame: FrameType | None) -> None:
         raise _Stop(signum)
 
@@ -205,7 +201,7 @@ def _kafka_start(args: argparse.Namespace) -> int:
         while broker.is_running():
             idle.wait(0.5)
         print("streamsync: the Kafka broker exited unexpectedly", file=sys.stderr)
-        print(f"--- {broker.log_file} (tail) ---\n{_log_tail(broker)}", file=sys.stderr)
+        print(f"--- {broker.log_file} (tail) ---\n{_log_tail(broker.log_file)}", file=sys.stderr)
         return 1
     except _Stop:
         print("streamsync: stopping the Kafka broker", file=sys.stderr, flush=True)
@@ -220,6 +216,8 @@ def _kafka_start(args: argparse.Namespace) -> int:
 
 
 def _generate(args: argparse.Namespace) -> int:
+    from streamsync.dev.synthetic import generate_records, mix_bad_records, write_jsonl
+
     check_output_file(args.out, "--out")
     records = generate_records(args.customers, args.events, seed=args.seed, start_ms=args.start)
     stream = mix_bad_records(records, args.bad_fraction, seed=args.seed)
@@ -255,9 +253,9 @@ def _standins(args: argparse.Namespace) -> int:
     )
 
 
-def _log_tail(broker: LocalBroker, lines: int = 40) -> str:
+def _log_tail(log_file: Path, lines: int = 40) -> str:
     try:
-        text = broker.log_file.read_text("utf-8", errors="replace")
+        text = log_file.read_text("utf-8", errors="replace")
     except OSError as exc:
         return f"(unreadable: {exc})"
     return "\n".join(text.splitlines()[-lines:])

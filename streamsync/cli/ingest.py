@@ -29,8 +29,9 @@ from streamsync.cli.arguments import (
     seconds,
 )
 from streamsync.cli.progress import rate_printer
-from streamsync.config import TopicConfig, check_schema_registry, load_config
+from streamsync.config import check_schema_registry, load_config
 from streamsync.ingest.avro import FileSchemaRegistry
+from streamsync.ingest.config import TopicConfig
 from streamsync.ingest.decoder import Decoder, Skipped
 from streamsync.ingest.errors import DecodeError, FatalIngestError
 from streamsync.ingest.event import SourcePosition

@@ -25,7 +25,7 @@ named object; everything else in the request was applied.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from typing import Any, Literal
 
 import orjson
@@ -40,12 +40,7 @@ from streamsync.destinations.client import (
     Response,
     raise_for_status,
 )
-from streamsync.destinations.config import (
-    DestinationConfig,
-    RateLimit,
-    _Model,
-    register_kind,
-)
+from streamsync.destinations.config import DestinationConfig, RateLimit, _Model
 from streamsync.destinations.errors import Rejection
 from streamsync.destinations.identifiers import identifier
 
@@ -139,7 +134,6 @@ def coerce(value: Any, kind: str) -> Any:
     raise CoercionError("a time is epoch milliseconds")
 
 
-@register_kind("braze")
 class BrazeConfig(DestinationConfig):
     kind: Literal["braze"] = "braze"
     array_attribute: str | None = Field(default="streamsync_audiences", min_length=1)
@@ -174,16 +168,6 @@ class BrazeConfig(DestinationConfig):
         if self.rate_limit is not None:
             return self.rate_limit
         return DEFAULT_COHORT_RATE_LIMIT if self.mode == "cohorts" else DEFAULT_RATE_LIMIT
-
-    def build_client(
-        self, name: str, secret: SecretStr, env: Mapping[str, str] | None = None
-    ) -> DestinationClient:
-        if self.mode == "cohorts":
-            from streamsync.destinations.braze_cohorts import BrazeCohortClient
-
-            assert self.cohorts is not None
-            return BrazeCohortClient(name, self, secret, self.cohorts.partner_key.read(env))
-        return BrazeClient(name, self, secret)
 
 
 class BrazeClient(DestinationClient):

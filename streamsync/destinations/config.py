@@ -1,4 +1,4 @@
-"""Configuration shared by every destination kind, and the registry of kinds.
+"""Configuration shared by every destination kind.
 
 The ``destinations:`` section of the configuration file maps a destination *name* (what
 audiences route to and what ``streamsync deliver --destination`` takes) to one mapping
@@ -10,25 +10,23 @@ whose ``kind`` picks the model::
         base_url: https://rest.iad-01.braze.com
         credentials: {env: BRAZE_API_KEY}
 
-Each kind is one module that subclasses :class:`DestinationConfig` and calls
-:func:`register_kind`; a third destination is a new module, not an edit here or in the
-audience language. Credentials are never in the file: ``credentials`` names an
+Each kind is one module that subclasses :class:`DestinationConfig`, listed with its
+client factory in :mod:`streamsync.destinations.kinds`; a third destination is a new
+module and one entry there, not an edit here or in the audience language. This module
+knows no kind and no client, so every kind (and the client base class) can import it.
+Credentials are never in the file: ``credentials`` names an
 environment variable or a mounted file (:class:`~streamsync.credentials.Credentials`),
 read at start-up into a ``SecretStr``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from streamsync.credentials import Credentials
-
-if TYPE_CHECKING:
-    from streamsync.destinations.client import DestinationClient
 
 DEFAULT_DEAD_LETTER_TOPIC = "streamsync.deliver.dead-letter"
 
@@ -71,9 +69,6 @@ class Batching(_Model):
 
 class DestinationConfig(_Model):
     """Fields every destination kind has; subclasses add their API's own."""
-
-    #: ``kind`` value -> model; filled by :func:`register_kind`.
-    kinds: ClassVar[dict[str, type[DestinationConfig]]] = {}
 
     kind: str
     base_url: str = Field(
@@ -122,68 +117,6 @@ class DestinationConfig(_Model):
 
     def consumer_group(self, name: str) -> str:
         return self.group_id or f"streamsync-deliver-{name}"
-
-    def build_client(
-        self, name: str, secret: SecretStr, env: Mapping[str, str] | None = None
-    ) -> DestinationClient:
-        """The API client for this configuration (each kind overrides this); ``env`` is
-        where any further credentials named in the configuration are read from."""
-        raise NotImplementedError
-
-
-def register_kind(kind: str) -> Callable[[type[DestinationConfig]], type[DestinationConfig]]:
-    """Class decorator: make ``kind: <kind>`` in the configuration choose this model."""
-
-    def add(model: type[DestinationConfig]) -> type[DestinationConfig]:
-        DestinationConfig.kinds[kind] = model
-        return model
-
-    return add
-
-
-def _load_kinds() -> None:
-    # The built-in kinds register themselves on import.
-    import streamsync.destinations.braze
-    import streamsync.destinations.moengage  # noqa: F401
-
-
-def parse_destinations(data: Any) -> dict[str, DestinationConfig]:
-    """``destinations:`` mapping -> validated models, each by its ``kind``.
-
-    Raises ``ValueError`` with the destination's name for unknown kinds, so the
-    configuration loader reports it like any other error.
-    """
-    from streamsync.audiences.definition import DESTINATION_NAME
-
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ValueError("destinations must be a mapping of name -> settings")
-    _load_kinds()
-    result: dict[str, DestinationConfig] = {}
-    for name, settings in data.items():
-        if isinstance(settings, DestinationConfig):
-            result[str(name)] = settings
-            continue
-        if not isinstance(name, str) or not DESTINATION_NAME.match(name):
-            raise ValueError(f"destination name {name!r} must be letters, digits, '_', '.', '-'")
-        if not isinstance(settings, dict):
-            raise ValueError(f"destination {name!r} must be a mapping")
-        kind = settings.get("kind")
-        model = DestinationConfig.kinds.get(kind) if isinstance(kind, str) else None
-        if model is None:
-            known = ", ".join(sorted(DestinationConfig.kinds))
-            raise ValueError(f"destination {name!r}: kind must be one of {known}")
-        try:
-            result[name] = model.model_validate(settings)
-        except ValidationError as exc:
-            # Never the input values: they may be customer data or a pasted secret.
-            problems = "; ".join(
-                ".".join(str(part) for part in item["loc"]) + ": " + item["msg"]
-                for item in exc.errors(include_input=False, include_url=False)
-            )
-            raise ValueError(f"destination {name!r}: {problems}") from None
-    return result
 
 
 def resolve_paths(config: DestinationConfig, base_dir: Path) -> DestinationConfig:

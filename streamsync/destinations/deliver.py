@@ -37,6 +37,7 @@ from streamsync.destinations.config import DestinationConfig
 from streamsync.destinations.control import ControlFile
 from streamsync.destinations.dead_letter import DeadLetterFailed, DeliveryDeadLetters
 from streamsync.destinations.errors import FatalDestinationError
+from streamsync.destinations.kinds import build_client
 from streamsync.destinations.offsets import OffsetTracker
 from streamsync.destinations.sink import DeliveryObserver, DeliverySink, SinkStats, Transport
 from streamsync.destinations.tracing import RequestTracer
@@ -149,7 +150,7 @@ class DeliverLoop:
         self.dry_run = self.dest.dry_run if dry_run is None else dry_run
         try:
             secret = self.dest.credentials.read(env)
-            self.client: DestinationClient = self.dest.build_client(name, secret, env)
+            self.client: DestinationClient = build_client(self.dest, name, secret, env)
         except CredentialsError as exc:
             raise DeliverSetupError(f"destination {name!r}: {exc}") from None
         try:

@@ -34,7 +34,6 @@ Auth: Basic ``base64(app_id:data_api_key)`` plus ``MOE-APPKEY: app_id``; the hos
 from __future__ import annotations
 
 import base64
-from collections.abc import Mapping
 from typing import Any, Literal
 
 import orjson
@@ -48,7 +47,7 @@ from streamsync.destinations.client import (
     Response,
     raise_for_status,
 )
-from streamsync.destinations.config import DestinationConfig, RateLimit, register_kind
+from streamsync.destinations.config import DestinationConfig, RateLimit
 from streamsync.destinations.errors import BatchRejected, Rejection
 from streamsync.destinations.identifiers import identifier
 
@@ -72,7 +71,6 @@ _DEFAULT_UID: list[UidSource] = ["customer_id"]
 DataCenter = Literal["01", "02", "03", "04", "05", "06", "101"]
 
 
-@register_kind("moengage")
 class MoEngageConfig(DestinationConfig):
     kind: Literal["moengage"] = "moengage"
     app_id: str = Field(min_length=1, description="Workspace ID (formerly App ID); not a secret")
@@ -123,11 +121,6 @@ class MoEngageConfig(DestinationConfig):
         if self.max_body_bytes is not None:
             return self.max_body_bytes
         return MAX_BULK_BODY_BYTES if self.mode == "bulk_import" else MAX_BODY_BYTES
-
-    def build_client(
-        self, name: str, secret: SecretStr, env: Mapping[str, str] | None = None
-    ) -> MoEngageClient:
-        return MoEngageClient(name, self, secret)
 
 
 class MoEngageClient(DestinationClient):

@@ -1,6 +1,6 @@
 """The one entry point from Kafka record bytes to ``Event``: :class:`Decoder`.
 
-A ``Decoder`` is built once per topic from its :class:`~streamsync.config.TopicConfig` and
+A ``Decoder`` is built once per topic from its :class:`~streamsync.ingest.config.TopicConfig` and
 then only does plain work per record: a size check, ``orjson.loads`` or a fastavro read,
 the value bounds (:mod:`streamsync.ingest.bounds`) and the shared dict validators.
 Consumers call :meth:`Decoder.decode_all`, which returns every outcome of one Kafka record
@@ -26,10 +26,10 @@ from typing import Any
 
 import orjson
 
-from streamsync.config import TopicConfig
 from streamsync.ingest import pipelines, webhooks
 from streamsync.ingest.avro import AvroRecordDecoder, SchemaRegistry
 from streamsync.ingest.bounds import json_error
+from streamsync.ingest.config import TopicConfig
 from streamsync.ingest.errors import DecodeError, DecodeReason
 from streamsync.ingest.event import EMPTY_BATCH, NO_CUSTOMER, Event, Skipped, SourcePosition
 from streamsync.ingest.identity import CustomerKeyRule

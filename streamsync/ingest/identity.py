@@ -1,6 +1,6 @@
 """Who a record is about: the customer key, and what kind of identifier it is.
 
-One policy per topic (:class:`~streamsync.config.TopicConfig`), used alike by the Kafka
+One policy per topic (:class:`~streamsync.ingest.config.TopicConfig`), used alike by the Kafka
 path and by replay, so the same record is always keyed the same way:
 
 * Data Pipelines: ``userId`` (or the ``customer_key`` path), kind ``id``;
@@ -21,7 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from streamsync.config import DEFAULT_WEBHOOK_IDENTITY
+from streamsync.ingest.config import DEFAULT_WEBHOOK_IDENTITY
 from streamsync.ingest.errors import DecodeError, DecodeReason, type_name
 
 __all__ = ["DEFAULT_WEBHOOK_IDENTITY", "WEBHOOK_PATHS", "CustomerKeyRule"]

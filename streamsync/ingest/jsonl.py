@@ -3,7 +3,7 @@
 Used by ``streamsync replay`` and ``explain``: a file may mix Data Pipelines records and
 reporting-webhook records in arrival order, so each line is sniffed (a webhook has
 ``event_id`` and ``metric``) and decoded by a :class:`~streamsync.ingest.decoder.Decoder`
-built from the same :class:`~streamsync.config.TopicConfig` as the Kafka path
+built from the same :class:`~streamsync.ingest.config.TopicConfig` as the Kafka path
 (:class:`InputPolicy`), so identity, ids, time and bounds are those of the live run. A
 line may hold a batch envelope, which yields one outcome per item. The position of a
 record is reported as topic = file name, partition 0, offset = line number, so errors
@@ -22,7 +22,7 @@ from functools import cache
 from pathlib import Path
 from typing import IO, Any
 
-from streamsync.config import DEFAULT_MAX_RECORD_BYTES, IngestConfig, TopicConfig
+from streamsync.ingest.config import DEFAULT_MAX_RECORD_BYTES, IngestConfig, TopicConfig
 from streamsync.ingest.decoder import Decoder, Outcome, check_size, parse_json_object, wall_clock_ms
 from streamsync.ingest.errors import DecodeError, DecodeReason
 from streamsync.ingest.event import NO_CUSTOMER, Event, SourcePosition

@@ -62,7 +62,7 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]
 
 from streamsync.audiences.definition import Audience
 from streamsync.audiences.loader import load_audiences
-from streamsync.config import AppConfig, EvaluateConfig
+from streamsync.config import AppConfig
 from streamsync.deltas.codec import encode_avro
 from streamsync.deltas.record import MembershipDelta
 from streamsync.ingest.avro import FileSchemaRegistry, SchemaRegistry, confluent_frame
@@ -72,6 +72,7 @@ from streamsync.ingest.event import Event, SourcePosition
 from streamsync.kafka.config import admin_config, consumer_config, producer_config
 from streamsync.kafka.outage import QUIET_CLIENT, BrokerOutage, fatal_message, is_fatal
 from streamsync.runtime import gc_policy
+from streamsync.runtime.config import EvaluateConfig
 from streamsync.runtime.dead_letter import (
     DEAD_LETTER_PRODUCER_OVERRIDES,
     dead_letter_headers,

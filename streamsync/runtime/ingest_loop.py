@@ -29,12 +29,12 @@ from confluent_kafka import (
 )
 from confluent_kafka.admin import AdminClient
 
-from streamsync.config import IngestConfig, KafkaConfig
 from streamsync.ingest.avro import FileSchemaRegistry, SchemaRegistry
+from streamsync.ingest.config import IngestConfig
 from streamsync.ingest.decoder import NO_CUSTOMER, Decoder
 from streamsync.ingest.errors import ConsumerError, DecodeError
 from streamsync.ingest.event import Event, SourcePosition
-from streamsync.kafka.config import admin_config, consumer_config, producer_config
+from streamsync.kafka.config import KafkaConfig, admin_config, consumer_config, producer_config
 from streamsync.kafka.outage import QUIET_CLIENT, BrokerOutage, fatal_message, is_fatal
 from streamsync.runtime.dead_letter import (
     DEAD_LETTER_PRODUCER_OVERRIDES,

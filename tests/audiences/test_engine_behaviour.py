@@ -24,10 +24,10 @@ from streamsync.audiences.definition import Audience
 from streamsync.audiences.engine import Engine, in_holdout
 from streamsync.audiences.loader import load_audiences
 from streamsync.deltas.record import MembershipDelta
+from streamsync.dev.synthetic import generate_records
 from streamsync.ingest.errors import DecodeError
 from streamsync.ingest.event import Event, SourcePosition
 from streamsync.ingest.jsonl import decode_line
-from streamsync.synthetic import generate_records
 from tests.audiences.cases import T0, D, H, M, dup, ev
 from tests.audiences.oracle import (
     ACTIVE_APP,

@@ -236,7 +236,7 @@ def test_synthetic_stream_matches_oracle(
 ) -> None:
     """The realistic stream the demo and benchmark use (sessions, carts, refunds, tickets,
     late and duplicated records), through the replay CLI, against the oracle."""
-    from streamsync.synthetic import generate_records
+    from streamsync.dev.synthetic import generate_records
 
     raws = list(generate_records(12, 1_500, seed=3))
     decoded = [decode_record(raw) for raw in raws]

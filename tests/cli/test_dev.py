@@ -16,7 +16,9 @@ import pytest
 from confluent_kafka.admin import AdminClient
 
 from streamsync.cli import main
-from streamsync.synthetic import generate_records
+from streamsync.cli.arguments import rfc3339_ms
+from streamsync.cli.dev import DEFAULT_START
+from streamsync.dev.synthetic import DEFAULT_START_MS, format_timestamp, generate_records
 
 _REPO = Path(__file__).resolve().parents[2]
 
@@ -27,6 +29,26 @@ def test_dev_help(capsys: pytest.CaptureFixture[str]) -> None:
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
     assert "kafka" in out and "generate" in out
+
+
+def test_generate_default_start_is_the_generators() -> None:
+    """The parser writes the default out (so it loads without the generator); it must
+    stay the generator's own."""
+    assert rfc3339_ms(DEFAULT_START) == DEFAULT_START_MS
+    assert format_timestamp(DEFAULT_START_MS) == DEFAULT_START
+
+
+def test_parser_loads_no_development_tool() -> None:
+    """Every command module is loaded to build the parser; the dev and demo commands
+    import the broker, the generator and the demo only when they run."""
+    code = (
+        "import sys; from streamsync.cli import build_parser; build_parser();"
+        "print(','.join(sorted(m for m in sys.modules if m.startswith('streamsync.dev'))))"
+    )
+    loaded = subprocess.run(
+        [sys.executable, "-c", code], check=True, capture_output=True, text=True
+    ).stdout.strip()
+    assert loaded == ""
 
 
 def test_generate_to_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

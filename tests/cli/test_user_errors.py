@@ -280,7 +280,7 @@ def test_a_file_error_while_running_is_one_line(
     def disk_full(*args: object, **kwargs: object) -> int:
         raise OSError(28, "No space left on device", target)
 
-    monkeypatch.setattr("streamsync.cli.dev.write_jsonl", disk_full)
+    monkeypatch.setattr("streamsync.dev.synthetic.write_jsonl", disk_full)
     argv = ["dev", "generate", "--customers", "1", "--events", "1", "--out", target]
     rc, err = run(capsys, argv)
     assert_one_line(rc, err, "dev generate", target, "No space left on device")
@@ -394,7 +394,7 @@ def test_interrupt_is_one_line(
     def interrupted(*args: object, **kwargs: object) -> int:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("streamsync.cli.dev.write_jsonl", interrupted)
+    monkeypatch.setattr("streamsync.dev.synthetic.write_jsonl", interrupted)
     argv = ["dev", "generate", "--customers", "1", "--events", "1"]
     rc, err = run(capsys, [*argv, "--out", str(tmp_path / "x.jsonl")])
     assert (rc, err) == (130, "streamsync dev generate: interrupted\n")
@@ -420,12 +420,12 @@ def test_a_closed_pipe_ends_quietly() -> None:
 def test_a_failed_fetch_names_the_command(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from streamsync.kafka.broker import KafkaFetchError
+    from streamsync.dev.broker import KafkaFetchError
 
     def offline(*args: object, **kwargs: object) -> Path:
         raise KafkaFetchError("Maven could not reach\nrepo.maven.apache.org")
 
-    monkeypatch.setattr("streamsync.cli.dev.fetch_kafka_jars", offline)
+    monkeypatch.setattr("streamsync.dev.broker.fetch_kafka_jars", offline)
     rc, err = run(capsys, ["dev", "kafka", "fetch"])
     # Not a usage mistake (exit 1), but reported the same way: one line, the command.
     assert (rc, err) == (

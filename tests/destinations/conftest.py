@@ -14,6 +14,7 @@ from streamsync.destinations.client import DestinationClient
 from streamsync.destinations.config import Retry
 from streamsync.destinations.dead_letter import DeliveryDeadLetters
 from streamsync.destinations.errors import Rejection
+from streamsync.destinations.kinds import build_client
 from streamsync.destinations.moengage import MoEngageConfig
 from streamsync.destinations.offsets import OffsetTracker
 from streamsync.destinations.sink import DeliverySink
@@ -95,7 +96,7 @@ def braze_client(url: str, key: str = BRAZE_KEY, **settings: Any) -> Destination
         {"kind": "braze", "base_url": url, "credentials": {"env": "X"},
          "rate_limit": {"limit": 50, "window_s": 1.0}, **settings}
     )  # fmt: skip
-    return config.build_client("braze", SecretStr(key))
+    return build_client(config, "braze", SecretStr(key))
 
 
 def moe_client(url: str, **settings: Any) -> DestinationClient:
@@ -103,4 +104,4 @@ def moe_client(url: str, **settings: Any) -> DestinationClient:
         {"kind": "moengage", "base_url": url, "app_id": MOE_APP, "credentials": {"env": "X"},
          "rate_limit": {"limit": 2000, "window_s": 2.0}, **settings}
     )  # fmt: skip
-    return config.build_client("moengage", SecretStr(MOE_KEY))
+    return build_client(config, "moengage", SecretStr(MOE_KEY))

@@ -16,9 +16,9 @@ from streamsync.audiences.loader import load_audiences
 from streamsync.audiences.replay import replay
 from streamsync.deltas.codec import encode_json
 from streamsync.deltas.record import MembershipDelta
+from streamsync.dev.synthetic import generate_records
 from streamsync.ingest.jsonl import read_events
 from streamsync.resources import project_path
-from streamsync.synthetic import generate_records
 
 
 def replay_deltas(customers: int, events: int, seed: int = 11) -> list[MembershipDelta]:

@@ -18,7 +18,6 @@ from hypothesis import strategies as st
 from streamsync.audiences.definition import Audience
 from streamsync.audiences.engine import Engine
 from streamsync.audiences.loader import load_audiences
-from streamsync.config import TopicConfig
 from streamsync.ingest.avro import (
     PIPELINES_SCHEMA_PATH,
     WEBHOOK_SCHEMA_PATH,
@@ -27,6 +26,7 @@ from streamsync.ingest.avro import (
     encode_avro,
 )
 from streamsync.ingest.bounds import MAX_ABS_NUMBER
+from streamsync.ingest.config import TopicConfig
 from streamsync.ingest.decoder import Decoder, Outcome
 from streamsync.ingest.errors import DecodeError
 from streamsync.ingest.event import ID_KINDS, Event, Skipped, SourcePosition

@@ -16,9 +16,9 @@ from streamsync.audiences.definition import Audience
 from streamsync.audiences.loader import load_audiences
 from streamsync.audiences.replay import ReplaySummary, replay
 from streamsync.deltas.record import MembershipDelta
+from streamsync.dev.synthetic import generate_records
 from streamsync.ingest.bounds import MAX_ABS_NUMBER, MAX_DEPTH
 from streamsync.ingest.jsonl import read_events
-from streamsync.synthetic import generate_records
 from tests.fuzz.conftest import EXAMPLES
 
 REPO = Path(__file__).resolve().parents[2]

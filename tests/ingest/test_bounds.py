@@ -15,15 +15,15 @@ from streamsync.audiences.engine import Engine
 from streamsync.audiences.loader import load_audiences
 from streamsync.audiences.replay import ReplaySummary, replay
 from streamsync.cli import main as cli_main
-from streamsync.config import TopicConfig
 from streamsync.deltas.record import MembershipDelta, parse_rfc3339_ms
+from streamsync.dev.synthetic import generate_records
 from streamsync.ingest.avro import encode_avro
 from streamsync.ingest.bounds import MAX_ABS_NUMBER, MAX_DEPTH
+from streamsync.ingest.config import TopicConfig
 from streamsync.ingest.decoder import Decoder
 from streamsync.ingest.errors import DecodeError, DecodeReason
 from streamsync.ingest.event import Event, SourcePosition
 from streamsync.ingest.jsonl import LineError, read_events
-from streamsync.synthetic import generate_records
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "examples" / "audiences"

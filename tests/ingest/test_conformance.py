@@ -15,8 +15,9 @@ from streamsync.audiences.definition import Audience, EventMatch
 from streamsync.audiences.engine import Engine
 from streamsync.audiences.matching import predicate
 from streamsync.cli import main as cli_main
-from streamsync.config import ConfigError, IngestConfig, TopicConfig, parse_config
+from streamsync.config import ConfigError, parse_config
 from streamsync.ingest.avro import encode_avro
+from streamsync.ingest.config import IngestConfig, TopicConfig
 from streamsync.ingest.decoder import Decoder, Outcome
 from streamsync.ingest.errors import DecodeError, DecodeReason
 from streamsync.ingest.event import NO_CUSTOMER, Event, Skipped, SourcePosition

@@ -7,8 +7,8 @@ from typing import Any
 import orjson
 import pytest
 
-from streamsync.config import TopicConfig
 from streamsync.ingest.avro import FileSchemaRegistry, confluent_frame, encode_avro
+from streamsync.ingest.config import TopicConfig
 from streamsync.ingest.decoder import Decoder
 from streamsync.ingest.errors import DecodeError, DecodeReason
 from streamsync.ingest.event import SourcePosition

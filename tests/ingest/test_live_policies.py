@@ -11,8 +11,9 @@ from typing import Any
 import orjson
 from confluent_kafka import Producer
 
-from streamsync.config import IngestConfig, KafkaConfig, TopicConfig
+from streamsync.ingest.config import IngestConfig, TopicConfig
 from streamsync.ingest.event import Event
+from streamsync.kafka.config import KafkaConfig
 from streamsync.runtime.ingest_loop import IngestLoop
 from tests.ingest.samples import ORDER_COMPLETED, WEBHOOK_SENT, sample
 from tests.runtime.test_ingest_loop import read_all

@@ -8,7 +8,7 @@ from collections.abc import Callable
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from streamsync.kafka.broker import default_kafka_version, server_properties
+from streamsync.dev.broker import default_kafka_version, server_properties
 from streamsync.kafka.config import consumer_config, producer_config
 
 pytestmark = pytest.mark.kafka

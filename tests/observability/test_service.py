@@ -91,8 +91,9 @@ def test_production_imports_never_reach_development_modules() -> None:
         .stdout.strip()
         .split(",")
     )
-    for module in ("streamsync.kafka.broker", "streamsync.synthetic", "streamsync.demo"):
+    for module in ("streamsync.dev.broker", "streamsync.dev.synthetic", "streamsync.dev.demo"):
         assert module not in loaded
-    from streamsync.kafka import broker, config
+    from streamsync.dev import broker
+    from streamsync.kafka import config
 
     assert broker.BOOTSTRAP_ENV == config.BOOTSTRAP_ENV == "KAFKA_BOOTSTRAP_SERVERS"

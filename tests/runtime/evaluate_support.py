@@ -18,9 +18,9 @@ from streamsync.audiences.loader import load_audiences
 from streamsync.audiences.replay import replay
 from streamsync.deltas.codec import decode_json
 from streamsync.deltas.record import MembershipDelta
+from streamsync.dev.synthetic import generate_records
 from streamsync.ingest.jsonl import is_webhook_record, read_events
 from streamsync.resources import project_path
-from streamsync.synthetic import generate_records
 
 EXAMPLE_AUDIENCES = project_path("examples", "audiences")
 #: ``evaluate.allowed_lateness`` by default

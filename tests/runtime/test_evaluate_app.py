@@ -231,8 +231,8 @@ def test_the_example_configuration_with_avro_deltas(
 ) -> None:
     """examples/config/local.yaml as shipped (under unique topic names on the shared
     broker), its three input formats, and deltas in the Avro form with Confluent framing."""
-    from streamsync.config import DeltasConfig
     from streamsync.deltas.codec import decode_avro
+    from streamsync.deltas.config import DeltasConfig
     from streamsync.ingest.avro import confluent_frame, encode_avro
     from streamsync.resources import project_path
 

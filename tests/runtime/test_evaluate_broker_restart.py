@@ -19,7 +19,7 @@ from typing import IO
 
 import pytest
 
-from streamsync.kafka.broker import LocalBroker
+from streamsync.dev.broker import LocalBroker
 from streamsync.runtime.app import RESTART_EXIT_STATUS
 from tests.runtime.evaluate_support import Stream, check_final_deltas, synthetic
 

@@ -17,11 +17,12 @@ import orjson
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from streamsync.config import IngestConfig, KafkaConfig, TopicConfig
 from streamsync.ingest.avro import confluent_frame, encode_avro
+from streamsync.ingest.config import IngestConfig, TopicConfig
 from streamsync.ingest.errors import ConsumerError, DeadLetterError
 from streamsync.ingest.event import Event
 from streamsync.ingest.pipelines import pipelines_event
+from streamsync.kafka.config import KafkaConfig
 from streamsync.runtime import dead_letter as dl
 from streamsync.runtime.ingest_loop import IngestLoop, IngestStats
 from tests.ingest.samples import IDENTIFY, ORDER_COMPLETED, WEBHOOK_SENT, sample

@@ -13,6 +13,7 @@ from streamsync.audiences.compiler import DUE, PENDING
 from streamsync.audiences.loader import load_audiences
 from streamsync.audiences.replay import replay
 from streamsync.deltas.record import MembershipDelta
+from streamsync.dev.synthetic import generate_records
 from streamsync.ingest.event import Event, SourcePosition
 from streamsync.ingest.jsonl import read_events
 from streamsync.resources import project_path
@@ -20,7 +21,6 @@ from streamsync.runtime import task as task_module
 from streamsync.runtime.task import UNKNOWN, Task
 from streamsync.state.codec import IDS_PREFIX, StateError, encode_ids, segment_key
 from streamsync.state.store import PartitionStore
-from streamsync.synthetic import generate_records
 
 AUDIENCES = load_audiences(project_path("examples", "audiences"))
 

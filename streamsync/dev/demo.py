@@ -35,29 +35,24 @@ from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-def
 
 from streamsync.audiences.loader import load_audiences
 from streamsync.audiences.replay import replay
-from streamsync.config import (
-    AppConfig,
-    DeltasConfig,
-    EvaluateConfig,
-    IngestConfig,
-    KafkaConfig,
-    TopicConfig,
-    load_config,
-)
+from streamsync.config import AppConfig, load_config
 from streamsync.deltas.codec import decode_json
+from streamsync.deltas.config import DeltasConfig
 from streamsync.deltas.record import MembershipDelta
 from streamsync.destinations.config import DestinationConfig
 from streamsync.destinations.deliver import DeliverResult
 from streamsync.destinations.sink import DeliverySink
+from streamsync.dev.broker import kafka_bootstrap, kafka_bootstrap_from_env
 from streamsync.dev.standins.compare import differences, expected_members
 from streamsync.dev.standins.session import StandInDelivery, deliver_to_standins
+from streamsync.dev.synthetic import generate_records, mix_bad_records
 from streamsync.ingest.avro import confluent_frame, encode_avro
+from streamsync.ingest.config import IngestConfig, TopicConfig
 from streamsync.ingest.jsonl import is_webhook_record, read_events
-from streamsync.kafka.broker import kafka_bootstrap, kafka_bootstrap_from_env
-from streamsync.kafka.config import consumer_config, producer_config
+from streamsync.kafka.config import KafkaConfig, consumer_config, producer_config
 from streamsync.resources import project_path
 from streamsync.runtime.app import Application, EvaluateStats
-from streamsync.synthetic import generate_records, mix_bad_records
+from streamsync.runtime.config import EvaluateConfig
 
 EXAMPLE_AUDIENCES = project_path("examples", "audiences")
 SCHEMA_REGISTRY = project_path("schemas", "registry")

@@ -62,12 +62,12 @@ class BrokerStartError(RuntimeError):
 @functools.cache
 def default_kafka_version() -> str:
     """The Kafka version pinned in ``pom.xml``: one place decides it for jars and compose."""
-    pom = importlib.resources.files("streamsync.kafka").joinpath("pom.xml").read_text("utf-8")
+    pom = importlib.resources.files("streamsync.dev").joinpath("pom.xml").read_text("utf-8")
     version = ET.fromstring(pom).findtext(
         f"{_POM_NAMESPACE}properties/{_POM_NAMESPACE}kafka.version"
     )
     if not version:
-        raise RuntimeError("streamsync/kafka/pom.xml has no <kafka.version> property")
+        raise RuntimeError("streamsync/dev/pom.xml has no <kafka.version> property")
     return version.strip()
 
 
@@ -131,7 +131,7 @@ def _run_maven(version: str, home: Path, out: TextIO) -> None:
         )
     # The POM is copied next to the cache so an installed, read-only package still works.
     pom = home / "pom.xml"
-    pom.write_bytes(importlib.resources.files("streamsync.kafka").joinpath("pom.xml").read_bytes())
+    pom.write_bytes(importlib.resources.files("streamsync.dev").joinpath("pom.xml").read_bytes())
     partial = home / "libs.partial"
     shutil.rmtree(partial, ignore_errors=True)
     command = [
@@ -393,7 +393,7 @@ class LocalBroker:
     def _wait_until_ready(self, console: Path) -> None:
         # librdkafka reports every refused connection while the JVM boots; those are
         # expected here, and the broker's own log explains any real failure.
-        quiet = logging.getLogger("streamsync.kafka.broker.probe")
+        quiet = logging.getLogger("streamsync.dev.broker.probe")
         quiet.propagate = False
         quiet.addHandler(logging.NullHandler())
         admin = AdminClient(admin_config(self.bootstrap_servers, {"logger": quiet}))
