@@ -1,7 +1,9 @@
 """What the evaluate service reports to the process telemetry, and when.
 
-The application calls an :class:`EvaluateObserver` at a handful of points; everything an
-operator sees is derived here, so the exactly-once cycle stays free of metric code:
+:class:`EvaluateObserver` implements :class:`~streamsync.runtime.telemetry.EvaluateTelemetry`,
+the calls the runtime makes at a handful of points; everything an operator sees is
+derived here, from what those calls pass (never from the runtime's own attributes), so
+the exactly-once cycle stays free of metric code:
 
 * :meth:`~EvaluateObserver.emitted` as deltas are produced (kept, not counted: the
   transaction may still abort), :meth:`~EvaluateObserver.committed` after a commit
@@ -46,8 +48,10 @@ from streamsync.observability.metrics import Telemetry
 if TYPE_CHECKING:
     from confluent_kafka import Consumer, Message
 
+    from streamsync.audiences.definition import Audience
+    from streamsync.config import EvaluateConfig
     from streamsync.ingest.event import Event
-    from streamsync.runtime.app import Application, EvaluateStats
+    from streamsync.runtime.stats import EvaluateStats
     from streamsync.runtime.task import Task
 
 #: The W3C trace context headers.
@@ -89,13 +93,15 @@ class EvaluateObserver:
         self.max_trace_contexts = max_trace_contexts
 
     @classmethod
-    def for_application(cls, telemetry: Telemetry, app: Application) -> EvaluateObserver:
-        """The observer of ``app``, with its group, audiences and stuck threshold."""
-        settings = app.settings
+    def for_settings(
+        cls, telemetry: Telemetry, settings: EvaluateConfig, audiences: Sequence[Audience]
+    ) -> EvaluateObserver:
+        """The observer of a service with ``settings`` evaluating ``audiences``: its
+        group, audience names and stuck threshold."""
         return cls(
             telemetry,
             group=settings.group_id,
-            audiences=[audience.name for audience in app.audiences],
+            audiences=[audience.name for audience in audiences],
             stuck_after_ms=settings.allowed_lateness_ms + settings.idle_grace_ms + STUCK_MARGIN_MS,
         )
 
