@@ -34,7 +34,7 @@ from streamsync.runtime.repartition import repartition_topic
 log = logging.getLogger(__name__)
 
 #: How long topics that are not (yet) in the metadata are asked for again.
-TOPIC_WAIT_S = 10.0
+TOPIC_WAIT_S = 5.0
 #: Pause between two metadata requests while waiting for topics.
 _RETRY_S = 0.2
 #: The changelog's own settings: compacted (latest state per key), large records.

@@ -483,10 +483,7 @@ class EvaluateDriver:
         return self.cluster.read(self.names.dead_letters)
 
     def dead_letter_reasons(self) -> list[str]:
-        return [
-            dict(m.headers() or [])[REASON_HEADER].decode()
-            for m in self.dead_letters()
-        ]
+        return [dict(m.headers() or [])[REASON_HEADER].decode() for m in self.dead_letters()]
 
     def committed_offsets(self) -> dict[tuple[str, int], int]:
         return dict(self.cluster.committed)
