@@ -193,7 +193,7 @@ def bench_throughput(bootstrap: str, tmp: Path, events: int, customers: int) -> 
         app = Application(config)
         telemetry = Telemetry(role="evaluate") if observed else None
         if telemetry is not None:
-            app.observer = EvaluateObserver.for_application(telemetry, app)
+            app.telemetry = EvaluateObserver.for_settings(telemetry, app.settings, app.audiences)
         first: list[float] = []
 
         def progress(stats: Any, first: list[float] = first) -> None:

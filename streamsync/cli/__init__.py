@@ -1,10 +1,12 @@
 """The ``streamsync`` command.
 
 Each sub-command group lives in its own module and registers itself through
-``register(subparsers)``; this module assembles them and holds the one handler for user
-mistakes (see :mod:`streamsync.cli.arguments`): a command raises, :func:`main` prints one
-line naming the command and the problem and returns 2. No traceback reaches the user for
-a mistake of theirs.
+``register(subparsers)``; this module assembles them and holds the one handler for the
+project's errors, by recovery group (see :mod:`streamsync.errors`): a command raises,
+:func:`main` prints one line naming the command and the problem and returns the group's
+exit status - 2 for a user mistake (see :mod:`streamsync.cli.arguments`), 1 for something
+unavailable after its retries, 3 for a process that must be restarted. No traceback
+reaches the user for any of them.
 """
 
 from __future__ import annotations
@@ -17,16 +19,17 @@ from collections.abc import Sequence
 
 from streamsync import __version__
 from streamsync.audiences.loader import AudienceDefinitionError, AudienceFileError
-from streamsync.cli.arguments import Parser, UserError, one_line
+from streamsync.cli.arguments import Parser, one_line
 from streamsync.config import ConfigError
 from streamsync.credentials import CredentialsError
+from streamsync.errors import NeedsRestart, StreamsyncError, UserMistake
 
 #: Modules under ``streamsync.cli`` that contribute sub-commands, in help order.
 _COMMAND_MODULES = ("demo", "audiences", "ingest", "evaluate", "deliver", "dev")
 
 #: The project's exceptions for a mistake in the user's input: one line, exit status 2.
 USER_ERRORS: tuple[type[Exception], ...] = (
-    UserError,
+    UserMistake,
     ConfigError,
     CredentialsError,
     AudienceFileError,
@@ -56,7 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run one command; its exit status (2 for a user mistake, printed as one line)."""
+    """Run one command; its exit status (2 for a user mistake, 1 for something
+    unavailable, 3 for a restart; each printed as one line)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     prog: str = getattr(args, "command_prog", parser.prog)
@@ -71,6 +75,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except USER_ERRORS as exc:
         print(f"{prog}: {one_line(str(exc))}", file=sys.stderr)
         return 2
+    except StreamsyncError as exc:
+        then = "; exiting to be restarted" if isinstance(exc, NeedsRestart) else ""
+        print(f"{prog}: {one_line(str(exc))}{then}", file=sys.stderr)
+        return exc.exit_status
     except BrokenPipeError:
         # The reader went away (``streamsync replay ... | head``): stop quietly, and keep
         # the interpreter from complaining when it flushes stdout at exit.

@@ -23,6 +23,7 @@ from typing import NoReturn
 
 from streamsync.audiences.durations import format_duration, parse_duration
 from streamsync.deltas.record import datetime_to_ms
+from streamsync.errors import UserMistake
 
 
 def one_line(text: str) -> str:
@@ -33,7 +34,7 @@ def one_line(text: str) -> str:
     return "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in words)
 
 
-class UserError(Exception):
+class UserError(UserMistake):
     """A mistake in what the user asked for: reported as one line, exit status 2."""
 
 

@@ -1,7 +1,9 @@
 """What the evaluate service reports to the process telemetry, and when.
 
-The application calls an :class:`EvaluateObserver` at a handful of points; everything an
-operator sees is derived here, so the exactly-once cycle stays free of metric code:
+:class:`EvaluateObserver` implements :class:`~streamsync.runtime.telemetry.EvaluateTelemetry`,
+the calls the runtime makes at a handful of points; everything an operator sees is
+derived here, from what those calls pass (never from the runtime's own attributes), so
+the exactly-once cycle stays free of metric code:
 
 * :meth:`~EvaluateObserver.emitted` as deltas are produced (kept, not counted: the
   transaction may still abort), :meth:`~EvaluateObserver.committed` after a commit
@@ -46,8 +48,10 @@ from streamsync.observability.metrics import Telemetry
 if TYPE_CHECKING:
     from confluent_kafka import Consumer, Message
 
+    from streamsync.audiences.definition import Audience
     from streamsync.ingest.event import Event
-    from streamsync.runtime.app import Application, EvaluateStats
+    from streamsync.runtime.config import EvaluateConfig
+    from streamsync.runtime.stats import EvaluateStats
     from streamsync.runtime.task import Task
 
 #: The W3C trace context headers.
@@ -82,6 +86,8 @@ class EvaluateObserver:
         self._sizes: dict[int, dict[str, list[int]]] = {}
         #: topic -> (records, skipped by reason, dead-lettered by reason) reported so far
         self._reported: dict[str, tuple[int, Counter[str], Counter[str]]] = {}
+        #: (late, too late) records reported so far
+        self._late_reported = (0, 0)
         self._next_lag = 0.0
         self._next_stuck = 0.0
         #: record id -> its trace headers, newest last (bounded: oldest dropped first)
@@ -89,13 +95,15 @@ class EvaluateObserver:
         self.max_trace_contexts = max_trace_contexts
 
     @classmethod
-    def for_application(cls, telemetry: Telemetry, app: Application) -> EvaluateObserver:
-        """The observer of ``app``, with its group, audiences and stuck threshold."""
-        settings = app.settings
+    def for_settings(
+        cls, telemetry: Telemetry, settings: EvaluateConfig, audiences: Sequence[Audience]
+    ) -> EvaluateObserver:
+        """The observer of a service with ``settings`` evaluating ``audiences``: its
+        group, audience names and stuck threshold."""
         return cls(
             telemetry,
             group=settings.group_id,
-            audiences=[audience.name for audience in app.audiences],
+            audiences=[audience.name for audience in audiences],
             stuck_after_ms=settings.allowed_lateness_ms + settings.idle_grace_ms + STUCK_MARGIN_MS,
         )
 
@@ -171,11 +179,18 @@ class EvaluateObserver:
                 Counter(topic_stats.skipped),
                 Counter(topic_stats.dead_lettered),
             )
+        late = (stats.late, stats.too_late)
+        if late != self._late_reported:
+            telemetry.records_late(
+                late[0] - self._late_reported[0], late[1] - self._late_reported[1]
+            )
+            self._late_reported = late
         pending, self._pending = self._pending, []
         if not pending:
             return
         now_s = time.time()
         changes: Counter[tuple[str, str]] = Counter()
+        corrections: Counter[tuple[str, str]] = Counter()
         touched: set[str] = set()
         observe = telemetry.observe_event_to_delta
         for partition, deltas in pending:
@@ -183,6 +198,8 @@ class EvaluateObserver:
             for delta in deltas:
                 audience = delta.audience
                 changes[(audience, delta.op)] += 1
+                if delta.correction:
+                    corrections[(audience, delta.op)] += 1
                 observe(max(0.0, now_s - delta.at_ms / 1000))
                 size = sizes.get(audience)
                 if size is None:
@@ -194,6 +211,8 @@ class EvaluateObserver:
                 touched.add(audience)
         for (audience, op), count in changes.items():
             telemetry.membership_changed(audience, op, count)  # type: ignore[arg-type]
+        for (audience, op), count in corrections.items():
+            telemetry.membership_corrected(audience, op, count)  # type: ignore[arg-type]
         self._report_sizes(touched)
 
     def tick(self, consumer: Consumer | None, tasks: Iterable[Task]) -> None:

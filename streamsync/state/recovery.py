@@ -15,6 +15,7 @@ from collections.abc import Callable
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
+from streamsync.errors import Unavailable
 from streamsync.state.store import PartitionStore
 
 log = logging.getLogger(__name__)
@@ -22,7 +23,7 @@ log = logging.getLogger(__name__)
 _PROGRESS_EVERY_S = 5.0
 
 
-class RecoveryError(Exception):
+class RecoveryError(Unavailable):
     """The changelog could not be read to its end in time."""
 
 

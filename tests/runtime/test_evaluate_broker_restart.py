@@ -3,7 +3,7 @@ again while the evaluate service is committing, and the read-committed deltas eq
 replay's transitions with no duplicates.
 
 The service either rides the restart out, or, when librdkafka hangs in a transactional
-call after the coordinator came back (see ``streamsync.runtime.app.Watchdog``), exits
+call after the coordinator came back (see ``streamsync.runtime.checkpoint.Watchdog``), exits
 with ``RESTART_EXIT_STATUS`` and is started again, as its supervisor would."""
 
 from __future__ import annotations

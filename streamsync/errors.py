@@ -1,0 +1,45 @@
+"""The project's errors, grouped by what recovers from them.
+
+A command does not decide its own exit status per exception: it raises one of these
+groups (or a subclass) and :func:`streamsync.cli.main` prints one line and exits with the
+group's :attr:`~StreamsyncError.exit_status`. What recovers from each group:
+
+* :class:`UserMistake` - the user changes what they asked for (a configuration, a topic
+  to create); retrying the same thing fails the same way. Exit status 2, as argparse's
+  usage errors.
+* :class:`Unavailable` - something the service needs did not answer (the cluster, a
+  restore within its budget); the service has already retried for its configured time.
+  A supervisor starting it again later may succeed. Exit status 1.
+* :class:`NeedsRestart` - this process cannot go on (a transaction that can neither
+  commit nor abort), but a new one can, at once: the supervisor restarts it and the open
+  work is redone from the last commit. Exit status 3.
+"""
+
+from __future__ import annotations
+
+
+class StreamsyncError(Exception):
+    """Base of the groups below; reported as one line, never a traceback."""
+
+    #: The process exit status of the group.
+    exit_status = 1
+
+
+class UserMistake(StreamsyncError):
+    """A mistake in what the user asked for: one line, exit status 2."""
+
+    exit_status = 2
+
+
+class Unavailable(StreamsyncError):
+    """Something needed did not answer within its budget (already retried): one line,
+    exit status 1."""
+
+    exit_status = 1
+
+
+class NeedsRestart(StreamsyncError):
+    """This process cannot go on but a new one can: one line, exit status 3, for the
+    supervisor to start it again."""
+
+    exit_status = 3

@@ -1,0 +1,214 @@
+"""The Kafka clients of one evaluate process, built once, and what they report.
+
+:class:`KafkaClients` is the factory a caller injects (tests, tools); :func:`open_clients`
+builds with it, after the cluster answered and the topics exist, the four clients the
+runtime uses - the group consumer, the transactional producer, the restore consumer and
+the admin client - as one :class:`EvaluateClients`, so no part of the runtime exists
+before its clients do.
+
+:class:`ClientHealth` is where trouble reported outside a call ends up: librdkafka's
+error callback (an outage is counted, a fatal error or a refused client stops the
+service) and exceptions raised inside rebalance callbacks (which librdkafka would
+swallow); the loop calls :meth:`ClientHealth.check` once per turn to raise them.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
+from confluent_kafka.admin import AdminClient
+
+from streamsync.config import AppConfig
+from streamsync.kafka.config import admin_config, consumer_config, producer_config
+from streamsync.kafka.outage import QUIET_CLIENT, BrokerOutage, fatal_message, is_fatal
+from streamsync.runtime.config import EvaluateConfig
+from streamsync.runtime.dead_letter import DEAD_LETTER_PRODUCER_OVERRIDES
+from streamsync.runtime.errors import BrokerUnreachable
+
+log = logging.getLogger(__name__)
+
+
+class KafkaClients(Protocol):
+    """Builds the Kafka clients the application uses (injected for tests and tools)."""
+
+    def consumer(self, config: dict[str, Any]) -> Consumer: ...
+
+    def producer(self, config: dict[str, Any]) -> Producer: ...
+
+    def admin(self, config: dict[str, Any]) -> AdminClient: ...
+
+
+class ConfluentClients:
+    """The default: confluent-kafka clients as configured."""
+
+    def consumer(self, config: dict[str, Any]) -> Consumer:
+        return Consumer(config)
+
+    def producer(self, config: dict[str, Any]) -> Producer:
+        return Producer(config)
+
+    def admin(self, config: dict[str, Any]) -> AdminClient:
+        return AdminClient(config)
+
+
+def instance_id(state_dir: Path) -> str:
+    """This instance's stable id (kept in the state directory), the suffix of its
+    transactional id: a restarted instance fences its previous incarnation and aborts
+    its open transaction at once instead of waiting for the transaction timeout."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    path = state_dir / "instance-id"
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        value = uuid.uuid4().hex[:12]
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(value)
+        os.replace(tmp, path)
+        return value
+
+
+class ClientHealth:
+    """Errors the clients report asynchronously; see the module docstring."""
+
+    def __init__(self, bootstrap: str) -> None:
+        self.bootstrap = bootstrap
+        #: the current outage (cleared whenever a record or a probe gets through)
+        self.outage = BrokerOutage(bootstrap)
+        self._fatal: KafkaError | None = None
+        self._error: BaseException | None = None
+
+    def on_error(self, error: KafkaError) -> None:
+        """librdkafka's ``error_cb``."""
+        if is_fatal(error):
+            self._fatal = error
+        elif not self.outage.on_error(error):
+            log.warning("kafka client error: %s", error)
+
+    def failed(self, error: BaseException) -> None:
+        """A rebalance callback raised ``error``: raised by the next :meth:`check`."""
+        self._error = error
+
+    def check(self) -> None:
+        """Raise what was reported since the last call."""
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+        if self._fatal is not None:
+            raise BrokerUnreachable(fatal_message(self._fatal, self.bootstrap))
+
+    def watch(self, now: float, probe: Consumer, broker_timeout_s: float) -> None:
+        """Give up when no broker has answered for ``broker_timeout_s`` (a probe of
+        ``probe`` decides: the client reports trouble but not its end)."""
+        down_for = self.outage.down_for(now)
+        if not down_for or down_for < broker_timeout_s:
+            return
+        try:
+            probe.list_topics(timeout=5)
+        except KafkaException:
+            raise BrokerUnreachable(
+                f"cannot reach Kafka at {self.bootstrap} for {down_for:.0f}s; giving up"
+            ) from None
+        self.outage.clear()
+
+
+def client_base(config: AppConfig, health: ClientHealth) -> dict[str, Any]:
+    """Settings every client of the service shares."""
+    return {**config.kafka.client_config(), **QUIET_CLIENT, "error_cb": health.on_error}
+
+
+def open_admin(factory: KafkaClients, config: AppConfig, health: ClientHealth) -> AdminClient:
+    return factory.admin(
+        admin_config(config.kafka.bootstrap_servers, extra=client_base(config, health))
+    )
+
+
+def wait_for_cluster(admin: AdminClient, settings: EvaluateConfig, health: ClientHealth) -> Any:
+    """The cluster's topic metadata, once it answers (reported once, then at a slow
+    interval); :class:`BrokerUnreachable` after ``broker_timeout``, or at once when the
+    cluster refuses this client (retrying cannot help)."""
+    budget = settings.broker_timeout_ms / 1000
+    started = time.monotonic()
+    deadline = started + budget
+    outage = BrokerOutage(health.bootstrap)
+    while True:
+        try:
+            metadata = admin.list_topics(timeout=min(5.0, max(1.0, budget / 4)))
+            break
+        except KafkaException as exc:
+            error = exc.args[0] if exc.args else exc
+            reason = error.str() if isinstance(error, KafkaError) else str(error)
+            now = time.monotonic()
+            admin.poll(0)  # serves the error callback: did the cluster refuse us?
+            health.check()
+            if now >= deadline:
+                raise BrokerUnreachable(
+                    f"cannot reach Kafka at {health.bootstrap} ({reason}); gave up after "
+                    f"{now - started:.0f}s (evaluate.broker_timeout)"
+                ) from None
+            outage.report(f"{reason}; retrying", now)
+    health.outage.clear()
+    return metadata
+
+
+@dataclass(frozen=True)
+class EvaluateClients:
+    """The clients of one run, built by :func:`open_clients`."""
+
+    #: the group member: reads the inputs, rebalances
+    consumer: Consumer
+    #: writes deltas, dead letters, changelog and offsets in one transaction
+    producer: Producer
+    #: group-less ``read_committed`` consumer that restores tasks from the changelog
+    restorer: Consumer
+    admin: AdminClient
+
+
+def open_clients(
+    factory: KafkaClients,
+    config: AppConfig,
+    settings: EvaluateConfig,
+    admin: AdminClient,
+    health: ClientHealth,
+) -> EvaluateClients:
+    """Build the clients; the producer's transactions are initialised (fencing a
+    previous incarnation of this instance and aborting its open transaction)."""
+    bootstrap = config.kafka.bootstrap_servers
+    base = client_base(config, health)
+    txn_id = f"{settings.group_id}-{instance_id(settings.state_dir)}"
+    producer = factory.producer(
+        producer_config(
+            bootstrap,
+            transactional_id=txn_id,
+            extra={
+                **base,
+                **DEAD_LETTER_PRODUCER_OVERRIDES,
+                "transaction.timeout.ms": settings.transaction_timeout_ms,
+                "linger.ms": 2,
+            },
+        )
+    )
+    producer.init_transactions(settings.broker_timeout_ms / 1000)
+    consumer = factory.consumer(
+        consumer_config(
+            bootstrap,
+            settings.group_id,
+            extra={
+                **base,
+                "partition.assignment.strategy": "range",
+                "enable.partition.eof": True,
+                "session.timeout.ms": settings.session_timeout_ms,
+                "heartbeat.interval.ms": max(settings.session_timeout_ms // 5, 500),
+            },
+        )
+    )
+    restorer = factory.consumer(
+        consumer_config(bootstrap, f"{settings.group_id}.restore", extra=base)
+    )
+    return EvaluateClients(consumer=consumer, producer=producer, restorer=restorer, admin=admin)

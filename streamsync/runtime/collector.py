@@ -1,0 +1,127 @@
+"""Writing into the open transaction: deltas, dead letters, changelog and marks.
+
+Like Kafka Streams' RecordCollector: every record the service writes goes through
+:meth:`Collector.send`, which begins the transaction on the first write of a cycle and
+waits for the local queue to drain when it is full (``BufferError``), instead of
+dropping or failing. Committing and aborting are :mod:`streamsync.runtime.checkpoint`'s.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, KafkaError, Message, Producer
+
+from streamsync.config import AppConfig
+from streamsync.deltas.codec import encode_avro
+from streamsync.deltas.record import MembershipDelta
+from streamsync.ingest.avro import confluent_frame
+from streamsync.ingest.event import SourcePosition
+from streamsync.runtime.dead_letter import dead_letter_headers, fit_dead_letter
+from streamsync.runtime.stats import EvaluateStats
+from streamsync.runtime.telemetry import EvaluateTelemetry, Headers
+
+DeliveryCallback = Callable[[KafkaError | None, Message], None]
+
+
+def delta_encoder(config: AppConfig) -> Callable[[MembershipDelta], bytes]:
+    """The value of a delta record in the configured ``deltas.format``."""
+    if config.deltas.format == "json":
+        return lambda d: orjson.dumps(d.to_json())
+    schema_id = config.evaluate.delta_schema_id if config.evaluate is not None else 1
+    return lambda d: confluent_frame(schema_id, encode_avro(d))
+
+
+class Collector:
+    """Produces into ``producer``'s open transaction; see the module docstring."""
+
+    def __init__(
+        self,
+        producer: Producer,
+        *,
+        deltas_topic: str,
+        dead_letter_topic: str,
+        encode: Callable[[MembershipDelta], bytes],
+        dead_letter_max: int | None,
+        stats: EvaluateStats,
+        telemetry: EvaluateTelemetry,
+    ) -> None:
+        self.producer = producer
+        self.deltas_topic = deltas_topic
+        self.dead_letter_topic = dead_letter_topic
+        self.encode = encode
+        self.dead_letter_max = dead_letter_max
+        self.stats = stats
+        self.telemetry = telemetry
+        #: a transaction is open (begun by the first write since the last commit/abort)
+        self.in_txn = False
+
+    def begin(self) -> Producer:
+        """The producer, inside a transaction."""
+        producer = self.producer
+        if not self.in_txn:
+            producer.begin_transaction()
+            self.in_txn = True
+        return producer
+
+    def send(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        *,
+        partition: int | None = None,
+        headers: Headers | None = None,
+        on_delivery: DeliveryCallback | None = None,
+    ) -> None:
+        producer = self.begin()
+        kwargs: dict[str, Any] = {}
+        if partition is not None:
+            kwargs["partition"] = partition
+        if headers is not None:
+            kwargs["headers"] = headers
+        if on_delivery is not None:
+            kwargs["on_delivery"] = on_delivery
+        while True:
+            try:
+                producer.produce(topic, value=value, key=key, **kwargs)
+                return
+            except BufferError:  # local queue full: let deliveries drain
+                producer.poll(0.05)
+
+    def deltas(self, deltas: list[MembershipDelta], partition: int) -> None:
+        """Produce the deltas of task ``partition``, each with the trace context of the
+        records that qualified it when the telemetry follows traces."""
+        topic = self.deltas_topic
+        encode = self.encode
+        stats = self.stats
+        counts = stats.delta_counts
+        telemetry = self.telemetry
+        telemetry.emitted(deltas, partition)
+        trace = telemetry.trace_headers if telemetry.tracing else None
+        send = self.send
+        for delta in deltas:
+            headers = None if trace is None else trace(delta)
+            send(topic, delta.customer_id.encode(), encode(delta), headers=headers)
+            counts[(delta.audience, delta.op)] += 1
+        stats.deltas += len(deltas)
+
+    def dead_letter(
+        self,
+        message: Message,
+        source: SourcePosition,
+        reason: str,
+        detail: str,
+        index: int | None,
+    ) -> None:
+        """The consumed record, byte for byte, with why (see
+        :mod:`streamsync.runtime.dead_letter`)."""
+        kind, timestamp = message.timestamp()
+        headers = dead_letter_headers(
+            reason, detail, source, None if kind == TIMESTAMP_NOT_AVAILABLE else timestamp, index
+        )
+        key = message.key()
+        value = fit_dead_letter(message.value(), key, headers, self.dead_letter_max)
+        self.send(self.dead_letter_topic, key, value, headers=headers)

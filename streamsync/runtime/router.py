@@ -1,0 +1,279 @@
+"""Where each consumed message goes: a task, the re-keying stage, nowhere, or the
+dead-letter topic.
+
+:meth:`Router.route` is the hot loop of the service (every record passes through it
+once), so it stays plain: attribute lookups hoisted out of the loop, no allocation per
+record beyond the record's own source position. Each outcome has one place:
+
+* an error message: end of a partition (the task, or the re-keying stage, learns it is
+  caught up), a fatal error (:class:`BrokerUnreachable`), or anything else, logged
+  and skipped - also one that names no partition, which a consumer returns while a
+  broker restarts;
+* a record of a re-keyed topic: decoded and produced, keyed by customer, to its
+  repartition topic (see :mod:`streamsync.runtime.repartition`);
+* a record of a partition this process no longer holds (revoked within this very
+  batch): skipped;
+* a record of a task input: decoded and handed to its task; the deltas the task emits
+  are produced at once;
+* a dead letter (:meth:`Router._reject`, counted per reason): a record the decoder
+  refused, a repartition record not written by the re-keying stage, or a record the
+  engine raised on before (:meth:`Router.poisoned`).
+
+Consumed offsets are recorded in ``positions`` (committed with the transaction). After
+each batch the task inputs are placed (:meth:`Task.place`) at their positions and the
+end offsets of the consumer's last fetches (``end_offset``): whether a partition has
+more to give is decided by offsets only (see :mod:`.task`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from types import TracebackType
+
+from confluent_kafka import KafkaError, Message
+
+from streamsync.ingest.decoder import Decoder
+from streamsync.ingest.errors import DecodeError
+from streamsync.ingest.event import Event, SourcePosition
+from streamsync.runtime.collector import Collector
+from streamsync.runtime.errors import BrokerUnreachable
+from streamsync.runtime.ingest_loop import TopicStats
+from streamsync.runtime.repartition import MARK_TAG, Repartitioner, decode_event
+from streamsync.runtime.stats import EvaluateStats
+from streamsync.runtime.task import Task
+from streamsync.runtime.telemetry import EvaluateTelemetry
+
+log = logging.getLogger(__name__)
+
+#: Dead-letter reason for a record whose evaluation raised inside the engine.
+ENGINE_ERROR = "engine_error"
+#: Dead-letter reason for a repartition record that is not the re-keying stage's.
+MALFORMED = "malformed_json"
+
+Position = tuple[str, int]
+
+
+class Router:
+    """Routes consumed messages; see the module docstring."""
+
+    def __init__(
+        self,
+        *,
+        decoders: Mapping[str, Decoder],
+        rekeyed: Mapping[str, str],
+        tasks: Mapping[int, Task],
+        collector: Collector,
+        stats: EvaluateStats,
+        telemetry: EvaluateTelemetry,
+        positions: dict[Position, int],
+        repartitioner: Repartitioner | None,
+        end_offset: Callable[[str, int], int],
+    ) -> None:
+        self.decoders = dict(decoders)
+        #: raw topic -> repartition topic
+        self.rekeyed = dict(rekeyed)
+        #: the tasks (the task manager's, changing with rebalances)
+        self.tasks = tasks
+        self.collector = collector
+        self.stats = stats
+        self.telemetry = telemetry
+        #: (topic, partition) -> the offset after the last consumed record
+        self.positions = positions
+        self.repartitioner = repartitioner
+        #: (topic, partition) -> the end offset of the consumer's last fetch (-1: none)
+        self.end_offset = end_offset
+        #: (topic, partition, offset) -> why: records the engine raised on
+        self.poison: dict[tuple[str, int, int], str] = {}
+
+    def route(self, messages: list[Message]) -> int:
+        """Decode and evaluate a batch; return how many records it held."""
+        handled = 0
+        topics_stats = self.stats.topics
+        tasks = self.tasks
+        received = self.telemetry.received
+        emit = self.collector.deltas
+        positions = self.positions
+        rekeyed = self.rekeyed
+        decoders = self.decoders
+        poison = self.poison
+        for message in messages:
+            error = message.error()
+            if error is not None:
+                self._error(message, error)
+                continue
+            topic = message.topic()
+            partition = message.partition()
+            assert topic is not None and partition is not None  # a record has both
+            if rekeyed and topic in rekeyed:
+                handled += 1
+                self._rekey(message, topic, partition)
+                continue
+            task = tasks.get(partition)
+            if task is None:  # revoked in this very batch
+                continue
+            handled += 1
+            offset = message.offset()
+            assert offset is not None
+            positions[(topic, partition)] = offset + 1
+            task.caught_up[topic] = False
+            value = message.value()
+            source = SourcePosition(topic, partition, offset)
+            topic_stats = topics_stats[topic]
+            why = poison.get((topic, partition, offset)) if poison else None
+            if why is not None:
+                self._reject(message, source, ENGINE_ERROR, why, None, topic_stats)
+                continue
+            if task.merged and topic in task.merged:  # a repartition topic
+                try:
+                    if value and value[0] == MARK_TAG:
+                        task.mark(topic, value)
+                        continue
+                    event = decode_event(value or b"", source)
+                except (ValueError, TypeError):  # not written by the re-keying stage
+                    detail = "not a record of the re-keying stage"
+                    self._reject(message, source, MALFORMED, detail, None, topic_stats)
+                    continue
+                received(message, event)
+                deltas = task.process(event)
+                if deltas:
+                    emit(deltas, partition)
+                continue
+            for outcome in decoders[topic].decode_all(value, message.key(), source):
+                if isinstance(outcome, Event):
+                    topic_stats.decoded += 1
+                    received(message, outcome)
+                    deltas = task.process(outcome)
+                    if deltas:
+                        emit(deltas, partition)
+                elif isinstance(outcome, DecodeError):
+                    reason = outcome.reason.value
+                    index = outcome.index
+                    self._reject(message, source, reason, outcome.detail, index, topic_stats)
+                else:
+                    topic_stats.skipped[outcome.reason] += 1
+        if handled:
+            self._place()
+        return handled
+
+    def _place(self) -> None:
+        """Place the task inputs whose state an end offset can change: those read since
+        the last commit and not caught up (have they reached the end now?), and those
+        caught up (has the end moved on?), at the end offset the consumer's last fetch
+        of them reported. No request: the fetch responses carry it."""
+        end_offset = self.end_offset
+        positions = self.positions
+        for number, task in self.tasks.items():
+            caught_up = task.caught_up
+            for topic in task.topics:
+                if caught_up[topic]:
+                    end = end_offset(topic, number)
+                    if end > task.ends[topic]:
+                        task.place(topic, task.positions[topic], end)
+                    continue
+                position = positions.get((topic, number))
+                if position is not None:
+                    task.place(topic, position, end_offset(topic, number))
+
+    def _error(self, message: Message, error: KafkaError) -> None:
+        """An error message: end of a partition, fatal, or logged and skipped."""
+        topic = message.topic()
+        partition = message.partition()
+        if (
+            error.code() == KafkaError._PARTITION_EOF
+            and topic is not None
+            and partition is not None
+        ):
+            if topic in self.rekeyed:
+                if self.repartitioner is not None:
+                    self.repartitioner.at_end(topic, partition)
+                return
+            task = self.tasks.get(partition)
+            if task is not None:
+                offset = message.offset()
+                if offset is None or offset < 0:
+                    offset = self.positions.get((topic, partition), 0)
+                task.at_end(topic, offset)
+            return
+        if error.fatal():
+            raise BrokerUnreachable(f"fatal consumer error: {error}")
+        if topic is None or partition is None:  # the client's own (a broker restarting)
+            log.warning("consumer error: %s", error)
+        else:
+            log.warning("consumer error on %s[%s]: %s", topic, partition, error)
+
+    def _rekey(self, message: Message, topic: str, partition: int) -> None:
+        """Decode a record of a topic not keyed by customer and produce its events to
+        the repartition topic, keyed by customer (see :mod:`.repartition`)."""
+        stage = self.repartitioner
+        assert stage is not None  # there is a stage whenever a topic is re-keyed
+        offset = message.offset()
+        assert offset is not None
+        self.positions[(topic, partition)] = offset + 1
+        source = SourcePosition(topic, partition, offset)
+        topic_stats = self.stats.topics[topic]
+        target = self.rekeyed[topic]
+        raw = message.headers()  # kept, as Kafka Streams does (trace context)
+        headers = list(raw.items()) if isinstance(raw, dict) else raw
+        send = self.collector.send
+        newest: int | None = None
+        for outcome in self.decoders[topic].decode_all(message.value(), message.key(), source):
+            if isinstance(outcome, Event):
+                topic_stats.decoded += 1
+                key, number, value = stage.route(outcome)
+                send(target, key, value, partition=number, headers=headers)
+                if newest is None or outcome.timestamp_ms > newest:
+                    newest = outcome.timestamp_ms
+            elif isinstance(outcome, DecodeError):
+                reason = outcome.reason.value
+                self._reject(message, source, reason, outcome.detail, outcome.index, topic_stats)
+            else:
+                topic_stats.skipped[outcome.reason] += 1
+        stage.seen(topic, partition, newest)
+
+    def _reject(
+        self,
+        message: Message,
+        source: SourcePosition,
+        reason: str,
+        detail: str,
+        index: int | None,
+        topic_stats: TopicStats,
+    ) -> None:
+        """Dead-letter ``message`` and count it under ``reason``."""
+        self.collector.dead_letter(message, source, reason, detail, index)
+        topic_stats.dead_lettered[reason] += 1
+
+    def poisoned(self, exc: Exception) -> SourcePosition:
+        """The engine raised ``exc``: remember the record it was applying, to be
+        dead-lettered when it is read again (after the rewind the caller does). The
+        error is not retried: the same record raises every time. Raises ``exc`` when
+        no record can be blamed."""
+        source = _poison_position(exc.__traceback__)
+        if source is None:
+            raise exc
+        log.error(
+            "the engine raised %s on %s[%s]@%s; that record will be dead-lettered",
+            type(exc).__name__,
+            source.topic,
+            source.partition,
+            source.offset,
+        )
+        self.stats.engine_errors += 1
+        self.poison[(source.topic, source.partition, source.offset)] = (
+            f"the audience engine raised {type(exc).__name__} applying this record"
+        )
+        return source
+
+
+def _poison_position(tb: TracebackType | None) -> SourcePosition | None:
+    """The source of the record the engine was applying when it raised: the innermost
+    frame holding an ``Event`` with a source (the engine releases records from its
+    buffer long after they were handed in, so the caller cannot know which one)."""
+    found: SourcePosition | None = None
+    while tb is not None:
+        for value in tb.tb_frame.f_locals.values():
+            if isinstance(value, Event) and value.source is not None:
+                found = value.source
+        tb = tb.tb_next
+    return found

@@ -1,0 +1,227 @@
+"""The tasks one process holds, through rebalances and rewinds.
+
+Like Kafka Streams' TaskManager: a task is opened when its partition number is
+assigned (its state restored from the local copy plus the changelog tail), parked when
+it is revoked after a commit (if the same partition comes back and nobody wrote its
+changelog meanwhile, the parked task is reused without a restore), closed when it is
+lost or when its work is rolled back, and opened again after a rewind. Partition ``p``
+of every task input is task ``p``; raw partitions of re-keyed topics have no task.
+
+The manager also moves every task's time on (:meth:`TaskManager.advance`,
+:meth:`TaskManager.finish`), producing what fires through the collector.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from confluent_kafka import Consumer, TopicPartition
+
+from streamsync.audiences.definition import Audience
+from streamsync.runtime import gc_policy
+from streamsync.runtime.collector import Collector
+from streamsync.runtime.config import EvaluateConfig
+from streamsync.runtime.repartition import Repartitioner
+from streamsync.runtime.stats import EvaluateStats
+from streamsync.runtime.task import Task
+from streamsync.runtime.telemetry import EvaluateTelemetry
+from streamsync.runtime.topics import TopicNames
+from streamsync.state.recovery import restore_partition
+from streamsync.state.store import PartitionStore
+
+log = logging.getLogger(__name__)
+
+
+class TaskManager:
+    """Opens, parks and closes the tasks of ``tasks``; see the module docstring."""
+
+    def __init__(
+        self,
+        *,
+        settings: EvaluateConfig,
+        names: TopicNames,
+        audiences: Sequence[Audience],
+        tasks: dict[int, Task],
+        restorer: Consumer,
+        collector: Collector,
+        stats: EvaluateStats,
+        telemetry: EvaluateTelemetry,
+        repartitioner: Repartitioner | None,
+    ) -> None:
+        self.settings = settings
+        self.names = names
+        self.audiences = list(audiences)
+        #: partition number -> its open task (shared with the router: changed in place)
+        self.tasks = tasks
+        #: partition number -> (task revoked after a commit, its changelog end then)
+        self.parked: dict[int, tuple[Task, int]] = {}
+        self.restorer = restorer
+        self.collector = collector
+        self.stats = stats
+        self.telemetry = telemetry
+        self.merged = (
+            {}
+            if repartitioner is None
+            else {target: repartitioner.sources(raw) for raw, target in names.rekeyed.items()}
+        )
+
+    def numbers(self, partitions: Iterable[TopicPartition]) -> list[int]:
+        """The tasks of ``partitions``: raw partitions of re-keyed topics have none."""
+        rekeyed = self.names.rekeyed
+        return sorted({tp.partition for tp in partitions if tp.topic not in rekeyed})
+
+    # -- rebalances ----------------------------------------------------------------------
+
+    def assign(self, numbers: list[int]) -> None:
+        """Open the tasks of ``numbers`` not open yet; close parked tasks not among them."""
+        self.telemetry.restoring(numbers)
+        for number in list(self.parked):
+            if number not in numbers:
+                _close(self.parked.pop(number)[0])
+        for number in numbers:
+            if number not in self.tasks:
+                self.tasks[number] = self.open(number)
+        log.info("assigned partitions %s", numbers)
+        gc_policy.rescan()  # tasks may have been dropped or replaced
+        self.telemetry.assigned()
+
+    def revoke(self, numbers: list[int], *, committed: bool) -> None:
+        """Give up the tasks of ``numbers``: parked when their work was ``committed``
+        (to be reused if they come back), else closed."""
+        for number in numbers:
+            task = self.tasks.pop(number, None)
+            if task is None:
+                continue
+            if committed:
+                self.parked[number] = (task, self._changelog_end(number))
+            else:
+                _close(task)
+        self.telemetry.revoked(numbers)
+
+    def lost(self, numbers: list[int]) -> None:
+        """The tasks of ``numbers`` were taken away without a chance to commit."""
+        for number in numbers:
+            task = self.tasks.pop(number, None)
+            if task is not None:
+                _close(task)
+        gc_policy.rescan()
+        self.telemetry.revoked(numbers)
+
+    def drop(self) -> list[int]:
+        """Close every open task (their in-memory state is past the last commit);
+        return their numbers, for :meth:`reopen`."""
+        numbers = sorted(self.tasks)
+        for task in self.tasks.values():
+            _close(task)
+        self.tasks.clear()
+        gc_policy.rescan()
+        return numbers
+
+    def reopen(self, numbers: Iterable[int]) -> None:
+        """Open the tasks of ``numbers`` again, restored as of the last commit."""
+        for number in numbers:
+            self.tasks[number] = self.open(number)
+
+    def place(self, committed: Iterable[TopicPartition]) -> None:
+        """Tell each task where its inputs will be read from (the ``committed`` offsets,
+        or the start of the partition when none is) and the end offset the broker
+        reports now, asked for each partition: a task knows from offsets alone whether
+        an input has more to give (see :mod:`.task`). Raw partitions of re-keyed topics
+        have no task; the re-keying stage learns their ends from the consumer."""
+        rekeyed = self.names.rekeyed
+        for tp in committed:
+            task = self.tasks.get(tp.partition)
+            if task is None or tp.topic in rekeyed or tp.topic not in task.caught_up:
+                continue
+            low, high = self.restorer.get_watermark_offsets(
+                TopicPartition(tp.topic, tp.partition), timeout=30, cached=False
+            )
+            position = tp.offset if tp.offset >= 0 else int(low)
+            task.place(tp.topic, position, int(high))
+
+    def close(self) -> None:
+        """Close every task, open or parked."""
+        for task in [*self.tasks.values(), *(t for t, _ in self.parked.values())]:
+            _close(task)
+        self.tasks.clear()
+        self.parked.clear()
+
+    # -- opening -------------------------------------------------------------------------
+
+    def open(self, partition: int) -> Task:
+        """The task for ``partition``, its state restored from the local copy plus the
+        changelog tail (or reused as parked if nobody wrote its changelog since)."""
+        parked = self.parked.pop(partition, None)
+        if parked is not None:
+            task, end = parked
+            if self._changelog_end(partition) == end:
+                task.reopened()
+                self.telemetry.task_opened(task)
+                return task
+            _close(task)
+        settings = self.settings
+        task = Task(
+            partition,
+            self.names.task_topics,
+            self.audiences,
+            allowed_lateness_ms=settings.allowed_lateness_ms,
+            dedup_horizon_ms=settings.dedup_horizon_ms,
+            wall_clock=settings.wall_clock,
+            idle_grace_ms=settings.idle_grace_ms,
+            merged=self.merged,
+        )
+        store = PartitionStore(self.task_dir(partition))
+        telemetry = self.telemetry
+        restore_partition(
+            self.restorer,
+            store,
+            self.names.changelog,
+            partition,
+            on_offsets=lambda done, total: telemetry.restore_progress(partition, done, total),
+        )
+        customers = task.load(store, f"{self.names.changelog}[{partition}]")
+        self.stats.restored_customers += customers
+        if customers:
+            log.info("partition %d: %d customers restored", partition, customers)
+        telemetry.task_opened(task)
+        return task
+
+    def task_dir(self, partition: int) -> Path:
+        return self.settings.state_dir / self.names.changelog / str(partition)
+
+    def _changelog_end(self, partition: int) -> int:
+        _, high = self.restorer.get_watermark_offsets(
+            TopicPartition(self.names.changelog, partition), timeout=30, cached=False
+        )
+        return int(high)
+
+    # -- time ----------------------------------------------------------------------------
+
+    def advance(self, now_ms: int) -> None:
+        """Move every task's watermark to what ``now_ms`` allows; produce what fires."""
+        emit = self.collector.deltas
+        for task in self.tasks.values():
+            deltas = task.advance(now_ms)
+            if deltas:
+                emit(deltas, task.partition)
+
+    def finish(self) -> None:
+        """Fire every deadline up to the newest record of any task, as ``replay`` does
+        at the end of its input."""
+        newest = max(
+            (ts for task in self.tasks.values() for ts in task.newest.values()),
+            default=None,
+        )
+        if newest is None:
+            return
+        for task in self.tasks.values():
+            deltas = task.finish(newest)
+            if deltas:
+                self.collector.deltas(deltas, task.partition)
+
+
+def _close(task: Task) -> None:
+    if task.store is not None:
+        task.store.close()

@@ -1,0 +1,406 @@
+"""The evaluate runtime without a broker (tests/runtime/driver.py): routing, dead
+letters, consumer errors, the watermark, and commit/abort with their counts."""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+import zlib
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from confluent_kafka import KafkaError
+
+from streamsync.audiences.engine import Engine
+from streamsync.ingest.jsonl import is_webhook_record
+from streamsync.runtime.errors import BrokerUnreachable
+from streamsync.runtime.router import ENGINE_ERROR
+from tests.runtime.driver import EvaluateDriver, driver_config
+from tests.runtime.evaluate_support import (
+    EXAMPLE_AUDIENCES,
+    check_seq,
+    customer_of,
+    keys,
+    replay_deltas,
+    synthetic,
+)
+
+CART_WAIT = """
+name: ACT__CartWait__3s
+version: 1
+owner: retention@example.com
+description: Added to cart, nothing else for three seconds.
+entry:
+  since_last: {event: Product Added, at_least: 3s, less_than: 1h}
+exit:
+  occurred_since_last: {event: Order Completed, since: {event: Product Added}}
+"""
+
+T0 = 1_767_225_600_000
+
+
+def _rfc3339(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def _track(customer: str, event: str, ms: int, **properties: Any) -> bytes:
+    return orjson.dumps(
+        {
+            "type": "track",
+            "messageId": str(uuid.uuid4()),
+            "userId": customer,
+            "event": event,
+            "timestamp": _rfc3339(ms),
+            "properties": properties,
+        }
+    )
+
+
+@pytest.fixture
+def cart_wait(tmp_path: Path) -> Path:
+    path = tmp_path / "audiences"
+    path.mkdir()
+    (path / "cart.yaml").write_text(CART_WAIT)
+    return path
+
+
+@pytest.fixture
+def drivers() -> Iterator[list[EvaluateDriver]]:
+    made: list[EvaluateDriver] = []
+    yield made
+    for driver in made:
+        driver.close()
+
+
+def _driver(made: list[EvaluateDriver], *args: Any, **kwargs: Any) -> EvaluateDriver:
+    driver = EvaluateDriver(*args, **kwargs)
+    made.append(driver)
+    return driver
+
+
+def test_records_go_to_the_task_of_their_partition_and_deadlines_follow_the_wall_clock(
+    tmp_path: Path, cart_wait: Path, drivers: list[EvaluateDriver]
+) -> None:
+    now = int(time.time() * 1000)
+    driver = _driver(drivers, driver_config(tmp_path, cart_wait), partitions=2, now_ms=now)
+    assert sorted(driver.tasks) == [0, 1]
+    driver.pipe("pipelines", _track("a", "Product Added", now, sku="A"), key=b"a", partition=0)
+    driver.pipe("pipelines", _track("b", "Product Added", now, sku="B"), key=b"b", partition=1)
+    assert driver.process() == 2
+    assert all(task.caught_up["pipelines"] for task in driver.tasks.values())
+    assert [driver.tasks[p].newest["pipelines"] for p in (0, 1)] == [now, now]
+    assert driver.commit()
+    assert driver.committed_offsets() == {("pipelines", 0): 1, ("pipelines", 1): 1}
+    assert driver.deltas() == []  # nobody has waited three seconds yet
+    driver.tick(4_000)  # caught up: the wall clock (less idle_grace) moves the watermark
+    driver.process()
+    assert driver.deltas() == []  # not committed yet
+    assert driver.commit()
+    entered = sorted((d.customer_id, d.op, d.at_ms) for d in driver.deltas())
+    assert entered == [("a", "enter", now + 3000), ("b", "enter", now + 3000)]
+    assert driver.stats.deltas == 2 and driver.stats.commits == 2
+
+
+def test_malformed_records_are_dead_lettered_with_their_reason_and_counted(
+    tmp_path: Path, cart_wait: Path, drivers: list[EvaluateDriver]
+) -> None:
+    driver = _driver(drivers, driver_config(tmp_path, cart_wait), now_ms=T0)
+    driver.pipe("pipelines", b"{not json", key=b"k", timestamp_ms=T0)
+    driver.pipe("pipelines", _track("c", "Product Added", T0, sku="A"), key=b"c")
+    driver.pipe("pipelines", b'{"type": "track"}', key=b"k2")
+    assert driver.process() == 3
+    assert driver.dead_letters() == []  # inside the open transaction
+    assert driver.commit()
+    letters = driver.dead_letters()
+    assert [m.value() for m in letters] == [b"{not json", b'{"type": "track"}']
+    assert [m.key() for m in letters] == [b"k", b"k2"]
+    reasons = driver.dead_letter_reasons()
+    assert reasons[0] == "malformed_json"
+    topic = driver.stats.topics["pipelines"]
+    assert topic.decoded == 1 and sum(topic.dead_lettered.values()) == 2
+    assert topic.dead_lettered["malformed_json"] == 1
+
+
+def test_a_consumer_error_of_no_partition_is_logged_and_a_fatal_one_stops(
+    tmp_path: Path,
+    cart_wait: Path,
+    drivers: list[EvaluateDriver],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A consumer returns errors that belong to no partition while a broker restarts."""
+    driver = _driver(drivers, driver_config(tmp_path, cart_wait), now_ms=T0)
+    driver.pipe_error(KafkaError(KafkaError._TRANSPORT, "broker restarting"))
+    driver.pipe_error(KafkaError(KafkaError._ALL_BROKERS_DOWN), topic="pipelines", partition=0)
+    driver.pipe("pipelines", _track("d", "Product Added", T0, sku="A"), key=b"d")
+    with caplog.at_level(logging.WARNING, logger="streamsync.runtime.router"):
+        assert driver.process() == 1
+    warned = [r.getMessage() for r in caplog.records]
+    assert any("broker restarting" in line for line in warned), warned
+    assert any("pipelines[0]" in line for line in warned), warned
+    assert driver.commit() and driver.stats.records == 1
+    driver.pipe_error(KafkaError(KafkaError._FATAL, "fenced", fatal=True))
+    with pytest.raises(BrokerUnreachable, match="fatal consumer error"):
+        driver.process()
+
+
+def test_an_aborted_commit_rolls_back_counts_and_output_and_the_records_are_read_again(
+    tmp_path: Path, cart_wait: Path, drivers: list[EvaluateDriver]
+) -> None:
+    now = int(time.time() * 1000)
+    driver = _driver(drivers, driver_config(tmp_path, cart_wait), now_ms=now)
+    driver.pipe("pipelines", _track("e", "Product Added", now, sku="A"), key=b"e")
+    driver.pipe("pipelines", b"{bad", key=b"x")
+    driver.process()
+    driver.tick(4_000)
+    driver.process()
+    assert driver.commit()
+    committed_task = driver.tasks[0]
+    assert driver.stats.records == 2 and driver.stats.deltas == 1
+    driver.pipe("pipelines", _track("f", "Product Added", now + 4_000, sku="B"), key=b"f")
+    driver.pipe("pipelines", b"{worse", key=b"y")
+    driver.process()
+    driver.tick(4_000)
+    driver.process()
+    assert driver.stats.records == 4 and driver.stats.deltas == 2
+    driver.fail_next_commit()
+    assert not driver.commit()
+    # Counts, output and offsets are those of the last commit; the task was restored.
+    assert (driver.stats.records, driver.stats.deltas, driver.stats.commits) == (2, 1, 1)
+    assert driver.stats.aborts == 1
+    assert driver.stats.topics["pipelines"].dead_lettered["malformed_json"] == 1
+    assert [d.customer_id for d in driver.deltas()] == ["e"]
+    assert len(driver.dead_letters()) == 1
+    assert driver.committed_offsets() == {("pipelines", 0): 2}
+    assert driver.tasks[0] is not committed_task
+    # The consumer was sought back: the same records, counted once more, then committed.
+    assert driver.process() == 2
+    assert driver.commit()
+    assert (driver.stats.records, driver.stats.deltas, driver.stats.aborts) == (4, 2, 1)
+    assert sorted(d.customer_id for d in driver.deltas()) == ["e", "f"]
+    check_seq(driver.deltas())
+    assert len(driver.dead_letters()) == 2
+    assert driver.committed_offsets() == {("pipelines", 0): 4}
+
+
+def test_a_record_the_engine_raises_on_is_dead_lettered_after_a_rewind(
+    tmp_path: Path, drivers: list[EvaluateDriver], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The engine raises applying one record (released from its buffer later, in
+    advance): the cycle is rewound, that record dead-lettered when it is read again, and
+    every other record evaluated as replay does."""
+    load = Engine._load
+
+    def failing_load(self: Engine, cid: str) -> Any:
+        if cid == "poison-1":
+            raise ZeroDivisionError("an audience the engine cannot evaluate")
+        return load(self, cid)
+
+    monkeypatch.setattr(Engine, "_load", failing_load)
+    config = driver_config(tmp_path, EXAMPLE_AUDIENCES, wall_clock=False)
+    driver = _driver(drivers, config, now_ms=T0)
+    records = [r for r in synthetic(20, 400, seed=5) if not is_webhook_record(r)]
+    lines = [orjson.dumps(r) for r in records]
+    poison = _track("poison-1", "Order Completed", T0 + 86_400_000, order_id="o", total=5.0)
+    for line in lines[:150]:
+        driver.pipe("pipelines", line)
+    driver.pipe("pipelines", poison, key=b"poison-1")
+    for line in lines[150:]:
+        driver.pipe("pipelines", line)
+    driver.process()
+    assert driver.stats.engine_errors == 1 and driver.stats.aborts == 1
+    assert driver.stats.records == 0  # rewound: nothing was committed yet
+    driver.process()
+    assert driver.commit()
+    driver.finish()
+    assert driver.commit()
+    assert driver.dead_letter_reasons() == [ENGINE_ERROR]
+    [letter] = driver.dead_letters()
+    assert letter.value() == poison
+    assert driver.stats.records == len(lines) + 1
+    assert keys(driver.deltas()) == keys(replay_deltas(lines))
+
+
+def test_three_partitions_of_two_topics_equal_replay(
+    tmp_path: Path, drivers: list[EvaluateDriver]
+) -> None:
+    """Two co-partitioned topics, records keyed by customer: the committed deltas of a
+    bounded run are replay's."""
+    config = driver_config(
+        tmp_path,
+        EXAMPLE_AUDIENCES,
+        topics=[("pipelines", "pipelines_json"), ("webhooks", "webhook_json")],
+        wall_clock=False,
+    )
+    driver = _driver(drivers, config, partitions=3, now_ms=T0)
+    lines = []
+    for record in synthetic(60, 3000, seed=11):
+        customer = customer_of(record)
+        topic = "webhooks" if is_webhook_record(record) else "pipelines"
+        line = orjson.dumps(record)
+        lines.append(line)
+        partition = zlib.crc32(customer.encode()) % 3
+        driver.pipe(topic, line, key=customer.encode(), partition=partition)
+    for _ in range(3):
+        driver.process()
+        assert driver.commit()
+    driver.finish()
+    assert driver.commit()
+    assert driver.stats.records == len(lines)
+    live = driver.deltas()
+    check_seq(live)
+    expected = replay_deltas(lines)
+    assert len(expected) > 100
+    assert keys(live) == keys(expected)
+
+
+def _two_topic_backlog(
+    tmp_path: Path, drivers: list[EvaluateDriver], **evaluate: Any
+) -> tuple[EvaluateDriver, list[bytes]]:
+    """A driver over two co-partitioned topics holding a backlog when it is assigned."""
+    config = driver_config(
+        tmp_path,
+        EXAMPLE_AUDIENCES,
+        topics=[("pipelines", "pipelines_json"), ("webhooks", "webhook_json")],
+        **evaluate,
+    )
+    driver = _driver(drivers, config, partitions=2, now_ms=T0)
+    lines = []
+    for record in synthetic(40, 2000, seed=5):
+        customer = customer_of(record)
+        topic = "webhooks" if is_webhook_record(record) else "pipelines"
+        line = orjson.dumps(record)
+        lines.append(line)
+        driver.pipe(topic, line, key=customer.encode(), partition=zlib.crc32(customer.encode()) % 2)
+    driver.revoke()  # taken up again with the backlog in place: its end offsets are known
+    driver.assign()
+    return driver, lines
+
+
+@pytest.mark.parametrize("wall_clock", [False, True])
+def test_a_topic_whose_first_fetch_comes_back_seconds_later_holds_the_clock(
+    tmp_path: Path, drivers: list[EvaluateDriver], wall_clock: bool
+) -> None:
+    """Catch-up is decided by offsets: while the webhooks' fetches are held (seconds of
+    wall clock), every task waits for them, and the finished backlog equals replay."""
+    driver, lines = _two_topic_backlog(tmp_path, drivers, wall_clock=wall_clock)
+    driver.consumer.hold("webhooks")
+    for _ in range(5):
+        driver.process()
+        driver.tick(2_000)
+        assert driver.commit()
+    assert driver.stats.topics["webhooks"].records == 0
+    assert all(not task.caught_up["webhooks"] for task in driver.tasks.values())
+    assert driver.deltas() == []  # nothing is final while the webhooks may be older
+    driver.consumer.release("webhooks")
+    for _ in range(3):
+        driver.process()
+        assert driver.commit()
+    driver.finish()
+    assert driver.commit()
+    assert driver.stats.records == len(lines)
+    assert (driver.stats.late, driver.stats.too_late) == (0, 0)
+    live = driver.deltas()
+    check_seq(live)
+    assert keys(live) == keys(replay_deltas(lines))
+
+
+CART_10S = CART_WAIT.replace("3s", "10s").replace("CartWait__10s", "Cart__10s")
+CART_60S = CART_WAIT.replace("3s", "60s").replace("CartWait__60s", "Cart__60s")
+
+
+@pytest.fixture
+def carts(tmp_path: Path) -> Path:
+    path = tmp_path / "carts"
+    path.mkdir()
+    (path / "cart10.yaml").write_text(CART_10S)
+    (path / "cart60.yaml").write_text(CART_60S)
+    return path
+
+
+def test_live_late_records_are_applied_at_their_own_time_and_corrections_marked(
+    tmp_path: Path, carts: Path, drivers: list[EvaluateDriver]
+) -> None:
+    """Caught up, the clock follows the wall clock: a cart 30 s late enters the 60 s
+    audience at cart + 60 s as if on time, and the 10 s audience at once, marked as a
+    correction; an order after that enter exits it at once, also a correction."""
+    now = int(time.time() * 1000)
+    driver = _driver(drivers, driver_config(tmp_path, carts), now_ms=now)
+    driver.process()
+    cart = now - 30_000
+    driver.pipe("pipelines", _track("a", "Product Added", cart, sku="A"), key=b"a")
+    driver.tick(100)  # the next cycle
+    driver.process()
+    assert driver.commit()
+    first = [(d.audience, d.op, d.at_ms, d.correction) for d in driver.deltas()]
+    clock = driver.tasks[0].engine.watermark
+    assert first == [("ACT__Cart__10s", "enter", first[0][2], True)]
+    assert cart + 10_000 < first[0][2] < clock  # at the clock's instant, not cart + 10 s
+    driver.tick(31_000)
+    driver.process()
+    assert driver.commit()
+    second = [(d.audience, d.op, d.at_ms, d.correction) for d in driver.deltas()][1:]
+    assert second == [("ACT__Cart__60s", "enter", cart + 60_000, False)]
+    order = now - 5_000  # before cart + 60 s, whose enter already went out
+    driver.pipe("pipelines", _track("a", "Order Completed", order, order_id="o"), key=b"a")
+    driver.tick(100)
+    driver.process()
+    assert driver.commit()
+    third = sorted((d.audience, d.op, d.correction) for d in driver.deltas()[2:])
+    assert third == [("ACT__Cart__10s", "exit", True), ("ACT__Cart__60s", "exit", True)]
+    assert (driver.stats.late, driver.stats.too_late) == (2, 0)
+
+
+def test_a_record_later_than_the_lateness_is_applied_at_the_clock_and_counted(
+    tmp_path: Path, carts: Path, drivers: list[EvaluateDriver]
+) -> None:
+    now = int(time.time() * 1000)
+    driver = _driver(drivers, driver_config(tmp_path, carts), now_ms=now)
+    driver.process()
+    driver.pipe("pipelines", _track("a", "Product Added", now - 600_000, sku="A"), key=b"a")
+    driver.tick(100)
+    driver.process()
+    assert driver.commit()
+    assert driver.deltas() == []  # applied at the clock: its 10 s have not passed yet
+    driver.tick(11_000)
+    driver.process()
+    assert driver.commit()
+    assert [(d.audience, d.correction) for d in driver.deltas()] == [("ACT__Cart__10s", False)]
+    assert (driver.stats.late, driver.stats.too_late) == (0, 1)
+
+
+def test_a_rekeyed_raw_partition_at_its_end_does_not_stall_the_clock(
+    tmp_path: Path, drivers: list[EvaluateDriver]
+) -> None:
+    """Without the wall clock: raw partition 0 of a re-keyed topic finishes months
+    before partition 1; the tasks' clocks follow partition 1 before the run finishes."""
+    config = driver_config(tmp_path, EXAMPLE_AUDIENCES, rekeyed=["pipelines"], wall_clock=False)
+    driver = _driver(drivers, config, partitions=2, now_ms=T0)
+    records = [r for r in synthetic(40, 3000, seed=9) if not is_webhook_record(r)]
+    records.sort(key=lambda r: str(r["timestamp"]))
+    early, late = records[:200], records[200:]
+    lines = []
+    for partition, batch in ((0, early), (1, late)):
+        for record in batch:
+            line = orjson.dumps(record)
+            lines.append(line)
+            driver.pipe("pipelines", line, partition=partition)  # no key: re-keyed
+    for _ in range(8):
+        driver.process()
+        assert driver.commit()
+    newest = max(task.newest[t] for task in driver.tasks.values() for t in task.newest)
+    clocks = [task.engine.watermark for task in driver.tasks.values()]
+    lateness = config.evaluate.allowed_lateness_ms if config.evaluate else 0
+    assert min(clocks) >= newest - lateness - 1, (clocks, newest)
+    before = driver.deltas()
+    assert max(d.at_ms for d in before) > min(
+        datetime.fromisoformat(str(r["timestamp"]).replace("Z", "+00:00")).timestamp() * 1000
+        for r in late
+    )
+    driver.finish()
+    assert driver.commit()
+    assert keys(driver.deltas()) == keys(replay_deltas(lines))

@@ -1,0 +1,107 @@
+"""The topic plan (a pure function of configuration and partition counts) and its
+creation, which waits for topics the metadata does not show yet."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from streamsync.runtime.errors import MissingTopics, StartupError
+from streamsync.runtime.topics import CHANGELOG_CONFIG, TopicSpec, ensure_topics, plan_topics
+from tests.runtime.driver import driver_config
+from tests.runtime.evaluate_support import EXAMPLE_AUDIENCES
+
+TOPICS = [("a", "pipelines_json"), ("b", "webhook_json"), ("raw", "pipelines_json")]
+
+
+def _config(tmp_path: Path, **evaluate: Any) -> Any:
+    return driver_config(tmp_path, EXAMPLE_AUDIENCES, topics=TOPICS, rekeyed=["raw"], **evaluate)
+
+
+def test_the_plan_names_every_topic_and_what_to_create(tmp_path: Path) -> None:
+    plan = plan_topics(_config(tmp_path), {"a": 4, "b": 4, "raw": 7, "deltas": 4})
+    names = plan.names
+    assert names.rekeyed == {"raw": "driver.repartition.raw"}
+    assert names.task_topics == ["a", "b", "driver.repartition.raw"]
+    assert names.subscription == ["a", "b", "raw", "driver.repartition.raw"]
+    assert (plan.partitions, plan.raw_partitions) == (4, {"raw": 7})
+    assert plan.create == [
+        TopicSpec(names.changelog, 4, CHANGELOG_CONFIG),
+        TopicSpec("dead-letter", 4),
+        TopicSpec("driver.repartition.raw", 4),
+    ]
+
+
+def test_the_plan_refuses_what_cannot_run(tmp_path: Path) -> None:
+    config = _config(tmp_path)
+    with pytest.raises(MissingTopics, match="input topics not found: b, raw"):
+        plan_topics(config, {"a": 4})
+    with pytest.raises(StartupError, match=r"co-partitioned.*a has 4, b has 3"):
+        plan_topics(config, {"a": 4, "b": 3, "raw": 1})
+    changelog = plan_topics(config, {"a": 2, "b": 2, "raw": 1}).names.changelog
+    with pytest.raises(
+        StartupError, match=re.escape(f"changelog topic {changelog} has 3 partitions")
+    ):
+        plan_topics(config, {"a": 2, "b": 2, "raw": 1, changelog: 3})
+    with pytest.raises(
+        StartupError, match=re.escape("repartition topic driver.repartition.raw has 5")
+    ):
+        plan_topics(config, {"a": 2, "b": 2, "raw": 1, "driver.repartition.raw": 5})
+    with pytest.raises(StartupError, match="repartition_partitions is 6"):
+        plan_topics(_config(tmp_path, repartition_partitions=6), {"a": 2, "b": 2, "raw": 1})
+
+
+def test_only_rekeyed_inputs_take_the_configured_or_largest_count(tmp_path: Path) -> None:
+    config = driver_config(tmp_path, EXAMPLE_AUDIENCES, topics=TOPICS[2:], rekeyed=["raw"])
+    assert plan_topics(config, {"raw": 7}).partitions == 7
+    config = driver_config(
+        tmp_path, EXAMPLE_AUDIENCES, topics=TOPICS[2:], rekeyed=["raw"], repartition_partitions=3
+    )
+    assert plan_topics(config, {"raw": 7}).partitions == 3
+
+
+class _Admin:
+    """Metadata that shows topics only some requests after they exist (as a broker
+    whose metadata cache lags the controller does)."""
+
+    def __init__(self, topics: dict[str, int], lag: int) -> None:
+        self.topics = dict(topics)
+        self.lag = lag
+        self.created: list[str] = []
+        self._seen: dict[str, int] = dict.fromkeys(topics, 0)
+
+    def list_topics(self, timeout: float) -> Any:
+        shown = {}
+        for name, count in self.topics.items():
+            self._seen[name] += 1
+            if self._seen[name] > self.lag:
+                shown[name] = SimpleNamespace(error=None, partitions=dict.fromkeys(range(count)))
+        return SimpleNamespace(topics=shown)
+
+    def create_topics(self, new: list[Any]) -> dict[str, Any]:
+        for topic in new:
+            self.topics[topic.topic] = topic.num_partitions
+            self._seen[topic.topic] = 0
+            self.created.append(topic.topic)
+        return {t.topic: SimpleNamespace(result=lambda timeout: None) for t in new}
+
+
+def test_topics_not_yet_in_the_metadata_are_waited_for(tmp_path: Path) -> None:
+    config = driver_config(tmp_path, EXAMPLE_AUDIENCES)
+    admin = _Admin({"pipelines": 2}, lag=3)
+    plan = ensure_topics(admin, config, admin.list_topics(5), wait_s=5)
+    assert plan.partitions == 2
+    assert sorted(admin.created) == sorted([plan.names.changelog, "deltas", "dead-letter"])
+    counts = admin.list_topics(5).topics  # every created topic is visible now
+    assert set(admin.created) <= set(counts)
+
+
+def test_input_topics_missing_for_good_are_named_after_the_wait(tmp_path: Path) -> None:
+    config = driver_config(tmp_path, EXAMPLE_AUDIENCES)
+    admin = _Admin({}, lag=0)
+    with pytest.raises(MissingTopics, match="input topics not found: pipelines"):
+        ensure_topics(admin, config, admin.list_topics(5), wait_s=0.5)
