@@ -42,16 +42,16 @@ from confluent_kafka import (
 from streamsync.audiences.definition import Audience
 from streamsync.audiences.loader import load_audiences
 from streamsync.config import AppConfig
-from streamsync.deltas.config import DeltasConfig
-from streamsync.ingest.config import IngestConfig, TopicConfig
-from streamsync.kafka.config import KafkaConfig
-from streamsync.runtime.config import EvaluateConfig
 from streamsync.deltas.codec import decode_json
+from streamsync.deltas.config import DeltasConfig
 from streamsync.deltas.record import MembershipDelta
+from streamsync.ingest.config import IngestConfig, TopicConfig
 from streamsync.ingest.decoder import Decoder
+from streamsync.kafka.config import KafkaConfig
 from streamsync.runtime.app import Runtime
 from streamsync.runtime.checkpoint import Watchdog
 from streamsync.runtime.clients import ClientHealth
+from streamsync.runtime.config import EvaluateConfig
 from streamsync.runtime.dead_letter import REASON_HEADER
 from streamsync.runtime.ingest_loop import TopicStats
 from streamsync.runtime.stats import EvaluateStats
