@@ -185,12 +185,7 @@ def test_from_imports_resolve_to_submodules_or_the_module() -> None:
 
 def test_no_import_circles() -> None:
     graph = import_graph()
-    circles = [
-        describe(component, graph)
-        for component in strongly_connected(graph)
-        # removed by the runtime split
-        if component != ["streamsync.runtime.app", "streamsync.runtime.observer"]
-    ]
+    circles = [describe(component, graph) for component in strongly_connected(graph)]
     assert not circles, "import circles:\n" + "\n".join(circles)
 
 
