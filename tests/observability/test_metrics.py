@@ -182,3 +182,15 @@ def test_metric_types_are_what_prometheus_functions_expect(
     assert types["streamsync_destination_requests"] == "counter"
     assert types["streamsync_audience_members"] == "gauge"
     assert types["streamsync_event_to_delta_seconds"] == "histogram"
+
+
+def test_late_records_and_corrections(telemetry: Telemetry, admin: AdminServer) -> None:
+    telemetry.records_late(3, 0)
+    telemetry.records_late(1, 2)
+    telemetry.membership_corrected("ACT__CartAbandon__90m", "exit", 2)
+    s = scrape(admin.url)
+    assert value(s, "streamsync_records_late_total", lateness="within") == 4
+    assert value(s, "streamsync_records_late_total", lateness="beyond") == 2
+    corrections = "streamsync_audience_corrections_total"
+    assert value(s, corrections, audience="ACT__CartAbandon__90m", op="exit") == 2
+    assert value(s, corrections, audience="ACT__CartAbandon__90m", op="enter") is None
