@@ -4,6 +4,8 @@ topic. Batches split item by item, group and alias counted as skipped, and poiso
 
 from __future__ import annotations
 
+import pytest
+
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -17,6 +19,8 @@ from streamsync.kafka.config import KafkaConfig
 from streamsync.runtime.ingest_loop import IngestLoop
 from tests.ingest.samples import ORDER_COMPLETED, WEBHOOK_SENT, sample
 from tests.runtime.test_ingest_loop import read_all
+
+pytestmark = pytest.mark.kafka
 
 IDLE_S = 4.0
 
