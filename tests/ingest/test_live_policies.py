@@ -4,13 +4,12 @@ topic. Batches split item by item, group and alias counted as skipped, and poiso
 
 from __future__ import annotations
 
-import pytest
-
 import uuid
 from collections.abc import Callable
 from typing import Any
 
 import orjson
+import pytest
 from confluent_kafka import Producer
 
 from streamsync.ingest.config import IngestConfig, TopicConfig
