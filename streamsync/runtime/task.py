@@ -10,11 +10,11 @@ it is caught up when its position has reached the end offset the broker reported
 (queried at assignment, then taken from fetch responses and end-of-partition events),
 never because a timer ran out, so the result cannot depend on how fast fetches come
 back. The task's clock is the lowest newest event time, minus the allowed lateness, of
-the partitions that are not caught up (one that has given nothing yet holds it where
-it is); a caught-up partition holds nothing back. Once every partition is caught up,
-the clock is the newest event time read minus the lateness or, with the wall clock,
-the wall clock minus a small grace, whichever is later, so a deadline fires within
-about a second of its time even when nothing arrives. While a backlog is being read
+its partitions (one that has given nothing yet and is not caught up holds it where it
+is; an empty caught-up one holds nothing back). With the wall clock a caught-up
+partition holds nothing back, and once every partition is caught up the clock follows
+the wall clock minus a small grace, so a deadline fires within about a second of its
+time even when nothing arrives. While a backlog is being read
 only event time moves it, so evaluating a finished log from the start gives what
 ``replay`` gives. A repartition input (see :mod:`streamsync.runtime.repartition`)
 merges many raw partitions: its progress is what the raw partitions' marks report, and
@@ -196,24 +196,33 @@ class Task:
     def watermark(self, now_ms: int) -> int:
         """Instants before this are final for this task (``UNKNOWN`` if none is): see
         the module docstring. A partition that has given nothing yet and is not caught
-        up holds it (its first records may be old); a caught-up one holds nothing back,
-        whatever its newest record (the partitions still being read decide)."""
+        up holds it (its first records may be old); an empty caught-up one holds
+        nothing back. With the wall clock a caught-up partition holds nothing back
+        either (live, the records appended to it later are late records); without it
+        (replaying history) it still counts with its newest record, since its producer
+        may append records older than another topic's newest."""
         lateness = self.lateness
+        wall_clock = self.wall_clock
         low = NEVER
         high = UNKNOWN
+        every = True
         for topic in self.topics:
             newest = self.newest[topic]
             if self.caught_up[topic]:
-                if newest != UNKNOWN and newest - lateness > high:
-                    high = newest - lateness
-                continue
-            if newest == UNKNOWN:
+                if newest == UNKNOWN:
+                    continue
+                if wall_clock:
+                    high = max(high, newest - lateness)
+                    continue
+            elif newest == UNKNOWN:
                 return UNKNOWN
+            else:
+                every = False
             low = min(low, newest - lateness)
-        if low != NEVER:  # some partition still has records to give
+        if wall_clock and every:
+            return max(high, low if low != NEVER else UNKNOWN, now_ms - self.grace)
+        if low != NEVER:
             return low
-        if self.wall_clock:
-            high = max(high, now_ms - self.grace)
         return high
 
     def advance(self, now_ms: int) -> list[MembershipDelta]:
