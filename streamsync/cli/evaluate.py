@@ -103,7 +103,9 @@ def run_evaluate(args: argparse.Namespace) -> int:
         obs.close()
     print(
         f"evaluate stopped ({stats.stopped_by}) after {stats.elapsed_s:.1f}s: "
-        f"{stats.records:,} records, {stats.deltas:,} deltas, {stats.commits:,} commits",
+        f"{stats.records:,} records, {stats.deltas:,} deltas, {stats.commits:,} commits, "
+        f"{stats.late:,} late records (applied at their time), {stats.too_late:,} too late "
+        "(applied at the clock)",
         file=sys.stderr,
     )
     return 0

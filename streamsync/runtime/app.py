@@ -179,6 +179,7 @@ class Runtime:
             positions=positions,
             repartitioner=repartitioner,
             end_offset=functools.partial(fetched_end, consumer),
+            query_end=functools.partial(broker_end, consumer),
         )
         checkpoint = Checkpoint(
             settings=settings,
@@ -403,6 +404,15 @@ def fetched_end(consumer: Consumer, topic: str, partition: int) -> int:
     fetch responses carried); ``-1`` when it has none."""
     try:
         _, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), cached=True)
+    except KafkaException:
+        return -1
+    return int(high) if high is not None and high >= 0 else -1
+
+
+def broker_end(consumer: Consumer, topic: str, partition: int) -> int:
+    """The end offset of a partition, asked of the broker now; ``-1`` without an answer."""
+    try:
+        _, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)
     except KafkaException:
         return -1
     return int(high) if high is not None and high >= 0 else -1

@@ -41,7 +41,7 @@ from streamsync.runtime.errors import BrokerUnreachable
 from streamsync.runtime.ingest_loop import TopicStats
 from streamsync.runtime.repartition import MARK_TAG, Repartitioner, decode_event
 from streamsync.runtime.stats import EvaluateStats
-from streamsync.runtime.task import Task
+from streamsync.runtime.task import UNKNOWN, Task
 from streamsync.runtime.telemetry import EvaluateTelemetry
 
 log = logging.getLogger(__name__)
@@ -69,6 +69,7 @@ class Router:
         positions: dict[Position, int],
         repartitioner: Repartitioner | None,
         end_offset: Callable[[str, int], int],
+        query_end: Callable[[str, int], int],
     ) -> None:
         self.decoders = dict(decoders)
         #: raw topic -> repartition topic
@@ -83,6 +84,8 @@ class Router:
         self.repartitioner = repartitioner
         #: (topic, partition) -> the end offset of the consumer's last fetch (-1: none)
         self.end_offset = end_offset
+        #: (topic, partition) -> the end offset asked of the broker now (-1: no answer)
+        self.query_end = query_end
         #: (topic, partition, offset) -> why: records the engine raised on
         self.poison: dict[tuple[str, int, int], str] = {}
 
@@ -160,14 +163,28 @@ class Router:
         """Place the task inputs whose state an end offset can change: those read since
         the last commit and not caught up (have they reached the end now?), and those
         caught up (has the end moved on?), at the end offset the consumer's last fetch
-        of them reported. No request: the fetch responses carry it."""
+        of them reported (no request: fetch responses carry it).
+
+        One exception, without the wall clock: an input that has never given a record
+        and looked empty is asked of the broker again (``query_end``) whenever the
+        task's other inputs gave records. A fetch reports a partition's end only with
+        records of it, so an empty partition's known end is as old as the assignment;
+        records produced to it together with the ones just read must not find the
+        clock already past them (history is replayed exactly: see :mod:`.task`)."""
         end_offset = self.end_offset
+        query_end = self.query_end
         positions = self.positions
         for number, task in self.tasks.items():
             caught_up = task.caught_up
+            newest = task.newest
             for topic in task.topics:
                 if caught_up[topic]:
-                    end = end_offset(topic, number)
+                    if task.wall_clock or newest[topic] != UNKNOWN:
+                        end = end_offset(topic, number)
+                    elif any((t, number) in positions for t in task.topics if t != topic):
+                        end = query_end(topic, number)
+                    else:
+                        continue
                     if end > task.ends[topic]:
                         task.place(topic, task.positions[topic], end)
                     continue

@@ -239,7 +239,7 @@ class FakeConsumer:
         self.positions: dict[tuple[str, int], int] = {}
         #: the position at which the end of each partition was last reported
         self._eof_at: dict[tuple[str, int], int] = {}
-        #: the end offset each partition's last fetch reported (a fetch response's)
+        #: the end offset reported by each partition's last fetch that returned records
         self._fetched_end: dict[tuple[str, int], int] = {}
         #: topics whose fetches have not come back yet (see :meth:`hold`)
         self.held: set[str] = set()
@@ -302,9 +302,10 @@ class FakeConsumer:
                 continue
             key = (tp.topic, tp.partition)
             log = self.cluster.log(*key)
-            self._fetched_end[key] = len(log)
             position = self.positions[key]
             batch = log[position : position + max(0, limit - len(out))]
+            if batch:  # as librdkafka: the cached end moves with records fetched
+                self._fetched_end[key] = len(log)
             out.extend(batch)
             position += len(batch)
             self.positions[key] = position

@@ -404,3 +404,42 @@ def test_a_rekeyed_raw_partition_at_its_end_does_not_stall_the_clock(
     driver.finish()
     assert driver.commit()
     assert keys(driver.deltas()) == keys(replay_deltas(lines))
+
+
+def test_without_the_wall_clock_a_topic_empty_at_assignment_is_asked_again(
+    tmp_path: Path, drivers: list[EvaluateDriver]
+) -> None:
+    """Both topics are empty when the partitions are assigned; records are then
+    produced to both, and the webhooks' first fetch comes back seconds after the
+    pipelines have been read to their end. The webhooks' end offset is asked of the
+    broker again, so none of their records finds the clock past it: replay's result."""
+    config = driver_config(
+        tmp_path,
+        EXAMPLE_AUDIENCES,
+        topics=[("pipelines", "pipelines_json"), ("webhooks", "webhook_json")],
+        wall_clock=False,
+    )
+    driver = _driver(drivers, config, partitions=2, now_ms=T0)
+    assert all(all(task.caught_up.values()) for task in driver.tasks.values())  # empty
+    driver.consumer.hold("webhooks")
+    lines = []
+    for record in synthetic(40, 2000, seed=6):
+        customer = customer_of(record)
+        topic = "webhooks" if is_webhook_record(record) else "pipelines"
+        line = orjson.dumps(record)
+        lines.append(line)
+        driver.pipe(topic, line, key=customer.encode(), partition=zlib.crc32(customer.encode()) % 2)
+    for _ in range(4):
+        driver.process()
+        driver.tick(2_000)
+        assert driver.commit()
+    assert all(not task.caught_up["webhooks"] for task in driver.tasks.values())
+    assert driver.deltas() == []
+    driver.consumer.release("webhooks")
+    for _ in range(3):
+        driver.process()
+        assert driver.commit()
+    driver.finish()
+    assert driver.commit()
+    assert (driver.stats.late, driver.stats.too_late) == (0, 0)
+    assert keys(driver.deltas()) == keys(replay_deltas(lines))
