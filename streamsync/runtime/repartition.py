@@ -125,42 +125,76 @@ def source_key(topic: str, partition: int) -> str:
     return f"{topic}[{partition}]"
 
 
-def encode_mark(topic: str, partition: int, newest: int, caught_up: bool) -> bytes:
-    return bytes((MARK_TAG,)) + orjson.dumps([source_key(topic, partition), newest, caught_up])
+def parse_source_key(key: str) -> tuple[str, int]:
+    """``(topic, partition)`` of a :func:`source_key`."""
+    topic, _, rest = key.rpartition("[")
+    return topic, int(rest[:-1])
+
+
+def encode_mark(
+    topic: str, partition: int, newest: int, caught_up: bool, position: int = -1
+) -> bytes:
+    """A progress mark of raw partition ``topic[partition]``: its newest event time,
+    whether it was read to its end, and (at its end) the offset of that end."""
+    key = source_key(topic, partition)
+    return bytes((MARK_TAG,)) + orjson.dumps([key, newest, caught_up, position])
 
 
 @dataclass
 class MergedInput:
     """What a task knows of the raw partitions feeding one repartition input: each one's
-    last mark (newest event time, at its end). Part of the task's state."""
+    last mark (newest event time, at its end, the offset of that end). Part of the
+    task's state, except :attr:`confirmed`."""
 
     sources: frozenset[str]
-    marks: dict[str, tuple[int, bool]] = field(default_factory=dict)
+    marks: dict[str, tuple[int, bool, int]] = field(default_factory=dict)
     #: a mark arrived since the task last wrote its meta record
     dirty: bool = False
+    #: raw partitions at their end whose end the broker confirmed after the task's
+    #: latest records were read (see :meth:`newest`)
+    confirmed: set[str] = field(default_factory=set)
 
     def mark(self, value: bytes) -> None:
-        key, newest, caught_up = orjson.loads(value[1:])
+        key, newest, caught_up, *rest = orjson.loads(value[1:])
+        position = int(rest[0]) if rest else -1
         old = self.marks.get(key)
         if old is not None:
             newest = max(newest, old[0])  # a re-read raw partition reports less at first
-        self.marks[key] = (newest, bool(caught_up))
+        self.marks[key] = (newest, bool(caught_up), position)
+        self.confirmed.discard(key)
         self.dirty = True
 
-    def newest(self) -> int | None:
+    def at_end(self) -> list[tuple[str, int]]:
+        """``(source key, end offset)`` of the raw partitions last reported at their end."""
+        return [(key, mark[2]) for key, mark in self.marks.items() if mark[1]]
+
+    def confirm(self, key: str, end: int) -> None:
+        """The broker reports ``end`` as raw partition ``key``'s end now: its mark's
+        claim to be at its end holds if nothing was appended since."""
+        mark = self.marks.get(key)
+        if mark is not None and mark[1] and 0 <= end <= mark[2]:
+            self.confirmed.add(key)
+        else:
+            self.confirmed.discard(key)
+
+    def newest(self, *, trust_ends: bool) -> int | None:
         """The progress of the merged input: the lowest newest event time of the raw
-        partitions still being read; ``None`` while one of those has not reported any.
-        A raw partition at its end holds nothing back (with or without the wall clock),
-        as a keyed input at its end does not; when all are at their end, the newest of
-        them all."""
+        partitions that may still give records; ``None`` while one of those has not
+        reported any. A raw partition at its end holds nothing back (with or without
+        the wall clock), as a keyed input at its end does not: live (``trust_ends``)
+        as soon as it is reported at its end; without the wall clock once the broker
+        confirmed that end after the task's latest records were read (:meth:`confirm`),
+        so records produced to it together with those are never passed by the clock.
+        When all hold nothing back, the newest of them all."""
         low: int | None = None
         high: int | None = None
+        confirmed = self.confirmed
         for key in self.sources | self.marks.keys():
             mark = self.marks.get(key)
             if mark is None:
                 return None
-            newest, caught_up = mark
-            if caught_up:
+            newest, caught_up, _ = mark
+            if caught_up and (trust_ends or newest == _NONE or key in confirmed):
                 if newest != _NONE and (high is None or newest > high):
                     high = newest
                 continue
@@ -169,6 +203,13 @@ class MergedInput:
             low = newest if low is None else min(low, newest)
         return high if low is None else low
 
+    def settled(self, *, trust_ends: bool) -> bool:
+        """Every raw partition was last reported at its end and, unless ``trust_ends``,
+        each end that had records was confirmed (see :meth:`newest`)."""
+        return self.caught_up() and (
+            trust_ends or all(m[0] == _NONE or k in self.confirmed for k, m in self.marks.items())
+        )
+
     def caught_up(self) -> bool:
         """Every raw partition was last reported at its end."""
         return all(
@@ -176,10 +217,10 @@ class MergedInput:
         )
 
     def to_json(self) -> dict[str, list[Any]]:
-        return {key: [newest, caught_up] for key, (newest, caught_up) in self.marks.items()}
+        return {key: list(mark) for key, mark in self.marks.items()}
 
     def load(self, data: Mapping[str, list[Any]]) -> None:
-        self.marks = {key: (int(v[0]), bool(v[1])) for key, v in data.items()}
+        self.marks = {key: (int(v[0]), bool(v[1]), int(v[2])) for key, v in data.items()}
 
 
 class Repartitioner:
@@ -199,9 +240,10 @@ class Repartitioner:
         self.partitioner: Partitioner = partitioner
         self.raw_partitions = dict(raw_partitions)
         self._newest: dict[tuple[str, int], int] = {}
-        self._caught_up: dict[tuple[str, int], bool] = {}
-        self._sent: dict[tuple[str, int], tuple[int, bool]] = {}
-        self._pending: dict[tuple[str, int], tuple[int, bool]] = {}
+        #: raw partition -> the offset of its end when read to it, else -1
+        self._end: dict[tuple[str, int], int] = {}
+        self._sent: dict[tuple[str, int], tuple[int, bool, int]] = {}
+        self._pending: dict[tuple[str, int], tuple[int, bool, int]] = {}
 
     def sources(self, raw: str) -> frozenset[str]:
         return frozenset(source_key(raw, p) for p in range(self.raw_partitions[raw]))
@@ -213,22 +255,24 @@ class Repartitioner:
 
     def seen(self, raw: str, partition: int, timestamp_ms: int | None) -> None:
         tp = (raw, partition)
-        self._caught_up[tp] = False
+        self._end[tp] = -1
         if timestamp_ms is not None and timestamp_ms > self._newest.get(tp, _NONE):
             self._newest[tp] = timestamp_ms
         elif tp not in self._newest:
             self._newest[tp] = _NONE
 
-    def at_end(self, raw: str, partition: int) -> None:
+    def at_end(self, raw: str, partition: int, position: int) -> None:
+        """Raw partition ``raw[partition]`` was read to its end, offset ``position``."""
         tp = (raw, partition)
-        self._caught_up[tp] = True
+        self._end[tp] = position
         self._newest.setdefault(tp, _NONE)
 
     def marks(self) -> Iterator[tuple[str, int, bytes]]:
         """(repartition topic, partition, value) of the marks this cycle must write."""
         self._pending.clear()
         for tp, newest in self._newest.items():
-            state = (newest, self._caught_up.get(tp, False))
+            end = self._end.get(tp, -1)
+            state = (newest, end >= 0, end)
             if self._sent.get(tp) == state:
                 continue
             self._pending[tp] = state
@@ -248,12 +292,12 @@ class Repartitioner:
         self._pending.clear()
         if partitions is None:
             self._newest.clear()
-            self._caught_up.clear()
+            self._end.clear()
             self._sent.clear()
             return
         for tp in partitions:
             self._newest.pop(tp, None)
-            self._caught_up.pop(tp, None)
+            self._end.pop(tp, None)
             self._sent.pop(tp, None)
 
 

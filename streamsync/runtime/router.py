@@ -39,9 +39,14 @@ from streamsync.ingest.event import Event, SourcePosition
 from streamsync.runtime.collector import Collector
 from streamsync.runtime.errors import BrokerUnreachable
 from streamsync.runtime.ingest_loop import TopicStats
-from streamsync.runtime.repartition import MARK_TAG, Repartitioner, decode_event
+from streamsync.runtime.repartition import (
+    MARK_TAG,
+    Repartitioner,
+    decode_event,
+    parse_source_key,
+)
 from streamsync.runtime.stats import EvaluateStats
-from streamsync.runtime.task import UNKNOWN, Task
+from streamsync.runtime.task import Task
 from streamsync.runtime.telemetry import EvaluateTelemetry
 
 log = logging.getLogger(__name__)
@@ -160,37 +165,57 @@ class Router:
         return handled
 
     def _place(self) -> None:
-        """Place the task inputs whose state an end offset can change: those read since
-        the last commit and not caught up (have they reached the end now?), and those
-        caught up (has the end moved on?), at the end offset the consumer's last fetch
-        of them reported (no request: fetch responses carry it).
+        """Place the task inputs at their positions and end offsets (see :mod:`.task`).
 
-        One exception, without the wall clock: an input that has never given a record
-        and looked empty is asked of the broker again (``query_end``) whenever the
-        task's other inputs gave records. A fetch reports a partition's end only with
-        records of it, so an empty partition's known end is as old as the assignment;
-        records produced to it together with the ones just read must not find the
-        clock already past them (history is replayed exactly: see :mod:`.task`)."""
+        Live (the wall clock on): those read since the last commit and not caught up
+        (have they reached the end now?) and those caught up (has the end moved on?),
+        at the end offset the consumer's last fetch of them reported: no request.
+
+        Without the wall clock, history is replayed exactly: for each task that read
+        records since the last commit, every input at its known end, and every raw
+        partition behind a repartition input reported at its end, is asked of the
+        broker (``query_end``, once per partition per call). A fetch reports a
+        partition's end only with records of it, so a known end may be older than the
+        records just read: records produced to that partition together with them must
+        not find the clock already past them."""
         end_offset = self.end_offset
-        query_end = self.query_end
         positions = self.positions
+        asked: dict[Position, int] = {}
         for number, task in self.tasks.items():
-            caught_up = task.caught_up
-            newest = task.newest
-            for topic in task.topics:
-                if caught_up[topic]:
-                    if task.wall_clock or newest[topic] != UNKNOWN:
+            if task.wall_clock:
+                caught_up = task.caught_up
+                for topic in task.topics:
+                    if caught_up[topic]:
                         end = end_offset(topic, number)
-                    elif any((t, number) in positions for t in task.topics if t != topic):
-                        end = query_end(topic, number)
-                    else:
+                        if end > task.ends[topic]:
+                            task.place(topic, task.positions[topic], end)
                         continue
-                    if end > task.ends[topic]:
-                        task.place(topic, task.positions[topic], end)
-                    continue
-                position = positions.get((topic, number))
-                if position is not None:
-                    task.place(topic, position, end_offset(topic, number))
+                    position = positions.get((topic, number))
+                    if position is not None:
+                        task.place(topic, position, end_offset(topic, number))
+                continue
+            if not any((topic, number) in positions for topic in task.topics):
+                continue  # nothing read: the ends confirmed before still stand
+            for topic in task.topics:
+                position = positions.get((topic, number), task.positions[topic])
+                if position < 0:
+                    continue  # not placed yet
+                end = end_offset(topic, number)
+                if position >= max(end, task.ends[topic]):
+                    end = self._ask(asked, topic, number)
+                task.place(topic, position, end)
+                merged = task.merged.get(topic)
+                if merged is not None:
+                    ends = {
+                        key: self._ask(asked, *parse_source_key(key)) for key, _ in merged.at_end()
+                    }
+                    task.confirm_sources(topic, ends)
+
+    def _ask(self, asked: dict[Position, int], topic: str, partition: int) -> int:
+        end = asked.get((topic, partition))
+        if end is None:
+            end = asked[(topic, partition)] = self.query_end(topic, partition)
+        return end
 
     def _error(self, message: Message, error: KafkaError) -> None:
         """An error message: end of a partition, fatal, or logged and skipped."""
@@ -201,15 +226,15 @@ class Router:
             and topic is not None
             and partition is not None
         ):
+            offset = message.offset()
+            if offset is None or offset < 0:
+                offset = self.positions.get((topic, partition), 0)
             if topic in self.rekeyed:
                 if self.repartitioner is not None:
-                    self.repartitioner.at_end(topic, partition)
+                    self.repartitioner.at_end(topic, partition, offset)
                 return
             task = self.tasks.get(partition)
             if task is not None:
-                offset = message.offset()
-                if offset is None or offset < 0:
-                    offset = self.positions.get((topic, partition), 0)
                 task.at_end(topic, offset)
             return
         if error.fatal():

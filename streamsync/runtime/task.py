@@ -10,11 +10,15 @@ it is caught up when its position has reached the end offset the broker reported
 (queried at assignment, then taken from fetch responses and end-of-partition events),
 never because a timer ran out, so the result cannot depend on how fast fetches come
 back. The task's clock is the lowest newest event time, minus the allowed lateness, of
-its partitions (one that has given nothing yet and is not caught up holds it where it
-is; an empty caught-up one holds nothing back). With the wall clock a caught-up
-partition holds nothing back, and once every partition is caught up the clock follows
-the wall clock minus a small grace, so a deadline fires within about a second of its
-time even when nothing arrives. While a backlog is being read
+the partitions that may still give records (one that has given nothing yet holds it
+where it is); a caught-up partition holds nothing back. Live (with the wall clock) a
+partition is caught up when its position reaches the end its fetches report, and once
+every partition is caught up the clock follows the wall clock minus a small grace, so a
+deadline fires within about a second of its time even when nothing arrives. Without
+the wall clock (replaying history exactly) a partition counts as caught up only once
+the broker confirmed its end after the task's latest records were read (the router
+asks), so records produced to it together with those are never passed by the clock;
+the same holds for the raw partitions behind a repartition input. While a backlog is being read
 only event time moves it, so evaluating a finished log from the start gives what
 ``replay`` gives. A repartition input (see :mod:`streamsync.runtime.repartition`)
 merges many raw partitions: its progress is what the raw partitions' marks report, and
@@ -160,7 +164,21 @@ class Task:
         """A progress mark read from repartition input ``topic``."""
         merged = self.merged[topic]
         merged.mark(value)
-        newest = merged.newest()
+        if not self.wall_clock:  # news: every end must be confirmed again
+            for other in self.merged.values():
+                other.confirmed.clear()
+        self._merged_progress(topic)
+
+    def confirm_sources(self, topic: str, ends: Mapping[str, int]) -> None:
+        """The broker reports ``ends`` (source key -> end offset) now for the raw
+        partitions of repartition input ``topic`` last reported at their end."""
+        merged = self.merged[topic]
+        for key, end in ends.items():
+            merged.confirm(key, end)
+        self._merged_progress(topic)
+
+    def _merged_progress(self, topic: str) -> None:
+        newest = self.merged[topic].newest(trust_ends=self.wall_clock)
         if newest is not None and newest > self.newest[topic]:
             self.newest[topic] = newest
         self._check_caught_up(topic)
@@ -186,7 +204,9 @@ class Task:
         known = self.ends[topic]
         merged = self.merged.get(topic)
         self.caught_up[topic] = (
-            known >= 0 and self.positions[topic] >= known and (merged is None or merged.caught_up())
+            known >= 0
+            and self.positions[topic] >= known
+            and (merged is None or merged.settled(trust_ends=self.wall_clock))
         )
 
     def at_end(self, topic: str, position: int) -> None:
@@ -196,33 +216,24 @@ class Task:
     def watermark(self, now_ms: int) -> int:
         """Instants before this are final for this task (``UNKNOWN`` if none is): see
         the module docstring. A partition that has given nothing yet and is not caught
-        up holds it (its first records may be old); an empty caught-up one holds
-        nothing back. With the wall clock a caught-up partition holds nothing back
-        either (live, the records appended to it later are late records); without it
-        (replaying history) it still counts with its newest record, since its producer
-        may append records older than another topic's newest."""
+        up holds it (its first records may be old); a caught-up one holds nothing back,
+        whatever its newest record: the partitions still being read decide."""
         lateness = self.lateness
-        wall_clock = self.wall_clock
         low = NEVER
         high = UNKNOWN
-        every = True
         for topic in self.topics:
             newest = self.newest[topic]
             if self.caught_up[topic]:
-                if newest == UNKNOWN:
-                    continue
-                if wall_clock:
-                    high = max(high, newest - lateness)
-                    continue
-            elif newest == UNKNOWN:
+                if newest != UNKNOWN and newest - lateness > high:
+                    high = newest - lateness
+                continue
+            if newest == UNKNOWN:
                 return UNKNOWN
-            else:
-                every = False
             low = min(low, newest - lateness)
-        if wall_clock and every:
-            return max(high, low if low != NEVER else UNKNOWN, now_ms - self.grace)
-        if low != NEVER:
+        if low != NEVER:  # some partition may still give records
             return low
+        if self.wall_clock:
+            high = max(high, now_ms - self.grace)
         return high
 
     def advance(self, now_ms: int) -> list[MembershipDelta]:

@@ -75,7 +75,7 @@ def test_marks_are_written_to_every_partition_once_per_change() -> None:
     assert [(t, p) for t, p, _ in marks] == [(INTERNAL, 0), (INTERNAL, 1), (INTERNAL, 2)]
     stage.committed()
     assert list(stage.marks()) == []
-    stage.at_end(RAW, 0)
+    stage.at_end(RAW, 0, 10)
     assert len(list(stage.marks())) == 3
     stage.reset()  # an abort: nothing counts as sent, progress is read again
     assert list(stage.marks()) == []
@@ -108,11 +108,18 @@ def test_a_raw_partition_at_its_end_holds_nothing_back(wall_clock: bool) -> None
     """A raw partition that finished early (its newest record months behind the other)
     must not pin the merged input: the one still being read decides."""
     task = _task(wall_clock=wall_clock)
-    task.mark(INTERNAL, encode_mark(RAW, 0, 100, True))
+    task.mark(INTERNAL, encode_mark(RAW, 0, 100, True, 7))
     task.mark(INTERNAL, encode_mark(RAW, 1, 5_000, False))
     task.process(_event("keyed", 9_000))
+    if not wall_clock:  # its end must be confirmed after the latest records were read
+        assert task.watermark(now_ms=10**13) == 90
+        task.confirm_sources(INTERNAL, {source_key(RAW, 0): 9})  # appended to since
+        assert task.watermark(now_ms=10**13) == 90
+        task.confirm_sources(INTERNAL, {source_key(RAW, 0): 7})
     assert task.watermark(now_ms=10**13) == 4_990
-    task.mark(INTERNAL, encode_mark(RAW, 1, 8_000, True))  # both at their end
+    task.mark(INTERNAL, encode_mark(RAW, 1, 8_000, True, 40))  # both at their end
+    if not wall_clock:
+        task.confirm_sources(INTERNAL, {source_key(RAW, 0): 7, source_key(RAW, 1): 40})
     assert task.newest[INTERNAL] == 8_000
     assert task.watermark(now_ms=10**13) == 7_990  # the merged input is now at 8000
 
@@ -143,7 +150,8 @@ def test_marks_read_are_part_of_the_tasks_state(tmp_path: Path) -> None:
     finally:
         store.close()
     assert restored.merged[INTERNAL].marks == task.merged[INTERNAL].marks
-    assert restored.newest[INTERNAL] == 3_000  # raw[0] is at its end: raw[1] decides
+    # raw[0] is at its end, but without the wall clock only a confirmed end is trusted
+    assert restored.newest[INTERNAL] == 2_000
     assert task.changes() == {}  # nothing new since
 
 
