@@ -40,7 +40,7 @@ from confluent_kafka import (
 from streamsync.runtime import stats as counts
 from streamsync.runtime.collector import Collector
 from streamsync.runtime.config import EvaluateConfig
-from streamsync.runtime.errors import RESTART_EXIT_STATUS, RestartRequired
+from streamsync.runtime.errors import RESTART_EXIT_STATUS, BrokerUnreachable, RestartRequired
 from streamsync.runtime.repartition import Purger, Repartitioner
 from streamsync.runtime.stats import EvaluateStats
 from streamsync.runtime.task import Task
@@ -185,8 +185,12 @@ class Checkpoint:
             except KafkaException as exc:
                 watchdog.disarm()
                 error = exc.args[0] if exc.args else None
-                if not isinstance(error, KafkaError) or error.fatal():
+                if not isinstance(error, KafkaError):
                     raise
+                if error.fatal():  # fenced, or the coordinator bumped the epoch
+                    raise RestartRequired(
+                        f"the transactional producer cannot go on: {error.str()}"
+                    ) from None
                 if error.retriable() and time.monotonic() < deadline:
                     if error.str() != last_error:
                         last_error = error.str()
@@ -252,9 +256,11 @@ class Checkpoint:
             try:
                 committed = consumer.committed(assignment, timeout=10)
                 break
-            except KafkaException:
+            except KafkaException as exc:
                 if time.monotonic() >= deadline:
-                    raise
+                    raise BrokerUnreachable(
+                        f"cannot read the committed offsets to rewind to: {exc}"
+                    ) from None
         for tp in committed:
             offset = tp.offset if tp.offset >= 0 else OFFSET_BEGINNING
             try:

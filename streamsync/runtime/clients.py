@@ -27,10 +27,10 @@ from confluent_kafka.admin import AdminClient
 
 from streamsync.config import AppConfig
 from streamsync.kafka.config import admin_config, consumer_config, producer_config
-from streamsync.kafka.outage import QUIET_CLIENT, BrokerOutage, fatal_message, is_fatal
+from streamsync.kafka.outage import QUIET_CLIENT, REFUSED, BrokerOutage, fatal_message, is_fatal
 from streamsync.runtime.config import EvaluateConfig
 from streamsync.runtime.dead_letter import DEAD_LETTER_PRODUCER_OVERRIDES
-from streamsync.runtime.errors import BrokerUnreachable
+from streamsync.runtime.errors import BrokerUnreachable, RestartRequired
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +101,13 @@ class ClientHealth:
             error, self._error = self._error, None
             raise error
         if self._fatal is not None:
-            raise BrokerUnreachable(fatal_message(self._fatal, self.bootstrap))
+            fatal, self._fatal = self._fatal, None
+            if fatal.code() in REFUSED:  # retrying, or a restart, cannot help
+                raise BrokerUnreachable(fatal_message(fatal, self.bootstrap))
+            # librdkafka's fatal errors are the transactional producer's (fenced, or its
+            # epoch bumped by the coordinator aborting a transaction that timed out, as
+            # after a broker restart): a new incarnation fences this one and goes on.
+            raise RestartRequired(f"the transactional producer cannot go on: {fatal.str()}")
 
     def watch(self, now: float, probe: Consumer, broker_timeout_s: float) -> None:
         """Give up when no broker has answered for ``broker_timeout_s`` (a probe of

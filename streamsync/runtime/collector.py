@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 import orjson
-from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, KafkaError, Message, Producer
+from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, KafkaError, KafkaException, Message, Producer
 
 from streamsync.config import AppConfig
 from streamsync.deltas.codec import encode_avro
@@ -20,6 +20,7 @@ from streamsync.deltas.record import MembershipDelta
 from streamsync.ingest.avro import confluent_frame
 from streamsync.ingest.event import SourcePosition
 from streamsync.runtime.dead_letter import dead_letter_headers, fit_dead_letter
+from streamsync.runtime.errors import RestartRequired
 from streamsync.runtime.stats import EvaluateStats
 from streamsync.runtime.telemetry import EvaluateTelemetry, Headers
 
@@ -90,6 +91,10 @@ class Collector:
                 return
             except BufferError:  # local queue full: let deliveries drain
                 producer.poll(0.05)
+            except KafkaException as exc:  # the producer is in a fatal state
+                raise RestartRequired(
+                    f"the transactional producer cannot go on: {exc.args[0] if exc.args else exc}"
+                ) from None
 
     def deltas(self, deltas: list[MembershipDelta], partition: int) -> None:
         """Produce the deltas of task ``partition``, each with the trace context of the

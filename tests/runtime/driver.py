@@ -151,8 +151,8 @@ class FakeCluster:
         return [m for p in range(self.partitions.get(topic, 0)) for m in self.log(topic, p)]
 
 
-def _error(code: int, reason: str = "") -> KafkaException:
-    return KafkaException(KafkaError(code, reason or None))
+def _error(code: int, reason: str = "", *, fatal: bool = False) -> KafkaException:
+    return KafkaException(KafkaError(code, reason or None, fatal=fatal))
 
 
 class FakeProducer:
@@ -488,9 +488,10 @@ class EvaluateDriver:
         """Commit the cycle; ``False`` if it was aborted and rewound."""
         return self.runtime.checkpoint.commit(timeout_s=0.5)
 
-    def fail_next_commit(self, code: int = KafkaError._FENCED) -> None:
-        """The next commit fails with ``code`` (not retriable by default: aborted)."""
-        self.producer.fail_commit = _error(code, "failed by the test")
+    def fail_next_commit(self, code: int = KafkaError._FENCED, *, fatal: bool = False) -> None:
+        """The next commit fails with ``code`` (not retriable by default: aborted;
+        ``fatal``: the producer cannot go on)."""
+        self.producer.fail_commit = _error(code, "failed by the test", fatal=fatal)
 
     def finish(self) -> None:
         """Fire every deadline up to the newest record, as a bounded run's end does."""

@@ -18,7 +18,7 @@ from confluent_kafka import KafkaError
 
 from streamsync.audiences.engine import Engine
 from streamsync.ingest.jsonl import is_webhook_record
-from streamsync.runtime.errors import BrokerUnreachable
+from streamsync.runtime.errors import BrokerUnreachable, RestartRequired
 from streamsync.runtime.router import ENGINE_ERROR
 from tests.runtime.driver import EvaluateDriver, driver_config
 from tests.runtime.evaluate_support import (
@@ -443,3 +443,22 @@ def test_without_the_wall_clock_a_topic_empty_at_assignment_is_asked_again(
     assert driver.commit()
     assert (driver.stats.late, driver.stats.too_late) == (0, 0)
     assert keys(driver.deltas()) == keys(replay_deltas(lines))
+
+
+def test_a_fatal_producer_error_asks_for_a_restart_instead_of_a_traceback(
+    tmp_path: Path, cart_wait: Path, drivers: list[EvaluateDriver]
+) -> None:
+    """Fenced, or the epoch bumped by a coordinator that aborted a timed-out transaction
+    (after a broker restart): a new incarnation fences this one and goes on, so the
+    process exits with the restart status (3), not a traceback."""
+    driver = _driver(drivers, driver_config(tmp_path, cart_wait), now_ms=T0)
+    driver.pipe("pipelines", _track("a", "Product Added", T0, sku="A"), key=b"a")
+    driver.process()
+    driver.fail_next_commit(KafkaError._FENCED, fatal=True)
+    with pytest.raises(RestartRequired, match="cannot go on"):
+        driver.commit()
+    fatal = KafkaError(KafkaError._FENCED, "fenced", fatal=True)
+    driver.runtime.health.on_error(fatal)  # reported by the error callback instead
+    with pytest.raises(RestartRequired):
+        driver.runtime.health.check()
+    assert RestartRequired("x").exit_status == 3
