@@ -18,7 +18,7 @@ from confluent_kafka import KafkaError
 
 from streamsync.audiences.engine import Engine
 from streamsync.ingest.jsonl import is_webhook_record
-from streamsync.runtime.errors import BrokerUnreachable
+from streamsync.kafka.health import KafkaUnavailable
 from streamsync.runtime.router import ENGINE_ERROR
 from tests.runtime.driver import EvaluateDriver, driver_config
 from tests.runtime.evaluate_support import (
@@ -144,7 +144,7 @@ def test_a_consumer_error_of_no_partition_is_logged_and_a_fatal_one_stops(
     assert any("pipelines[0]" in line for line in warned), warned
     assert driver.commit() and driver.stats.records == 1
     driver.pipe_error(KafkaError(KafkaError._FATAL, "fenced", fatal=True))
-    with pytest.raises(BrokerUnreachable, match="fatal consumer error"):
+    with pytest.raises(KafkaUnavailable, match="fatal consumer error"):
         driver.process()
 
 
