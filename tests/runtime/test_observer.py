@@ -143,6 +143,8 @@ def test_counts_are_reported_after_commit_only(tmp_path: Path) -> None:
 class _Stats:
     def __init__(self, topics: dict[str, TopicStats]) -> None:
         self.topics = topics
+        self.late = 0  # as EvaluateStats: records behind the clock (none here)
+        self.too_late = 0
 
 
 class _Message:
