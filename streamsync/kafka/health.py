@@ -23,7 +23,7 @@ from typing import Any, Protocol
 
 from confluent_kafka import KafkaError, KafkaException
 
-from streamsync.errors import NeedsOperator, StreamsyncError, Unavailable
+from streamsync.errors import NeedsOperator, Unavailable
 
 log = logging.getLogger(__name__)
 
@@ -172,7 +172,3 @@ def client_settings(settings: Mapping[str, Any], health: ClientHealth) -> dict[s
     per-attempt lines silenced, and errors reported to ``health``."""
     return {**settings, **QUIET_CLIENT, "error_cb": health.on_error}
 
-
-def kafka_error(exc: KafkaException, what: str) -> StreamsyncError:
-    """A :class:`KafkaException` a loop cannot recover from, as its one line."""
-    return KafkaUnavailable(f"{what}: {exc}")
