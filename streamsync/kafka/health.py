@@ -171,4 +171,3 @@ def client_settings(settings: Mapping[str, Any], health: ClientHealth) -> dict[s
     from :meth:`~streamsync.kafka.config.KafkaConfig.client_config`), librdkafka's own
     per-attempt lines silenced, and errors reported to ``health``."""
     return {**settings, **QUIET_CLIENT, "error_cb": health.on_error}
-
