@@ -10,6 +10,11 @@ group's :attr:`~StreamsyncError.exit_status`. What recovers from each group:
 * :class:`Unavailable` - something the service needs did not answer (the cluster, a
   restore within its budget); the service has already retried for its configured time.
   A supervisor starting it again later may succeed. Exit status 1.
+* :class:`NeedsOperator` - something outside what was asked refuses this service (the
+  cluster refused its credentials, a destination its key or URL, the stored state was
+  written for other audience definitions): a person acts (a new credential, a new group
+  id), then it is started again; retrying alone fails the same way. Exit status 1, as
+  the documented exit statuses have it.
 * :class:`NeedsRestart` - this process cannot go on (a transaction that can neither
   commit nor abort), but a new one can, at once: the supervisor restarts it and the open
   work is redone from the last commit. Exit status 3.
@@ -23,6 +28,14 @@ class StreamsyncError(Exception):
 
     #: The process exit status of the group.
     exit_status = 1
+    #: What the command had done when this stopped it (``stopped without committing``),
+    #: shown before the message; set by the command with :meth:`within`.
+    context = ""
+
+    def within(self, context: str) -> None:
+        """Tell this error what its command had done when it stopped (see
+        :attr:`context`), before the command raises it on."""
+        self.context = context
 
 
 class UserMistake(StreamsyncError):
@@ -34,6 +47,13 @@ class UserMistake(StreamsyncError):
 class Unavailable(StreamsyncError):
     """Something needed did not answer within its budget (already retried): one line,
     exit status 1."""
+
+    exit_status = 1
+
+
+class NeedsOperator(StreamsyncError):
+    """Refused until a person acts (a credential, a key, state of other definitions):
+    one line, exit status 1."""
 
     exit_status = 1
 

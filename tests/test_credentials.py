@@ -13,7 +13,6 @@ from typing import Any
 
 import pytest
 import yaml
-from confluent_kafka import KafkaException
 
 from streamsync.cli import main
 from streamsync.config import ConfigError, load_config, parse_config
@@ -297,6 +296,7 @@ def test_a_failed_sasl_connection_never_logs_the_password(
     it reports (Python logs, librdkafka's own lines, the command's output) never carry the
     password, here through ``deliver --dry-run`` with verbose logging."""
     from streamsync.destinations.deliver import DeliverLoop
+    from streamsync.kafka.health import KafkaRefused
 
     topic = new_topic("sasl-deltas")
     monkeypatch.setenv("TEST_CREDENTIALS_BRAZE_KEY", "test-credentials-braze-key")
@@ -317,7 +317,7 @@ def test_a_failed_sasl_connection_never_logs_the_password(
     # `deliver --dry-run` sets this logger to INFO, and an earlier test may have run it.
     caplog.set_level(logging.DEBUG, logger="streamsync.deliver")
     loop = DeliverLoop(config, "braze", dry_run=True)
-    with pytest.raises(KafkaException, match=r"refused this client: .*SASL") as refused:
+    with pytest.raises(KafkaRefused, match=r"refused this client: .*SASL") as refused:
         loop.run(duration_s=30)  # a refusal stops the loop at once, not after 30 s
     assert SENTINEL not in str(refused.value)
     rc = main(

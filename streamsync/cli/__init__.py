@@ -5,8 +5,11 @@ Each sub-command group lives in its own module and registers itself through
 project's errors, by recovery group (see :mod:`streamsync.errors`): a command raises,
 :func:`main` prints one line naming the command and the problem and returns the group's
 exit status - 2 for a user mistake (see :mod:`streamsync.cli.arguments`), 1 for something
-unavailable after its retries, 3 for a process that must be restarted. No traceback
-reaches the user for any of them.
+unavailable after its retries or refused until an operator acts, 3 for a process that
+must be restarted. No command maps exceptions to exit statuses itself; one may say what
+it had done when the error stopped it (:meth:`~streamsync.errors.StreamsyncError.within`:
+``stopped without committing``), printed before the message. No traceback reaches the
+user for any of them.
 """
 
 from __future__ import annotations
@@ -76,8 +79,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{prog}: {one_line(str(exc))}", file=sys.stderr)
         return 2
     except StreamsyncError as exc:
+        context = f"{exc.context}: " if exc.context else ""
         then = "; exiting to be restarted" if isinstance(exc, NeedsRestart) else ""
-        print(f"{prog}: {one_line(str(exc))}{then}", file=sys.stderr)
+        print(f"{prog}: {context}{one_line(str(exc))}{then}", file=sys.stderr)
         return exc.exit_status
     except BrokenPipeError:
         # The reader went away (``streamsync replay ... | head``): stop quietly, and keep

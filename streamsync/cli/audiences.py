@@ -16,7 +16,6 @@ from streamsync.cli.arguments import (
     UserError,
     check_input_file,
     duration_ms,
-    one_line,
     positive_int,
     rfc3339_ms,
     seconds,
@@ -25,9 +24,7 @@ from streamsync.config import AppConfig, load_config
 from streamsync.deltas.audit import (
     MAX_RECORDS,
     TIMEOUT,
-    AuditError,
     AuditProgress,
-    BrokerUnreachable,
     audit_customer,
 )
 from streamsync.deltas.record import MembershipDelta
@@ -294,20 +291,16 @@ def _explain_kafka(args: argparse.Namespace) -> int:
         )
 
     max_records = DEFAULT_MAX_RECORDS if args.max_records is None else args.max_records
-    try:
-        audit = audit_customer(
-            config,
-            args.customer,
-            audience=args.audience,
-            max_records=max_records,
-            timeout_s=DEFAULT_TIMEOUT_S if args.timeout is None else args.timeout,
-            progress=progress,
-        )
-    except BrokerUnreachable as exc:
-        print(f"{prog}: {one_line(str(exc))}", file=sys.stderr)
-        return 1
-    except AuditError as exc:
-        raise UserError(str(exc)) from None
+    # An unreachable or refusing cluster (exit 1) and a question this configuration
+    # cannot answer (exit 2) are reported by streamsync's main, by their groups.
+    audit = audit_customer(
+        config,
+        args.customer,
+        audience=args.audience,
+        max_records=max_records,
+        timeout_s=DEFAULT_TIMEOUT_S if args.timeout is None else args.timeout,
+        progress=progress,
+    )
     topics = ", ".join(audit.input_topics)
     print(
         f"customer {audit.customer}: {len(audit.deltas)} change(s) in {audit.deltas_topic}; "

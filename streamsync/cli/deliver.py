@@ -17,15 +17,12 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from confluent_kafka import KafkaException
 
-from streamsync.cli.arguments import doc_help, non_negative_int
-from streamsync.config import ConfigError, load_config
-from streamsync.destinations.dead_letter import DeadLetterFailed
-from streamsync.destinations.deliver import DeliverLoop, DeliverResult, DeliverSetupError
-from streamsync.destinations.errors import FatalDestinationError
+from streamsync.cli.arguments import UserError, doc_help, non_negative_int
+from streamsync.config import load_config
+from streamsync.destinations.deliver import DeliverLoop, DeliverResult
 from streamsync.destinations.sink import DeliverySink
-from streamsync.observability.admin import AdminServerError
+from streamsync.errors import StreamsyncError
 from streamsync.observability.service import Observability
 
 
@@ -61,30 +58,16 @@ def register(subparsers: Any) -> None:
     parser.set_defaults(func=run_deliver)
 
 
-def _fail(message: str, status: int = 2) -> int:
-    print(f"streamsync deliver: {message}", file=sys.stderr)
-    return status
-
-
 def run_deliver(args: argparse.Namespace) -> int:
     if args.idle_timeout < 0:
-        return _fail("--idle-timeout must be 0 or more")
-    try:
-        config = load_config(args.config)
-    except ConfigError as exc:
-        return _fail(str(exc).replace("\n", " "))
-    try:
-        loop = DeliverLoop(
-            config, args.destination, dry_run=True if args.dry_run else None, progress=_progress
-        )
-    except DeliverSetupError as exc:
-        return _fail(str(exc))
-    try:
-        obs = Observability.start(
-            config.observability, role="deliver", secrets=loop.client.secret_values()
-        )
-    except AdminServerError as exc:
-        return _fail(str(exc))
+        raise UserError("--idle-timeout must be 0 or more")
+    config = load_config(args.config)
+    loop = DeliverLoop(
+        config, args.destination, dry_run=True if args.dry_run else None, progress=_progress
+    )
+    obs = Observability.start(
+        config.observability, role="deliver", secrets=loop.client.secret_values()
+    )
     if args.verbose or args.dry_run:  # dry-run requests are logged at INFO
         logging.getLogger("streamsync.deliver").setLevel(logging.INFO)
     loop.observer = obs.telemetry
@@ -106,12 +89,9 @@ def run_deliver(args: argparse.Namespace) -> int:
         result = loop.run(
             idle_timeout_s=args.idle_timeout or None, drain_timeout_s=args.drain_timeout
         )
-    except FatalDestinationError as exc:
-        return _fail(f"stopped without committing further: {exc}", 1)
-    except KafkaException as exc:
-        return _fail(f"stopped: Kafka error: {exc}", 1)
-    except DeadLetterFailed as exc:
-        return _fail(f"stopped without committing further: {exc}", 1)
+    except StreamsyncError as exc:  # reported by streamsync's main, by its group
+        exc.within("stopped without committing further")
+        raise
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)

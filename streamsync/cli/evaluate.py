@@ -22,16 +22,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
-from streamsync.cli.arguments import doc_help
+from streamsync.cli.arguments import UserError, doc_help
 from streamsync.cli.progress import rate_printer
 from streamsync.config import ConfigError, load_config
-from streamsync.observability.admin import AdminServerError
 from streamsync.observability.logs import secret_values
 from streamsync.observability.service import Observability
 from streamsync.runtime.app import Application
 from streamsync.runtime.observer import EvaluateObserver
 from streamsync.runtime.stats import EvaluateStats
-from streamsync.state.codec import StateError
 
 
 def register(subparsers: Any) -> None:
@@ -68,15 +66,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
             config, progress=_progress(sys.stderr), progress_interval_s=args.progress_interval
         )
     except UnicodeDecodeError:
-        print(f"streamsync evaluate: {args.config}: not a UTF-8 text file", file=sys.stderr)
-        return 2
-    try:
-        obs = Observability.start(
-            config.observability, role="evaluate", secrets=secret_values(config)
-        )
-    except AdminServerError as exc:
-        print(f"streamsync evaluate: {exc}", file=sys.stderr)
-        return 2
+        raise UserError(f"{args.config}: not a UTF-8 text file") from None
+    obs = Observability.start(config.observability, role="evaluate", secrets=secret_values(config))
     app.telemetry = EvaluateObserver.for_settings(obs.telemetry, app.settings, app.audiences)
 
     def stop(_signum: int, _frame: object) -> None:
@@ -94,9 +85,6 @@ def run_evaluate(args: argparse.Namespace) -> int:
     )
     try:
         stats = app.run()
-    except StateError as exc:  # the operator's to resolve, but not the input's mistake
-        print(f"streamsync evaluate: {exc}", file=sys.stderr)
-        return 1
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)

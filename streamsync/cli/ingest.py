@@ -30,10 +30,11 @@ from streamsync.cli.arguments import (
 )
 from streamsync.cli.progress import rate_printer
 from streamsync.config import check_schema_registry, load_config
+from streamsync.errors import StreamsyncError
 from streamsync.ingest.avro import FileSchemaRegistry
 from streamsync.ingest.config import TopicConfig
 from streamsync.ingest.decoder import Decoder, Skipped
-from streamsync.ingest.errors import DecodeError, FatalIngestError
+from streamsync.ingest.errors import DecodeError
 from streamsync.ingest.event import SourcePosition
 from streamsync.runtime.ingest_loop import IngestLoop, IngestStats
 
@@ -126,9 +127,9 @@ def run_ingest(args: argparse.Namespace) -> int:
     )
     try:
         stats = loop.run(max_records=args.max_records, idle_timeout_s=args.idle_timeout or None)
-    except FatalIngestError as exc:
-        print(f"streamsync ingest: stopped without committing: {exc}", file=sys.stderr)
-        return 1
+    except StreamsyncError as exc:  # reported by streamsync's main, by its group
+        exc.within("stopped without committing")
+        raise
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)

@@ -34,11 +34,12 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Topic
 from streamsync.config import AppConfig
 from streamsync.deltas.codec import delta_decoder
 from streamsync.deltas.record import MembershipDelta
+from streamsync.errors import UserMistake
 from streamsync.ingest.avro import FileSchemaRegistry
 from streamsync.ingest.decoder import Decoder
 from streamsync.ingest.event import Event, SourcePosition
 from streamsync.kafka.config import consumer_config
-from streamsync.kafka.outage import QUIET_CLIENT, fatal_message, is_fatal
+from streamsync.kafka.health import QUIET_CLIENT, KafkaUnavailable, fatal_error, is_fatal
 from streamsync.kafka.partitioner import DEFAULT_PARTITIONER, partition_for
 
 #: How long to wait for the cluster's metadata before calling it unreachable.
@@ -48,12 +49,9 @@ MAX_RECORDS = "max_records"
 TIMEOUT = "timeout"
 
 
-class AuditError(Exception):
-    """The question cannot be answered with this configuration; the message says why."""
-
-
-class BrokerUnreachable(AuditError):
-    """The cluster did not answer in time."""
+class AuditError(UserMistake):
+    """The question cannot be answered with this configuration; the message says why
+    (exit status 2)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,7 +135,8 @@ class _Reader:
             self.fatal = error
 
     def topics(self) -> dict[str, int]:
-        """Topic -> partition count, or :class:`BrokerUnreachable`."""
+        """Topic -> partition count; :class:`KafkaUnavailable` when the cluster does not
+        answer, :class:`~streamsync.kafka.health.KafkaRefused` when it refuses us."""
         try:
             metadata = self.consumer.list_topics(timeout=self._wait())
         except KafkaException as exc:
@@ -145,8 +144,8 @@ class _Reader:
             detail = error.str() if isinstance(error, KafkaError) else str(exc)
             self.consumer.poll(0)  # serves the error callback (not subscribed: no records)
             if self.fatal is not None:  # the cluster refused this client
-                raise BrokerUnreachable(fatal_message(self.fatal, self.bootstrap)) from None
-            raise BrokerUnreachable(f"cannot reach Kafka at {self.bootstrap}: {detail}") from None
+                raise fatal_error(self.fatal, self.bootstrap) from None
+            raise KafkaUnavailable(f"cannot reach Kafka at {self.bootstrap}: {detail}") from None
         return {
             name: len(topic.partitions)
             for name, topic in metadata.topics.items()
@@ -182,7 +181,7 @@ class _Reader:
                 if time.monotonic() >= self.deadline:
                     return TIMEOUT
                 if self.fatal is not None:
-                    raise AuditError(fatal_message(self.fatal, self.bootstrap))
+                    raise fatal_error(self.fatal, self.bootstrap)
                 for message in self.consumer.consume(500, 0.2):
                     where = (message.topic() or "", message.partition() or 0)
                     error = message.error()
@@ -222,7 +221,7 @@ def audit_customer(
     progress_interval_s: float = 2.0,
 ) -> CustomerAudit:
     """Read ``customer``'s deltas (only ``audience``'s, when given) and their qualifying
-    records; see the module docstring. Raises :class:`BrokerUnreachable` when the cluster
+    records; see the module docstring. Raises :class:`KafkaUnavailable` when the cluster
     does not answer and :class:`AuditError` when the deltas topic does not exist."""
     started = time.monotonic()
     reader = _Reader(config, started + timeout_s)

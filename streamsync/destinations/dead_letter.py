@@ -1,74 +1,44 @@
 """Dead letters of delivery: deltas a destination refused or could not address.
 
 The value is the delta's JSON form (whatever the deltas topic's format), keyed by
-customer id, with these headers (UTF-8):
-
-* ``streamsync.error.reason`` - ``rejected`` (the destination refused it), ``unmatched``
-  (no identifier the destination is configured to use) or ``malformed_delta``;
-* ``streamsync.destination`` - the destination's configured name;
-* ``streamsync.http.status``, ``streamsync.request_id``, ``streamsync.vendor.message`` -
-  what the destination answered (status 0 when nothing was sent);
-* ``streamsync.source.topic`` / ``.partition`` / ``.offset`` - the delta's position.
+customer id; an undecodable delta record is kept byte for byte. The reasons, the
+headers and the writer are every stage's (see :mod:`streamsync.dead_letter`):
+``streamsync.error.reason`` (``rejected``, ``unmatched`` or ``malformed_delta``),
+``streamsync.destination``, ``streamsync.http.status``, ``streamsync.request_id``,
+``streamsync.vendor.message`` and the delta's ``streamsync.source.*`` position.
 
 :meth:`DeliveryDeadLetters.flush` must succeed before offsets covering a dead letter
-are committed; it raises :class:`DeadLetterFailed` otherwise.
+are committed; it raises :class:`~streamsync.dead_letter.DeadLetterFailed` otherwise.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from confluent_kafka import Producer
 
-from confluent_kafka import KafkaError, Message, Producer
-
+from streamsync.dead_letter import (
+    DESTINATION_HEADER,
+    MALFORMED_DELTA,
+    MESSAGE_HEADER,
+    REQUEST_ID_HEADER,
+    STATUS_HEADER,
+    DeadLetterWriter,
+    dead_letter_headers,
+)
 from streamsync.deltas.codec import encode_json
 from streamsync.deltas.record import MembershipDelta
 from streamsync.destinations.errors import Rejection
-
-REASON_HEADER = "streamsync.error.reason"
-DESTINATION_HEADER = "streamsync.destination"
-STATUS_HEADER = "streamsync.http.status"
-REQUEST_ID_HEADER = "streamsync.request_id"
-MESSAGE_HEADER = "streamsync.vendor.message"
-TOPIC_HEADER = "streamsync.source.topic"
-PARTITION_HEADER = "streamsync.source.partition"
-OFFSET_HEADER = "streamsync.source.offset"
+from streamsync.ingest.event import SourcePosition
 
 
-class DeadLetterFailed(RuntimeError):
-    """A dead letter was not written; offsets must not be committed past it."""
+class DeliveryDeadLetters(DeadLetterWriter):
+    """The dead letters of one destination (``producer`` ``None``: a dry run, counted
+    only), for deltas read from ``source_topic``."""
 
-
-class DeliveryDeadLetters:
     def __init__(self, producer: Producer | None, topic: str, source_topic: str) -> None:
-        self._producer = producer
-        self.topic = topic
+        super().__init__(producer, topic)
         self.source_topic = source_topic
-        self.written = 0
-        self._failures: list[str] = []
-        self._pending = 0
 
-    def _on_delivery(self, error: KafkaError | None, _message: Message) -> None:
-        self._pending -= 1
-        if error is not None:
-            self._failures.append(f"{error.name()}: {error.str()}")
-
-    def _produce(self, value: bytes | None, key: bytes | None, headers: list[Any]) -> None:
-        if self._producer is None:  # dry run: nothing leaves the process
-            self.written += 1
-            return
-        while True:
-            try:
-                self._producer.produce(
-                    self.topic, value=value, key=key, headers=headers, on_delivery=self._on_delivery
-                )
-                break
-            except BufferError:
-                self._producer.poll(0.1)
-        self._pending += 1
-        self.written += 1
-        self._producer.poll(0)
-
-    def write(
+    def delta(
         self,
         delta: MembershipDelta,
         partition: int,
@@ -78,37 +48,21 @@ class DeliveryDeadLetters:
         destination: str,
         rejection: Rejection,
     ) -> None:
-        headers = [
-            (REASON_HEADER, reason.encode()),
-            (DESTINATION_HEADER, destination.encode()),
-            (STATUS_HEADER, str(rejection.status).encode()),
-            (REQUEST_ID_HEADER, rejection.request_id.encode()),
-            (MESSAGE_HEADER, rejection.message.encode()),
-            (TOPIC_HEADER, self.source_topic.encode()),
-            (PARTITION_HEADER, str(partition).encode()),
-            (OFFSET_HEADER, str(offset).encode()),
-        ]
-        self._produce(encode_json(delta), delta.customer_id.encode(), headers)
+        """``delta``, which ``destination`` refused or cannot address (``reason``)."""
+        about = (
+            (DESTINATION_HEADER, destination),
+            (STATUS_HEADER, str(rejection.status)),
+            (REQUEST_ID_HEADER, rejection.request_id),
+            (MESSAGE_HEADER, rejection.message),
+        )
+        source = SourcePosition(self.source_topic, partition, offset)
+        headers = dead_letter_headers(reason, source, about)
+        self.write(encode_json(delta), delta.customer_id.encode(), headers)
 
-    def write_raw(
+    def raw(
         self, value: bytes | None, key: bytes | None, partition: int, offset: int, detail: str
     ) -> None:
         """An undecodable delta record, byte for byte."""
-        headers = [
-            (REASON_HEADER, b"malformed_delta"),
-            (MESSAGE_HEADER, detail.encode()),
-            (TOPIC_HEADER, self.source_topic.encode()),
-            (PARTITION_HEADER, str(partition).encode()),
-            (OFFSET_HEADER, str(offset).encode()),
-        ]
-        self._produce(value, key, headers)
-
-    def flush(self, timeout_s: float = 30.0) -> None:
-        if self._producer is None:
-            return
-        remaining = self._producer.flush(timeout_s) if self._pending else 0
-        failures, self._failures = self._failures, []
-        if remaining:
-            failures.append(f"{remaining} dead letters undelivered after {timeout_s}s")
-        if failures:
-            raise DeadLetterFailed(f"dead letters to {self.topic} failed: " + "; ".join(failures))
+        source = SourcePosition(self.source_topic, partition, offset)
+        headers = dead_letter_headers(MALFORMED_DELTA, source, ((MESSAGE_HEADER, detail),))
+        self.write(value, key, headers)

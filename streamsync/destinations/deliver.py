@@ -27,7 +27,7 @@ from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, cast
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 
 from streamsync.config import AppConfig
 from streamsync.credentials import CredentialsError
@@ -35,15 +35,16 @@ from streamsync.deltas.codec import delta_decoder
 from streamsync.destinations.client import Change, DestinationClient
 from streamsync.destinations.config import DestinationConfig
 from streamsync.destinations.control import ControlFile
-from streamsync.destinations.dead_letter import DeadLetterFailed, DeliveryDeadLetters
-from streamsync.destinations.errors import FatalDestinationError
+from streamsync.destinations.dead_letter import DeliveryDeadLetters
+from streamsync.destinations.errors import DeliverSetupError, FatalDestinationError
 from streamsync.destinations.kinds import build_client
 from streamsync.destinations.offsets import OffsetTracker
 from streamsync.destinations.sink import DeliveryObserver, DeliverySink, SinkStats, Transport
 from streamsync.destinations.tracing import RequestTracer
 from streamsync.destinations.transport import HttpTransport
+from streamsync.errors import StreamsyncError
 from streamsync.kafka.config import consumer_config, producer_config
-from streamsync.kafka.outage import QUIET_CLIENT, BrokerOutage, fatal_message, is_fatal
+from streamsync.kafka.health import ClientHealth, KafkaUnavailable, client_settings
 from streamsync.observability.tracing import ReceivedHeaders, Tracing
 
 log = logging.getLogger("streamsync.deliver")
@@ -58,10 +59,6 @@ class HealthReporter(Protocol):
     def set_ready(self) -> None: ...
 
     def beat(self) -> None: ...
-
-
-class DeliverSetupError(ValueError):
-    """A configuration problem found at start-up; the message is one line for the user."""
 
 
 @dataclass
@@ -174,8 +171,11 @@ class DeliverLoop:
         self.control = ControlFile(self.dest.control_file)
         self.offsets = OffsetTracker()
         self._stop = threading.Event()
-        self._fatal: str | None = None
-        self._outage = BrokerOutage(config.kafka.bootstrap_servers)
+        #: the clients' errors and the outage (shared with evaluate and ingest; delivery
+        #: has no broker timeout: it waits for the cluster as long as it is asked to run)
+        self.kafka_health = ClientHealth(
+            config.kafka.bootstrap_servers, logger=log, level=logging.DEBUG
+        )
         self._assigned: list[TopicPartition] = []
         self._paused = False
         self._decode = delta_decoder(config.deltas.format)
@@ -192,12 +192,6 @@ class DeliverLoop:
 
     # -- kafka callbacks ---------------------------------------------------------------
 
-    def _on_error(self, error: KafkaError) -> None:
-        if is_fatal(error):
-            self._fatal = fatal_message(error, self.config.kafka.bootstrap_servers)
-        elif not self._outage.on_error(error):
-            log.debug("kafka client error: %s", error)
-
     def _on_assign(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self._assigned = list(partitions)
         self._paused = False
@@ -213,23 +207,18 @@ class DeliverLoop:
     # -- the loop ----------------------------------------------------------------------
 
     def _clients(self) -> tuple[Consumer, Producer | None]:
-        kafka = self.config.kafka
-        client = self._kafka_settings
+        bootstrap = self.config.kafka.bootstrap_servers
+        base = client_settings(self._kafka_settings, self.kafka_health)
         consumer = Consumer(
             consumer_config(
-                kafka.bootstrap_servers,
+                bootstrap,
                 self.dest.consumer_group(self.name),
-                extra={**client, **QUIET_CLIENT, **self.dest.consumer, "error_cb": self._on_error},
+                extra={**base, **self.dest.consumer},
             )
         )
         producer = None
         if not self.dry_run:
-            producer = Producer(
-                producer_config(
-                    kafka.bootstrap_servers,
-                    extra={**client, **QUIET_CLIENT, "error_cb": self._on_error},
-                )
-            )
+            producer = Producer(producer_config(bootstrap, extra=base))
         return consumer, producer
 
     def _commit(self, consumer: Consumer) -> None:
@@ -265,7 +254,9 @@ class DeliverLoop:
     ) -> DeliverResult:
         """Deliver until :meth:`stop`, ``duration_s`` elapsed, or nothing happened for
         ``idle_timeout_s``. Raises :class:`FatalDestinationError` (nothing committed past
-        the failure) when the destination refuses the credentials or the URL."""
+        the failure) when the destination refuses the credentials or the URL, and
+        :mod:`streamsync.kafka.health`'s errors or
+        :class:`~streamsync.dead_letter.DeadLetterFailed` when Kafka fails it."""
         dest = self.dest
         consumer, producer = self._clients()
         dead_letters = DeliveryDeadLetters(
@@ -291,6 +282,7 @@ class DeliverLoop:
         last_error = ""
         routes = self.routes
         decode = self._decode
+        kafka_health = self.kafka_health
         try:
             consumer.subscribe(
                 [self.config.deltas.topic], on_assign=self._on_assign, on_revoke=self._on_revoke
@@ -311,13 +303,12 @@ class DeliverLoop:
                 self._set_paused(consumer, sink.backpressure)
                 timeout = min(0.1, max(0.0, sink.next_wakeup(now)))
                 messages = consumer.consume(num_messages=_CONSUME_BATCH, timeout=timeout)
-                if self._fatal is not None:
-                    raise KafkaException(self._fatal)
+                kafka_health.check()
                 for message in messages:
                     error = message.error()
                     if error is not None:
                         if error.fatal():
-                            raise KafkaException(error)
+                            raise KafkaUnavailable(f"fatal consumer error: {error}")
                         if str(error) != last_error:  # e.g. the deltas topic does not exist
                             last_error = str(error)
                             log.warning("deltas topic: %s", error)
@@ -331,7 +322,7 @@ class DeliverLoop:
                     except Exception as exc:  # any undecodable record: dead-letter it
                         result.malformed += 1
                         self.offsets.track(partition, offset)
-                        dead_letters.write_raw(
+                        dead_letters.raw(
                             value, message.key(), partition, offset, type(exc).__name__
                         )
                         self.offsets.done(partition, [offset])
@@ -349,6 +340,8 @@ class DeliverLoop:
                         timestamp if kind else None,
                         cast(ReceivedHeaders, message.headers()) if keep_headers else None,
                     )
+                if messages:
+                    kafka_health.outage.clear()
                 before = sink.stats.requests + sink.stats.dry_run_requests
                 sink.pump()
                 if messages or sink.stats.requests + sink.stats.dry_run_requests != before:
@@ -375,6 +368,8 @@ class DeliverLoop:
         except FatalDestinationError as exc:
             result.error = str(exc)
             raise
+        except KafkaException as exc:  # a client call failed for good
+            raise KafkaUnavailable(f"Kafka error: {exc}") from exc
         finally:
             result.elapsed_s = time.monotonic() - started
             result.dead_letters = dead_letters.written
@@ -411,7 +406,7 @@ def run_delivery(
     def work(loop: DeliverLoop) -> None:
         try:
             results[loop.name] = loop.run(duration_s=duration_s, idle_timeout_s=idle_timeout_s)
-        except (FatalDestinationError, KafkaException, DeadLetterFailed) as exc:
+        except StreamsyncError as exc:
             stats = loop.sink.stats if loop.sink is not None else SinkStats()
             results[loop.name] = DeliverResult(loop.name, stats, error=str(exc))
 

@@ -12,12 +12,16 @@ exceptions): the sink decides what to do from the class alone.
   missing permission, wrong URL): delivery stops without committing.
 
 Per-record rejections inside a successful response are not exceptions: clients return
-them as :class:`Rejection` values.
+them as :class:`Rejection` values. What stops the ``deliver`` command is in a recovery
+group of :mod:`streamsync.errors`: :class:`FatalDestinationError` needs an operator,
+:class:`DeliverSetupError` is the user's mistake.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from streamsync.errors import NeedsOperator, UserMistake
 
 
 class DeliveryError(Exception):
@@ -54,5 +58,11 @@ class BatchRejected(DeliveryError):
         self.rejection = rejection
 
 
-class FatalDestinationError(DeliveryError):
-    """Stop delivering: credentials, permissions or the URL are wrong."""
+class FatalDestinationError(DeliveryError, NeedsOperator):
+    """Stop delivering: credentials, permissions or the URL are wrong (exit status 1:
+    a person fixes them)."""
+
+
+class DeliverSetupError(UserMistake):
+    """A configuration problem found at start-up; the message is one line for the user
+    (exit status 2)."""

@@ -34,6 +34,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
+from streamsync.dead_letter import REJECTED, UNMATCHED
 from streamsync.deltas.record import MembershipDelta
 from streamsync.destinations.client import Change, DestinationClient, Request, Response
 from streamsync.destinations.config import Retry
@@ -228,9 +229,9 @@ class DeliverySink:
         if identity is None:
             self.stats.unmatched[delta.audience] += 1
             if self.observer is not None:
-                self.observer.deltas_rejected(self.client.name, "unmatched")
-            self.dead_letters.write(
-                delta, partition, offset, reason="unmatched", destination=self.client.name,
+                self.observer.deltas_rejected(self.client.name, UNMATCHED)
+            self.dead_letters.delta(
+                delta, partition, offset, reason=UNMATCHED, destination=self.client.name,
                 rejection=Rejection(0, "no identifier this destination is configured to use"),
             )  # fmt: skip
             self.offsets.done(partition, [offset])
@@ -240,9 +241,9 @@ class DeliverySink:
         if problem is not None:
             self.stats.rejected[delta.audience] += 1
             if self.observer is not None:
-                self.observer.deltas_rejected(self.client.name, "rejected")
-            self.dead_letters.write(
-                delta, partition, offset, reason="rejected", destination=self.client.name,
+                self.observer.deltas_rejected(self.client.name, REJECTED)
+            self.dead_letters.delta(
+                delta, partition, offset, reason=REJECTED, destination=self.client.name,
                 rejection=Rejection(0, problem),
             )  # fmt: skip
             self.offsets.done(partition, [offset])
@@ -453,8 +454,8 @@ class DeliverySink:
             self.stats.rejected[change.audience] += 1
             for offset in change.offsets[:-1]:
                 self.offsets.done(change.partition, [offset])
-            self.dead_letters.write(
-                change.delta, change.partition, change.offsets[-1], reason="rejected",
+            self.dead_letters.delta(
+                change.delta, change.partition, change.offsets[-1], reason=REJECTED,
                 destination=self.client.name, rejection=rejection,
             )  # fmt: skip
             self.offsets.done(change.partition, [change.offsets[-1]])
@@ -469,7 +470,7 @@ class DeliverySink:
             name = self.client.name
             if batch.rejected:
                 observer.deltas_rejected(
-                    name, "rejected", sum(len(c.offsets) for c, _ in batch.rejected)
+                    name, REJECTED, sum(len(c.offsets) for c, _ in batch.rejected)
                 )
             if acked:
                 observer.deltas_delivered(name, sum(len(c.offsets) for c in acked))

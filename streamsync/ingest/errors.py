@@ -1,13 +1,12 @@
 """What ingest raises, grouped by what the caller should do about it.
 
-Two families, after the Singer SDK's split of exceptions by recovery rather than by
-origin:
-
-* ``RecordError`` - this one record cannot be used. Recovery: dead-letter it with its
-  reason and keep consuming. Bad input must never stop the stream.
-* ``FatalIngestError`` - consuming cannot continue safely (a dead letter was not
-  delivered, the broker refused us). Recovery: stop *without* committing offsets, let an
-  operator act, restart from the last committed offset; nothing is lost.
+``RecordError`` - this one record cannot be used. Recovery: dead-letter it with its
+reason and keep consuming. Bad input must never stop the stream. What stops consuming
+(a dead letter not delivered, the cluster unreachable or refusing us) is not a record's
+fault: it is :class:`~streamsync.dead_letter.DeadLetterFailed` or one of
+:mod:`streamsync.kafka.health`'s errors, each in its recovery group
+(:mod:`streamsync.errors`); the loop stops *without* committing offsets and a restart
+resumes from the last committed offset, so nothing is lost.
 
 Messages (``detail``) name fields and types, never payload values: dead-letter headers and
 log lines must not leak emails, phone numbers or anything else a record carries.
@@ -103,16 +102,3 @@ class DecodeError(RecordError):
         """This error for item ``index`` of a batch (a new error; the reason and detail
         are kept)."""
         return DecodeError(self.reason, self.detail, index)
-
-
-class FatalIngestError(IngestError):
-    """Consuming must stop without committing offsets; see the module docstring."""
-
-
-class DeadLetterError(FatalIngestError):
-    """Dead letters could not be delivered, so the offsets of their source records must
-    not be committed."""
-
-
-class ConsumerError(FatalIngestError):
-    """The Kafka consumer reported an error it cannot recover from by itself."""

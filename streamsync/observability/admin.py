@@ -17,11 +17,13 @@ import threading
 
 from aiohttp import web
 
+from streamsync.errors import UserMistake
 from streamsync.observability.metrics import METRICS_CONTENT_TYPE, Telemetry
 
 
-class AdminServerError(RuntimeError):
-    """The admin server could not bind its address (port in use, bad host)."""
+class AdminServerError(UserMistake):
+    """The admin server could not bind its address (port in use, bad host): the
+    ``observability.admin`` settings are to change (exit status 2)."""
 
 
 class AdminServer:

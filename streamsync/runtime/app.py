@@ -48,13 +48,15 @@ from confluent_kafka.admin import AdminClient
 from streamsync.audiences.definition import Audience
 from streamsync.audiences.loader import load_audiences
 from streamsync.config import AppConfig
+from streamsync.dead_letter import topic_max_message_bytes
 from streamsync.deltas.record import MembershipDelta
 from streamsync.ingest.avro import FileSchemaRegistry, SchemaRegistry
 from streamsync.ingest.decoder import Decoder
+from streamsync.ingest.outcomes import TopicStats
+from streamsync.kafka.health import ClientHealth
 from streamsync.runtime import gc_policy
 from streamsync.runtime.checkpoint import Checkpoint, Watchdog, watchdog_for
 from streamsync.runtime.clients import (
-    ClientHealth,
     ConfluentClients,
     EvaluateClients,
     KafkaClients,
@@ -65,14 +67,11 @@ from streamsync.runtime.clients import (
 )
 from streamsync.runtime.collector import Collector, delta_encoder
 from streamsync.runtime.config import EvaluateConfig
-from streamsync.runtime.dead_letter import topic_max_message_bytes
 from streamsync.runtime.errors import (
     RESTART_EXIT_STATUS,
-    BrokerUnreachable,
     RestartRequired,
     StartupError,
 )
-from streamsync.runtime.ingest_loop import TopicStats
 from streamsync.runtime.repartition import Purger, Repartitioner
 from streamsync.runtime.router import ENGINE_ERROR, Router
 from streamsync.runtime.stats import EvaluateStats
@@ -85,7 +84,6 @@ __all__ = [
     "ENGINE_ERROR",
     "RESTART_EXIT_STATUS",
     "Application",
-    "BrokerUnreachable",
     "ConfluentClients",
     "EvaluateClients",
     "EvaluateStats",
@@ -360,7 +358,7 @@ class Application:
                 next_commit = time.monotonic() + interval
                 checkpoint.commit()
                 gc_policy.settle()
-            health.watch(now, consumer, broker_timeout_s)
+            health.watch(now, broker_timeout_s, consumer)
             telemetry.tick(consumer, tasks.values())
             if idle_timeout_s is not None:
                 if tasks and all(all(t.caught_up.values()) for t in tasks.values()):

@@ -37,10 +37,11 @@ from confluent_kafka import (
     TopicPartition,
 )
 
+from streamsync.kafka.health import KafkaUnavailable
 from streamsync.runtime import stats as counts
 from streamsync.runtime.collector import Collector
 from streamsync.runtime.config import EvaluateConfig
-from streamsync.runtime.errors import RESTART_EXIT_STATUS, BrokerUnreachable, RestartRequired
+from streamsync.runtime.errors import RESTART_EXIT_STATUS, RestartRequired
 from streamsync.runtime.repartition import Purger, Repartitioner
 from streamsync.runtime.stats import EvaluateStats
 from streamsync.runtime.task import Task
@@ -258,7 +259,7 @@ class Checkpoint:
                 break
             except KafkaException as exc:
                 if time.monotonic() >= deadline:
-                    raise BrokerUnreachable(
+                    raise KafkaUnavailable(
                         f"cannot read the committed offsets to rewind to: {exc}"
                     ) from None
         for tp in committed:

@@ -6,15 +6,15 @@ runtime uses - the group consumer, the transactional producer, the restore consu
 the admin client - as one :class:`EvaluateClients`, so no part of the runtime exists
 before its clients do.
 
-:class:`ClientHealth` is where trouble reported outside a call ends up: librdkafka's
-error callback (an outage is counted, a fatal error or a refused client stops the
-service) and exceptions raised inside rebalance callbacks (which librdkafka would
-swallow); the loop calls :meth:`ClientHealth.check` once per turn to raise them.
+:class:`~streamsync.kafka.health.ClientHealth` (shared with the ingest and deliver
+loops) is where trouble reported outside a call ends up: librdkafka's error callback (an
+outage is counted, a fatal error or a refused client stops the service) and exceptions
+raised inside rebalance callbacks (which librdkafka would swallow); the loop calls
+:meth:`~streamsync.kafka.health.ClientHealth.check` once per turn to raise them.
 """
 
 from __future__ import annotations
 
-import logging
 import os
 import time
 import uuid
@@ -26,13 +26,10 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient
 
 from streamsync.config import AppConfig
+from streamsync.dead_letter import DEAD_LETTER_PRODUCER_OVERRIDES
 from streamsync.kafka.config import admin_config, consumer_config, producer_config
-from streamsync.kafka.outage import QUIET_CLIENT, REFUSED, BrokerOutage, fatal_message, is_fatal
+from streamsync.kafka.health import BrokerOutage, ClientHealth, KafkaUnavailable, client_settings
 from streamsync.runtime.config import EvaluateConfig
-from streamsync.runtime.dead_letter import DEAD_LETTER_PRODUCER_OVERRIDES
-from streamsync.runtime.errors import BrokerUnreachable, RestartRequired
-
-log = logging.getLogger(__name__)
 
 
 class KafkaClients(Protocol):
@@ -74,59 +71,9 @@ def instance_id(state_dir: Path) -> str:
         return value
 
 
-class ClientHealth:
-    """Errors the clients report asynchronously; see the module docstring."""
-
-    def __init__(self, bootstrap: str) -> None:
-        self.bootstrap = bootstrap
-        #: the current outage (cleared whenever a record or a probe gets through)
-        self.outage = BrokerOutage(bootstrap)
-        self._fatal: KafkaError | None = None
-        self._error: BaseException | None = None
-
-    def on_error(self, error: KafkaError) -> None:
-        """librdkafka's ``error_cb``."""
-        if is_fatal(error):
-            self._fatal = error
-        elif not self.outage.on_error(error):
-            log.warning("kafka client error: %s", error)
-
-    def failed(self, error: BaseException) -> None:
-        """A rebalance callback raised ``error``: raised by the next :meth:`check`."""
-        self._error = error
-
-    def check(self) -> None:
-        """Raise what was reported since the last call."""
-        if self._error is not None:
-            error, self._error = self._error, None
-            raise error
-        if self._fatal is not None:
-            fatal, self._fatal = self._fatal, None
-            if fatal.code() in REFUSED:  # retrying, or a restart, cannot help
-                raise BrokerUnreachable(fatal_message(fatal, self.bootstrap))
-            # librdkafka's fatal errors are the transactional producer's (fenced, or its
-            # epoch bumped by the coordinator aborting a transaction that timed out, as
-            # after a broker restart): a new incarnation fences this one and goes on.
-            raise RestartRequired(f"the transactional producer cannot go on: {fatal.str()}")
-
-    def watch(self, now: float, probe: Consumer, broker_timeout_s: float) -> None:
-        """Give up when no broker has answered for ``broker_timeout_s`` (a probe of
-        ``probe`` decides: the client reports trouble but not its end)."""
-        down_for = self.outage.down_for(now)
-        if not down_for or down_for < broker_timeout_s:
-            return
-        try:
-            probe.list_topics(timeout=5)
-        except KafkaException:
-            raise BrokerUnreachable(
-                f"cannot reach Kafka at {self.bootstrap} for {down_for:.0f}s; giving up"
-            ) from None
-        self.outage.clear()
-
-
 def client_base(config: AppConfig, health: ClientHealth) -> dict[str, Any]:
     """Settings every client of the service shares."""
-    return {**config.kafka.client_config(), **QUIET_CLIENT, "error_cb": health.on_error}
+    return client_settings(config.kafka.client_config(), health)
 
 
 def open_admin(factory: KafkaClients, config: AppConfig, health: ClientHealth) -> AdminClient:
@@ -137,7 +84,7 @@ def open_admin(factory: KafkaClients, config: AppConfig, health: ClientHealth) -
 
 def wait_for_cluster(admin: AdminClient, settings: EvaluateConfig, health: ClientHealth) -> Any:
     """The cluster's topic metadata, once it answers (reported once, then at a slow
-    interval); :class:`BrokerUnreachable` after ``broker_timeout``, or at once when the
+    interval); :class:`KafkaUnavailable` after ``broker_timeout``, or at once when the
     cluster refuses this client (retrying cannot help)."""
     budget = settings.broker_timeout_ms / 1000
     started = time.monotonic()
@@ -154,7 +101,7 @@ def wait_for_cluster(admin: AdminClient, settings: EvaluateConfig, health: Clien
             admin.poll(0)  # serves the error callback: did the cluster refuse us?
             health.check()
             if now >= deadline:
-                raise BrokerUnreachable(
+                raise KafkaUnavailable(
                     f"cannot reach Kafka at {health.bootstrap} ({reason}); gave up after "
                     f"{now - started:.0f}s (evaluate.broker_timeout)"
                 ) from None

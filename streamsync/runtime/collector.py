@@ -12,14 +12,13 @@ from collections.abc import Callable
 from typing import Any
 
 import orjson
-from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, KafkaError, KafkaException, Message, Producer
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from streamsync.config import AppConfig
+from streamsync.dead_letter import DeadLetterWriter
 from streamsync.deltas.codec import encode_avro
 from streamsync.deltas.record import MembershipDelta
 from streamsync.ingest.avro import confluent_frame
-from streamsync.ingest.event import SourcePosition
-from streamsync.runtime.dead_letter import dead_letter_headers, fit_dead_letter
 from streamsync.runtime.errors import RestartRequired
 from streamsync.runtime.stats import EvaluateStats
 from streamsync.runtime.telemetry import EvaluateTelemetry, Headers
@@ -58,6 +57,12 @@ class Collector:
         self.telemetry = telemetry
         #: a transaction is open (begun by the first write since the last commit/abort)
         self.in_txn = False
+        #: dead letters, written into the open transaction
+        self.dead_letters = DeadLetterWriter(
+            None, dead_letter_topic, dead_letter_max, send=self.send
+        )
+        #: the consumed record, byte for byte, with why (see :mod:`streamsync.dead_letter`)
+        self.dead_letter = self.dead_letters.record
 
     def begin(self) -> Producer:
         """The producer, inside a transaction."""
@@ -112,21 +117,3 @@ class Collector:
             send(topic, delta.customer_id.encode(), encode(delta), headers=headers)
             counts[(delta.audience, delta.op)] += 1
         stats.deltas += len(deltas)
-
-    def dead_letter(
-        self,
-        message: Message,
-        source: SourcePosition,
-        reason: str,
-        detail: str,
-        index: int | None,
-    ) -> None:
-        """The consumed record, byte for byte, with why (see
-        :mod:`streamsync.runtime.dead_letter`)."""
-        kind, timestamp = message.timestamp()
-        headers = dead_letter_headers(
-            reason, detail, source, None if kind == TIMESTAMP_NOT_AVAILABLE else timestamp, index
-        )
-        key = message.key()
-        value = fit_dead_letter(message.value(), key, headers, self.dead_letter_max)
-        self.send(self.dead_letter_topic, key, value, headers=headers)

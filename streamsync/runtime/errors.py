@@ -1,8 +1,12 @@
-"""Why the evaluate service stops, each in its recovery group (:mod:`streamsync.errors`)."""
+"""Why the evaluate service stops, each in its recovery group (:mod:`streamsync.errors`).
+
+Kafka's part (an unreachable cluster, a fatal client error, a refused client) is
+:mod:`streamsync.kafka.health`'s, shared with the ingest and deliver loops.
+"""
 
 from __future__ import annotations
 
-from streamsync.errors import NeedsRestart, Unavailable, UserMistake
+from streamsync.errors import NeedsRestart, UserMistake
 
 #: Exit status asking the supervisor for a restart: a transaction that can neither commit
 #: nor abort, or a Kafka call hung past its budget (see
@@ -21,11 +25,6 @@ class MissingTopics(StartupError):
     def __init__(self, names: list[str]) -> None:
         super().__init__(f"input topics not found: {', '.join(names)}")
         self.names = names
-
-
-class BrokerUnreachable(Unavailable):
-    """No broker answered for longer than ``evaluate.broker_timeout``, or the cluster
-    refused this client, or a client reported a fatal error."""
 
 
 class RestartRequired(NeedsRestart):

@@ -6,8 +6,10 @@ Then flush the dead letters and only after that commit the batch's offsets synch
 A crash anywhere before the commit re-reads the batch (at-least-once): no bad record is
 lost, and duplicates are harmless because events carry their ``record_id``.
 
-Fatal conditions (a dead letter not delivered, a fatal consumer error, an exception from
-``on_event``) propagate without committing; see :mod:`streamsync.ingest.errors`.
+Fatal conditions propagate without committing: a dead letter not delivered
+(:class:`~streamsync.dead_letter.DeadLetterFailed`), a fatal client error, a refused
+client or no broker for ``broker_timeout_s`` (:mod:`streamsync.kafka.health`, shared
+with evaluate and deliver), an exception from ``on_event``.
 """
 
 from __future__ import annotations
@@ -16,31 +18,24 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
-from confluent_kafka import (
-    TIMESTAMP_NOT_AVAILABLE,
-    Consumer,
-    KafkaError,
-    KafkaException,
-    Producer,
-    TopicPartition,
-)
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from streamsync.ingest.avro import FileSchemaRegistry, SchemaRegistry
-from streamsync.ingest.config import IngestConfig
-from streamsync.ingest.decoder import NO_CUSTOMER, Decoder
-from streamsync.ingest.errors import ConsumerError, DecodeError
-from streamsync.ingest.event import Event, SourcePosition
-from streamsync.kafka.config import KafkaConfig, admin_config, consumer_config, producer_config
-from streamsync.kafka.outage import QUIET_CLIENT, BrokerOutage, fatal_message, is_fatal
-from streamsync.runtime.dead_letter import (
+from streamsync.dead_letter import (
     DEAD_LETTER_PRODUCER_OVERRIDES,
     DeadLetterWriter,
     topic_max_message_bytes,
 )
+from streamsync.ingest.avro import FileSchemaRegistry, SchemaRegistry
+from streamsync.ingest.config import IngestConfig
+from streamsync.ingest.decoder import Decoder
+from streamsync.ingest.event import Event, SourcePosition
+from streamsync.ingest.outcomes import Outcomes, TopicStats
+from streamsync.kafka.config import KafkaConfig, admin_config, consumer_config, producer_config
+from streamsync.kafka.health import ClientHealth, KafkaUnavailable, client_settings
 
 log = logging.getLogger(__name__)
 
@@ -56,23 +51,6 @@ class PartitionListener(Protocol):
     def revoked(self, partitions: list[tuple[str, int]]) -> None: ...
 
     def caught_up(self, topic: str, partition: int) -> None: ...
-
-
-@dataclass
-class TopicStats:
-    """What happened to one topic's records."""
-
-    decoded: int = 0
-    skipped: Counter[str] = field(default_factory=Counter)
-    dead_lettered: Counter[str] = field(default_factory=Counter)
-
-    @property
-    def skipped_no_customer(self) -> int:
-        return self.skipped[NO_CUSTOMER]
-
-    @property
-    def records(self) -> int:
-        return self.decoded + sum(self.skipped.values()) + sum(self.dead_lettered.values())
 
 
 @dataclass
@@ -151,27 +129,21 @@ class IngestLoop:
             self._consumer_extra.setdefault("enable.partition.eof", True)
         self._producer_extra = dict(producer_extra or {})
         self._stop = False
-        self._fatal: KafkaError | None = None
         self._last_activity = 0.0
         self._assigned = False
-        self._outage = BrokerOutage(kafka.bootstrap_servers)
+        #: the clients' errors, the outage and when to give up (shared with evaluate)
+        self.health = ClientHealth(kafka.bootstrap_servers, logger=log)
         self.broker_timeout_s = broker_timeout_s
 
     def stop(self) -> None:
         """Ask the loop to finish its current batch, commit and return (signal-safe)."""
         self._stop = True
 
-    def _on_error(self, error: KafkaError) -> None:
-        if is_fatal(error):
-            self._fatal = error
-        elif not self._outage.on_error(error):  # run() gives up after broker_timeout_s
-            log.warning("kafka client error: %s", error)
-
     def _on_assign(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # A group join can take seconds; it must not count as idleness.
         self._last_activity = time.monotonic()
         self._assigned = True
-        self._outage.clear()
+        self.health.outage.clear()
         log.info("assigned %d partitions", len(partitions))
         if self.partitions is not None:
             self.partitions.assigned([(p.topic, p.partition) for p in partitions])
@@ -182,29 +154,15 @@ class IngestLoop:
             self.partitions.revoked([(p.topic, p.partition) for p in partitions])
 
     def _clients(self) -> tuple[Consumer, Producer]:
-        client = self.kafka.client_config()
+        base = client_settings(self.kafka.client_config(), self.health)
+        bootstrap = self.kafka.bootstrap_servers
         consumer = Consumer(
-            consumer_config(
-                self.kafka.bootstrap_servers,
-                self.config.group_id,
-                extra={
-                    **client,
-                    **QUIET_CLIENT,
-                    "error_cb": self._on_error,
-                    **self._consumer_extra,
-                },
-            )
+            consumer_config(bootstrap, self.config.group_id, extra={**base, **self._consumer_extra})
         )
         producer = Producer(
             producer_config(
-                self.kafka.bootstrap_servers,
-                extra={
-                    **client,
-                    **QUIET_CLIENT,
-                    "error_cb": self._on_error,
-                    **DEAD_LETTER_PRODUCER_OVERRIDES,
-                    **self._producer_extra,
-                },
+                bootstrap,
+                extra={**base, **DEAD_LETTER_PRODUCER_OVERRIDES, **self._producer_extra},
             )
         )
         return consumer, producer
@@ -221,7 +179,7 @@ class IngestLoop:
         admin = AdminClient(
             admin_config(
                 self.kafka.bootstrap_servers,
-                {**self.kafka.client_config(), **QUIET_CLIENT, "error_cb": self._on_error},
+                client_settings(self.kafka.client_config(), self.health),
             )
         )
         dead_letters = DeadLetterWriter(
@@ -233,6 +191,8 @@ class IngestLoop:
         )
         started = self._last_activity = last_progress = time.monotonic()
         handled = 0
+        health = self.health
+        outcomes = Outcomes(dead_letters.record)
         try:
             consumer.subscribe(
                 list(self.decoders), on_assign=self._on_assign, on_revoke=self._on_revoke
@@ -248,22 +208,16 @@ class IngestLoop:
                 if max_records is not None:
                     want = min(want, max_records - handled)
                 messages = consumer.consume(num_messages=want, timeout=self.poll_timeout_s)
-                if self._fatal is not None:
-                    raise ConsumerError(fatal_message(self._fatal, self.kafka.bootstrap_servers))
+                health.check()
                 now = time.monotonic()
-                count = self._handle(messages, stats, dead_letters)
+                count = self._handle(messages, stats, outcomes)
                 if not self._assigned:  # still joining the group: not idle
                     self._last_activity = now
-                down_for = self._outage.down_for(now)
-                if down_for and down_for >= self.broker_timeout_s:
-                    raise ConsumerError(
-                        f"cannot reach Kafka at {self.kafka.bootstrap_servers} for "
-                        f"{down_for:.0f}s; giving up"
-                    )
+                health.watch(now, self.broker_timeout_s)
                 if count:
                     handled += count
                     self._last_activity = now
-                    self._outage.clear()
+                    health.outage.clear()
                     dead_letters.flush()
                     self._commit(consumer)
                 elif idle_timeout_s is not None and now - self._last_activity >= idle_timeout_s:
@@ -279,11 +233,10 @@ class IngestLoop:
             producer.flush(5)
         return stats
 
-    def _handle(
-        self, messages: list[Any], stats: IngestStats, dead_letters: DeadLetterWriter
-    ) -> int:
+    def _handle(self, messages: list[Any], stats: IngestStats, outcomes: Outcomes) -> int:
         handled = 0
         on_event = self.on_event
+        dispatch = outcomes.dispatch
         for message in messages:
             error = message.error()
             if error is not None:
@@ -292,7 +245,7 @@ class IngestLoop:
                         self.partitions.caught_up(message.topic(), message.partition())
                     continue
                 if error.fatal():
-                    raise ConsumerError(f"fatal consumer error: {error}")
+                    raise KafkaUnavailable(f"fatal consumer error: {error}")
                 log.warning("consumer error on %s: %s", message.topic(), error)
                 continue
             handled += 1
@@ -301,22 +254,8 @@ class IngestLoop:
             value = message.value()
             key = message.key()
             source = SourcePosition(topic, message.partition(), message.offset())
-            for outcome in self.decoders[topic].decode_all(value, key, source):
-                if isinstance(outcome, Event):
-                    topic_stats.decoded += 1
-                    on_event(outcome)
-                elif isinstance(outcome, DecodeError):
-                    kind, timestamp = message.timestamp()
-                    dead_letters.write(
-                        value,
-                        key,
-                        source,
-                        None if kind == TIMESTAMP_NOT_AVAILABLE else timestamp,
-                        outcome,
-                    )
-                    topic_stats.dead_lettered[outcome.reason.value] += 1
-                else:
-                    topic_stats.skipped[outcome.reason] += 1
+            decoded = self.decoders[topic].decode_all(value, key, source)
+            dispatch(decoded, message, source, topic_stats, on_event)
         return handled
 
     @staticmethod
@@ -327,4 +266,4 @@ class IngestLoop:
             error = exc.args[0] if exc.args else None
             if isinstance(error, KafkaError) and error.code() == KafkaError._NO_OFFSET:
                 return
-            raise ConsumerError(f"offset commit failed: {exc}") from exc
+            raise KafkaUnavailable(f"offset commit failed: {exc}") from exc

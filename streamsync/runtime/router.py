@@ -3,21 +3,27 @@ dead-letter topic.
 
 :meth:`Router.route` is the hot loop of the service (every record passes through it
 once), so it stays plain: attribute lookups hoisted out of the loop, no allocation per
-record beyond the record's own source position. Each outcome has one place:
+record beyond the record's own source position. For that reason it loops over a task
+input's decode outcomes itself rather than through
+:meth:`~streamsync.ingest.outcomes.Outcomes.dispatch` (which would take a callback built
+per record); dead letters and their counts still go through the same
+:meth:`~streamsync.ingest.outcomes.Outcomes.reject`, and the re-keying stage uses
+:meth:`~streamsync.ingest.outcomes.Outcomes.dispatch` as the ingest loop does. Each
+outcome has one place:
 
 * an error message: end of a partition (the task, or the re-keying stage, learns it is
-  caught up), a fatal error (:class:`BrokerUnreachable`), or anything else, logged
-  and skipped - also one that names no partition, which a consumer returns while a
-  broker restarts;
+  caught up), a fatal error (:class:`~streamsync.kafka.health.KafkaUnavailable`), or
+  anything else, logged and skipped - also one that names no partition, which a
+  consumer returns while a broker restarts;
 * a record of a re-keyed topic: decoded and produced, keyed by customer, to its
   repartition topic (see :mod:`streamsync.runtime.repartition`);
 * a record of a partition this process no longer holds (revoked within this very
   batch): skipped;
 * a record of a task input: decoded and handed to its task; the deltas the task emits
   are produced at once;
-* a dead letter (:meth:`Router._reject`, counted per reason): a record the decoder
-  refused, a repartition record not written by the re-keying stage, or a record the
-  engine raised on before (:meth:`Router.poisoned`).
+* a dead letter (:meth:`~streamsync.ingest.outcomes.Outcomes.reject`, counted per
+  reason): a record the decoder refused, a repartition record not written by the
+  re-keying stage, or a record the engine raised on before (:meth:`Router.poisoned`).
 
 Consumed offsets are recorded in ``positions`` (committed with the transaction). After
 each batch the task inputs are placed (:meth:`Task.place`) at their positions and the
@@ -33,12 +39,13 @@ from types import TracebackType
 
 from confluent_kafka import KafkaError, Message
 
+from streamsync.dead_letter import ENGINE_ERROR
 from streamsync.ingest.decoder import Decoder
-from streamsync.ingest.errors import DecodeError
+from streamsync.ingest.errors import DecodeError, DecodeReason
 from streamsync.ingest.event import Event, SourcePosition
+from streamsync.ingest.outcomes import Outcomes
+from streamsync.kafka.health import KafkaUnavailable
 from streamsync.runtime.collector import Collector
-from streamsync.runtime.errors import BrokerUnreachable
-from streamsync.runtime.ingest_loop import TopicStats
 from streamsync.runtime.repartition import (
     MARK_TAG,
     Repartitioner,
@@ -51,10 +58,10 @@ from streamsync.runtime.telemetry import EvaluateTelemetry
 
 log = logging.getLogger(__name__)
 
-#: Dead-letter reason for a record whose evaluation raised inside the engine.
-ENGINE_ERROR = "engine_error"
+__all__ = ["ENGINE_ERROR", "MALFORMED", "Router"]
+
 #: Dead-letter reason for a repartition record that is not the re-keying stage's.
-MALFORMED = "malformed_json"
+MALFORMED = DecodeReason.MALFORMED_JSON.value
 
 Position = tuple[str, int]
 
@@ -93,6 +100,9 @@ class Router:
         self.query_end = query_end
         #: (topic, partition, offset) -> why: records the engine raised on
         self.poison: dict[tuple[str, int, int], str] = {}
+        #: decode outcomes to where they belong; dead letters to the collector
+        self.outcomes = Outcomes(collector.dead_letter)
+        self._reject = self.outcomes.reject
 
     def route(self, messages: list[Message]) -> int:
         """Decode and evaluate a batch; return how many records it held."""
@@ -105,6 +115,7 @@ class Router:
         rekeyed = self.rekeyed
         decoders = self.decoders
         poison = self.poison
+        reject = self._reject
         for message in messages:
             error = message.error()
             if error is not None:
@@ -130,7 +141,7 @@ class Router:
             topic_stats = topics_stats[topic]
             why = poison.get((topic, partition, offset)) if poison else None
             if why is not None:
-                self._reject(message, source, ENGINE_ERROR, why, None, topic_stats)
+                reject(message, source, ENGINE_ERROR, why, None, topic_stats)
                 continue
             if task.merged and topic in task.merged:  # a repartition topic
                 try:
@@ -140,7 +151,7 @@ class Router:
                     event = decode_event(value or b"", source)
                 except (ValueError, TypeError):  # not written by the re-keying stage
                     detail = "not a record of the re-keying stage"
-                    self._reject(message, source, MALFORMED, detail, None, topic_stats)
+                    reject(message, source, MALFORMED, detail, None, topic_stats)
                     continue
                 received(message, event)
                 deltas = task.process(event)
@@ -157,7 +168,7 @@ class Router:
                 elif isinstance(outcome, DecodeError):
                     reason = outcome.reason.value
                     index = outcome.index
-                    self._reject(message, source, reason, outcome.detail, index, topic_stats)
+                    reject(message, source, reason, outcome.detail, index, topic_stats)
                 else:
                     topic_stats.skipped[outcome.reason] += 1
         if handled:
@@ -238,7 +249,7 @@ class Router:
                 task.at_end(topic, offset)
             return
         if error.fatal():
-            raise BrokerUnreachable(f"fatal consumer error: {error}")
+            raise KafkaUnavailable(f"fatal consumer error: {error}")
         if topic is None or partition is None:  # the client's own (a broker restarting)
             log.warning("consumer error: %s", error)
         else:
@@ -259,32 +270,17 @@ class Router:
         headers = list(raw.items()) if isinstance(raw, dict) else raw
         send = self.collector.send
         newest: int | None = None
-        for outcome in self.decoders[topic].decode_all(message.value(), message.key(), source):
-            if isinstance(outcome, Event):
-                topic_stats.decoded += 1
-                key, number, value = stage.route(outcome)
-                send(target, key, value, partition=number, headers=headers)
-                if newest is None or outcome.timestamp_ms > newest:
-                    newest = outcome.timestamp_ms
-            elif isinstance(outcome, DecodeError):
-                reason = outcome.reason.value
-                self._reject(message, source, reason, outcome.detail, outcome.index, topic_stats)
-            else:
-                topic_stats.skipped[outcome.reason] += 1
-        stage.seen(topic, partition, newest)
 
-    def _reject(
-        self,
-        message: Message,
-        source: SourcePosition,
-        reason: str,
-        detail: str,
-        index: int | None,
-        topic_stats: TopicStats,
-    ) -> None:
-        """Dead-letter ``message`` and count it under ``reason``."""
-        self.collector.dead_letter(message, source, reason, detail, index)
-        topic_stats.dead_lettered[reason] += 1
+        def rekeyed(event: Event) -> None:
+            nonlocal newest
+            key, number, value = stage.route(event)
+            send(target, key, value, partition=number, headers=headers)
+            if newest is None or event.timestamp_ms > newest:
+                newest = event.timestamp_ms
+
+        decoded = self.decoders[topic].decode_all(message.value(), message.key(), source)
+        self.outcomes.dispatch(decoded, message, source, topic_stats, rekeyed)
+        stage.seen(topic, partition, newest)
 
     def poisoned(self, exc: Exception) -> SourcePosition:
         """The engine raised ``exc``: remember the record it was applying, to be

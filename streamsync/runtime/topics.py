@@ -28,8 +28,9 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]
 )
 
 from streamsync.config import AppConfig
+from streamsync.kafka.health import KafkaUnavailable
 from streamsync.runtime.config import EvaluateConfig
-from streamsync.runtime.errors import BrokerUnreachable, MissingTopics, StartupError
+from streamsync.runtime.errors import MissingTopics, StartupError
 from streamsync.runtime.repartition import repartition_topic
 
 log = logging.getLogger(__name__)
@@ -238,4 +239,4 @@ def _list_topics(admin: AdminClient, timeout_s: float) -> Any:
     try:
         return admin.list_topics(timeout=timeout_s)
     except KafkaException as exc:  # it answered a moment ago; gone again
-        raise BrokerUnreachable(f"cannot read the cluster's topics: {exc}") from None
+        raise KafkaUnavailable(f"cannot read the cluster's topics: {exc}") from None

@@ -36,6 +36,7 @@ import marshal
 from typing import Any
 
 from streamsync.audiences.compiler import DUE, NULL, PENDING, RIDS, Customer, Program
+from streamsync.errors import NeedsOperator
 from streamsync.ingest.event import Event, SourcePosition
 
 #: Bump when the encoding changes; values of another version are rejected.
@@ -55,8 +56,9 @@ RECORD_ID_PREFIX = b"r:"
 _OFFSET = 1 << 63
 
 
-class StateError(Exception):
-    """Stored state cannot be used: another codec version or other audience definitions."""
+class StateError(NeedsOperator):
+    """Stored state cannot be used: another codec version or other audience definitions
+    (not the input's mistake, the operator's to resolve: exit status 1)."""
 
 
 def fingerprint(program: Program) -> str:

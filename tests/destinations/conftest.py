@@ -32,7 +32,7 @@ class RecordingDeadLetters(DeliveryDeadLetters):
         super().__init__(None, "dlq", "deltas")
         self.records: list[tuple[MembershipDelta, str, Rejection]] = []
 
-    def write(self, delta: MembershipDelta, partition: int, offset: int, *, reason: str,
+    def delta(self, delta: MembershipDelta, partition: int, offset: int, *, reason: str,
               destination: str, rejection: Rejection) -> None:  # fmt: skip
         self.records.append((delta, reason, rejection))
 

@@ -8,7 +8,8 @@ import pytest
 
 from streamsync.audiences.loader import check_audiences
 from streamsync.config import parse_config
-from streamsync.destinations.deliver import DeliverSetupError, routed_audiences
+from streamsync.destinations.deliver import routed_audiences
+from streamsync.destinations.errors import DeliverSetupError
 
 AUDIENCE = """
 name: ACT__Cart__1h

@@ -42,18 +42,18 @@ from confluent_kafka import (
 from streamsync.audiences.definition import Audience
 from streamsync.audiences.loader import load_audiences
 from streamsync.config import AppConfig
+from streamsync.dead_letter import REASON_HEADER
 from streamsync.deltas.codec import decode_json
 from streamsync.deltas.config import DeltasConfig
 from streamsync.deltas.record import MembershipDelta
 from streamsync.ingest.config import IngestConfig, TopicConfig
 from streamsync.ingest.decoder import Decoder
+from streamsync.ingest.outcomes import TopicStats
 from streamsync.kafka.config import KafkaConfig
+from streamsync.kafka.health import ClientHealth
 from streamsync.runtime.app import Runtime
 from streamsync.runtime.checkpoint import Watchdog
-from streamsync.runtime.clients import ClientHealth
 from streamsync.runtime.config import EvaluateConfig
-from streamsync.runtime.dead_letter import REASON_HEADER
-from streamsync.runtime.ingest_loop import TopicStats
 from streamsync.runtime.stats import EvaluateStats
 from streamsync.runtime.task import Task
 from streamsync.runtime.telemetry import EvaluateTelemetry, NoTelemetry

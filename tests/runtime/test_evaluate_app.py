@@ -17,8 +17,8 @@ from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from streamsync.config import load_config
+from streamsync.dead_letter import REASON_HEADER, TRUNCATED_HEADER
 from streamsync.runtime.app import Application, StartupError
-from streamsync.runtime.dead_letter import REASON_HEADER, TRUNCATED_HEADER
 from tests.runtime.evaluate_support import (
     Stream,
     check_seq,

@@ -17,13 +17,14 @@ import orjson
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
+from streamsync import dead_letter as dl
+from streamsync.dead_letter import DeadLetterFailed
 from streamsync.ingest.avro import confluent_frame, encode_avro
 from streamsync.ingest.config import IngestConfig, TopicConfig
-from streamsync.ingest.errors import ConsumerError, DeadLetterError
 from streamsync.ingest.event import Event
 from streamsync.ingest.pipelines import pipelines_event
 from streamsync.kafka.config import KafkaConfig
-from streamsync.runtime import dead_letter as dl
+from streamsync.kafka.health import KafkaUnavailable
 from streamsync.runtime.ingest_loop import IngestLoop, IngestStats
 from tests.ingest.samples import IDENTIFY, ORDER_COMPLETED, WEBHOOK_SENT, sample
 
@@ -274,7 +275,7 @@ def test_undeliverable_dead_letter_stops_without_commit(
         KafkaConfig(bootstrap_servers=kafka_bootstrap_servers),
         producer_extra={"message.timeout.ms": 5000},
     )
-    with pytest.raises(DeadLetterError):
+    with pytest.raises(DeadLetterFailed):
         loop.run(idle_timeout_s=IDLE_S)
     committed, _end = committed_equals_end(kafka_bootstrap_servers, group, [topic])[topic]
     assert committed < 0  # nothing committed: a restart re-reads both records
@@ -318,7 +319,7 @@ def test_an_unreachable_broker_is_an_error_not_an_idle_success() -> None:
     after the broker timeout the loop stops with an error instead of "0 records"."""
     config = IngestConfig(topics=[TopicConfig(name="x", format="pipelines_json")])
     loop = IngestLoop(config, KafkaConfig(bootstrap_servers="127.0.0.1:1"), broker_timeout_s=3)
-    with pytest.raises(ConsumerError, match=r"cannot reach Kafka at 127\.0\.0\.1:1"):
+    with pytest.raises(KafkaUnavailable, match=r"cannot reach Kafka at 127\.0\.0\.1:1"):
         loop.run(idle_timeout_s=1)
 
 

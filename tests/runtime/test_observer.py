@@ -15,8 +15,8 @@ from streamsync.audiences.engine import Engine
 from streamsync.audiences.loader import load_audiences
 from streamsync.deltas.record import MembershipDelta
 from streamsync.ingest.jsonl import read_events
+from streamsync.ingest.outcomes import TopicStats
 from streamsync.observability.metrics import Telemetry
-from streamsync.runtime.ingest_loop import TopicStats
 from streamsync.runtime.observer import EvaluateObserver
 from streamsync.runtime.task import Task
 from tests.observability.scrape import value

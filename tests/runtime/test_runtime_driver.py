@@ -17,8 +17,10 @@ import pytest
 from confluent_kafka import KafkaError
 
 from streamsync.audiences.engine import Engine
+from streamsync.errors import NeedsRestart
 from streamsync.ingest.jsonl import is_webhook_record
-from streamsync.runtime.errors import BrokerUnreachable, RestartRequired
+from streamsync.kafka.health import KafkaUnavailable
+from streamsync.runtime.errors import RestartRequired
 from streamsync.runtime.router import ENGINE_ERROR
 from tests.runtime.driver import EvaluateDriver, driver_config
 from tests.runtime.evaluate_support import (
@@ -144,7 +146,7 @@ def test_a_consumer_error_of_no_partition_is_logged_and_a_fatal_one_stops(
     assert any("pipelines[0]" in line for line in warned), warned
     assert driver.commit() and driver.stats.records == 1
     driver.pipe_error(KafkaError(KafkaError._FATAL, "fenced", fatal=True))
-    with pytest.raises(BrokerUnreachable, match="fatal consumer error"):
+    with pytest.raises(KafkaUnavailable, match="fatal consumer error"):
         driver.process()
 
 
@@ -459,6 +461,6 @@ def test_a_fatal_producer_error_asks_for_a_restart_instead_of_a_traceback(
         driver.commit()
     fatal = KafkaError(KafkaError._FENCED, "fenced", fatal=True)
     driver.runtime.health.on_error(fatal)  # reported by the error callback instead
-    with pytest.raises(RestartRequired):
+    with pytest.raises(NeedsRestart):
         driver.runtime.health.check()
     assert RestartRequired("x").exit_status == 3
