@@ -344,7 +344,11 @@ class DeliverLoop:
                     kafka_health.outage.clear()
                 before = sink.stats.requests + sink.stats.dry_run_requests
                 sink.pump()
-                if messages or sink.stats.requests + sink.stats.dry_run_requests != before:
+                if (
+                    messages
+                    or sink.stats.requests + sink.stats.dry_run_requests != before
+                    or not self._assigned  # idle counts once partitions are assigned,
+                ):  # as evaluate's and ingest's do: joining the group is no idleness
                     last_activity = time.monotonic()
                 now = time.monotonic()
                 if now - last_commit >= COMMIT_INTERVAL_S:

@@ -192,6 +192,24 @@ class TextFormatter(logging.Formatter):
 _HANDLER_MARK = "_streamsync_handler"
 
 
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever ``sys.stderr`` is when a record is emitted, not to the stream
+    it was when the handler was made: a command run in-process (tests, an embedding
+    program) that replaced ``sys.stderr`` and closed it leaves no handler writing to a
+    closed stream behind."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self) -> TextIO:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: TextIO) -> None:
+        pass
+
+
 def setup_logging(
     log_format: str = "json",
     level: str = "INFO",
@@ -206,7 +224,9 @@ def setup_logging(
     """
     register_secrets(secrets)
     formatter: logging.Formatter = JsonFormatter() if log_format == "json" else TextFormatter()
-    handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
+    handler: logging.Handler = (
+        logging.StreamHandler(stream) if stream is not None else _StderrHandler()
+    )
     handler.setFormatter(formatter)
     setattr(handler, _HANDLER_MARK, True)
     root = logging.getLogger()
