@@ -157,7 +157,13 @@ def bench_throughput(bootstrap: str, tmp: Path, events: int, customers: int) -> 
             topic, key = webhooks, record["data"]["customer_id"]
         else:
             topic, key = pipelines, record.get("userId") or record.get("anonymousId")
-        producer.produce(topic, orjson.dumps(record), str(key).encode())
+        value, encoded_key = orjson.dumps(record), str(key).encode()
+        while True:
+            try:
+                producer.produce(topic, value, encoded_key)
+                break
+            except BufferError:  # the local queue is full: let deliveries drain
+                producer.poll(0.05)
         count += 1
         if count % 10_000 == 0:
             producer.poll(0)
