@@ -177,7 +177,9 @@ class Runtime:
             positions=positions,
             repartitioner=repartitioner,
             end_offset=functools.partial(fetched_end, consumer),
-            query_end=functools.partial(broker_end, consumer),
+            # The restore consumer: its connection is idle, while a request on the group
+            # consumer's waits behind the fetch long-poll in flight (up to 500 ms).
+            query_end=functools.partial(broker_end, restorer),
         )
         checkpoint = Checkpoint(
             settings=settings,
