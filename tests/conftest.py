@@ -14,6 +14,7 @@ from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from streamsync.dev.broker import kafka_bootstrap
+from tests.topics import create_topics
 
 
 @pytest.fixture(scope="session")
@@ -29,8 +30,7 @@ def new_topic(kafka_bootstrap_servers: str) -> Callable[..., str]:
 
     def make(prefix: str = "t", partitions: int = 1) -> str:
         name = f"{prefix}-{uuid.uuid4().hex[:10]}"
-        futures = admin.create_topics([NewTopic(name, partitions, 1)])
-        futures[name].result(30)
+        create_topics(admin, [NewTopic(name, partitions, 1)])
         return name
 
     return make

@@ -12,19 +12,16 @@ import orjson
 import yaml
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from streamsync.audiences.loader import load_audiences
-from streamsync.audiences.replay import replay
 from streamsync.deltas.codec import encode_json
 from streamsync.deltas.record import MembershipDelta
 from streamsync.dev.synthetic import generate_records
-from streamsync.ingest.jsonl import read_events
-from streamsync.resources import project_path
+from tests.runtime.evaluate_support import replay_deltas
 
 
-def replay_deltas(customers: int, events: int, seed: int = 11) -> list[MembershipDelta]:
-    audiences = load_audiences(project_path("examples", "audiences"))
-    lines = (orjson.dumps(r) for r in generate_records(customers, events, seed=seed))
-    return list(replay(audiences, read_events(lines), progress=None))
+def synthetic_deltas(customers: int, events: int, seed: int = 11) -> list[MembershipDelta]:
+    """Replay's deltas of a seeded synthetic stream (:func:`replay_deltas` of its lines)."""
+    lines = [orjson.dumps(r) for r in generate_records(customers, events, seed=seed)]
+    return replay_deltas(lines)
 
 
 def produce_deltas(

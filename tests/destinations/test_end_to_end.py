@@ -33,7 +33,7 @@ from streamsync.dev.standins.compare import (
 from tests.destinations.helpers import (
     produce_deltas,
     read_topic,
-    replay_deltas,
+    synthetic_deltas,
     uncommitted_records,
     write_config,
 )
@@ -81,7 +81,7 @@ def test_deliver_survives_outages_storms_and_sigkill(
     tmp_path: Path, kafka_bootstrap_servers: str, new_topic: Callable[..., str],
     standins: StandInServer,
 ) -> None:  # fmt: skip
-    deltas = replay_deltas(customers=400, events=12000)
+    deltas = synthetic_deltas(customers=400, events=12000)
     assert len(deltas) > 5000
     quarter = len(deltas) // 4
     waves = [deltas[i * quarter : (i + 1) * quarter if i < 3 else None] for i in range(4)]

@@ -22,7 +22,7 @@ from tests.destinations.conftest import BRAZE_KEY, MOE_APP, MOE_KEY, delta
 from tests.destinations.helpers import (
     produce_deltas,
     read_topic,
-    replay_deltas,
+    synthetic_deltas,
     uncommitted_records,
     write_config,
 )
@@ -132,7 +132,7 @@ def test_two_replicas_share_the_partitions_through_rebalances(
     tmp_path: Path, kafka_bootstrap_servers: str, new_topic: Callable[..., str],
     standins: StandInServer,
 ) -> None:  # fmt: skip
-    deltas = replay_deltas(customers=150, events=4000, seed=3)
+    deltas = synthetic_deltas(customers=150, events=4000, seed=3)
     expected = expected_members(deltas)
     topic = new_topic("deltas", partitions=4)
     group = f"replicas-{uuid.uuid4().hex[:8]}"
@@ -177,7 +177,7 @@ def test_deliver_to_standins_reports_against_replay(
 ) -> None:
     from streamsync.dev.standins.session import deliver_to_standins
 
-    deltas = replay_deltas(customers=60, events=1500, seed=9)
+    deltas = synthetic_deltas(customers=60, events=1500, seed=9)
     topic = new_topic("deltas", partitions=2)
     produce_deltas(kafka_bootstrap_servers, topic, deltas)
     config = load_config(write_config(tmp_path / "c.yaml", kafka_bootstrap_servers, topic, {}))

@@ -8,6 +8,8 @@ from collections.abc import Callable
 import pytest
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from tests.topics import create_topic
+
 
 @pytest.fixture
 def topic_with_config(kafka_bootstrap_servers: str) -> Callable[[str, dict[str, str]], str]:
@@ -16,7 +18,7 @@ def topic_with_config(kafka_bootstrap_servers: str) -> Callable[[str, dict[str, 
 
     def make(prefix: str, config: dict[str, str]) -> str:
         name = f"{prefix}-{uuid.uuid4().hex[:10]}"
-        admin.create_topics([NewTopic(name, 1, 1, config=config)])[name].result(30)
+        create_topic(admin, NewTopic(name, 1, 1, config=config))
         return name
 
     return make

@@ -21,6 +21,7 @@ from streamsync.deltas.record import MembershipDelta
 from streamsync.dev.synthetic import generate_records
 from streamsync.ingest.jsonl import is_webhook_record, read_events
 from streamsync.resources import project_path
+from tests.topics import create_topics
 
 EXAMPLE_AUDIENCES = project_path("examples", "audiences")
 #: ``evaluate.allowed_lateness`` by default
@@ -49,9 +50,7 @@ class Stream:
         self.group = f"ev-{self.run}"
         admin = AdminClient({"bootstrap.servers": bootstrap})
         names = [self.pipelines, self.webhooks]
-        futures = admin.create_topics([NewTopic(n, partitions, 1) for n in names])
-        for future in futures.values():
-            future.result(30)
+        create_topics(admin, [NewTopic(n, partitions, 1) for n in names])
         self.lines: list[bytes] = []
         #: (topic, partition) -> newest event time produced there
         self.newest: dict[tuple[str, int], int] = {}

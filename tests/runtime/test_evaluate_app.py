@@ -28,6 +28,7 @@ from tests.runtime.evaluate_support import (
     replay_deltas,
     synthetic,
 )
+from tests.topics import create_topic, create_topics
 
 pytestmark = pytest.mark.kafka
 
@@ -144,7 +145,7 @@ def test_topics_that_are_not_co_partitioned_are_named(
     stream = Stream(kafka_bootstrap_servers, partitions=2)
     other = f"ev-{stream.run}.other"
     admin = AdminClient({"bootstrap.servers": kafka_bootstrap_servers})
-    admin.create_topics([NewTopic(other, 3, 1)])[other].result(30)
+    create_topic(admin, NewTopic(other, 3, 1))
     path = stream.config(tmp_path)
     data = orjson.loads(path.read_bytes())
     data["ingest"]["topics"][1]["name"] = other
@@ -208,7 +209,7 @@ def test_a_dead_letter_too_large_for_its_topic_is_truncated_and_says_so(
     limit = 64 * 1024
     admin = AdminClient({"bootstrap.servers": kafka_bootstrap_servers})
     topic = NewTopic(stream.dead_letters, 1, 1, config={"max.message.bytes": str(limit)})
-    admin.create_topics([topic])[stream.dead_letters].result(30)
+    create_topic(admin, topic)
     producer = Producer({"bootstrap.servers": kafka_bootstrap_servers})
     malformed = b"{" + b"x" * (limit - 100)  # under the input limit, not JSON
     producer.produce(stream.pipelines, malformed, b"k", partition=0)
@@ -241,8 +242,7 @@ def test_the_example_configuration_with_avro_deltas(
     run = uuid.uuid4().hex[:8]
     names = [f"ex-{run}.{t.name}" for t in config.ingest.topics]
     admin = AdminClient({"bootstrap.servers": kafka_bootstrap_servers})
-    for future in admin.create_topics([NewTopic(n, 2, 1) for n in names]).values():
-        future.result(30)
+    create_topics(admin, [NewTopic(n, 2, 1) for n in names])
     app_config = config.model_copy(
         update={
             "kafka": config.kafka.model_copy(update={"bootstrap_servers": kafka_bootstrap_servers}),

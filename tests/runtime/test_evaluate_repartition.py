@@ -35,6 +35,7 @@ from tests.runtime.evaluate_support import (
 )
 from tests.runtime.test_evaluate_app import CART_WAIT, _track
 from tests.runtime.test_evaluate_faults import Instance
+from tests.topics import create_topic, create_topics
 
 pytestmark = pytest.mark.kafka
 
@@ -49,8 +50,7 @@ class MixedStream(Stream):
         self.other_keyed = f"ev-{self.run}.otherkey"
         admin = AdminClient({"bootstrap.servers": bootstrap})
         new = [NewTopic(self.null_keyed, 4, 1), NewTopic(self.other_keyed, 2, 1)]
-        for future in admin.create_topics(new).values():
-            future.result(30)
+        create_topics(admin, new)
         self.rng = random.Random(self.run)
         #: the share of pipelines records written to the keyed topic
         self.keyed_share = 0.3
@@ -133,7 +133,7 @@ def test_partition_for_matches_the_clients_partitioners(kafka_bootstrap_servers:
     librdkafka's ``consistent`` (CRC-32) and the Java client's ``murmur2``."""
     topic = f"ev-part-{uuid.uuid4().hex[:8]}"
     admin = AdminClient({"bootstrap.servers": kafka_bootstrap_servers})
-    admin.create_topics([NewTopic(topic, 7, 1)])[topic].result(30)
+    create_topic(admin, NewTopic(topic, 7, 1))
     customers = [f"cust-{i}" for i in range(60)] + ["", "é-ü", "x" * 37]
     for partitioner in ("consistent", "murmur2"):
         producer = Producer(
@@ -163,7 +163,7 @@ def test_evaluate_with_rekeyed_topics_equals_replay(
     # re-keying stage did not write is dead-lettered, not a crash.
     internal = repartition_topic(stream.group, stream.null_keyed)
     admin = AdminClient({"bootstrap.servers": kafka_bootstrap_servers})
-    admin.create_topics([NewTopic(internal, 3, 1)])[internal].result(30)
+    create_topic(admin, NewTopic(internal, 3, 1))
     producer = Producer({"bootstrap.servers": kafka_bootstrap_servers})
     producer.produce(internal, b"not ours", b"cus_0000001", partition=1)
     assert producer.flush(30) == 0

@@ -18,6 +18,7 @@ from streamsync.runtime.app import Application
 from streamsync.runtime.repartition import Purger, repartition_topic
 from tests.runtime.evaluate_support import check_seq, keys, read_deltas, replay_deltas, synthetic
 from tests.runtime.test_evaluate_repartition import MixedStream
+from tests.topics import create_topics
 
 pytestmark = pytest.mark.kafka
 
@@ -47,8 +48,7 @@ def test_the_purger_deletes_committed_offsets_once_per_interval(
     run = uuid.uuid4().hex[:8]
     internal, other = f"purge-{run}.internal", f"purge-{run}.other"
     admin = AdminClient({"bootstrap.servers": kafka_bootstrap_servers})
-    for future in admin.create_topics([NewTopic(t, 2, 1) for t in (internal, other)]).values():
-        future.result(30)
+    create_topics(admin, [NewTopic(t, 2, 1) for t in (internal, other)])
     producer = Producer({"bootstrap.servers": kafka_bootstrap_servers})
     for topic in (internal, other):
         for partition in range(2):
