@@ -119,7 +119,7 @@ class Engine:
     With ``auto_advance`` (the default) the newest timestamp seen drives the clock. A
     consumer of several partitions turns it off and calls :meth:`advance_to` with its own
     watermark (the slowest partition's progress), so a partition that is read ahead of
-    another does not turn the other's records into corrections.
+    another does not make the other's records late.
 
     ``dedup_horizon_ms`` bounds how long record ids are remembered (in event time; ids
     are kept between one and two horizons). ``None`` remembers them for ever, which is
