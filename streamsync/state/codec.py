@@ -61,13 +61,19 @@ class StateError(NeedsOperator):
     (not the input's mistake, the operator's to resolve: exit status 1)."""
 
 
+#: Fields of an audience that say who owns it and where it goes, not who is a member:
+#: editing them leaves the stored state valid.
+_NOT_EVALUATED = frozenset({"owner", "description", "destinations"})
+
+
 def fingerprint(program: Program) -> str:
-    """What the stored customer layout depends on: every definition (in compiled
-    order), the slot layout and :data:`LAYOUT_VERSION`."""
+    """What the stored customer layout depends on: every definition as it is evaluated
+    (in compiled order; owner, description and destinations left out, so editing those
+    does not refuse the state), the slot layout and :data:`LAYOUT_VERSION`."""
     h = hashlib.blake2b(digest_size=12)
     h.update(f"{LAYOUT_VERSION}|{program.width}|{program.next_slots}".encode())
     for audience in program.audiences:
-        h.update(audience.model_dump_json().encode())
+        h.update(audience.model_dump_json(exclude=set(_NOT_EVALUATED)).encode())
     return h.hexdigest()
 
 
