@@ -53,7 +53,7 @@ from streamsync.runtime.repartition import (
     parse_source_key,
 )
 from streamsync.runtime.stats import EvaluateStats
-from streamsync.runtime.task import Task
+from streamsync.runtime.task import UNKNOWN, Task
 from streamsync.runtime.telemetry import EvaluateTelemetry
 
 log = logging.getLogger(__name__)
@@ -183,12 +183,13 @@ class Router:
         at the end offset the consumer's last fetch of them reported: no request.
 
         Without the wall clock, history is replayed exactly: for each task that read
-        records since the last commit, every input at its known end, and every raw
-        partition behind a repartition input reported at its end, is asked of the
-        broker (``query_end``, once per partition per call). A fetch reports a
-        partition's end only with records of it, so a known end may be older than the
-        records just read: records produced to that partition together with them must
-        not find the clock already past them."""
+        records since the last commit, every input at its known end that has never
+        given a record, and every raw partition behind a repartition input reported at
+        its end, is asked of the broker (``query_end``, once per partition per call). A
+        fetch reports a partition's end only with records of it, so a known end may be
+        older than the records just read: records produced to that partition together
+        with them must not find the clock already past them. (A keyed input that has
+        given records holds the clock at its newest anyway: see :meth:`Task.watermark`.)"""
         end_offset = self.end_offset
         positions = self.positions
         asked: dict[Position, int] = {}
@@ -212,7 +213,9 @@ class Router:
                 if position < 0:
                     continue  # not placed yet
                 end = end_offset(topic, number)
-                if position >= max(end, task.ends[topic]):
+                if position >= max(end, task.ends[topic]) and (
+                    task.newest[topic] == UNKNOWN or topic in task.merged
+                ):
                     end = self._ask(asked, topic, number)
                 task.place(topic, position, end)
                 merged = task.merged.get(topic)

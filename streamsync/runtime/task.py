@@ -15,10 +15,13 @@ where it is); a caught-up partition holds nothing back. Live (with the wall cloc
 partition is caught up when its position reaches the end its fetches report, and once
 every partition is caught up the clock follows the wall clock minus a small grace, so a
 deadline fires within about a second of its time even when nothing arrives. Without
-the wall clock (replaying history exactly) a partition counts as caught up only once
-the broker confirmed its end after the task's latest records were read (the router
-asks), so records produced to it together with those are never passed by the clock;
-the same holds for the raw partitions behind a repartition input. While a backlog is being read
+the wall clock (replaying history exactly) a keyed input at its end still counts with
+its newest record (only each partition's own order is certain: its producer may append
+records older than another topic's newest); one that has given nothing counts as
+caught up only once the broker confirmed its end after the task's latest records were
+read (the router asks). The raw partitions behind a repartition input, which one that
+finished early would otherwise pin for good, hold nothing back once their end is
+confirmed that way. While a backlog is being read
 only event time moves it, so evaluating a finished log from the start gives what
 ``replay`` gives. A repartition input (see :mod:`streamsync.runtime.repartition`)
 merges many raw partitions: its progress is what the raw partitions' marks report, and
@@ -217,13 +220,17 @@ class Task:
         """Instants before this are final for this task (``UNKNOWN`` if none is): see
         the module docstring. A partition that has given nothing yet and is not caught
         up holds it (its first records may be old); a caught-up one holds nothing back,
-        whatever its newest record: the partitions still being read decide."""
+        except, without the wall clock, a keyed input that has given records: it still
+        counts with its newest, since its producer may append records older than
+        another topic's newest (only each partition's own order is certain)."""
         lateness = self.lateness
+        wall_clock = self.wall_clock
+        merged = self.merged
         low = NEVER
         high = UNKNOWN
         for topic in self.topics:
             newest = self.newest[topic]
-            if self.caught_up[topic]:
+            if self.caught_up[topic] and (wall_clock or newest == UNKNOWN or topic in merged):
                 if newest != UNKNOWN and newest - lateness > high:
                     high = newest - lateness
                 continue
@@ -232,7 +239,7 @@ class Task:
             low = min(low, newest - lateness)
         if low != NEVER:  # some partition may still give records
             return low
-        if self.wall_clock:
+        if wall_clock:
             high = max(high, now_ms - self.grace)
         return high
 
