@@ -42,7 +42,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from streamsync.audiences.definition import Audience
@@ -53,7 +53,7 @@ from streamsync.deltas.record import MembershipDelta
 from streamsync.ingest.avro import FileSchemaRegistry, SchemaRegistry
 from streamsync.ingest.decoder import Decoder
 from streamsync.ingest.outcomes import TopicStats
-from streamsync.kafka.health import ClientHealth
+from streamsync.kafka.health import ClientHealth, KafkaUnavailable
 from streamsync.runtime import gc_policy
 from streamsync.runtime.checkpoint import Checkpoint, Watchdog, watchdog_for
 from streamsync.runtime.clients import (
@@ -213,7 +213,7 @@ class Runtime:
         try:
             # Wait for offsets of transactions still in flight (a previous owner's last
             # commit) before reading the changelog, so state and offsets agree.
-            committed = consumer.committed(partitions, timeout=60)
+            committed = committed_offsets(consumer, partitions, 60.0)
             self.manager.assign(self.manager.numbers(partitions))
             self.manager.place(committed)
         except BaseException as exc:
@@ -397,6 +397,31 @@ class Application:
         if first is None:
             return []
         return [first, *consumer.consume(self.batch_size - 1, 0)]
+
+
+def committed_offsets(
+    consumer: Consumer, partitions: list[TopicPartition], budget_s: float
+) -> list[TopicPartition]:
+    """The group's committed offsets of ``partitions``, asked again while the broker
+    answers with a retriable error (a coordinator moving during a broker restart:
+    ``NOT_COORDINATOR``) for up to ``budget_s``; then :class:`KafkaUnavailable`."""
+    deadline = time.monotonic() + budget_s
+    while True:
+        try:
+            return list(consumer.committed(partitions, timeout=max(1.0, min(10.0, budget_s))))
+        except KafkaException as exc:
+            error = exc.args[0] if exc.args else None
+            retriable = isinstance(error, KafkaError) and error.retriable()
+            if not retriable and not (
+                isinstance(error, KafkaError)
+                and error.code() in (KafkaError.NOT_COORDINATOR, KafkaError._TIMED_OUT)
+            ):
+                raise KafkaUnavailable(f"cannot read the committed offsets: {exc}") from None
+            if time.monotonic() >= deadline:
+                raise KafkaUnavailable(
+                    f"cannot read the committed offsets for {budget_s:.0f}s: {exc}"
+                ) from None
+            time.sleep(0.2)
 
 
 def fetched_end(consumer: Consumer, topic: str, partition: int) -> int:
