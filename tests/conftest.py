@@ -39,6 +39,10 @@ def new_topic(kafka_bootstrap_servers: str) -> Callable[..., str]:
 @pytest.fixture
 def producer(kafka_bootstrap_servers: str) -> Iterator[Producer]:
     """A plain confluent-kafka producer, independent of streamsync's own clients."""
-    p = Producer({"bootstrap.servers": kafka_bootstrap_servers, "linger.ms": 1})
+    # Idempotent: a retried batch cannot land after later ones (each partition keeps
+    # the order records were produced in).
+    p = Producer(
+        {"bootstrap.servers": kafka_bootstrap_servers, "linger.ms": 1, "enable.idempotence": True}
+    )
     yield p
     p.flush(30)

@@ -54,7 +54,12 @@ class Stream:
         self.lines: list[bytes] = []
         #: (topic, partition) -> newest event time produced there
         self.newest: dict[tuple[str, int], int] = {}
-        self._producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5})
+        # Idempotent: a retried batch (the topics were created a moment before, a leader
+        # may not be known yet) can then not land after later ones, so each partition
+        # holds its records in the order they were produced, which replay is given.
+        self._producer = Producer(
+            {"bootstrap.servers": bootstrap, "linger.ms": 5, "enable.idempotence": True}
+        )
 
     def partition_of(self, customer: str) -> int:
         return zlib.crc32(customer.encode()) % self.partitions
