@@ -227,26 +227,41 @@ def test_a_record_the_engine_raises_on_is_dead_lettered_after_a_rewind(
     assert keys(driver.deltas()) == keys(replay_deltas(lines))
 
 
+def _two_topic_driver(
+    tmp_path: Path, drivers: list[EvaluateDriver], partitions: int, **evaluate: Any
+) -> EvaluateDriver:
+    """A driver over two co-partitioned topics, pipelines and webhooks."""
+    config = driver_config(
+        tmp_path,
+        EXAMPLE_AUDIENCES,
+        topics=[("pipelines", "pipelines_json"), ("webhooks", "webhook_json")],
+        **evaluate,
+    )
+    return _driver(drivers, config, partitions=partitions, now_ms=T0)
+
+
+def _pipe_synthetic(
+    driver: EvaluateDriver, customers: int, events: int, seed: int, partitions: int
+) -> list[bytes]:
+    """Pipe a seeded synthetic stream, keyed and partitioned by customer; its lines."""
+    lines = []
+    for record in synthetic(customers, events, seed=seed):
+        customer = customer_of(record)
+        topic = "webhooks" if is_webhook_record(record) else "pipelines"
+        line = orjson.dumps(record)
+        lines.append(line)
+        partition = zlib.crc32(customer.encode()) % partitions
+        driver.pipe(topic, line, key=customer.encode(), partition=partition)
+    return lines
+
+
 def test_three_partitions_of_two_topics_equal_replay(
     tmp_path: Path, drivers: list[EvaluateDriver]
 ) -> None:
     """Two co-partitioned topics, records keyed by customer: the committed deltas of a
     bounded run are replay's."""
-    config = driver_config(
-        tmp_path,
-        EXAMPLE_AUDIENCES,
-        topics=[("pipelines", "pipelines_json"), ("webhooks", "webhook_json")],
-        wall_clock=False,
-    )
-    driver = _driver(drivers, config, partitions=3, now_ms=T0)
-    lines = []
-    for record in synthetic(60, 3000, seed=11):
-        customer = customer_of(record)
-        topic = "webhooks" if is_webhook_record(record) else "pipelines"
-        line = orjson.dumps(record)
-        lines.append(line)
-        partition = zlib.crc32(customer.encode()) % 3
-        driver.pipe(topic, line, key=customer.encode(), partition=partition)
+    driver = _two_topic_driver(tmp_path, drivers, 3, wall_clock=False)
+    lines = _pipe_synthetic(driver, 60, 3000, seed=11, partitions=3)
     for _ in range(3):
         driver.process()
         assert driver.commit()
@@ -264,20 +279,8 @@ def _two_topic_backlog(
     tmp_path: Path, drivers: list[EvaluateDriver], **evaluate: Any
 ) -> tuple[EvaluateDriver, list[bytes]]:
     """A driver over two co-partitioned topics holding a backlog when it is assigned."""
-    config = driver_config(
-        tmp_path,
-        EXAMPLE_AUDIENCES,
-        topics=[("pipelines", "pipelines_json"), ("webhooks", "webhook_json")],
-        **evaluate,
-    )
-    driver = _driver(drivers, config, partitions=2, now_ms=T0)
-    lines = []
-    for record in synthetic(40, 2000, seed=5):
-        customer = customer_of(record)
-        topic = "webhooks" if is_webhook_record(record) else "pipelines"
-        line = orjson.dumps(record)
-        lines.append(line)
-        driver.pipe(topic, line, key=customer.encode(), partition=zlib.crc32(customer.encode()) % 2)
+    driver = _two_topic_driver(tmp_path, drivers, 2, **evaluate)
+    lines = _pipe_synthetic(driver, 40, 2000, seed=5, partitions=2)
     driver.revoke()  # taken up again with the backlog in place: its end offsets are known
     driver.assign()
     return driver, lines
@@ -415,22 +418,10 @@ def test_without_the_wall_clock_a_topic_empty_at_assignment_is_asked_again(
     produced to both, and the webhooks' first fetch comes back seconds after the
     pipelines have been read to their end. The webhooks' end offset is asked of the
     broker again, so none of their records finds the clock past it: replay's result."""
-    config = driver_config(
-        tmp_path,
-        EXAMPLE_AUDIENCES,
-        topics=[("pipelines", "pipelines_json"), ("webhooks", "webhook_json")],
-        wall_clock=False,
-    )
-    driver = _driver(drivers, config, partitions=2, now_ms=T0)
+    driver = _two_topic_driver(tmp_path, drivers, 2, wall_clock=False)
     assert all(all(task.caught_up.values()) for task in driver.tasks.values())  # empty
     driver.consumer.hold("webhooks")
-    lines = []
-    for record in synthetic(40, 2000, seed=6):
-        customer = customer_of(record)
-        topic = "webhooks" if is_webhook_record(record) else "pipelines"
-        line = orjson.dumps(record)
-        lines.append(line)
-        driver.pipe(topic, line, key=customer.encode(), partition=zlib.crc32(customer.encode()) % 2)
+    lines = _pipe_synthetic(driver, 40, 2000, seed=6, partitions=2)
     for _ in range(4):
         driver.process()
         driver.tick(2_000)
