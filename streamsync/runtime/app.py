@@ -176,10 +176,10 @@ class Runtime:
             telemetry=telemetry,
             positions=positions,
             repartitioner=repartitioner,
-            end_offset=functools.partial(fetched_end, consumer),
+            end_offset=functools.partial(end_offset, consumer, cached=True),
             # The restore consumer: its connection is idle, while a request on the group
             # consumer's waits behind the fetch long-poll in flight (up to 500 ms).
-            query_end=functools.partial(broker_end, restorer),
+            query_end=functools.partial(end_offset, restorer, cached=False),
         )
         checkpoint = Checkpoint(
             settings=settings,
@@ -424,20 +424,16 @@ def committed_offsets(
             time.sleep(0.2)
 
 
-def fetched_end(consumer: Consumer, topic: str, partition: int) -> int:
-    """The end offset of ``consumer``'s last fetch of a partition (no request: what the
-    fetch responses carried); ``-1`` when it has none."""
+def end_offset(consumer: Consumer, topic: str, partition: int, *, cached: bool) -> int:
+    """A partition's end offset: with ``cached``, what ``consumer``'s last fetch of it
+    reported (no request), else asked of the broker now; ``-1`` when there is none."""
+    tp = TopicPartition(topic, partition)
     try:
-        _, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), cached=True)
-    except KafkaException:
-        return -1
-    return int(high) if high is not None and high >= 0 else -1
-
-
-def broker_end(consumer: Consumer, topic: str, partition: int) -> int:
-    """The end offset of a partition, asked of the broker now; ``-1`` without an answer."""
-    try:
-        _, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)
+        _, high = (
+            consumer.get_watermark_offsets(tp, cached=True)
+            if cached
+            else consumer.get_watermark_offsets(tp, timeout=10)
+        )
     except KafkaException:
         return -1
     return int(high) if high is not None and high >= 0 else -1
