@@ -60,6 +60,8 @@ ID_KIND = 6  #: what CUSTOMER_ID is (``Event.id_kind`` of the customer's latest 
 HEADER = 7
 
 Customer = list[Any]
+#: What a fact is: ``(kind, record match, parameters...)``, see ``_Builder``.
+FactKey = tuple[Any, ...]
 Evaluator = Callable[[Customer, int], tuple[bool, int]]
 Updater = Callable[[Customer, Event], None]
 
@@ -136,6 +138,15 @@ class Program:
     #: window, deadline or sticky period): such audiences need no slot or timer
     next_slots: list[int]
     fact_slots: int
+    #: the fact catalogue: what a fact is (its key: kind, the records it reads and its
+    #: parameters, never an audience's name or position) -> ``(first slot, width)``.
+    #: Shared by every audience reading the same thing; what a changed definition can
+    #: take over from stored state (:mod:`streamsync.audiences.migration`).
+    facts: dict[FactKey, tuple[int, int]]
+    #: fact updates as ``(record name, kind, where-filter, updater, fact slot)``
+    updates: list[tuple[str, str, Predicate | None, Updater, int]]
+    #: fact slot -> the audiences reading it (bitmask)
+    fact_readers: dict[int, int]
 
     @property
     def next0(self) -> int:
@@ -227,7 +238,7 @@ class _Builder:
         self.index = {a.name: i for i, a in enumerate(audiences)}
         timed = sum(1 for a in audiences if _audience_timed(a))
         self.base = HEADER + timed + len(audiences)
-        self.slots: dict[tuple[Any, ...], int] = {}
+        self.slots: dict[FactKey, tuple[int, int]] = {}
         #: (record name, kind, where-filter, updater, fact slot), one per fact input
         self.updates: list[tuple[str, str, Predicate | None, Updater, int]] = []
         self.readers: dict[int, int] = {}  # slot -> audience mask reading it
@@ -240,11 +251,14 @@ class _Builder:
     def _slot(self, key: tuple[Any, ...], width: int = 1) -> tuple[int, bool]:
         """The first of ``width`` adjacent slots holding the fact ``key``; ``fresh`` when
         this call allocated them (the caller then registers the updater)."""
-        slot = self.slots.get(key)
-        fresh = slot is None
-        if slot is None:
-            slot = self.slots[key] = self.base + self.width
+        known = self.slots.get(key)
+        fresh = known is None
+        if known is None:
+            slot = self.base + self.width
+            self.slots[key] = (slot, width)
             self.width += width
+        else:
+            slot = known[0]
         self.readers[slot] = self.readers.get(slot, 0) | (1 << self.current)
         return slot, fresh
 
@@ -384,7 +398,9 @@ class _Builder:
 
     def total(self, spec: Sum) -> int:
         """Slot holding the net sum in integer micro-units (exact for cents)."""
-        key = ("sum", spec.model_dump_json())
+        # The threshold is the condition's, not the fact's: audiences summing the same
+        # amounts over the same window share one running sum.
+        key = ("sum", spec.model_dump_json(include={"add", "subtract", "within"}))
         slot, fresh = self._slot(key)
         if not fresh:
             return slot
@@ -487,7 +503,7 @@ class _Builder:
         return slot
 
     def private_slot(self, label: str) -> int:
-        slot, _ = self._slot(("private", label, self.current))
+        slot, _ = self._slot(("private", label, self.audiences[self.current].name))
         return slot
 
     # -- conditions --------------------------------------------------------------------
@@ -738,4 +754,7 @@ def compile_audiences(audiences: Sequence[Audience], *, lateness_ms: int = 5 * 6
         dependents=dependents,
         anchors=builder.anchors,
         fact_slots=builder.width,
+        facts=builder.slots,
+        updates=builder.updates,
+        fact_readers=builder.readers,
     )

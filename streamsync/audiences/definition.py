@@ -23,7 +23,14 @@ from __future__ import annotations
 import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from streamsync.audiences.durations import parse_duration
 
@@ -48,6 +55,21 @@ def _duration(value: Any) -> int:
     if isinstance(value, str | int) and not isinstance(value, bool):
         return parse_duration(value)
     raise ValueError("a duration is a number with a unit, such as 90m or 7d")
+
+
+#: Validation context of stored definitions (``streamsync.audiences.migration``), whose
+#: durations are plain milliseconds: a user's bare number stays an error.
+STORED = {"durations": "ms"}
+
+
+def _duration_field(cls: type, value: Any, info: ValidationInfo) -> int | None:
+    """A duration field's ``before`` validator."""
+    del cls
+    if value is None:
+        return None
+    if info.context == STORED and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    return _duration(value)
 
 
 def _not_negative(value: int | None, name: str) -> None:
@@ -117,7 +139,7 @@ class SinceLast(EventMatch):
     offset_by: Capture | None = None
 
     _durations = field_validator("at_least", "less_than", mode="before")(
-        classmethod(lambda cls, v: None if v is None else _duration(v))
+        classmethod(_duration_field)
     )
 
     @model_validator(mode="after")
@@ -149,9 +171,7 @@ class Count(EventMatch):
     within: int | None = None
     per: str | None = None
 
-    _durations = field_validator("within", mode="before")(
-        classmethod(lambda cls, v: None if v is None else _duration(v))
-    )
+    _durations = field_validator("within", mode="before")(classmethod(_duration_field))
 
     @field_validator("within")
     @classmethod
@@ -177,9 +197,7 @@ class Sum(_Strict):
     greater_than: float | None = Field(default=None, allow_inf_nan=False)
     at_least: float | None = Field(default=None, allow_inf_nan=False)
 
-    _durations = field_validator("within", mode="before")(
-        classmethod(lambda cls, v: None if v is None else _duration(v))
-    )
+    _durations = field_validator("within", mode="before")(classmethod(_duration_field))
 
     @model_validator(mode="after")
     def _one_threshold(self) -> Sum:
@@ -291,9 +309,7 @@ class Audience(_Strict):
     #: configuration, so the audience language does not grow with each destination.
     destinations: list[str] = Field(default_factory=list)
 
-    _durations = field_validator("sticky_for", mode="before")(
-        classmethod(lambda cls, v: None if v is None else _duration(v))
-    )
+    _durations = field_validator("sticky_for", mode="before")(classmethod(_duration_field))
 
     @field_validator("destinations")
     @classmethod
