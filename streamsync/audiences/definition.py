@@ -62,9 +62,8 @@ def _duration(value: Any) -> int:
 STORED = {"durations": "ms"}
 
 
-def _duration_field(cls: type, value: Any, info: ValidationInfo) -> int | None:
+def _duration_field(value: Any, info: ValidationInfo) -> int | None:
     """A duration field's ``before`` validator."""
-    del cls
     if value is None:
         return None
     if info.context == STORED and isinstance(value, int) and not isinstance(value, bool):
@@ -138,9 +137,10 @@ class SinceLast(EventMatch):
     less_than: int | None = None
     offset_by: Capture | None = None
 
-    _durations = field_validator("at_least", "less_than", mode="before")(
-        classmethod(_duration_field)
-    )
+    @field_validator("at_least", "less_than", mode="before")
+    @classmethod
+    def _durations(cls, value: Any, info: ValidationInfo) -> int | None:
+        return _duration_field(value, info)
 
     @model_validator(mode="after")
     def _ordered(self) -> SinceLast:
@@ -171,7 +171,10 @@ class Count(EventMatch):
     within: int | None = None
     per: str | None = None
 
-    _durations = field_validator("within", mode="before")(classmethod(_duration_field))
+    @field_validator("within", mode="before")
+    @classmethod
+    def _durations(cls, value: Any, info: ValidationInfo) -> int | None:
+        return _duration_field(value, info)
 
     @field_validator("within")
     @classmethod
@@ -197,7 +200,10 @@ class Sum(_Strict):
     greater_than: float | None = Field(default=None, allow_inf_nan=False)
     at_least: float | None = Field(default=None, allow_inf_nan=False)
 
-    _durations = field_validator("within", mode="before")(classmethod(_duration_field))
+    @field_validator("within", mode="before")
+    @classmethod
+    def _durations(cls, value: Any, info: ValidationInfo) -> int | None:
+        return _duration_field(value, info)
 
     @model_validator(mode="after")
     def _one_threshold(self) -> Sum:
@@ -309,7 +315,10 @@ class Audience(_Strict):
     #: configuration, so the audience language does not grow with each destination.
     destinations: list[str] = Field(default_factory=list)
 
-    _durations = field_validator("sticky_for", mode="before")(classmethod(_duration_field))
+    @field_validator("sticky_for", mode="before")
+    @classmethod
+    def _durations(cls, value: Any, info: ValidationInfo) -> int | None:
+        return _duration_field(value, info)
 
     @field_validator("destinations")
     @classmethod
