@@ -300,9 +300,21 @@ class Migration:
             if audience.exit is not None:
                 spans.append(longest_window(audience.exit))
             change.window_ms = None if None in spans else max(s for s in spans if s is not None)
-        self._old_timed = [(j, slot) for j, slot in enumerate(old.next_slots) if slot]
 
     # -- what it does ------------------------------------------------------------------
+
+    @property
+    def same_layout(self) -> bool:
+        """Whether stored customers are already in the new layout (only owners,
+        descriptions, destinations or versions changed): nothing to convert."""
+        old, new = self.old, self.new
+        return (
+            not self.changed
+            and old.width == new.width
+            and old.next_slots == new.next_slots
+            and all(i == j for i, j in self._before.items())
+            and all(a == b and d is None for a, b, _, d in self._copies)
+        )
 
     @property
     def changed(self) -> bool:

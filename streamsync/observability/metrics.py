@@ -214,6 +214,15 @@ class Telemetry:
             unit="1",
             description="Members older than their audience's maximum time to exit.",
         )
+        self._rebuild_exact = _Table(("audience", "change"))
+        meter.create_observable_gauge(
+            "streamsync.audience.rebuild_exact",
+            callbacks=[self._rebuild_exact.observe],
+            unit="1",
+            description="Audiences changed or added since the last start: 1 if rebuilt "
+            "exactly (from state, or from complete input history), 0 if the input topics "
+            "no longer held all the history their definition needs.",
+        )
         self._restored = _Table(("partition",))
         meter.create_observable_gauge(
             "streamsync.state.restored_records",
@@ -335,6 +344,10 @@ class Telemetry:
     def set_stuck_members(self, audience: str, count: int) -> None:
         """Members older than the audience's maximum time to exit (0 when healthy)."""
         self._stuck.set((audience,), count)
+
+    def set_rebuild_exact(self, audience: str, change: str, exact: bool) -> None:
+        """Audience ``audience`` was ``change``d (changed or added) at start-up."""
+        self._rebuild_exact.set((audience, change), 1 if exact else 0)
 
     def set_restore_progress(self, partition: int, restored: int, target: int) -> None:
         """Restoring ``partition``'s state: ``restored`` of ``target`` changelog records."""

@@ -166,6 +166,7 @@ class Runtime:
             stats=stats,
             telemetry=telemetry,
             repartitioner=repartitioner,
+            decoders=decoders,
         )
         router = Router(
             decoders=decoders,

@@ -95,6 +95,20 @@ class EvaluateConfig(_Model):
         ge=0,
         description="Schema id in the Confluent framing of Avro deltas (deltas.format avro).",
     )
+    inexact_rebuilds: Literal["allow", "refuse"] = Field(
+        default="allow",
+        description="When changed audience definitions need history the input topics no "
+        "longer hold (see docs/operations.md, 'Changing audiences'): allow (rebuild them "
+        "from what is there, say so once per audience and in "
+        "streamsync_audience_rebuild_exact) or refuse (exit 1 naming them, state "
+        "untouched, so the change can be held).",
+    )
+    rebuild_timeout_ms: Duration = Field(
+        default=1_800_000,
+        alias="rebuild_timeout",
+        description="How long reading one partition's input history for changed "
+        "audiences may take.",
+    )
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 

@@ -49,6 +49,7 @@ if TYPE_CHECKING:
     from confluent_kafka import Consumer, Message
 
     from streamsync.audiences.definition import Audience
+    from streamsync.audiences.migration import Migration
     from streamsync.ingest.event import Event
     from streamsync.runtime.config import EvaluateConfig
     from streamsync.runtime.stats import EvaluateStats
@@ -78,6 +79,7 @@ class EvaluateObserver:
         self.telemetry = telemetry
         self.group = group
         self.audiences = list(audiences)
+        self._known = frozenset(self.audiences)
         self.stuck_after_ms = stuck_after_ms
         self.lag_interval_s = lag_interval_s
         self.stuck_interval_s = stuck_interval_s
@@ -203,6 +205,8 @@ class EvaluateObserver:
                 observe(max(0.0, now_s - delta.at_ms / 1000))
                 size = sizes.get(audience)
                 if size is None:
+                    if audience not in self._known:  # a removed audience retiring
+                        continue
                     size = sizes[audience] = [0, 0]
                 step = 1 if delta.op == ENTER else -1
                 size[0] += step
@@ -244,6 +248,13 @@ class EvaluateObserver:
 
     def restore_progress(self, partition: int, done: int, total: int) -> None:
         self.telemetry.set_restore_progress(partition, done, total)
+
+    def definitions_changed(self, migration: Migration) -> None:
+        """A task applied changed definitions: which audiences were rebuilt exactly."""
+        for change in migration.changes.values():
+            if change.kind in ("changed", "added"):
+                exact = not change.missing
+                self.telemetry.set_rebuild_exact(change.name, change.kind, exact)
 
     def task_opened(self, task: Task) -> None:
         """``task`` holds state as of the last commit: count its members once."""

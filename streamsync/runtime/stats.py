@@ -27,6 +27,8 @@ class EvaluateStats(IngestStats):
     late: int = 0
     #: records that arrived behind it by more (applied at the clock's instant)
     too_late: int = 0
+    #: deltas emitted because audience definitions changed (at start-up)
+    definition_changes: int = 0
     delta_counts: Counter[tuple[str, str]] = field(default_factory=Counter)
 
 

@@ -44,18 +44,21 @@ partition therefore reads no customer at all.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+import heapq
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
-from streamsync.audiences.compiler import NEVER, Customer
+from streamsync.audiences.compiler import CUSTOMER_ID, DUE, NEVER, Customer, compile_audiences
 from streamsync.audiences.definition import Audience
 from streamsync.audiences.engine import Engine
+from streamsync.audiences.migration import Migration, definitions_record, stored_definitions
 from streamsync.deltas.record import ENTER, MembershipDelta
 from streamsync.ingest.event import Event
 from streamsync.runtime.repartition import MergedInput
 from streamsync.state.codec import (
     CODEC_VERSION,
     CUSTOMER_PREFIX,
+    DEFINITIONS_KEY,
     EVENTS_PREFIX,
     IDS_PREFIX,
     META_KEY,
@@ -70,6 +73,7 @@ from streamsync.state.codec import (
     encode_meta,
     fingerprint,
     segment_key,
+    timer_key,
 )
 from streamsync.state.store import PartitionStore
 
@@ -108,6 +112,15 @@ class Task:
             seen_before=self._seen_before,
         )
         self.fingerprint = fingerprint(self.engine.program)
+        self.audiences = list(audiences)
+        #: the stored definitions differ from these: what :meth:`migrate` will do
+        self.migration: Migration | None = None
+        #: customers converted by :meth:`migrate`, not in the store until the next commit
+        self._migrated: dict[bytes, bytes] = {}
+        #: ``(due, customer key)`` of the converted customers with a deadline, in order
+        self._migrated_timers: list[tuple[int, bytes]] = []
+        #: the definitions record is to be written with the next commit
+        self._record_definitions = True
         self.lateness = allowed_lateness_ms
         self.horizon = dedup_horizon_ms
         self.wall_clock = wall_clock
@@ -267,7 +280,9 @@ class Task:
     def _count(self, deltas: list[MembershipDelta]) -> list[MembershipDelta]:
         sizes = self._sizes
         for delta in deltas:
-            size = sizes[delta.audience]
+            size = sizes.get(delta.audience)
+            if size is None:  # a removed audience's members leaving
+                continue
             step = 1 if delta.op == ENTER else -1
             size[0] += step
             if delta.holdout:
@@ -283,7 +298,10 @@ class Task:
     def _read_customer(self, customer_id: str) -> Customer | None:
         """The engine's loader: a stored customer, or ``None`` for a new one."""
         store = self.store
-        raw = None if store is None else store.get(CUSTOMER_PREFIX + customer_id.encode())
+        key = CUSTOMER_PREFIX + customer_id.encode()
+        raw = self._migrated.get(key) if self._migrated else None
+        if raw is None and store is not None:
+            raw = store.get(key)
         if raw is None:
             self.customer_count += 1
             return None
@@ -330,10 +348,21 @@ class Task:
         store = self.store
         assert store is not None
         resident = self.engine.customers
-        for due, key, index_key in store.timers(start, limit):
+        migrated = self._migrated
+        entries: Iterable[tuple[int, bytes, bytes]] = store.timers(start, limit)
+        if migrated:  # converted customers' deadlines are not in the store's index yet
+            pending = [
+                (due, key, timer_key(due, key))
+                for due, key in self._migrated_timers
+                if start <= due < limit
+            ]
+            entries = heapq.merge(entries, pending)
+        for due, key, index_key in entries:
             raw = None
             if key[len(CUSTOMER_PREFIX) :].decode() not in resident:
-                raw = store.get(key)
+                raw = migrated.get(key) if migrated else None
+                if raw is None:
+                    raw = store.get(key)
                 if raw is not None and customer_due(raw) != due:
                     raw = None
             yield due, index_key, raw
@@ -364,10 +393,43 @@ class Task:
             return
         store.apply(changes, changelog_offset, drop_timers=self._dropped)
         self._dropped = []
+        self._migrated = {}
+        self._migrated_timers = []
         self._read = 0
         self.engine.forget_seen()  # the store answers for them now
         if keep is not None:
             self.engine.evict(keep)
+
+    # -- changed definitions -----------------------------------------------------------------
+
+    def migrate(self, history: Mapping[str, Customer]) -> list[MembershipDelta]:
+        """Apply :attr:`migration` to every stored customer (see
+        :mod:`streamsync.audiences.migration`): the converted customers are written
+        with the next commit, in the same transaction as the returned deltas (the
+        difference the changed definitions make at the clock's instant). ``history``
+        holds, per customer, the facts rebuilt from the input history."""
+        migration = self.migration
+        self.migration = None
+        if migration is None or migration.same_layout or self.store is None:
+            return []
+        t = self.engine.watermark - 1
+        if t < UNKNOWN:  # no instant evaluated yet: no customer either
+            return []
+        convert = migration.convert
+        migrated = self._migrated
+        timers = self._migrated_timers
+        out: list[MembershipDelta] = []
+        for key, raw in self.store.items(CUSTOMER_PREFIX):
+            old = decode_customer(raw)
+            c, deltas = convert(old, t, history.get(old[CUSTOMER_ID]))
+            migrated[key] = encode_customer(c)
+            due = c[DUE]
+            if due < NEVER:
+                timers.append((due, key))
+            if deltas:
+                out.extend(deltas)
+        timers.sort()
+        return self._count(out)
 
     # -- state -------------------------------------------------------------------------------
 
@@ -377,6 +439,11 @@ class Task:
         closed = engine.watermark
         out: dict[bytes, bytes | None] = {}
         customers = engine.customers
+        if self._migrated:  # the converted customers, before any changed since
+            out.update(self._migrated)
+        if self._record_definitions:
+            out[DEFINITIONS_KEY] = definitions_record(self.audiences)
+            self._record_definitions = False
         for cid in engine.take_touched():
             out[CUSTOMER_PREFIX + cid.encode()] = encode_customer(customers[cid])
         if self._new:
@@ -439,13 +506,19 @@ class Task:
         if raw is None:
             return 0
         meta: dict[str, Any] = decode_meta(raw)
+        stored = store.get(DEFINITIONS_KEY)
+        self._record_definitions = stored is None
         if meta.get("fingerprint") != self.fingerprint:
-            raise StateError(
-                f"{source}: the stored state was written for other audience definitions "
-                f"(fingerprint {meta.get('fingerprint')}, now {self.fingerprint}); "
-                "evaluate the changed definitions under a new evaluate.group_id "
-                "(state is rebuilt from the input topics) or restore the old definitions"
-            )
+            if stored is None:
+                raise StateError(
+                    f"{source}: the stored state was written for other audience "
+                    "definitions by a version that did not record them; evaluate the "
+                    "old definitions once with this version (it records them), or the "
+                    "new ones under a new evaluate.group_id"
+                )
+            old = compile_audiences(stored_definitions(stored), lateness_ms=self.lateness)
+            self.migration = Migration(old, self.engine.program)
+            self._record_definitions = True
         clock: dict[str, int] = meta["clock"]
         closed = clock["closed"]
         buffer = [

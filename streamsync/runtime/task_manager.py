@@ -14,15 +14,22 @@ The manager also moves every task's time on (:meth:`TaskManager.advance`,
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 from confluent_kafka import Consumer, TopicPartition
 
+from streamsync.audiences.compiler import Customer
 from streamsync.audiences.definition import Audience
+from streamsync.audiences.durations import format_duration
+from streamsync.audiences.migration import AudienceChange
+from streamsync.deltas.record import format_rfc3339_ms
+from streamsync.errors import NeedsOperator
+from streamsync.ingest.decoder import Decoder
 from streamsync.runtime import gc_policy
 from streamsync.runtime.collector import Collector
 from streamsync.runtime.config import EvaluateConfig
+from streamsync.runtime.history import Coverage, read_history
 from streamsync.runtime.repartition import Repartitioner
 from streamsync.runtime.stats import EvaluateStats
 from streamsync.runtime.task import Task
@@ -32,6 +39,34 @@ from streamsync.state.recovery import restore_partition
 from streamsync.state.store import PartitionStore
 
 log = logging.getLogger(__name__)
+
+
+class RebuildRefused(NeedsOperator):
+    """Changed definitions would be rebuilt from incomplete history and the operator
+    asked to hold such changes (``inexact_rebuilds: refuse``): exit status 1."""
+
+
+def _uncovered(
+    change: AudienceChange, coverage: Sequence[Coverage], rekeyed: Sequence[str], clock: int
+) -> list[str]:
+    """Why history rebuilt for ``change`` may be incomplete (empty: it is complete)."""
+    out = [f"the history of re-keyed input {topic} is not kept" for topic in rekeyed]
+    window = change.window_ms
+    for cover in coverage:
+        if cover.complete:
+            continue
+        since = "nothing" if cover.first_ms is None else format_rfc3339_ms(cover.first_ms)
+        if window is None:
+            out.append(
+                f"{cover.topic}[{cover.partition}] holds records since {since} only and "
+                "the definition looks at the whole history"
+            )
+        elif cover.first_ms is None or clock - cover.first_ms < window:
+            out.append(
+                f"{cover.topic}[{cover.partition}] holds records since {since} only, "
+                f"less than the definition's {format_duration(window)}"
+            )
+    return out
 
 
 class TaskManager:
@@ -49,8 +84,12 @@ class TaskManager:
         stats: EvaluateStats,
         telemetry: EvaluateTelemetry,
         repartitioner: Repartitioner | None,
+        decoders: Mapping[str, Decoder],
     ) -> None:
         self.settings = settings
+        self.decoders = decoders
+        #: audiences whose definition change was reported already (once per process)
+        self._reported: set[str] = set()
         self.names = names
         self.audiences = list(audiences)
         #: partition number -> its open task (shared with the router: changed in place)
@@ -131,6 +170,7 @@ class TaskManager:
         an input has more to give (see :mod:`.task`). Raw partitions of re-keyed topics
         have no task; the re-keying stage learns their ends from the consumer."""
         rekeyed = self.names.rekeyed
+        ranges: dict[int, dict[str, tuple[int, int, int]]] = {}
         for tp in committed:
             task = self.tasks.get(tp.partition)
             if task is None or tp.topic in rekeyed or tp.topic not in task.caught_up:
@@ -140,6 +180,60 @@ class TaskManager:
             )
             position = tp.offset if tp.offset >= 0 else int(low)
             task.place(tp.topic, position, int(high))
+            ranges.setdefault(tp.partition, {})[tp.topic] = (int(low), position, int(high))
+        for number, task in self.tasks.items():
+            if task.migration is not None:
+                self._migrate(task, ranges.get(number, {}))
+
+    # -- changed definitions -------------------------------------------------------------
+
+    def _migrate(self, task: Task, ranges: Mapping[str, tuple[int, int, int]]) -> None:
+        """Apply changed definitions to ``task``'s stored customers (see
+        :mod:`streamsync.audiences.migration`): facts the state lacks are rebuilt from
+        the input history still on the broker; what that cannot cover is reported once
+        per audience, or, with ``inexact_rebuilds: refuse``, stops the service."""
+        migration = task.migration
+        assert migration is not None
+        history: dict[str, Customer] = {}
+        coverage: list[Coverage] = []
+        keyed = {topic: r for topic, r in ranges.items() if topic not in task.merged}
+        if migration.history_facts and not migration.same_layout:
+            skip = {
+                (e.source.topic, e.source.offset)
+                for _, _, e in task.engine.buffered
+                if e.source is not None
+            }
+            history, coverage = read_history(
+                self.restorer,
+                keyed,
+                task.partition,
+                self.decoders,
+                migration,
+                skip=skip,
+                timeout_s=self.settings.rebuild_timeout_ms / 1000,
+            )
+        clock = task.engine.watermark - 1
+        for change in migration.changes.values():
+            if change.history:
+                change.missing.extend(_uncovered(change, coverage, sorted(task.merged), clock))
+        inexact = [
+            c for c in migration.changes.values() if c.kind in ("changed", "added") and c.missing
+        ]
+        if inexact and self.settings.inexact_rebuilds == "refuse":
+            raise RebuildRefused(
+                "changed audiences cannot be rebuilt exactly (inexact_rebuilds: refuse): "
+                + "; ".join(migration.describe(c) for c in inexact)
+            )
+        for change in migration.changes.values():
+            if change.name not in self._reported and change.kind != "unchanged":
+                self._reported.add(change.name)
+                line = migration.describe(change)
+                (log.warning if change.missing else log.info)("definition change: %s", line)
+        self.telemetry.definitions_changed(migration)
+        deltas = task.migrate(history)
+        if deltas:
+            self.stats.definition_changes += len(deltas)
+            self.collector.deltas(deltas, task.partition)
 
     def close(self) -> None:
         """Close every task, open or parked."""

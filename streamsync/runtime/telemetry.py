@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Protocol
 if TYPE_CHECKING:
     from confluent_kafka import Consumer, Message
 
+    from streamsync.audiences.migration import Migration
     from streamsync.deltas.record import MembershipDelta
     from streamsync.ingest.event import Event
     from streamsync.runtime.stats import EvaluateStats
@@ -50,6 +51,8 @@ class EvaluateTelemetry(Protocol):
 
     def task_opened(self, task: Task) -> None: ...
 
+    def definitions_changed(self, migration: Migration) -> None: ...
+
     def assigned(self) -> None: ...
 
     def revoked(self, partitions: Iterable[int]) -> None: ...
@@ -82,6 +85,9 @@ class NoTelemetry:
         pass
 
     def restore_progress(self, partition: int, done: int, total: int) -> None:
+        pass
+
+    def definitions_changed(self, migration: Migration) -> None:
         pass
 
     def task_opened(self, task: Task) -> None:

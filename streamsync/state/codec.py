@@ -16,7 +16,10 @@ Keys of a partition store (also the changelog keys):
   instant they are applied at, their arrival numbers and their own event times;
 * ``i:<segment>`` - record ids seen in one commit (deduplication across restarts);
 * ``m`` - the partition's meta record: codec version, fingerprint, engine clock,
-  per-topic newest event time, live segments, customer count and audience sizes.
+  per-topic newest event time, live segments, customer count and audience sizes;
+* ``d`` - the audience definitions the customers were evaluated with (written when they
+  change): what a later start with other definitions compiles to read the stored
+  customers and turn them into its own layout (:mod:`streamsync.audiences.migration`).
 
 Kept by the store only (derived from the customers, never in the changelog):
 
@@ -51,14 +54,16 @@ CUSTOMER_PREFIX = b"c:"
 EVENTS_PREFIX = b"e:"
 IDS_PREFIX = b"i:"
 META_KEY = b"m"
+DEFINITIONS_KEY = b"d"
 TIMER_PREFIX = b"t:"
 RECORD_ID_PREFIX = b"r:"
 _OFFSET = 1 << 63
 
 
 class StateError(NeedsOperator):
-    """Stored state cannot be used: another codec version or other audience definitions
-    (not the input's mistake, the operator's to resolve: exit status 1)."""
+    """Stored state cannot be used: another codec version, or other audience definitions
+    that were not recorded with it (not the input's mistake, the operator's to resolve:
+    exit status 1)."""
 
 
 #: Fields of an audience that say who owns it and where it goes, not who is a member:

@@ -10,6 +10,7 @@ import orjson
 import pytest
 
 from streamsync.audiences.compiler import DUE, PENDING
+from streamsync.audiences.definition import STORED, Audience
 from streamsync.audiences.loader import load_audiences
 from streamsync.audiences.replay import replay
 from streamsync.deltas.record import MembershipDelta
@@ -19,7 +20,13 @@ from streamsync.ingest.jsonl import read_events
 from streamsync.resources import project_path
 from streamsync.runtime import task as task_module
 from streamsync.runtime.task import UNKNOWN, Task
-from streamsync.state.codec import IDS_PREFIX, StateError, encode_ids, segment_key
+from streamsync.state.codec import (
+    DEFINITIONS_KEY,
+    IDS_PREFIX,
+    StateError,
+    encode_ids,
+    segment_key,
+)
 from streamsync.state.store import PartitionStore
 
 AUDIENCES = load_audiences(project_path("examples", "audiences"))
@@ -174,23 +181,94 @@ def test_state_written_after_each_commit_restores_to_the_same_result(tmp_path: P
     store.close()
 
 
-def test_state_of_other_definitions_is_refused(tmp_path: Path) -> None:
-    store = PartitionStore(tmp_path / "p0")
-    task = _task(topics=("a",))
-    for event in _events(200):
-        task.process(event)
-    store.apply(task.changes(), 1)
-    other = Task(
+def _task_of(audiences: list[Audience]) -> Task:
+    return Task(
         0,
         ["a"],
-        AUDIENCES[:-1],
-        allowed_lateness_ms=10,
+        audiences,
+        allowed_lateness_ms=5 * 60_000,
         dedup_horizon_ms=86_400_000,
         wall_clock=False,
         idle_grace_ms=500,
     )
+
+
+def test_state_of_other_definitions_without_their_record_is_refused(tmp_path: Path) -> None:
+    store = PartitionStore(tmp_path / "p0")
+    task = _task(topics=("a",))
+    for event in _events(200):
+        task.process(event)
+    changes = task.changes()
+    del changes[DEFINITIONS_KEY]  # as written before definitions were recorded
+    store.apply(changes, 1)
     with pytest.raises(StateError, match="other audience definitions"):
-        other.load(store, "test[0]")
+        _task_of(AUDIENCES[:-1]).load(store, "test[0]")
+    store.close()
+
+
+def _changed_definitions() -> list[Audience]:
+    """The cart window shortened (version 2), the last audience removed, one added."""
+    out = []
+    for audience in AUDIENCES[:-1]:
+        if audience.name == "ACT__CartAbandon__90m":
+            entry = audience.entry.model_dump(by_alias=True, exclude_unset=True)
+            entry["since_last"]["at_least"] = 60 * 60_000
+            data = audience.model_dump(by_alias=True, exclude_unset=True)
+            changed = {**data, "entry": entry, "version": 2}
+            audience = Audience.model_validate(changed, context=STORED)
+        out.append(audience)
+    added = {
+        "name": "ACT__Carted__1h",
+        "version": 1,
+        "owner": "o",
+        "description": "d",
+        "entry": {"since_last": {"event": "Product Added", "less_than": "1h"}},
+    }
+    return [*out, Audience.model_validate(added)]
+
+
+def test_changed_definitions_are_applied_to_stored_state(tmp_path: Path) -> None:
+    events = _events(3000)
+    cut = len(events) // 2
+    new = _changed_definitions()
+    reference = _task_of(new)
+    for event in events:
+        reference.process(event)
+        reference.advance(0)
+    end = max(e.timestamp_ms for e in events)
+    reference.finish(end)
+
+    store = PartitionStore(tmp_path / "p0")
+    task = _task_of(AUDIENCES)
+    task.load(store, "test")
+    for event in events[:cut]:
+        task.process(event)
+        task.advance(0)
+    store.apply(task.changes(), 1)
+    before = task.sizes()
+    removed = AUDIENCES[-1].name
+    assert before[removed][0] > 0
+
+    task = _task_of(new)
+    task.load(store, "test")
+    assert task.migration is not None
+    deltas = task.migrate({})
+    assert deltas and all(d.definition_change for d in deltas)
+    exits = [d for d in deltas if d.audience == removed]
+    assert len(exits) == before[removed][0] and {d.op for d in exits} == {"exit"}
+    assert {d.audience for d in deltas} <= {removed, "ACT__CartAbandon__90m", "ACT__Carted__1h"}
+    assert {d.version for d in deltas if d.audience == "ACT__CartAbandon__90m"} <= {2}
+    store.apply(task.changes(), 2)
+    task.persist({}, None)  # the converted customers are in the store now
+    for event in events[cut:]:
+        task.process(event)
+        task.advance(0)
+    task.finish(end)
+    assert task.sizes() == reference.sizes()
+
+    again = _task_of(new)  # the next start with the same definitions: nothing to do
+    again.load(store, "test")
+    assert again.migration is None
     store.close()
 
 
