@@ -87,28 +87,31 @@ def audience_fingerprints(audiences: Sequence[Audience]) -> dict[str, str]:
     return out
 
 
-def definitions_record(audiences: Sequence[Audience]) -> bytes:
+def definitions_record(audiences: Sequence[Audience], layout: int) -> bytes:
     """The definitions as stored next to the state they were evaluated with: enough to
-    compile the same program again (owner, description and destinations left out)."""
-    return orjson.dumps(
-        [
-            a.model_dump(
-                mode="json",
-                by_alias=True,
-                exclude_unset=True,
-                exclude={"owner", "description", "destinations"},
-            )
-            for a in audiences
-        ]
-    )
-
-
-def stored_definitions(data: bytes) -> list[Audience]:
-    """The audiences of a :func:`definitions_record`."""
-    return [
-        Audience.model_validate({**item, "owner": "-", "description": "-"}, context=STORED)
-        for item in orjson.loads(data)
+    compile the same program again (owner, description and destinations left out),
+    with the version of the compiler's customer layout (``layout``): a program compiled
+    by a compiler of another layout would misread the stored customers."""
+    items = [
+        a.model_dump(
+            mode="json",
+            by_alias=True,
+            exclude_unset=True,
+            exclude={"owner", "description", "destinations"},
+        )
+        for a in audiences
     ]
+    return orjson.dumps({"layout": layout, "audiences": items})
+
+
+def stored_definitions(data: bytes) -> tuple[int, list[Audience]]:
+    """The layout version and audiences of a :func:`definitions_record`."""
+    record = orjson.loads(data)
+    audiences = [
+        Audience.model_validate({**item, "owner": "-", "description": "-"}, context=STORED)
+        for item in record["audiences"]
+    ]
+    return int(record["layout"]), audiences
 
 
 def longest_window(cond: Condition) -> int | None:
@@ -332,10 +335,10 @@ class Migration:
             return head
         if change.exact_from_state:
             return head + "; rebuilt from state"
-        parts = (
-            [", ".join(sorted({_describe(k) for k in change.history}))] if change.history else []
-        )
-        return head + "; needs history of " + "; ".join([*parts, *change.missing])
+        if change.missing:
+            return head + "; rebuilt, but NOT exact: " + "; ".join(change.missing)
+        facts = ", ".join(sorted({_describe(k) for k in change.history}))
+        return head + f"; rebuilt from state and the input history ({facts})"
 
     def history_updates(self) -> dict[str, list[tuple[str, Predicate | None, Updater]]]:
         """Record name -> the updates of the facts to rebuild from history."""

@@ -61,6 +61,7 @@ from streamsync.state.codec import (
     DEFINITIONS_KEY,
     EVENTS_PREFIX,
     IDS_PREFIX,
+    LAYOUT_VERSION,
     META_KEY,
     StateError,
     customer_due,
@@ -442,7 +443,7 @@ class Task:
         if self._migrated:  # the converted customers, before any changed since
             out.update(self._migrated)
         if self._record_definitions:
-            out[DEFINITIONS_KEY] = definitions_record(self.audiences)
+            out[DEFINITIONS_KEY] = definitions_record(self.audiences, LAYOUT_VERSION)
             self._record_definitions = False
         for cid in engine.take_touched():
             out[CUSTOMER_PREFIX + cid.encode()] = encode_customer(customers[cid])
@@ -516,7 +517,15 @@ class Task:
                     "old definitions once with this version (it records them), or the "
                     "new ones under a new evaluate.group_id"
                 )
-            old = compile_audiences(stored_definitions(stored), lateness_ms=self.lateness)
+            layout, audiences = stored_definitions(stored)
+            if layout != LAYOUT_VERSION:
+                raise StateError(
+                    f"{source}: the stored state was written in customer layout {layout} "
+                    f"by another version of streamsync (this one reads layout "
+                    f"{LAYOUT_VERSION}); evaluate under a new evaluate.group_id (state is "
+                    "rebuilt from the input topics) or run the version that wrote it"
+                )
+            old = compile_audiences(audiences, lateness_ms=self.lateness)
             self.migration = Migration(old, self.engine.program)
             self._record_definitions = True
         clock: dict[str, int] = meta["clock"]

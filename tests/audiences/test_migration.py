@@ -185,7 +185,8 @@ def test_fingerprints_ignore_owner_description_destinations_and_version() -> Non
 
 
 def test_stored_definitions_compile_to_the_same_layout() -> None:
-    again = stored_definitions(definitions_record(OLD))
+    layout, again = stored_definitions(definitions_record(OLD, 7))
+    assert layout == 7
     assert compile_audiences(again).facts.keys() == compile_audiences(OLD).facts.keys()
     assert audience_fingerprints(again) == audience_fingerprints(OLD)
 

@@ -74,11 +74,12 @@ def test_a_missing_input_topic_is_named(kafka_bootstrap_servers: str, tmp_path: 
 
 
 @pytest.mark.kafka
-def test_state_of_other_definitions_is_refused_with_one_line(
+def test_an_inexact_rebuild_is_refused_with_one_line_when_asked(
     kafka_bootstrap_servers: str, tmp_path: Path
 ) -> None:
-    """The state was built for the example audiences; the same group with one definition
-    changed (a 90-minute wait made 80) must not misread it."""
+    """The state was built for the example audiences; the same group with a sticky
+    period changed (30 days made 20: state keeps only the current periods' ends, so it
+    cannot be rebuilt exactly) and ``inexact_rebuilds: refuse`` must stop, naming it."""
     from streamsync.config import load_config
     from streamsync.runtime.app import Application
     from tests.runtime.evaluate_support import Stream, synthetic
@@ -89,14 +90,16 @@ def test_state_of_other_definitions_is_refused_with_one_line(
     changed = tmp_path / "changed"
     changed.mkdir()
     for path in sorted(AUDIENCES.iterdir()):
-        (changed / path.name).write_text(path.read_text().replace("at_least: 90m", "at_least: 80m"))
-    assert "80m" in (changed / "cart_and_checkout.yaml").read_text()
-    config = stream.config(tmp_path, "state", audiences=str(changed))
+        (changed / path.name).write_text(
+            path.read_text().replace("sticky_for: 30d", "sticky_for: 20d")
+        )
+    assert "20d" in (changed / "purchases.yaml").read_text()
+    config = stream.config(tmp_path, "state", audiences=str(changed), inexact_rebuilds="refuse")
     result = _run(config, kafka_bootstrap_servers)
     assert result.returncode == 1, result.stderr
     assert "Traceback" not in result.stderr
     [line] = [x for x in result.stderr.splitlines() if x.startswith("streamsync evaluate:")]
-    assert "other audience definitions" in line and "evaluate.group_id" in line
+    assert "ACT__StarterKit__CrossSell__30d" in line and "NOT exact" in line
 
 
 def test_a_configuration_that_is_not_utf8_is_a_usage_error(tmp_path: Path) -> None:

@@ -20,6 +20,7 @@ from streamsync.ingest.jsonl import read_events
 from streamsync.resources import project_path
 from streamsync.runtime import task as task_module
 from streamsync.runtime.task import UNKNOWN, Task
+from streamsync.state import codec as codec_module
 from streamsync.state.codec import (
     DEFINITIONS_KEY,
     IDS_PREFIX,
@@ -203,6 +204,21 @@ def test_state_of_other_definitions_without_their_record_is_refused(tmp_path: Pa
     store.apply(changes, 1)
     with pytest.raises(StateError, match="other audience definitions"):
         _task_of(AUDIENCES[:-1]).load(store, "test[0]")
+    store.close()
+
+
+def test_state_of_another_customer_layout_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = PartitionStore(tmp_path / "p0")
+    task = _task(topics=("a",))
+    for event in _events(200):
+        task.process(event)
+    store.apply(task.changes(), 1)
+    monkeypatch.setattr(codec_module, "LAYOUT_VERSION", codec_module.LAYOUT_VERSION + 1)
+    monkeypatch.setattr(task_module, "LAYOUT_VERSION", codec_module.LAYOUT_VERSION)
+    with pytest.raises(StateError, match="customer layout"):
+        _task(topics=("a",)).load(store, "test[0]")
     store.close()
 
 
