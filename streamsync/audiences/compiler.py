@@ -661,8 +661,14 @@ class _Builder:
         return windowed
 
     def audience(self, i: int, audience: Audience) -> Evaluator:
+        """Membership of audience ``i``: ``entry and not exit``, and with ``sticky_for`` a
+        fixed period from each entry. Within the period an exit is ignored (``stay``)
+        or ends it (``leave``); either way the period is forgotten once it is over, so
+        the next entry starts a new one. Callers validate first (``loader``): sticky
+        with an exit and no ``exit_during_sticky`` raises here rather than pick one."""
         self.current = i
         entry = self.condition(audience.entry)
+        leave: Evaluator | None = None
         if audience.exit is not None:
             leave = self.condition(audience.exit)
             member = _all([entry, lambda c, t: (not (r := leave(c, t))[0], r[1])])
@@ -670,17 +676,30 @@ class _Builder:
             member = entry
         if audience.sticky_for is None:
             return member
+        if leave is not None and audience.exit_during_sticky is None:
+            raise ValueError(
+                f"{audience.name}: sticky_for with an exit needs exit_during_sticky: leave or stay"
+            )
         period = audience.sticky_for
         end_slot = self.private_slot("sticky")
+        exit_ends = leave if audience.exit_during_sticky == "leave" else None
 
         def sticky(c: Customer, t: int) -> tuple[bool, int]:
             end = c[end_slot]
             if end is not None and t < end:
-                return True, end
+                if exit_ends is None:
+                    return True, end
+                gone, nxt = exit_ends(c, t)
+                if not gone:
+                    return True, min(end, nxt)
+                # The exit ends the period; entering again needs entry without exit,
+                # which cannot hold at this instant, so the code below says "not".
             value, nxt = member(c, t)
             if value:
                 c[end_slot] = t + period
-                return True, t + period
+                # Staying, only the period's end matters; leaving, so does the next
+                # instant the exit may start to hold (``nxt`` is at most that).
+                return True, t + period if exit_ends is None else min(t + period, nxt)
             c[end_slot] = None
             return False, nxt
 

@@ -13,9 +13,11 @@ with an ``audiences:`` list. Each audience says when a customer is a member::
       occurred_since_last: {event: Order Completed, since: {event: Product Added}}
 
 Membership at event time ``t`` is ``entry(t) and not exit(t)``; ``sticky_for`` turns
-that into fixed-length memberships. Conditions are small and closed on purpose: each
-one maps to compact per-customer state with an exactly computable next change, which
-is what lets the engine fire deadlines without keeping event lists.
+that into fixed-length memberships, and ``exit_during_sticky`` says whether an exit
+still ends one early (``leave``) or waits for the period to end (``stay``). Conditions
+are small and closed on purpose: each one maps to compact per-customer state with an
+exactly computable next change, which is what lets the engine fire deadlines without
+keeping event lists.
 """
 
 from __future__ import annotations
@@ -309,6 +311,17 @@ class Audience(_Strict):
     entry: Condition
     exit: Condition | None = None
     sticky_for: int | None = None
+    #: With both ``sticky_for`` and ``exit``: ``leave`` ends a membership as soon as the
+    #: exit holds, even within the sticky period; ``stay`` keeps the member for the whole
+    #: period (the exit only keeps a customer from entering). Required then, because
+    #: either reading is plausible and the two disagree for days (the loader refuses the
+    #: pair without it). Only ``leave`` appears in dumps: the stored state's fingerprint
+    #: is a dump of what is evaluated, and ``stay`` is how sticky_for with an exit was
+    #: always evaluated, so neither an audience without the field nor one that adds
+    #: ``stay`` to keep its behaviour loses the state it has.
+    exit_during_sticky: Literal["leave", "stay"] | None = Field(
+        default=None, exclude_if=lambda value: value != "leave"
+    )
     holdout: HoldoutDelivery | None = None
     #: Names of the configured destinations (``destinations:`` in the configuration file)
     #: that receive this audience. How membership is written there is the destination's

@@ -60,6 +60,11 @@ class _Located:
     line: int
     #: Line of the first ``in_audience`` naming each referenced audience.
     ref_lines: dict[str, int]
+    #: Line of each key of the audience's own mapping (``exit``, ``sticky_for``, ...).
+    key_lines: dict[str, int] = field(default_factory=dict)
+
+    def line_of(self, key: str) -> int:
+        return self.key_lines.get(key, self.line)
 
 
 def audience_files(path: str | Path) -> list[Path]:
@@ -137,6 +142,18 @@ def _reference_lines(root: yaml.Node) -> dict[str, int]:
         elif isinstance(node, yaml.SequenceNode):
             stack.extend(node.value)
     return lines
+
+
+def _key_lines(node: yaml.Node) -> dict[str, int]:
+    """Line of each key of one audience's mapping; of two equal keys the later one, as
+    YAML keeps the later value."""
+    if not isinstance(node, yaml.MappingNode):
+        return {}
+    return {
+        key.value: key.start_mark.line + 1
+        for key, _ in node.value
+        if isinstance(key, yaml.ScalarNode)
+    }
 
 
 #: pydantic reports a value that fits no member of ``str | int | float | bool | None``
@@ -278,9 +295,170 @@ def _unbounded(cond: Condition, never_expires: dict[str, str | None]) -> str | N
     return None
 
 
+#: A condition with a polarity: ``(c, True)`` stands for ``not c``.
+_Signed = tuple[Condition, bool]
+
+
+class _Logic:
+    """Structural facts about conditions that hold whatever the records: "can never be
+    true", "always true", "whenever this holds, so does that".
+
+    Only sound rules, each true of every evaluation at one instant (``all``, ``any`` and
+    ``not`` are plain boolean combinations of conditions evaluated on the same facts at
+    the same ``t``): equal conditions, a condition next to its own negation in an
+    ``all`` (never) or an ``any`` (always), double negation, De Morgan, and "a
+    conjunction implies each of its parts, each part implies a disjunction". Nothing is
+    concluded from what a condition means (windows, thresholds) or from what other
+    audiences hold, so an answer of "no" only means "not shown". Memoized per pair, so
+    the cost is bounded by the product of the two trees' sizes.
+    """
+
+    def __init__(self) -> None:
+        self._never: dict[tuple[int, bool], bool] = {}
+        self._implies: dict[tuple[int, bool, int, bool], bool] = {}
+
+    @staticmethod
+    def _plain(cond: Condition, negated: bool) -> _Signed:
+        while cond.not_ is not None:
+            cond, negated = cond.not_, not negated
+        return cond, negated
+
+    @staticmethod
+    def _conjuncts(cond: Condition, negated: bool) -> list[_Signed]:
+        """The parts that must all hold (``all``, or ``not any``), else []."""
+        if cond.all is not None and not negated:
+            return [(c, False) for c in cond.all]
+        if cond.any is not None and negated:
+            return [(c, True) for c in cond.any]
+        return []
+
+    @staticmethod
+    def _disjuncts(cond: Condition, negated: bool) -> list[_Signed]:
+        """The parts of which one must hold (``any``, or ``not all``), else []."""
+        if cond.any is not None and not negated:
+            return [(c, False) for c in cond.any]
+        if cond.all is not None and negated:
+            return [(c, True) for c in cond.all]
+        return []
+
+    def same(self, a: _Signed, b: _Signed) -> bool:
+        (ca, na), (cb, nb) = self._plain(*a), self._plain(*b)
+        return na == nb and ca == cb
+
+    def never(self, cond: Condition, negated: bool = False) -> bool:
+        """``cond`` (or its negation) is false at every instant for every customer."""
+        cond, negated = self._plain(cond, negated)
+        key = (id(cond), negated)
+        if key not in self._never:
+            parts = self._conjuncts(cond, negated)
+            if parts:
+                found = any(self.never(*p) for p in parts) or any(
+                    self.same(p, (q[0], not q[1]))
+                    for i, p in enumerate(parts)
+                    for q in parts[i + 1 :]
+                )
+            else:
+                options = self._disjuncts(cond, negated)
+                found = bool(options) and all(self.never(*o) for o in options)
+            self._never[key] = found
+        return self._never[key]
+
+    def always(self, cond: Condition, negated: bool = False) -> bool:
+        """``cond`` (or its negation) is true at every instant for every customer."""
+        return self.never(cond, not negated)
+
+    def implies(self, a: _Signed, b: _Signed) -> bool:
+        """At every instant at which ``a`` holds, ``b`` holds. Each step recurses into a
+        part of ``a`` or ``b``, so it ends."""
+        a, b = self._plain(*a), self._plain(*b)
+        key = (id(a[0]), a[1], id(b[0]), b[1])
+        if key not in self._implies:
+            self._implies[key] = self._derive(a, b)
+        return self._implies[key]
+
+    def _derive(self, a: _Signed, b: _Signed) -> bool:
+        if self.never(*a) or self.always(*b) or self.same(a, b):
+            return True
+        if any(self.implies(p, b) for p in self._conjuncts(*a)):
+            return True  # one part of a conjunction already implies b
+        options = self._disjuncts(*a)
+        if options and all(self.implies(o, b) for o in options):
+            return True  # whichever part of a holds, b does
+        parts = self._conjuncts(*b)
+        if parts and all(self.implies(a, p) for p in parts):
+            return True  # a implies every part b needs
+        return any(self.implies(a, o) for o in self._disjuncts(*b))
+
+
+def _contradictions(item: _Located) -> list[Problem]:
+    """Rules of one audience that contradict each other or can never take effect.
+
+    Checked: ``sticky_for`` with an ``exit`` says which wins (``exit_during_sticky``),
+    and that setting appears only where it decides something; an entry that can never
+    be true; an exit that holds whenever the entry does (the same condition, for one),
+    so nobody can ever be a member; an exit that can never be true; and, unless an exit
+    ends sticky periods, an exit the entry already excludes (``entry: {all: [A, {not:
+    B}]}`` with ``exit: B``), which can never end a membership. What :class:`_Logic`
+    cannot show is accepted.
+    """
+    audience = item.audience
+    name = audience.name
+    problems: list[Problem] = []
+
+    def problem(key: str, message: str) -> None:
+        problems.append(Problem(item.path, item.line_of(key), f"audience {name!r}: {message}"))
+
+    sticky, leave, choice = audience.sticky_for, audience.exit, audience.exit_during_sticky
+    if sticky is not None and leave is not None and choice is None:
+        problem(
+            "sticky_for",
+            f"sticky_for and an exit (line {item.line_of('exit')}) contradict: add "
+            "exit_during_sticky: leave (the exit ends a membership within the sticky period) "
+            "or stay (members stay the whole period, as sticky_for with an exit did before)",
+        )
+    elif choice is not None and (sticky is None or leave is None):
+        missing = "sticky_for" if sticky is None else "an exit"
+        problem("exit_during_sticky", f"exit_during_sticky has no effect without {missing}")
+
+    logic = _Logic()
+    entry: _Signed = (audience.entry, False)
+    if logic.never(*entry):
+        problem(
+            "entry",
+            "the entry can never be true (it needs a condition and its own negation), so "
+            "no customer can ever be a member",
+        )
+        return problems
+    if leave is None:
+        return problems
+    exit_: _Signed = (leave, False)
+    if logic.always(*exit_):
+        problem("exit", "the exit is always true, so no customer can ever be a member")
+    elif logic.implies(entry, exit_):
+        why = (
+            "the exit is the same condition as the entry"
+            if logic.same(entry, exit_)
+            else "the exit holds whenever the entry does"
+        )
+        problem("exit", f"{why}, so no customer can ever be a member")
+    elif logic.never(*exit_):
+        problem(
+            "exit",
+            "the exit can never be true (it needs a condition and its own negation); remove it",
+        )
+    elif choice != "leave" and logic.implies(entry, (leave, True)):
+        hint = "" if sticky is None else " or say exit_during_sticky: leave"
+        problem(
+            "exit",
+            "the exit can never end a membership: the entry already requires it not to "
+            f"hold; remove it{hint}",
+        )
+    return problems
+
+
 def validate(located: Sequence[_Located]) -> list[Problem]:
     """Cross-audience checks: unique names, references, cycles, reference depth, expiry,
-    naming."""
+    naming; and each audience's rules against each other (:func:`_contradictions`)."""
     problems: list[Problem] = []
     by_name: dict[str, _Located] = {}
     for item in located:
@@ -297,6 +475,7 @@ def validate(located: Sequence[_Located]) -> list[Problem]:
             )
             continue
         by_name[audience.name] = item
+        problems.extend(_contradictions(item))
         if not NAME_CONVENTION.match(audience.name):
             problems.append(
                 Problem(
@@ -423,7 +602,9 @@ def _check_files(files: list[Path], problems: list[Problem], located: list[_Loca
                     line = where.start_mark.line + 1
                     problems.append(Problem(str(file), line, label + _describe(loc, kind, message)))
                 continue
-            located.append(_Located(audience, str(file), line, _reference_lines(node)))
+            located.append(
+                _Located(audience, str(file), line, _reference_lines(node), _key_lines(node))
+            )
 
 
 def load_audiences(path: str | Path) -> list[Audience]:

@@ -355,6 +355,70 @@ def oracle_transitions(
     return result
 
 
+# --------------------------------------------------------------------------- sticky with an exit
+# Not canonical: audience (13) with an exit, once for each ``exit_during_sticky`` choice.
+# A starter-kit order at ``k`` at which the exit does not hold starts a 30-day period
+# ``[k, k + 30d)``; a further kit inside the period does not extend it. The exit is "an
+# app open in the last 10 minutes, or an abandoned cart" (audiences (10) or (1)). With
+# ``leave`` the first instant in the period at which the exit holds ends the period (it
+# does not resume when the exit stops holding); with ``stay`` the exit only keeps a
+# customer from entering.
+
+STARTER_KIT_EXIT_LEAVES = "ACT__StarterKit__ExitLeaves__30d"
+STARTER_KIT_EXIT_STAYS = "ACT__StarterKit__ExitStays__30d"
+
+#: audience -> whether an exit ends a sticky period
+STICKY_WITH_EXIT: Mapping[str, bool] = {
+    STARTER_KIT_EXIT_LEAVES: True,
+    STARTER_KIT_EXIT_STAYS: False,
+}
+
+
+def _starter_kit_at(log: Log, t: int) -> bool:
+    return any(
+        _is_track(e, ORDER_COMPLETED) and e.timestamp_ms == t and has_starter_kit(e) for e in log
+    )
+
+
+def _engaged(log: Log, t: int) -> bool:
+    return active_app(log, t) or cart_abandon(log, t)
+
+
+def sticky_with_exit_transitions(log: Log, until_ms: int, exit_ends: bool) -> list[Transition]:
+    """Transitions of one customer (``log`` deduped and sorted) for one of the audiences
+    above, walking the candidate instants once: the exit and the trigger only change
+    there, and a period ends 30 days after a record, which is a candidate too."""
+    out: list[Transition] = []
+    end: int | None = None
+    was = False
+    for t in candidate_instants(log):
+        if t > until_ms:
+            break
+        in_period = end is not None and t < end
+        if in_period and exit_ends and _engaged(log, t):
+            in_period = False
+        if not in_period:
+            end = t + 30 * DAY if _starter_kit_at(log, t) and not _engaged(log, t) else None
+        now = end is not None
+        if now != was:
+            out.append((t, ENTER if now else EXIT))
+            was = now
+    return out
+
+
+def oracle_sticky_with_exit(
+    events: Sequence[Event], until_ms: int
+) -> dict[tuple[str, str], list[Transition]]:
+    """Like :func:`oracle_transitions`, for the audiences of :data:`STICKY_WITH_EXIT`."""
+    result: dict[tuple[str, str], list[Transition]] = {}
+    for customer, log in split_by_customer(dedup_and_sort(events)).items():
+        for audience, exit_ends in STICKY_WITH_EXIT.items():
+            transitions = sticky_with_exit_transitions(log, until_ms, exit_ends)
+            if transitions:
+                result[(audience, customer)] = transitions
+    return result
+
+
 # --------------------------------------------------------------------------- raw decoding
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

@@ -501,3 +501,168 @@ def test_keys_next_to_an_audiences_list_are_errors(tmp_path: Path) -> None:
         "     entry: {since_last: {event: E, less_than: 1d}}}\n",
     )
     assert errors == [f"{tmp_path / 'a.yaml'}:1: error: unknown key 'owner' next to audiences:"]
+
+
+# ------------------------------------------------------------ rules that contradict
+
+STICKY_WITH_EXIT = (
+    HEAD
+    + "entry: {happened: {event: Order Completed}}\n"  # line 5
+    + "exit: {occurred_since_last: {event: Order Refunded, since: {event: Order Completed}}}\n"
+    + "sticky_for: 3d\n"  # line 7
+)
+
+
+def test_sticky_for_with_an_exit_must_say_which_wins(tmp_path: Path) -> None:
+    (message,) = _errors(tmp_path, STICKY_WITH_EXIT)
+    assert message.startswith(f"{tmp_path / 'a.yaml'}:7: error: audience 'ACT__X__1d': ")
+    assert "sticky_for and an exit (line 6) contradict" in message
+    assert "exit_during_sticky: leave" in message and "or stay" in message
+    for choice in ("leave", "stay"):
+        path = _write(tmp_path, STICKY_WITH_EXIT + f"exit_during_sticky: {choice}\n")
+        (audience,) = load_audiences(path)
+        assert audience.exit_during_sticky == choice
+
+
+def test_sticky_for_without_an_exit_needs_no_choice(tmp_path: Path) -> None:
+    # As before exit_during_sticky existed (ACT__StarterKit__CrossSell__30d).
+    (audience,) = load_audiences(
+        _write(tmp_path, HEAD + "entry: {happened: {event: E}}\nsticky_for: 30d\n")
+    )
+    assert audience.sticky_for == 30 * 86_400_000 and audience.exit_during_sticky is None
+
+
+@pytest.mark.parametrize(
+    ("body", "needle"),
+    [
+        (
+            "entry: {since_last: {event: E, less_than: 1d}}\nexit_during_sticky: leave\n",
+            "exit_during_sticky has no effect without sticky_for",
+        ),
+        (
+            "entry: {happened: {event: E}}\nsticky_for: 1d\nexit_during_sticky: stay\n",
+            "exit_during_sticky has no effect without an exit",
+        ),
+    ],
+)
+def test_exit_during_sticky_where_it_decides_nothing(
+    tmp_path: Path, body: str, needle: str
+) -> None:
+    (message,) = _errors(tmp_path, HEAD + body)
+    line = 4 + body.count("\n")  # the last line of the body
+    assert f"a.yaml:{line}: error:" in message and needle in message, message
+
+
+def test_exit_during_sticky_takes_leave_or_stay(tmp_path: Path) -> None:
+    (message,) = _errors(tmp_path, STICKY_WITH_EXIT + "exit_during_sticky: wins\n")
+    assert "a.yaml:8: error:" in message and "exit_during_sticky" in message, message
+
+
+ENTRY = "{since_last: {event: E, less_than: 1d}}"
+TRAIT = "{trait: {name: s, equals: a}}"
+
+
+@pytest.mark.parametrize(
+    ("entry", "exit_", "needle"),
+    [
+        (ENTRY, ENTRY, "the exit is the same condition as the entry, so no customer"),
+        # double negation is the same condition
+        (ENTRY, "{not: {not: " + ENTRY + "}}", "the exit is the same condition as the entry"),
+        ("{all: [" + ENTRY + ", " + TRAIT + "]}", TRAIT, "the exit holds whenever the entry"),
+        (ENTRY, "{any: [" + TRAIT + ", " + ENTRY + "]}", "the exit holds whenever the entry"),
+        (ENTRY, "{any: [" + TRAIT + ", {not: " + TRAIT + "}]}", "the exit is always true"),
+        (ENTRY, "{not: {all: [" + TRAIT + ", {not: " + TRAIT + "}]}}", "the exit is always true"),
+        (ENTRY, "{all: [" + TRAIT + ", {not: " + TRAIT + "}]}", "the exit can never be true"),
+        (
+            "{all: [" + ENTRY + ", {not: " + TRAIT + "}]}",
+            TRAIT,
+            "the exit can never end a membership: the entry already requires it not to hold",
+        ),
+        # De Morgan: not any [a, b] requires not b
+        (
+            "{all: [" + ENTRY + ", {not: {any: [{in_audience: ACT__Y__1d}, " + TRAIT + "]}}]}",
+            TRAIT,
+            "the exit can never end a membership",
+        ),
+    ],
+)
+def test_an_exit_that_contradicts_the_entry_is_refused_at_its_line(
+    tmp_path: Path, entry: str, exit_: str, needle: str
+) -> None:
+    _write(tmp_path, HEAD + f"entry: {entry}\nexit: {exit_}\n")
+    # The audience one case references, in a file of its own that is valid.
+    (tmp_path / "b.yaml").write_text(HEAD.replace("ACT__X__1d", "ACT__Y__1d") + f"entry: {ENTRY}\n")
+    messages = _messages(tmp_path)
+    assert len(messages) == 1, messages
+    assert f"a.yaml:6: error: audience 'ACT__X__1d': {needle}" in messages[0], messages
+
+
+def test_an_entry_that_can_never_be_true_is_refused(tmp_path: Path) -> None:
+    body = "entry: {all: [" + ENTRY + ", {not: " + ENTRY + "}]}\n"
+    (message,) = _errors(tmp_path, HEAD + body)
+    assert "a.yaml:5: error:" in message and "the entry can never be true" in message
+
+
+@pytest.mark.parametrize(
+    ("entry", "exit_", "extra"),
+    [
+        # the canonical shape: a cart, and an order after it
+        (
+            "{since_last: {event: Product Added, at_least: 90m, less_than: 7d}}",
+            "{occurred_since_last: {event: Order Completed, since: {event: Product Added}}}",
+            "",
+        ),
+        # the same event with another window is another condition
+        (ENTRY, "{since_last: {event: E, less_than: 2d}}", ""),
+        # part of the exit is not the entry
+        (ENTRY, "{all: [" + ENTRY + ", " + TRAIT + "]}", ""),
+        # leaving, an exit the entry excludes still ends sticky periods
+        (
+            "{all: [{happened: {event: E}}, {not: " + TRAIT + "}]}",
+            TRAIT,
+            "sticky_for: 1d\nexit_during_sticky: leave\n",
+        ),
+    ],
+)
+def test_exits_that_can_take_effect_are_accepted(
+    tmp_path: Path, entry: str, exit_: str, extra: str
+) -> None:
+    path = _write(tmp_path, HEAD + f"entry: {entry}\nexit: {exit_}\n" + extra)
+    assert _messages(path) == []
+
+
+def test_a_reference_cycle_names_the_file_and_line_of_the_reference(tmp_path: Path) -> None:
+    # Across two files: the reference that closes the cycle is reported in its own file,
+    # at its own line, with the whole cycle.
+    (tmp_path / "a.yaml").write_text(
+        HEAD.replace("ACT__X__1d", "ACT__A__1d")
+        + "entry:\n"  # line 5
+        + "  all:\n"
+        + "    - {since_last: {event: E, less_than: 1d}}\n"
+        + "    - {in_audience: ACT__B__1d}\n"  # line 8
+    )
+    (tmp_path / "b.yaml").write_text(
+        HEAD.replace("ACT__X__1d", "ACT__B__1d")
+        + "entry: {since_last: {event: E, less_than: 1d}}\n"
+        + "exit: {in_audience: ACT__A__1d}\n"  # line 6
+    )
+    messages = _messages(tmp_path)
+    assert messages == [
+        f"{tmp_path / 'b.yaml'}:6: error: audience references form a cycle: "
+        "ACT__A__1d -> ACT__B__1d -> ACT__A__1d"
+    ], messages
+    with pytest.raises(AudienceDefinitionError):
+        load_audiences(tmp_path)
+
+
+def test_an_audience_that_references_itself_is_a_cycle_at_that_line(tmp_path: Path) -> None:
+    body = (
+        "entry:\n  any:\n"  # lines 5-6
+        "    - {since_last: {event: E, less_than: 1d}}\n"
+        "    - in_audience: ACT__X__1d\n"  # line 8
+    )
+    (message,) = _errors(tmp_path, HEAD + body)
+    assert message == (
+        f"{tmp_path / 'a.yaml'}:8: error: audience references form a cycle: "
+        "ACT__X__1d -> ACT__X__1d"
+    )

@@ -379,6 +379,40 @@ def test_validate_reports_the_bad_file_and_line(
     assert "1 audience(s) checked" in captured.err
 
 
+def test_validate_refuses_rules_that_contradict(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Sticky with an exit and no choice, and an exit equal to the entry: one line each,
+    at the line of the rule, and exit status 1 (no traceback)."""
+    path = tmp_path / "contradict.yaml"
+    path.write_text(
+        "audiences:\n"
+        "  - name: ACT__Bought__3d\n"
+        "    version: 1\n"
+        "    owner: o\n"
+        "    description: d\n"
+        "    entry: {happened: {event: Order Completed}}\n"
+        "    exit: {occurred_since_last: {event: Refund, since: {event: Order Completed}}}\n"
+        "    sticky_for: 3d\n"  # line 8
+        "  - name: ACT__Cart__1d\n"
+        "    version: 1\n"
+        "    owner: o\n"
+        "    description: d\n"
+        "    entry: {since_last: {event: Product Added, less_than: 1d}}\n"
+        "    exit: {since_last: {event: Product Added, less_than: 1d}}\n",  # line 14
+        "utf-8",
+    )
+    capsys.readouterr()
+    assert main(["validate", str(path)]) == 1
+    captured = capsys.readouterr()
+    errors = captured.out.splitlines()
+    assert len(errors) == 2, captured.out
+    assert errors[0].startswith(f"{path}:8: error: audience 'ACT__Bought__3d': sticky_for and")
+    assert errors[1].startswith(f"{path}:14: error: audience 'ACT__Cart__1d': the exit is the")
+    assert "Traceback" not in captured.err
+    assert "2 audience(s) checked: 2 error(s)" in captured.err
+
+
 def test_validate_reports_invalid_yaml_with_its_line(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
