@@ -315,12 +315,10 @@ class Audience(_Strict):
     #: exit holds, even within the sticky period; ``stay`` keeps the member for the whole
     #: period (the exit only keeps a customer from entering). Required then, because
     #: either reading is plausible and the two disagree for days (the loader refuses the
-    #: pair without it). Only ``leave`` appears in dumps: the stored state's fingerprint
-    #: is a dump of what is evaluated, and ``stay`` is how sticky_for with an exit was
-    #: always evaluated, so neither an audience without the field nor one that adds
-    #: ``stay`` to keep its behaviour loses the state it has.
+    #: pair without it). Left out of dumps when not given, so audiences that do not use
+    #: it dump (and fingerprint) as they did before it existed.
     exit_during_sticky: Literal["leave", "stay"] | None = Field(
-        default=None, exclude_if=lambda value: value != "leave"
+        default=None, exclude_if=lambda value: value is None
     )
     holdout: HoldoutDelivery | None = None
     #: Names of the configured destinations (``destinations:`` in the configuration file)
