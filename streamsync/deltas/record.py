@@ -53,7 +53,10 @@ class MembershipDelta:
     ``id_kind`` says what ``customer_id`` is (``streamsync.ingest.event.ID_KINDS``).
     ``correction`` marks a transition caused by a late record, emitted at the clock's
     instant because the instant at which it belonged had already been emitted
-    (../shared/audiences.md, "Live clock and late records").
+    (../shared/audiences.md, "Live clock and late records"). ``definition_change`` marks
+    a transition caused by a changed, added or removed audience definition: the
+    difference between what the old definition had emitted and what the new one gives
+    now, emitted once when evaluate starts with the new definitions.
     """
 
     audience: str
@@ -67,6 +70,7 @@ class MembershipDelta:
     holdout: bool = False
     id_kind: str = "id"
     correction: bool = False
+    definition_change: bool = False
 
     def to_json(self) -> dict[str, Any]:
         """The JSON form (also the shape of the ``replay`` output lines)."""
@@ -83,6 +87,7 @@ class MembershipDelta:
             "holdout": self.holdout,
             "id_kind": self.id_kind,
             "correction": self.correction,
+            "definition_change": self.definition_change,
         }
 
     @classmethod
@@ -105,4 +110,5 @@ class MembershipDelta:
             holdout=bool(data.get("holdout", False)),
             id_kind=str(data.get("id_kind") or "id"),
             correction=bool(data.get("correction", False)),
+            definition_change=bool(data.get("definition_change", False)),
         )
