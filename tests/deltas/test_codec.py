@@ -59,6 +59,8 @@ SAMPLES = [
     _delta(op=EXIT, seq=1, record_ids=[], identifiers={}, holdout=False),
     _delta(at_ms=0, customer_id="ünïcødé ✓", identifiers={"phone": "+15550100"}),
     _delta(at_ms=2**41, seq=2**40, version=2**31 - 1),
+    _delta(correction=True),
+    _delta(op=EXIT, definition_change=True),
 ]
 
 
