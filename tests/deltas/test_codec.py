@@ -97,6 +97,7 @@ def test_json_shape_matches_readme() -> None:
         "holdout": True,
         "id_kind": "id",
         "correction": False,
+        "definition_change": False,
     }
 
 
@@ -238,6 +239,7 @@ def test_avro_schema_parses_and_has_the_delta_fields() -> None:
         "holdout",
         "id_kind",
         "correction",
+        "definition_change",
     ]
     by_name = {f["name"]: f for f in fields}
     assert by_name["op"]["type"]["symbols"] == ["enter", "exit"]
