@@ -377,13 +377,13 @@ class _Builder:
                 # Forget keys whose every timestamp has left the window: they can never
                 # count again. Only when the table grows: stale blocks never change the
                 # answer (a live block always has a later timestamp), only memory.
+                # Blocks are deleted in place, last first, and only when there are
+                # any: rebuilding the table element by element costs more than the
+                # update itself.
                 horizon = ts - within
-                table[:] = [
-                    x
-                    for j in range(0, len(table), stride)
-                    if table[j + n] > horizon
-                    for x in table[j : j + stride]
-                ]
+                for j in range(len(table) - stride, -1, -stride):
+                    if table[j + n] <= horizon:
+                        del table[j : j + stride]
 
         self._on(spec, slot, update)
         return slot
