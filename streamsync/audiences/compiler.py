@@ -62,6 +62,10 @@ HEADER = 7
 Customer = list[Any]
 #: What a fact is: ``(kind, record match, parameters...)``, see ``_Builder``.
 FactKey = tuple[Any, ...]
+#: A "latest record" fact a deadline is computed from: its first slot, the offsets from
+#: the record's time (plus, when ``captured``, the offset read from it, slot + 2) at
+#: which the condition reading it can change, and ``captured``.
+Anchor = tuple[int, tuple[int, ...], bool]
 Evaluator = Callable[[Customer, int], tuple[bool, int]]
 Updater = Callable[[Customer, Event], None]
 
@@ -132,8 +136,13 @@ class Program:
     dispatch: dict[str, list[tuple[str, Predicate | None, Updater, int]]]
     #: audience i -> bitmask of i and every audience that depends on it, transitively
     dependents: list[int]
-    #: audience i -> slots of "latest record" facts, whose ids explain deadline deltas
-    anchors: list[list[int]]
+    #: audience i -> ``(slot, offsets, captured)`` of its "latest record" facts (and its
+    #: references'): a deadline delta at ``t`` cites the record of a slot whose time
+    #: (plus its captured offset) is ``t`` minus one of ``offsets`` (see :data:`Anchor`)
+    anchors: list[list[Anchor]]
+    #: audience i -> ``(slot, n, within)`` of its window counts (and its references'),
+    #: whose qualifying records its deltas cite (:func:`window_records`)
+    windows: list[list[tuple[int, int, int]]]
     #: audience i -> its "next change" slot, or 0 if only records can change it (no
     #: window, deadline or sticky period): such audiences need no slot or timer
     next_slots: list[int]
@@ -242,7 +251,8 @@ class _Builder:
         #: (record name, kind, where-filter, updater, fact slot), one per fact input
         self.updates: list[tuple[str, str, Predicate | None, Updater, int]] = []
         self.readers: dict[int, int] = {}  # slot -> audience mask reading it
-        self.anchors: list[list[int]] = [[] for _ in audiences]
+        self.anchors: list[list[Anchor]] = [[] for _ in audiences]
+        self.windows: list[list[tuple[int, int, int]]] = [[] for _ in audiences]
         self.current = 0
         self.width = 0  # fact slots allocated so far
 
@@ -314,11 +324,14 @@ class _Builder:
         return slot
 
     def window_count(self, spec: Count) -> int:
-        """A flat list of fixed-stride blocks ``[key, t1, ..., tn]``: the last ``n``
-        timestamps per key (``None`` until filled), oldest first.
+        """A flat list of fixed-stride blocks ``[key, t1, ..., tn, r1, ..., rn]``: the
+        last ``n`` timestamps per key (``None`` until filled), oldest first, then the
+        ids of those records (:func:`compact_id`) in the same order, so that a delta can
+        cite every record the count stands on (see :func:`window_records`).
 
         A dict of lists would read more naturally but costs about twice the memory, and
-        this is the largest fact a browsing customer has.
+        this is the largest fact a browsing customer has; the ids sit in the same list
+        for the same reason.
         """
         assert spec.within is not None
         key = ("window_count", self._match_key(spec), spec.at_least, spec.within, spec.per)
@@ -326,7 +339,7 @@ class _Builder:
         if not fresh:
             return slot
         n, within = spec.at_least, spec.within
-        stride = n + 1
+        stride = 2 * n + 1
         read_key = path_reader(spec.per) if spec.per is not None else None
 
         def update(c: Customer, e: Event) -> None:
@@ -342,23 +355,28 @@ class _Builder:
             table: list[Any] | None = c[slot]
             if table is None:
                 table = c[slot] = []
+            rid = compact_id(e.record_id)
             grew = False
             for k in keys:
                 for j in range(0, len(table), stride):
                     if table[j] == k:
                         newest = table[j + n]
                         if newest is None or ts >= newest:
-                            del table[j + 1]
-                            table.insert(j + n, ts)
+                            at = j + n
                         else:  # a late record: keep the block's n newest, in order
                             oldest = table[j + 1]
                             if oldest is not None and ts < oldest:
                                 break
-                            del table[j + 1]
-                            at = j + 1  # after the unfilled (None) and older entries
-                            while at < j + n and (table[at] is None or table[at] <= ts):
+                            at = j + 2  # after the unfilled (None) and older entries
+                            while at <= j + n and (table[at] is None or table[at] <= ts):
                                 at += 1
-                            table.insert(at, ts)
+                            at -= 1
+                        # Drop the oldest timestamp and its id, insert the new pair at
+                        # ``at`` (the ids mirror the timestamps n slots on).
+                        del table[j + 1]
+                        table.insert(at, ts)
+                        del table[j + n + 1]
+                        table.insert(at + n, rid)
                         break
                 else:
                     # Interned: the same product ids recur across customers, so each
@@ -366,18 +384,20 @@ class _Builder:
                     table.append(intern(k) if type(k) is str else k)
                     table.extend([None] * (n - 1))
                     table.append(ts)
+                    table.extend([None] * (n - 1))
+                    table.append(rid)
                     grew = True
             if grew:
                 # Forget keys whose every timestamp has left the window: they can never
                 # count again. Only when the table grows: stale blocks never change the
                 # answer (a live block always has a later timestamp), only memory.
+                # Blocks are deleted in place, last first, and only when there are
+                # any: rebuilding the table element by element costs more than the
+                # update itself.
                 horizon = ts - within
-                table[:] = [
-                    x
-                    for j in range(0, len(table), stride)
-                    if table[j + n] > horizon
-                    for x in table[j : j + stride]
-                ]
+                for j in range(len(table) - stride, -1, -stride):
+                    if table[j + n] <= horizon:
+                        del table[j : j + stride]
 
         self._on(spec, slot, update)
         return slot
@@ -524,7 +544,7 @@ class _Builder:
         if kind == "happened":
             assert cond.happened is not None
             slot = self.latest(cond.happened)
-            self.anchors[self.current].append(slot)
+            self.anchors[self.current].append((slot, (1,), False))
 
             def happened(c: Customer, t: int) -> tuple[bool, int]:
                 return (True, t + 1) if c[slot] == t else _FALSE_NEVER
@@ -578,16 +598,18 @@ class _Builder:
         if kind == "in_audience":
             ref = self.index[str(cond.in_audience)]
             self.anchors[self.current].extend(self.anchors[ref])
+            self.windows[self.current].extend(self.windows[ref])
             bit = 1 << ref
             return lambda c, t: (bool(c[MEMBERS] & bit), NEVER)
         raise AssertionError(f"unhandled condition {kind}")
 
     def _since_last(self, spec: SinceLast) -> Evaluator:
         slot = self.latest(spec, spec.offset_by)
-        self.anchors[self.current].append(slot)
         at_least = spec.at_least
         less_than = spec.less_than
         captured = spec.offset_by is not None
+        offsets = (at_least,) if less_than is None else (at_least, less_than)
+        self.anchors[self.current].append((slot, offsets, captured))
         offset_slot = slot + 2
 
         def since_last(c: Customer, t: int) -> tuple[bool, int]:
@@ -617,7 +639,8 @@ class _Builder:
             slot = self.lifetime_count(spec)
             return lambda c, t: ((c[slot] or 0) >= n, NEVER)
         slot = self.window_count(spec)
-        within, stride = spec.within, n + 1
+        within, stride = spec.within, 2 * n + 1
+        self.windows[self.current].append((slot, n, within))
 
         def count(c: Customer, t: int) -> tuple[bool, int]:
             table = c[slot]
@@ -706,6 +729,26 @@ class _Builder:
         return sticky
 
 
+def window_records(c: Customer, slot: int, n: int) -> tuple[int, list[bytes | str]] | None:
+    """The block a window count stands on: the full block whose oldest timestamp is the
+    newest (the one that holds the count longest, as the count's evaluator reads it),
+    as ``(oldest timestamp, record ids oldest first)``; ``None`` without a full block.
+    Ids of records that had none are left out."""
+    table = c[slot]
+    if not table:
+        return None
+    stride = 2 * n + 1
+    best = -1
+    for j in range(0, len(table), stride):
+        first = table[j + 1]
+        if first is not None and (best < 0 or first > table[best + 1]):
+            best = j
+    if best < 0:
+        return None
+    ids = [rid for rid in table[best + n + 1 : best + stride] if rid is not None]
+    return table[best + 1], ids
+
+
 def _all(parts: list[Evaluator]) -> Evaluator:
     if len(parts) == 1:
         return parts[0]
@@ -771,7 +814,8 @@ def compile_audiences(audiences: Sequence[Audience], *, lateness_ms: int = 5 * 6
         evaluators=evaluators,
         dispatch=dispatch,
         dependents=dependents,
-        anchors=builder.anchors,
+        anchors=[list(dict.fromkeys(entries)) for entries in builder.anchors],
+        windows=[list(dict.fromkeys(counts)) for counts in builder.windows],
         fact_slots=builder.width,
         facts=builder.slots,
         updates=builder.updates,

@@ -55,8 +55,10 @@ from streamsync.audiences.compiler import (
     RIDS,
     Customer,
     Program,
+    compact_id,
     compile_audiences,
     expand_id,
+    window_records,
 )
 from streamsync.audiences.definition import Audience
 from streamsync.deltas.record import ENTER, EXIT, MembershipDelta
@@ -158,6 +160,7 @@ class Engine:
         self._versions = [a.version for a in program.audiences]
         self._holdouts = [a.holdout.percent if a.holdout else 0.0 for a in program.audiences]
         self._anchors = program.anchors
+        self._windows = program.windows
         self._closure_cache: dict[int, int] = {}
         self._buffer: list[tuple[int, int, Event]] = []
         self._timers: list[tuple[int, int, Customer]] = []
@@ -425,6 +428,7 @@ class Engine:
     def _evaluate(self, c: Customer, t: int, mask: int, rids: list[str] | None) -> None:
         """Evaluate the audiences in ``mask`` (plus those due, plus dependents) at ``t``,
         emit changes, and move the customer's timer to its new earliest next change."""
+        touched = mask  # the audiences the instant's records touched (rids: those records)
         due = c[DUE]
         # The earliest next change must be recomputed from every slot only when the
         # audience holding it may have moved it later; otherwise the minimum of the old
@@ -455,7 +459,7 @@ class Engine:
             if value != bool(members & low):
                 members ^= low
                 c[MEMBERS] = members
-                self._emit(c, i, t, value, rids)
+                self._emit(c, i, t, value, rids, touched)
         new_due = min(c[self._next_slice], default=NEVER) if rescan else min(due, low_next)
         if new_due != due:
             c[DUE] = new_due
@@ -463,14 +467,23 @@ class Engine:
                 self._timer_seq += 1
                 heapq.heappush(self._timers, (new_due, self._timer_seq, c))
 
-    def _emit(self, c: Customer, i: int, t: int, entered: bool, rids: list[str] | None) -> None:
-        """Append one delta. ``record_ids`` is shared, not copied: the instant's id list
-        is never touched again."""
+    def _emit(
+        self, c: Customer, i: int, t: int, entered: bool, rids: list[str] | None, touched: int
+    ) -> None:
+        """Append one delta. ``record_ids`` cite every record that qualified the change,
+        each once (:meth:`_cited`); without window counts to add, a change at an instant
+        shares the instant's id list rather than copying it (it is never touched again)."""
         seq_slot = self._seq0 + i
         seq = c[seq_slot] + 1
         c[seq_slot] = seq
-        if rids is None:
-            rids = [expand_id(rid) for slot in self._anchors[i] if (rid := c[slot + 1])]
+        if rids is not None:
+            closed = self._closure_cache.get(touched)
+            if closed is None:
+                closed = self._closure(touched)
+            if not closed >> i & 1:
+                rids = None  # a deadline due at an instant with records for others only
+        if rids is None or self._windows[i]:
+            rids = self._cited(c, i, t, entered, rids)
         cid: str = c[CUSTOMER_ID]
         percent = self._holdouts[i]
         self._out.append(
@@ -488,6 +501,11 @@ class Engine:
                 self._correcting,
             )
         )
+
+    def _cited(
+        self, c: Customer, i: int, t: int, entered: bool, rids: list[str] | None
+    ) -> list[str]:
+        return cited_records(self.program, c, i, t, entered, rids)
 
     # -- inspection ------------------------------------------------------------------------
 
@@ -619,3 +637,54 @@ class Engine:
         self._seen = seen
         self._seen_old = set()
         self._touched = set()
+
+
+def cited_records(
+    program: Program, c: Customer, i: int, t: int, entered: bool, rids: list[str] | None
+) -> list[str]:
+    """The records a change of audience ``i`` at ``t`` stands on, oldest fact first.
+
+    ``rids`` are the records applied at ``t`` that touched the audience (``None``:
+    the change is a deadline's). A deadline's change cites the latest records whose
+    deadline is ``t`` (``anchors``; if none is, as at the end of a sticky period,
+    every latest record the audience reads). A window count cites every record of
+    the block it stands on: when the window passes at ``t`` (an expiry), when the
+    change is an enter (all ``n`` views, not only the one that made them ``n``), or
+    when a record of ``t`` is in the block (a ``not`` count). A record several facts
+    hold is cited once.
+    """
+    cited: list[str] = []
+    anchors = program.anchors[i] if rids is None else ()
+    for slot, offsets, captured in anchors:
+        rid = c[slot + 1]
+        if rid is None:
+            continue
+        base = c[slot]
+        if captured:
+            if c[slot + 2] is None:
+                continue
+            base += c[slot + 2]
+        if t - base in offsets:  # this record's deadline is the change
+            cited.append(expand_id(rid))
+    instant: set[bytes | str | None] | None = None
+    for slot, n, within in program.windows[i]:
+        found = window_records(c, slot, n)
+        if found is None:
+            continue
+        first, ids = found
+        end = first + within
+        if end < t:
+            continue
+        if end > t and not entered:
+            if rids is None:
+                continue
+            if instant is None:
+                instant = {compact_id(rid) for rid in rids}
+            if instant.isdisjoint(ids):
+                continue
+        cited.extend(expand_id(rid) for rid in ids)
+    if rids is not None:
+        cited.extend(rids)
+    elif not cited:  # e.g. a sticky period's end: the latest records it read
+        cited = [expand_id(rid) for slot, _, _ in anchors if (rid := c[slot + 1])]
+    return list(dict.fromkeys(cited)) if len(cited) > 1 else cited

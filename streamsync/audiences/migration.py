@@ -47,10 +47,9 @@ from streamsync.audiences.compiler import (
     FactKey,
     Program,
     Updater,
-    expand_id,
 )
 from streamsync.audiences.definition import STORED, Audience, Condition
-from streamsync.audiences.engine import in_holdout, unpack_identifiers
+from streamsync.audiences.engine import cited_records, in_holdout, unpack_identifiers
 from streamsync.audiences.matching import Predicate
 from streamsync.deltas.record import ENTER, EXIT, MembershipDelta
 
@@ -216,15 +215,17 @@ def _copy_entries(values: list[Any]) -> list[Any]:
 
 
 def _fewer_times(values: list[Any], n_old: int, n: int) -> list[Any]:
-    """A window table of ``n_old`` timestamps per key cut to the ``n`` newest."""
+    """A window table of ``n_old`` records per key (blocks ``[key, t1..tn, r1..rn]``,
+    oldest first) cut to the ``n`` newest."""
     table = values[0]
     if table is None:
         return [None]
-    stride = n_old + 1
+    stride = 2 * n_old + 1
     out: list[Any] = []
     for j in range(0, len(table), stride):
         out.append(table[j])
-        out.extend(table[j + 1 + n_old - n : j + stride])
+        out.extend(table[j + 1 + n_old - n : j + 1 + n_old])
+        out.extend(table[j + 1 + 2 * n_old - n : j + stride])
     return [out]
 
 
@@ -411,7 +412,7 @@ class Migration:
         seq_slot = program.seq0 + i
         seq = c[seq_slot] + 1
         c[seq_slot] = seq
-        rids = [expand_id(rid) for slot in program.anchors[i] if (rid := c[slot + 1])]
+        rids = cited_records(program, c, i, t, entered, None)
         cid: str = c[CUSTOMER_ID]
         percent = audience.holdout.percent if audience.holdout else 0.0
         return MembershipDelta(
@@ -421,7 +422,7 @@ class Migration:
             ENTER if entered else EXIT,
             t,
             seq,
-            list(dict.fromkeys(rids)),
+            rids,
             {} if (packed := c[IDS]) is None else dict(unpack_identifiers(packed)),
             bool(percent) and in_holdout(audience.name, cid, percent),
             c[ID_KIND],

@@ -10,7 +10,12 @@ from pathlib import Path
 import orjson
 
 from streamsync.audiences.engine import DEFAULT_ALLOWED_LATENESS_MS
-from streamsync.audiences.loader import check_audiences, load_audiences
+from streamsync.audiences.loader import (
+    AudienceDefinitionError,
+    AudienceFileError,
+    check_audiences,
+    load_audiences,
+)
 from streamsync.audiences.replay import ReplaySummary, replay
 from streamsync.cli.arguments import (
     UserError,
@@ -269,16 +274,18 @@ def _explain_file(args: argparse.Namespace) -> int:
         if d.customer_id == args.customer and (args.audience is None or d.audience == args.audience)
     ]
     print(f"customer {args.customer}: {len(history)} record(s), {len(deltas)} change(s)")
-    for line in timeline_lines(deltas, records, audience=args.audience):
+    definitions = {a.name: a for a in audiences}
+    for line in timeline_lines(deltas, records, audience=args.audience, definitions=definitions):
         print(line)
     return 0
 
 
 def _explain_kafka(args: argparse.Namespace) -> int:
     config = load_config(args.config)
+    definitions = None
     if args.audience is not None and config.evaluate is not None:
-        names = {a.name for a in load_audiences(config.evaluate.audiences)}
-        if args.audience not in names:
+        definitions = {a.name: a for a in load_audiences(config.evaluate.audiences)}
+        if args.audience not in definitions:
             raise UserError(f"no audience named {args.audience!r} in {config.evaluate.audiences}")
     prog = args.command_prog
 
@@ -306,12 +313,26 @@ def _explain_kafka(args: argparse.Namespace) -> int:
         f"customer {audit.customer}: {len(audit.deltas)} change(s) in {audit.deltas_topic}; "
         f"{len(audit.records)} of {len(audit.wanted)} qualifying record(s) found in {topics}"
     )
+    if definitions is None and config.evaluate is not None:
+        # The definitions evaluate runs: the deadline behind a change is derived from
+        # them. Read after the cluster answered, and optional: without them the
+        # timeline still stands, only without reasons.
+        try:
+            definitions = {a.name: a for a in load_audiences(config.evaluate.audiences)}
+        except (AudienceDefinitionError, AudienceFileError) as exc:
+            first = str(exc).splitlines()[0]
+            print(f"{prog}: no reasons for deadlines: {first}", file=sys.stderr)
     why = {
         MAX_RECORDS: f" (not found in the first {max_records:,} records)",
         TIMEOUT: " (not found before the timeout)",
     }.get(audit.stopped_by or "", " (no longer in the input topics)")
     lines = timeline_lines(
-        audit.deltas, audit.records, audience=args.audience, where=kafka_position, not_found=why
+        audit.deltas,
+        audit.records,
+        audience=args.audience,
+        where=kafka_position,
+        not_found=why,
+        definitions=definitions,
     )
     for line in lines:
         print(line)

@@ -45,7 +45,7 @@ from streamsync.ingest.event import Event, SourcePosition
 #: Bump when the encoding changes; values of another version are rejected.
 CODEC_VERSION = 2
 #: Bump when the compiler's customer layout changes without the definitions changing.
-LAYOUT_VERSION = 2
+LAYOUT_VERSION = 3
 _MARSHAL = 4
 _V = bytes([CODEC_VERSION])
 _NULL_MARK = ("\x00streamsync.null",)

@@ -510,6 +510,82 @@ def test_record_ids_of_deadline_and_order(examples: list[Audience]) -> None:
     assert by[(ACTIVE_APP, "exit")].record_ids == ["app-1"]
 
 
+def view(customer: str, at: int, rid: str, product: str = "p1") -> Event:
+    return ev(customer, "Product Viewed", at, rid=rid, product_id=product)
+
+
+def test_viewed_twice_cites_both_views_and_the_order_once(examples: list[Audience]) -> None:
+    """The window count cites every view it counts, and the order that both the audience
+    and its Winback reference read is cited once, only where its deadline is the change."""
+    deltas = run(
+        Engine(examples),
+        [
+            ev("c1", "Order Completed", 0, rid="ord-1", order_id="o", total=5),
+            view("c1", 1 * H, "v-1"),
+            view("c1", 2 * H, "v-other", product="p2"),
+            view("c1", 3 * H, "v-2"),
+            # c2 (arriving late, within the lateness): the second view is the change.
+            view("c2", 3 * H - 5 * M, "w-1"),
+            view("c2", 3 * H, "w-2"),
+            ev("c2", "Order Completed", 4 * H, rid="ord-2", order_id="o", total=5),
+        ],
+        T0 + 10 * D,
+    )
+    deltas.sort(key=lambda d: (d.customer_id, d.at_ms))
+    got = [
+        (d.customer_id, d.op, d.at_ms - T0, d.record_ids)
+        for d in deltas
+        if d.audience == VIEWED_TWICE
+    ]
+    assert got == [
+        # The order's 7 days pass while the views of p1 still count.
+        ("c1", "enter", 7 * D, ["ord-1", "v-1", "v-2"]),
+        # The first view leaves the window: the views are the reason, not the order.
+        ("c1", "exit", 7 * D + 1 * H, ["v-1", "v-2"]),
+        ("c2", "enter", 3 * H, ["w-1", "w-2"]),
+        ("c2", "exit", 4 * H, ["ord-2"]),
+    ]
+    for d in deltas:
+        assert len(d.record_ids) == len(set(d.record_ids)), d
+
+
+def test_a_count_of_three_cites_all_three(tmp_path: Path) -> None:
+    audiences = write_audiences(
+        tmp_path,
+        """
+        name: ACT__ThreeCarts__1d
+        version: 3
+        owner: qa@example.com
+        description: Added to cart three times in a day.
+        entry:
+          count: {event: Product Added, at_least: 3, within: 1d}
+        """,
+    )
+    carts = [cart("c1", 0, "add-1"), cart("c1", 1 * H, "add-2"), cart("c1", 2 * H, "add-3")]
+    # Then a cart at 5h (buffered: the clock stands at 3h) and a late one at 1h30 that
+    # takes the place of the oldest in the full block, in time order with its id.
+    late = [cart("c1", 5 * H, "add-4"), cart("c1", 90 * M, "add-late")]
+    engine = Engine(audiences, allowed_lateness_ms=2 * H)
+    deltas = run(engine, [*carts, *late], T0 + 2 * D)
+    assert engine.stats.late == 1
+    assert [(d.op, d.at_ms - T0, d.record_ids) for d in deltas] == [
+        ("enter", 2 * H, ["add-1", "add-2", "add-3"]),
+        ("exit", 1 * D + 90 * M, ["add-late", "add-3", "add-4"]),
+    ]
+
+
+def test_a_deadline_at_an_instant_of_other_records_cites_its_own_record(
+    examples: list[Audience],
+) -> None:
+    """A cart's 90 minutes passing at the instant of an app open cites the cart, not the
+    app open (which touched other audiences only)."""
+    deltas = run(Engine(examples), [cart("c1", 0, "add-1"), app("c1", 90 * M, "app-1")])
+    by = {(d.audience, d.op): d.record_ids for d in deltas}
+    assert by[(CART_ABANDON, "enter")] == ["add-1"]
+    assert by[(CART_MED_INTENT, "enter")] == ["add-1"]
+    assert by[(ACTIVE_APP, "enter")] == ["app-1"]
+
+
 def _decoded(line: dict[str, object], n: int) -> Event:
     event = decode_line(orjson.dumps(line), SourcePosition("t", 0, n))
     assert event is not None

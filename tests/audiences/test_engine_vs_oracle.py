@@ -52,7 +52,8 @@ def run_engine(events: Iterable[Event], until_ms: int) -> list[MembershipDelta]:
 
 
 def group(deltas: Sequence[MembershipDelta]) -> Grouped:
-    """Canonical audiences' deltas by (audience, customer), in emission order; checks seq."""
+    """Canonical audiences' deltas by (audience, customer), in emission order; checks seq
+    and that no delta cites a record twice."""
     grouped: Grouped = defaultdict(list)
     seqs: dict[tuple[str, str], list[int]] = defaultdict(list)
     for delta in deltas:
@@ -60,6 +61,8 @@ def group(deltas: Sequence[MembershipDelta]) -> Grouped:
             continue
         key = (delta.audience, delta.customer_id)
         grouped[key].append((delta.at_ms, delta.op))
+        # Every qualifying record is cited once.
+        assert len(set(delta.record_ids)) == len(delta.record_ids), delta
         seqs[key].append(delta.seq)
     for key, numbers in seqs.items():
         assert numbers == list(range(1, len(numbers) + 1)), (key, numbers)

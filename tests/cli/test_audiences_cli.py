@@ -31,6 +31,7 @@ _FIELDS = {
     "holdout",
     "id_kind",
     "correction",
+    "definition_change",
 }
 _AT = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
 
@@ -312,6 +313,118 @@ def test_explain_prints_the_timeline_with_causes(
     assert "c2" not in out and "add-2" not in out
     assert MED not in out and PURCHASERS not in out
     assert "never entered" not in out
+
+
+def changes(out: str) -> list[list[str]]:
+    """The explain output as one block per change: its line, then the lines under it."""
+    blocks: list[list[str]] = []
+    for line in out.splitlines()[1:]:
+        if line.startswith("    "):
+            blocks[-1].append(line.strip())
+        elif " ENTER " in line or " EXIT " in line:
+            blocks.append([line])
+    return blocks
+
+
+VIEWS = "ACT__ViewedTwiceNoPurchase__7d"
+
+
+def test_explain_viewed_twice_cites_both_views_and_the_expiry(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The order (read by the audience and by its Winback reference) is cited once, the
+    two views are cited, and each deadline change says which window passed."""
+    records = [
+        track("c1", "Order Completed", "2026-01-01T00:00:00.000Z", "ord-1", order_id="o1"),
+        track("c1", "Product Viewed", "2026-01-01T01:00:00.000Z", "v-1", product_id="p1"),
+        track("c1", "Product Viewed", "2026-01-01T02:00:00.000Z", "v-x", product_id="p2"),
+        track("c1", "Product Viewed", "2026-01-01T03:00:00.000Z", "v-2", product_id="p1"),
+    ]
+    events = write_events(tmp_path, list(records))
+    rc, out, _ = explain(
+        capsys,
+        *("--audiences", str(EXAMPLES), "--events", str(events), "--until", "2026-01-20T00:00:00Z"),
+        *("--customer", "c1", "--audience", VIEWS),
+    )
+    assert rc == 0
+    enter, exit_ = changes(out)
+    assert enter[0] == f"2026-01-08T00:00:00.000Z  ENTER {VIEWS}  (v1, seq 1)"
+    assert [line.split("record ")[1].split(",")[0].rstrip(")") for line in enter[1:4]] == [
+        "ord-1",
+        "v-1",
+        "v-2",
+    ]
+    assert enter[4:] == [
+        "reason: window of 7d passed since 'Order Completed' at 2026-01-01T00:00:00.000Z"
+    ]
+    assert exit_[0] == f"2026-01-08T01:00:00.000Z  EXIT  {VIEWS}  (v1, seq 2)"
+    assert ["v-1" in exit_[1], "v-2" in exit_[2], len(exit_)] == [True, True, 4]
+    assert exit_[3] == (
+        "reason: window of 7d passed since 'Product Viewed' at 2026-01-01T01:00:00.000Z "
+        "(fewer than 2 left in it)"
+    )
+
+
+def test_explain_gives_the_reason_of_deadlines_and_not_of_records(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    records = [
+        track("c1", "Product Added", "2026-01-01T00:00:00.000Z", "add-1", product_id="p1"),
+        track("c2", "Product Added", "2026-01-01T00:00:00.000Z", "add-2", product_id="p1"),
+        track("c2", "Order Completed", "2026-01-01T02:00:00.000Z", "ord-2", order_id="o2"),
+    ]
+    events = write_events(tmp_path, list(records))
+    args = ("--audiences", str(EXAMPLES), "--events", str(events), "--audience", CART)
+    rc, out, _ = explain(capsys, *args, "--until", "2026-01-09T00:00:00Z", "--customer", "c1")
+    assert rc == 0
+    enter, exit_ = changes(out)
+    at = "'Product Added' at 2026-01-01T00:00:00.000Z"
+    assert enter[-1] == f"reason: no 'Order Completed' within 90m of {at}"
+    assert exit_[0] == f"2026-01-08T00:00:00.000Z  EXIT  {CART}  (v1, seq 2)"
+    assert exit_[-1] == f"reason: window of 7d passed since {at}"
+    # c2's exit is its order's: the record says why, no deadline does.
+    rc, out, _ = explain(capsys, *args, "--customer", "c2")
+    assert rc == 0
+    _, exit_ = changes(out)
+    assert len(exit_) == 2 and "ord-2" in exit_[1]
+
+
+def test_explain_shows_the_version_and_all_records_of_a_count(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    definitions = tmp_path / "three.yaml"
+    definitions.write_text(
+        textwrap.dedent(
+            """
+            name: ACT__ThreeCarts__1d
+            version: 4
+            owner: qa@example.com
+            description: Added to cart three times in a day.
+            entry:
+              count: {event: Product Added, at_least: 3, within: 1d}
+            """
+        ),
+        "utf-8",
+    )
+    records = [
+        track("c1", "Product Added", f"2026-01-01T0{h}:00:00.000Z", f"add-{h}", product_id="p")
+        for h in (1, 2, 3)
+    ]
+    events = write_events(tmp_path, list(records))
+    rc, out, _ = explain(
+        capsys,
+        *("--audiences", str(definitions), "--events", str(events)),
+        *("--customer", "c1", "--until", "2026-01-03T00:00:00Z"),
+    )
+    assert rc == 0
+    enter, exit_ = changes(out)
+    assert enter[0] == "2026-01-01T03:00:00.000Z  ENTER ACT__ThreeCarts__1d  (v4, seq 1)"
+    assert all(f"record add-{h}" in enter[h] for h in (1, 2, 3)) and len(enter) == 4
+    assert exit_[0] == "2026-01-02T01:00:00.000Z  EXIT  ACT__ThreeCarts__1d  (v4, seq 2)"
+    assert exit_[-1] == (
+        "reason: window of 1d passed since 'Product Added' at 2026-01-01T01:00:00.000Z "
+        "(fewer than 3 left in it)"
+    )
 
 
 def test_explain_all_audiences_of_a_customer(
