@@ -23,7 +23,6 @@ from streamsync.cli.arguments import (
 from streamsync.config import AppConfig, load_config
 from streamsync.deltas.audit import (
     MAX_RECORDS,
-    TIMEOUT,
     AuditProgress,
     audit_customer,
 )
@@ -31,6 +30,7 @@ from streamsync.deltas.record import MembershipDelta
 from streamsync.deltas.timeline import kafka_position, timeline_lines
 from streamsync.ingest.event import Event
 from streamsync.ingest.jsonl import InputPolicy, LineError, Skipped, open_events, read_events
+from streamsync.kafka.reader import TIMEOUT
 
 #: Bad lines printed in full before the rest are only counted.
 _SHOWN_ERRORS = 10
