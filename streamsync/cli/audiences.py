@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -28,14 +29,20 @@ from streamsync.cli.arguments import (
 from streamsync.config import AppConfig, load_config
 from streamsync.deltas.audit import (
     MAX_RECORDS,
-    TIMEOUT,
     AuditProgress,
     audit_customer,
+)
+from streamsync.deltas.membership import (
+    MembershipTable,
+    MembersProgress,
+    MembersTopicMissing,
+    read_customer_members,
 )
 from streamsync.deltas.record import MembershipDelta
 from streamsync.deltas.timeline import kafka_position, timeline_lines
 from streamsync.ingest.event import Event
 from streamsync.ingest.jsonl import InputPolicy, LineError, Skipped, open_events, read_events
+from streamsync.kafka.reader import TIMEOUT
 
 #: Bad lines printed in full before the rest are only counted.
 _SHOWN_ERRORS = 10
@@ -70,9 +77,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "explain",
         help="show one customer's membership timeline and the records behind each change",
         description="Why did this customer get this push? Prints every membership change "
-        "of one customer, with the records that caused it: from Kafka (--config: the "
-        "deltas evaluate wrote, and their records in the input topics), or by replaying "
-        "a file (--audiences and --events).",
+        "of one customer, with the records that caused it: from Kafka (--config: first "
+        "the audiences the customer is a member of now, from the membership table, then "
+        "the deltas evaluate wrote, and their records in the input topics), or by "
+        "replaying a file (--audiences and --events).",
     )
     exp.add_argument("--customer", required=True, help="customer key (as on the deltas)")
     exp.add_argument("--audience", help="only this audience")
@@ -297,17 +305,36 @@ def _explain_kafka(args: argparse.Namespace) -> int:
             flush=True,
         )
 
+    def members_progress(at: MembersProgress) -> None:
+        print(
+            f"{prog}: {at.records_read:,} records of {config.deltas.members} read "
+            f"({at.elapsed_s:.0f}s)",
+            file=sys.stderr,
+            flush=True,
+        )
+
     max_records = DEFAULT_MAX_RECORDS if args.max_records is None else args.max_records
+    timeout_s = DEFAULT_TIMEOUT_S if args.timeout is None else args.timeout
+    deadline = time.monotonic() + timeout_s
     # An unreachable or refusing cluster (exit 1) and a question this configuration
     # cannot answer (exit 2) are reported by streamsync's main, by their groups.
+    try:
+        table: MembershipTable | None = read_customer_members(
+            config, args.customer, timeout_s=timeout_s, progress=members_progress
+        )
+    except MembersTopicMissing:
+        table = None
     audit = audit_customer(
         config,
         args.customer,
         audience=args.audience,
         max_records=max_records,
-        timeout_s=DEFAULT_TIMEOUT_S if args.timeout is None else args.timeout,
+        timeout_s=max(0.0, deadline - time.monotonic()),
         progress=progress,
     )
+    # Printed once both are read: a question that cannot be answered (no deltas topic)
+    # is then one line, not half an answer.
+    complete = _print_members(config.deltas.members, args.customer, args.audience, table)
     topics = ", ".join(audit.input_topics)
     print(
         f"customer {audit.customer}: {len(audit.deltas)} change(s) in {audit.deltas_topic}; "
@@ -345,11 +372,41 @@ def _explain_kafka(args: argparse.Namespace) -> int:
             f"decoded as {config.deltas.format}",
             file=sys.stderr,
         )
+    if not complete:
+        print(
+            f"{prog}: timed out reading {config.deltas.members}: the current memberships "
+            "above may be incomplete (raise --timeout)",
+            file=sys.stderr,
+        )
     if not audit.deltas_complete:
         print(
             f"{prog}: timed out reading {audit.deltas_topic}: the changes above may be "
             "incomplete (raise --timeout)",
             file=sys.stderr,
         )
-        return 1
-    return 0
+    return 0 if complete and audit.deltas_complete else 1
+
+
+def _print_members(
+    topic: str, customer: str, audience: str | None, table: MembershipTable | None
+) -> bool:
+    """The lines before the timeline: the audiences ``customer`` is a member of now (only
+    ``audience``, when given) as the membership table says, one per line; ``False``
+    when the table was not read to its end."""
+    if table is None:
+        print(
+            f"member now ({topic}): unknown, the topic does not exist "
+            "(evaluate creates it when it starts)"
+        )
+        return True
+    members = [
+        m for m in table.audiences_of(customer) if audience is None or m.audience == audience
+    ]
+    if not members:
+        print(f"member now ({topic}): " + (f"not of {audience}" if audience else "no audience"))
+    else:
+        print(f"member now ({topic}): {len(members)} audience(s)")
+    for m in members:
+        holdout = ", holdout" if m.holdout else ""
+        print(f"  {m.audience}  since {m.since}  (version {m.version}, seq {m.seq}{holdout})")
+    return table.complete

@@ -17,7 +17,9 @@ class _Model(BaseModel):
 class DeltasConfig(_Model):
     """The membership deltas topic: written by ``evaluate``, read by ``deliver``.
 
-    Records are keyed by customer id, so one customer's deltas stay in order.
+    Records are keyed by customer id, so one customer's deltas stay in order. Next to
+    it, ``evaluate`` keeps the current-membership table (:mod:`streamsync.deltas.membership`),
+    a compacted topic named after this one unless ``members_topic`` names it.
     """
 
     topic: str = Field(default=DEFAULT_DELTAS_TOPIC, min_length=1)
@@ -26,3 +28,15 @@ class DeltasConfig(_Model):
         description="json: the README's JSON form; avro: schemas/membership_delta.avsc in the "
         "Confluent wire format.",
     )
+    members_topic: str | None = Field(
+        default=None,
+        min_length=1,
+        description="Compacted table of the current members (one record per customer and "
+        "audience, a tombstone on exit), written with the deltas; default <topic>.members.",
+    )
+
+    @property
+    def members(self) -> str:
+        """The current-membership topic: named after the deltas topic it mirrors, so a
+        reader with only the ``deltas:`` section (``explain``, ``deliver``) finds it."""
+        return self.members_topic or f"{self.topic}.members"

@@ -66,6 +66,12 @@ _HASHES: dict[str, Callable[[bytes], int]] = {
 }
 
 
+def key_hash(partitioner: str) -> Callable[[bytes], int] | None:
+    """The hash ``partitioner`` takes the partition of a non-empty key from (modulo the
+    partition count), or ``None`` when it is not a key hash known here."""
+    return _HASHES.get(partitioner)
+
+
 def partition_for(
     key: bytes, partitions: int, partitioner: str = DEFAULT_PARTITIONER
 ) -> int | None:

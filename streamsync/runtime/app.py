@@ -12,15 +12,17 @@ One :class:`Application` runs what the service does; ``streamsync evaluate`` and
 * :mod:`~streamsync.runtime.task_manager` - tasks through rebalances and rewinds
   (TaskManager); :mod:`~streamsync.runtime.task` - one task (StreamTask);
 * :mod:`~streamsync.runtime.collector` - writes into the open transaction
-  (RecordCollector);
+  (RecordCollector), the deltas with the membership table
+  (:mod:`~streamsync.deltas.membership`);
 * :mod:`~streamsync.runtime.checkpoint` - commit, abort, rewind (StreamsProducer);
 * :mod:`~streamsync.runtime.telemetry` - what is reported, to whom it may concern.
 
 :meth:`Application.run` connects (waiting for the cluster and the topics), builds the
 clients, then the :class:`Runtime` on them, and runs the cycle (StreamThread): every
 ``commit_interval`` (default 100 ms) the records received are routed and evaluated,
-every task's time moves on, and the cycle's deltas, dead letters, state changes and
-consumed offsets commit in one transaction (see :mod:`~streamsync.runtime.checkpoint`).
+every task's time moves on, and the cycle's deltas (with their membership-table
+records), dead letters, state changes and consumed offsets commit in one transaction
+(see :mod:`~streamsync.runtime.checkpoint`).
 
 A crash anywhere rolls back to the last commit: the transaction is aborted (by the
 coordinator, or by the restarted instance, which reuses its transactional id from the
@@ -49,6 +51,7 @@ from streamsync.audiences.definition import Audience
 from streamsync.audiences.loader import load_audiences
 from streamsync.config import AppConfig
 from streamsync.dead_letter import topic_max_message_bytes
+from streamsync.deltas.membership import member_partitioner
 from streamsync.deltas.record import MembershipDelta
 from streamsync.ingest.avro import FileSchemaRegistry, SchemaRegistry
 from streamsync.ingest.decoder import Decoder
@@ -150,6 +153,8 @@ class Runtime:
         collector = Collector(
             producer,
             deltas_topic=names.deltas,
+            members_topic=names.members,
+            member_partition=member_partitioner(config, plan.members_partitions),
             dead_letter_topic=names.dead_letters,
             encode=encode or delta_encoder(config),
             dead_letter_max=dead_letter_max,

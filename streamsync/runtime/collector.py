@@ -1,9 +1,15 @@
-"""Writing into the open transaction: deltas, dead letters, changelog and marks.
+"""Writing into the open transaction: deltas, the membership table, dead letters,
+changelog and marks.
 
 Like Kafka Streams' RecordCollector: every record the service writes goes through
 :meth:`Collector.send`, which begins the transaction on the first write of a cycle and
 waits for the local queue to drain when it is full (``BufferError``), instead of
 dropping or failing. Committing and aborting are :mod:`streamsync.runtime.checkpoint`'s.
+
+Every delta is written twice in the same transaction: to the deltas topic, and to the
+current-membership table (:mod:`streamsync.deltas.membership`) as the member on enter or
+a tombstone on exit. The table therefore never shows a membership the committed deltas
+do not, and an aborted cycle leaves neither.
 """
 
 from __future__ import annotations
@@ -17,7 +23,8 @@ from confluent_kafka import KafkaError, KafkaException, Message, Producer
 from streamsync.config import AppConfig
 from streamsync.dead_letter import DeadLetterWriter
 from streamsync.deltas.codec import encode_avro
-from streamsync.deltas.record import MembershipDelta
+from streamsync.deltas.membership import encode_member, member_key
+from streamsync.deltas.record import ENTER, MembershipDelta
 from streamsync.ingest.avro import confluent_frame
 from streamsync.runtime.errors import RestartRequired
 from streamsync.runtime.stats import EvaluateStats
@@ -42,6 +49,8 @@ class Collector:
         producer: Producer,
         *,
         deltas_topic: str,
+        members_topic: str,
+        member_partition: Callable[[bytes], int],
         dead_letter_topic: str,
         encode: Callable[[MembershipDelta], bytes],
         dead_letter_max: int | None,
@@ -50,6 +59,9 @@ class Collector:
     ) -> None:
         self.producer = producer
         self.deltas_topic = deltas_topic
+        self.members_topic = members_topic
+        #: customer id (UTF-8) -> its partition of the membership table
+        self.member_partition = member_partition
         self.dead_letter_topic = dead_letter_topic
         self.encode = encode
         self.dead_letter_max = dead_letter_max
@@ -103,8 +115,11 @@ class Collector:
 
     def deltas(self, deltas: list[MembershipDelta], partition: int) -> None:
         """Produce the deltas of task ``partition``, each with the trace context of the
-        records that qualified it when the telemetry follows traces."""
+        records that qualified it when the telemetry follows traces, and each one's
+        record of the membership table (the member, or a tombstone on exit)."""
         topic = self.deltas_topic
+        members = self.members_topic
+        member_partition = self.member_partition
         encode = self.encode
         stats = self.stats
         counts = stats.delta_counts
@@ -114,6 +129,13 @@ class Collector:
         send = self.send
         for delta in deltas:
             headers = None if trace is None else trace(delta)
-            send(topic, delta.customer_id.encode(), encode(delta), headers=headers)
+            customer = delta.customer_id.encode()
+            send(topic, customer, encode(delta), headers=headers)
+            send(
+                members,
+                member_key(delta.audience, delta.customer_id),
+                encode_member(delta) if delta.op == ENTER else None,
+                partition=member_partition(customer),
+            )
             counts[(delta.audience, delta.op)] += 1
         stats.deltas += len(deltas)

@@ -41,6 +41,9 @@ TOPIC_WAIT_S = 5.0
 _RETRY_S = 0.2
 #: The changelog's own settings: compacted (latest state per key), large records.
 CHANGELOG_CONFIG = {"cleanup.policy": "compact", "max.message.bytes": "16777216"}
+#: The membership table's: compacted (the latest record per customer and audience is
+#: who is a member now; see :mod:`streamsync.deltas.membership`).
+MEMBERS_CONFIG = {"cleanup.policy": "compact"}
 
 
 @dataclass(frozen=True)
@@ -55,6 +58,8 @@ class TopicNames:
     task_topics: list[str]
     changelog: str
     deltas: str
+    #: the current-membership table, written with the deltas
+    members: str
     dead_letters: str
 
     @property
@@ -81,6 +86,8 @@ class TopicPlan:
     partitions: int
     #: raw (re-keyed) topic -> its partition count
     raw_partitions: dict[str, int]
+    #: the membership table's partition count: the deltas topic's
+    members_partitions: int
     #: the internal and output topics that do not exist yet
     create: list[TopicSpec]
 
@@ -98,6 +105,7 @@ def topic_names(config: AppConfig) -> TopicNames:
         task_topics=keyed + list(rekeyed.values()),
         changelog=settings.changelog,
         deltas=config.deltas.topic,
+        members=config.deltas.members,
         dead_letters=config.ingest.dead_letter_topic,
     )
 
@@ -132,9 +140,15 @@ def plan_topics(config: AppConfig, counts: Mapping[str, int]) -> TopicPlan:
     _require(counts, "changelog", names.changelog, "the input topics", partitions)
     for name in names.rekeyed.values():
         _require(counts, "repartition", name, "the tasks", partitions)
+    # Partitioned like the deltas: a customer's records sit in the partition their id
+    # hashes to, so a table with another count than it was written with would keep
+    # stale records in the old partitions.
+    members_partitions = counts.get(names.deltas, partitions)
+    _require(counts, "membership", names.members, "the deltas topic", members_partitions)
     wanted = [
         TopicSpec(names.changelog, partitions, dict(CHANGELOG_CONFIG)),
         TopicSpec(names.deltas, partitions),
+        TopicSpec(names.members, members_partitions, dict(MEMBERS_CONFIG)),
         TopicSpec(names.dead_letters, partitions),
         *(TopicSpec(name, partitions) for name in names.rekeyed.values()),
     ]
@@ -142,6 +156,7 @@ def plan_topics(config: AppConfig, counts: Mapping[str, int]) -> TopicPlan:
         names=names,
         partitions=partitions,
         raw_partitions=raw,
+        members_partitions=members_partitions,
         create=[spec for spec in wanted if spec.name not in counts],
     )
 

@@ -87,6 +87,19 @@ def file_explain(capsys: pytest.CaptureFixture[str], run: Run, *args: str) -> li
     return out
 
 
+def live_parts(lines: list[str]) -> tuple[list[str], list[str]]:
+    """A live answer's current memberships (the lines before the timeline's header) and
+    the rest, which is what file mode prints."""
+    header = next(i for i, line in enumerate(lines) if line.startswith("customer "))
+    return lines[:header], lines[header:]
+
+
+def members_now(block: list[str]) -> list[str]:
+    """The audiences a live answer's first lines name as current memberships."""
+    assert block[0].startswith("member now (") and "unknown" not in block[0], block
+    return [line.split()[0] for line in block[1:]]
+
+
 def timeline(lines: list[str]) -> list[str]:
     """The lines after the header, with where each record was found left out."""
     return [_POSITION.sub(r"(@, record \g<rid>", line) for line in lines[1:]]
@@ -139,9 +152,16 @@ def test_live_explain_prints_the_file_timeline_with_its_records(
         expected = file_explain(capsys, run, "--customer", customer)
         rc, live, _ = explain(capsys, "--config", str(run.configs[fmt]), "--customer", customer)
         assert rc == 0
+        block, live = live_parts(live)
         changes = sum(1 for line in expected if " ENTER " in line or " EXIT " in line)
         assert changes >= 20
         assert timeline(live) == timeline(expected)
+        # The membership table agrees with the timeline's end.
+        assert block[0] == f"member now ({run.stream.deltas}.{fmt}.members): " + (
+            f"{len(block) - 1} audience(s)" if len(block) > 1 else "no audience"
+        )
+        now = live[-1].removeprefix("member now of: ")
+        assert (", ".join(members_now(block)) or "nothing") == now
         header = live[0]
         assert header.startswith(f"customer {customer}: {changes} change(s) in ")
         # Every qualifying record was found, at its place on the input topics.
@@ -161,7 +181,11 @@ def test_live_explain_of_one_audience(run: Run, capsys: pytest.CaptureFixture[st
         *("--config", str(run.configs["json"]), "--customer", customer, "--audience", audience),
     )
     assert rc == 0
+    block, live = live_parts(live)
     assert timeline(live) == timeline(expected)
+    member = live[-1] == f"member now of: {audience}"
+    assert members_now(block) == ([audience] if member else [])
+    assert member or block == [f"member now ({run.stream.deltas}.json.members): not of {audience}"]
     assert any(audience in line for line in live[1:-1])
     assert all(audience in line for line in live[1:-1] if "ENTER" in line or "EXIT" in line)
 
@@ -174,6 +198,7 @@ def test_a_customer_without_deltas_never_entered(
     )
     assert rc == 0
     assert live == [
+        f"member now ({run.stream.deltas}.json.members): no audience",
         f"customer nobody-at-all: 0 change(s) in {run.stream.deltas}.json; 0 of 0 qualifying "
         f"record(s) found in {run.stream.pipelines}, {run.stream.webhooks}",
         "  never entered any audience",
@@ -268,6 +293,25 @@ def test_an_unknown_audience_is_a_usage_error(run: Run) -> None:
         bootstrap=run.stream.bootstrap,
     )
     _one_line(result, 2, "no audience named 'ACT__NoSuch__1d'")
+
+
+def test_without_the_membership_table_the_timeline_is_still_explained(
+    run: Run, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """A deployment whose evaluate has not created the table yet (an older version)."""
+    path = tmp_path / "config.json"
+    config: dict[str, Any] = orjson.loads(run.configs["json"].read_bytes())
+    config["deltas"]["members_topic"] = f"{run.stream.deltas}.never-written"
+    path.write_bytes(orjson.dumps(config))
+    customer = run.customers[0]
+    rc, live, _ = explain(capsys, "--config", str(path), "--customer", customer)
+    assert rc == 0
+    assert live[0] == (
+        f"member now ({run.stream.deltas}.never-written): unknown, the topic does not exist "
+        "(evaluate creates it when it starts)"
+    )
+    expected = file_explain(capsys, run, "--customer", customer)
+    assert timeline(live[1:]) == timeline(expected)
 
 
 def test_a_missing_deltas_topic_is_a_usage_error(run: Run, tmp_path: Path) -> None:
@@ -381,7 +425,8 @@ def test_a_timeout_while_reading_the_deltas_is_exit_1_with_what_was_read(
         *("--timeout", "0.001"),
     )
     assert rc == 1
-    assert live[0].startswith(f"customer {run.customers[0]}: ")
+    assert live[0].startswith(f"member now ({run.stream.deltas}.json.members): ")
+    assert live_parts(live)[1][0].startswith(f"customer {run.customers[0]}: ")
     assert err.splitlines()[-1].startswith("streamsync explain: timed out reading ")
     assert "Traceback" not in err
 

@@ -3,6 +3,11 @@ topics, a configuration file, read-committed delta reading, and the replay expec
 
 from __future__ import annotations
 
+import os
+import re
+import signal
+import subprocess
+import sys
 import time
 import uuid
 import zlib
@@ -17,7 +22,8 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from streamsync.audiences.loader import load_audiences
 from streamsync.audiences.replay import replay
 from streamsync.deltas.codec import decode_json
-from streamsync.deltas.record import MembershipDelta
+from streamsync.deltas.membership import Member, MemberKey, decode_member, parse_member_key
+from streamsync.deltas.record import ENTER, MembershipDelta
 from streamsync.dev.synthetic import generate_records
 from streamsync.ingest.jsonl import is_webhook_record, read_events
 from streamsync.resources import project_path
@@ -230,3 +236,81 @@ def check_seq(deltas: list[MembershipDelta]) -> None:
     for key, items in by.items():
         seqs = sorted(d.seq for d in items)
         assert seqs == list(range(1, len(items) + 1)), (key, seqs)
+
+
+def final_members(deltas: list[MembershipDelta]) -> dict[MemberKey, Member]:
+    """Who is a member after ``deltas`` (in any order: each key's are taken by ``seq``):
+    what the membership table must hold."""
+    members: dict[MemberKey, Member] = {}
+    for delta in sorted(deltas, key=lambda d: d.seq):
+        key = (delta.audience, delta.customer_id)
+        if delta.op == ENTER:
+            members[key] = Member.from_enter(delta)
+        else:
+            members.pop(key, None)
+    return members
+
+
+def table_of(messages: list[Any]) -> dict[MemberKey, Member]:
+    """The latest value of every key of membership-table records (in topic order per
+    partition), tombstones removing: what compaction converges to."""
+    members: dict[MemberKey, Member] = {}
+    for message in messages:
+        key = parse_member_key(message.key())
+        value = message.value()
+        if value is None:
+            members.pop(key, None)
+        else:
+            members[key] = decode_member(value)
+    return members
+
+
+class Instance:
+    """One ``streamsync evaluate`` process with its own state directory."""
+
+    def __init__(self, config: Path, log: Path, bootstrap: str) -> None:
+        self.config, self.log, self.bootstrap = config, log, bootstrap
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": self.bootstrap}
+        with self.log.open("ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "streamsync", "evaluate", "--config", str(self.config)],
+                stdout=log,
+                stderr=log,
+                env=env,
+            )
+
+    def wait_assigned(self, times: int, timeout_s: float = 60) -> None:
+        deadline = time.monotonic() + timeout_s
+        while self.log.read_text().count("assigned partitions") < times:
+            assert time.monotonic() < deadline, self.log.read_text()
+            time.sleep(0.1)
+
+    def records(self) -> int:
+        """Records the last run reported handling when it stopped."""
+        found = re.findall(r"stopped \(\w+\) after [\d.]+s: ([\d,]+) records", self.log.read_text())
+        return int(found[-1].replace(",", "")) if found else 0
+
+    def kill(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(30)
+
+    def stop(self) -> int:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(60)
+
+
+def wait_until_committed(stream: Stream, timeout_s: float) -> None:
+    """Until the evaluate group has committed every record produced to ``stream``."""
+    end = stream.end_offsets()
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        committed = stream.committed()
+        if all(committed[tp] >= offset for tp, offset in end.items() if offset > 0):
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"not all input committed: {stream.committed()} < {end}")

@@ -5,70 +5,21 @@ computes (no duplicates, no gaps, ``seq`` continuous)."""
 
 from __future__ import annotations
 
-import os
 import random
-import re
-import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.runtime.evaluate_support import Stream, check_final_deltas, synthetic
+from tests.runtime.evaluate_support import (
+    Instance,
+    Stream,
+    check_final_deltas,
+    synthetic,
+    wait_until_committed,
+)
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
-
-
-class Instance:
-    """One ``streamsync evaluate`` process with its own state directory."""
-
-    def __init__(self, config: Path, log: Path, bootstrap: str) -> None:
-        self.config, self.log, self.bootstrap = config, log, bootstrap
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": self.bootstrap}
-        with self.log.open("ab") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "streamsync", "evaluate", "--config", str(self.config)],
-                stdout=log,
-                stderr=log,
-                env=env,
-            )
-
-    def wait_assigned(self, times: int, timeout_s: float = 60) -> None:
-        deadline = time.monotonic() + timeout_s
-        while self.log.read_text().count("assigned partitions") < times:
-            assert time.monotonic() < deadline, self.log.read_text()
-            time.sleep(0.1)
-
-    def records(self) -> int:
-        """Records the last run reported handling when it stopped."""
-        found = re.findall(r"stopped \(\w+\) after [\d.]+s: ([\d,]+) records", self.log.read_text())
-        return int(found[-1].replace(",", "")) if found else 0
-
-    def kill(self) -> None:
-        assert self.process is not None
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait(30)
-
-    def stop(self) -> int:
-        assert self.process is not None
-        self.process.send_signal(signal.SIGTERM)
-        return self.process.wait(60)
-
-
-def _wait_until_committed(stream: Stream, timeout_s: float) -> None:
-    end = stream.end_offsets()
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        committed = stream.committed()
-        if all(committed[tp] >= offset for tp, offset in end.items() if offset > 0):
-            return
-        time.sleep(0.5)
-    raise AssertionError(f"not all input committed: {stream.committed()} < {end}")
 
 
 def test_sigkill_and_scaling_mid_stream_lose_and_duplicate_nothing(
@@ -111,12 +62,12 @@ def test_sigkill_and_scaling_mid_stream_lose_and_duplicate_nothing(
                 for instance in extra:
                     instance.wait_assigned(1)
             elif number == 4:  # and back to one, once the three have done work
-                _wait_until_committed(stream, 120)
+                wait_until_committed(stream, 120)
                 for instance in extra:
                     assert instance.stop() == 0
             else:
                 time.sleep(rng.uniform(0.2, 0.8))
-        _wait_until_committed(stream, 120)
+        wait_until_committed(stream, 120)
         assert main.stop() == 0
     finally:
         for instance in instances:

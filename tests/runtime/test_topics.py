@@ -11,7 +11,13 @@ from typing import Any
 import pytest
 
 from streamsync.runtime.errors import MissingTopics, StartupError
-from streamsync.runtime.topics import CHANGELOG_CONFIG, TopicSpec, ensure_topics, plan_topics
+from streamsync.runtime.topics import (
+    CHANGELOG_CONFIG,
+    MEMBERS_CONFIG,
+    TopicSpec,
+    ensure_topics,
+    plan_topics,
+)
 from tests.runtime.driver import driver_config
 from tests.runtime.evaluate_support import EXAMPLE_AUDIENCES
 
@@ -29,8 +35,10 @@ def test_the_plan_names_every_topic_and_what_to_create(tmp_path: Path) -> None:
     assert names.task_topics == ["a", "b", "driver.repartition.raw"]
     assert names.subscription == ["a", "b", "raw", "driver.repartition.raw"]
     assert (plan.partitions, plan.raw_partitions) == (4, {"raw": 7})
+    assert names.members == "deltas.members"
     assert plan.create == [
         TopicSpec(names.changelog, 4, CHANGELOG_CONFIG),
+        TopicSpec("deltas.members", 4, {"cleanup.policy": "compact"}),
         TopicSpec("dead-letter", 4),
         TopicSpec("driver.repartition.raw", 4),
     ]
@@ -51,8 +59,30 @@ def test_the_plan_refuses_what_cannot_run(tmp_path: Path) -> None:
         StartupError, match=re.escape("repartition topic driver.repartition.raw has 5")
     ):
         plan_topics(config, {"a": 2, "b": 2, "raw": 1, "driver.repartition.raw": 5})
+    with pytest.raises(
+        StartupError,
+        match=re.escape("membership topic deltas.members has 3 partitions, the deltas topic 2"),
+    ):
+        plan_topics(config, {"a": 2, "b": 2, "raw": 1, "deltas.members": 3})
     with pytest.raises(StartupError, match="repartition_partitions is 6"):
         plan_topics(_config(tmp_path, repartition_partitions=6), {"a": 2, "b": 2, "raw": 1})
+
+
+def test_the_membership_table_is_partitioned_like_the_deltas_and_may_be_named(
+    tmp_path: Path,
+) -> None:
+    """An existing deltas topic with its own partition count gives the table that count
+    (a customer's table records sit where their id hashes among the deltas' count)."""
+    config = _config(tmp_path)
+    plan = plan_topics(config, {"a": 4, "b": 4, "raw": 1, "deltas": 6})
+    assert plan.members_partitions == 6
+    assert TopicSpec("deltas.members", 6, MEMBERS_CONFIG) in plan.create
+    named = config.model_copy(
+        update={"deltas": config.deltas.model_copy(update={"members_topic": "who-is-in"})}
+    )
+    plan = plan_topics(named, {"a": 4, "b": 4, "raw": 1, "who-is-in": 4})
+    assert plan.names.members == "who-is-in"
+    assert [s.name for s in plan.create if s.config == MEMBERS_CONFIG] == []
 
 
 def test_only_rekeyed_inputs_take_the_configured_or_largest_count(tmp_path: Path) -> None:
@@ -95,7 +125,9 @@ def test_topics_not_yet_in_the_metadata_are_waited_for(tmp_path: Path) -> None:
     admin = _Admin({"pipelines": 2}, lag=3)
     plan = ensure_topics(admin, config, admin.list_topics(5), wait_s=5)
     assert plan.partitions == 2
-    assert sorted(admin.created) == sorted([plan.names.changelog, "deltas", "dead-letter"])
+    assert sorted(admin.created) == sorted(
+        [plan.names.changelog, "deltas", "deltas.members", "dead-letter"]
+    )
     counts = admin.list_topics(5).topics  # every created topic is visible now
     assert set(admin.created) <= set(counts)
 
