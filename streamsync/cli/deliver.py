@@ -18,7 +18,7 @@ from typing import Any
 
 import orjson
 
-from streamsync.cli.arguments import UserError, doc_help, non_negative_int
+from streamsync.cli.arguments import doc_help, non_negative_int, seconds
 from streamsync.config import load_config
 from streamsync.destinations.deliver import DeliverLoop, DeliverResult
 from streamsync.destinations.sink import DeliverySink
@@ -42,9 +42,10 @@ def register(subparsers: Any) -> None:
         action="store_true",
         help="log the exact requests (secrets redacted) instead of sending them; commits nothing",
     )
+    # Finite and not negative: NaN or infinity would never compare as reached.
     parser.add_argument(
         "--idle-timeout",
-        type=float,
+        type=seconds(allow_zero=True),
         default=0.0,
         help="stop after this many seconds with nothing to do (default 0: run until stopped)",
     )
@@ -59,8 +60,6 @@ def register(subparsers: Any) -> None:
 
 
 def run_deliver(args: argparse.Namespace) -> int:
-    if args.idle_timeout < 0:
-        raise UserError("--idle-timeout must be 0 or more")
     config = load_config(args.config)
     loop = DeliverLoop(
         config, args.destination, dry_run=True if args.dry_run else None, progress=_progress

@@ -236,6 +236,26 @@ def test_ingest_bad_numbers(
     assert_one_line(rc, err, "ingest", option.split("=")[0])
 
 
+@pytest.mark.parametrize(
+    ("command", "option"),
+    [
+        ("evaluate", "--progress-interval=-1"),
+        ("evaluate", "--progress-interval=nan"),
+        ("evaluate", "--progress-interval=0"),
+        ("deliver", "--idle-timeout=nan"),
+        ("deliver", "--idle-timeout=inf"),
+        ("deliver", "--idle-timeout=-1"),
+    ],
+)
+def test_evaluate_and_deliver_bad_intervals(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], command: str, option: str
+) -> None:
+    # Refused while parsing, before the configuration is read or a client is made.
+    extra = ["--destination", "braze"] if command == "deliver" else []
+    rc, err = run(capsys, [command, "--config", _config(tmp_path, TOPICS), *extra, option])
+    assert_one_line(rc, err, command, option.split("=")[0])
+
+
 def test_ingest_decode_missing_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     missing = str(tmp_path / "nope.jsonl")
     rc, err = run(capsys, ["ingest", "decode", "--format", "webhook_json", missing])
