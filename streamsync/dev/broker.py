@@ -49,6 +49,9 @@ _COMPLETE_MARKER = ".complete"
 _LOG_TAIL_LINES = 40
 _POM_NAMESPACE = "{http://maven.apache.org/POM/4.0.0}"
 _DOWNLOADED_JAR = re.compile(r"Downloaded from \S+: \S+/([^/\s]+\.jar)")
+#: An Apache Kafka release number (``4.1.1``): the version becomes a directory of the
+#: cache and a Maven property, so nothing else (``../``, ``/``, spaces) may get there.
+_KAFKA_VERSION = re.compile(r"[0-9]{1,4}\.[0-9]{1,4}\.[0-9]{1,4}")
 
 
 class KafkaFetchError(RuntimeError):
@@ -71,6 +74,16 @@ def default_kafka_version() -> str:
     return version.strip()
 
 
+def check_kafka_version(version: str) -> str:
+    """``version`` if it is a Kafka release number such as ``4.1.1``, else ``ValueError``:
+    it names a directory under the cache and goes to Maven, so it must be nothing more."""
+    if not _KAFKA_VERSION.fullmatch(version):
+        raise ValueError(
+            f"{version!r} is not an Apache Kafka version such as {default_kafka_version()}"
+        )
+    return version
+
+
 def kafka_bootstrap_from_env() -> str | None:
     """The cluster named by ``KAFKA_BOOTSTRAP_SERVERS``, or ``None`` to start a local broker.
 
@@ -82,9 +95,13 @@ def kafka_bootstrap_from_env() -> str | None:
 
 def kafka_cache_dir(version: str | None = None) -> Path:
     """Where the jars of ``version`` live: outside the repository, shared by all checkouts."""
+    try:
+        version = check_kafka_version(version or default_kafka_version())
+    except ValueError as exc:
+        raise KafkaFetchError(str(exc)) from None
     root = os.environ.get(CACHE_ENV, "").strip()
     base = Path(root).expanduser() if root else Path.home() / ".cache" / "streamsync"
-    return base / "kafka" / (version or default_kafka_version())
+    return base / "kafka" / version
 
 
 def fetch_kafka_jars(version: str | None = None, *, progress: TextIO | None = None) -> Path:
