@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import errno
 import fcntl
 import functools
 import importlib.resources
@@ -252,6 +253,24 @@ def _free_port() -> int:
         return port
 
 
+def _check_port_free(port: int) -> None:
+    """:class:`BrokerStartError` when ``127.0.0.1:port`` is taken: otherwise the new broker
+    fails to bind while the readiness probe is answered by whatever listens there.
+    ``SO_REUSEADDR``, as the broker's own socket has, so a port left in TIME_WAIT by a
+    broker just stopped still counts as free."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError as exc:
+            reason = (
+                "is already in use"
+                if exc.errno == errno.EADDRINUSE
+                else exc.strerror or "cannot be bound"
+            )
+            raise BrokerStartError(f"port {port} on 127.0.0.1 {reason}; pick another") from None
+
+
 def _tail(path: Path, lines: int = _LOG_TAIL_LINES) -> str:
     try:
         with path.open(encoding="utf-8", errors="replace") as handle:
@@ -283,6 +302,9 @@ class LocalBroker:
         self._proc: subprocess.Popen[bytes] | None = None
         self._data_dir: Path | None = None
         self._bootstrap: str | None = None
+        #: the id this broker's storage was formatted with: the readiness probe must
+        #: hear it, not another broker's on the same port
+        self._cluster_id: str | None = None
 
     def __enter__(self) -> LocalBroker:
         self.start()
@@ -321,6 +343,8 @@ class LocalBroker:
         """Fetch the jars if needed, format storage, start the JVM and wait until it answers."""
         if self._proc is not None:
             raise RuntimeError("LocalBroker already started")
+        if self._port is not None:
+            _check_port_free(self._port)
         libs = fetch_kafka_jars(self.version, progress=self._progress)
         self._data_dir = Path(tempfile.mkdtemp(prefix="streamsync-kafka-"))
         try:
@@ -347,6 +371,7 @@ class LocalBroker:
             str(libs / "*"),
         ]
         cluster_id = self._tool([*java, "kafka.tools.StorageTool", "random-uuid"]).strip()
+        self._cluster_id = cluster_id
         self._tool(
             [
                 *java,
@@ -423,10 +448,16 @@ class LocalBroker:
                     + self._diagnostics(console)
                 )
             try:
-                if admin.list_topics(timeout=2.0).brokers:
-                    return
+                metadata = admin.list_topics(timeout=2.0)
             except KafkaException:
-                pass
+                metadata = None
+            if metadata is not None and metadata.brokers:
+                if metadata.cluster_id == self._cluster_id:
+                    return
+                raise BrokerStartError(
+                    f"another Kafka broker (cluster {metadata.cluster_id}) answers on "
+                    f"{self.bootstrap_servers}; pick another port"
+                )
             time.sleep(0.2)
         raise BrokerStartError(
             f"Kafka broker did not answer on {self.bootstrap_servers} within "
