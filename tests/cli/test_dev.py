@@ -148,6 +148,5 @@ def test_kafka_start_on_a_taken_port_says_so(
     err = capsys.readouterr().err
     assert rc == 1
     assert err == (
-        f"streamsync dev kafka start: port {port} on 127.0.0.1 is already in use; "
-        "pick another\n"
+        f"streamsync dev kafka start: port {port} on 127.0.0.1 is already in use; pick another\n"
     )
