@@ -376,7 +376,19 @@ def test_validate_reports_the_bad_file_and_line(
     assert any(line.startswith(f"{bad}:8: error:") for line in errors)
     assert any(line.startswith(f"{bad}:9: error:") and "colour" in line for line in errors)
     assert "good.yaml" not in captured.out
-    assert "1 audience(s) checked" in captured.err
+    assert "2 audience(s) checked" in captured.err  # the good one and the broken one
+
+
+def test_validate_counts_an_audience_with_errors_as_checked(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _root, bad = _bad_audience_dir(tmp_path)
+    capsys.readouterr()
+    assert main(["validate", str(bad)]) == 1
+    captured = capsys.readouterr()
+    errors = sum(1 for line in captured.out.splitlines() if ": error: " in line)
+    assert errors >= 2
+    assert captured.err == f"1 audience(s) checked: {errors} error(s), 0 warning(s)\n"
 
 
 def test_validate_reports_invalid_yaml_with_its_line(
