@@ -400,3 +400,19 @@ def test_validate_reports_invalid_yaml_with_its_line(
     assert main(["validate", str(path)]) == 1
     out = capsys.readouterr().out
     assert re.search(rf"^{re.escape(str(path))}:\d+: error: not valid YAML", out, re.M), out
+
+
+def test_the_operations_guide_says_what_replay_prints(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    events = tmp_path / "events.jsonl"
+    argv = ["dev", "generate", "--customers", "50", "--events", "3000", "--out", str(events)]
+    assert main(argv) == 0
+    capsys.readouterr()
+    assert main(["replay", "--audiences", str(EXAMPLES), "--events", str(events)]) == 0
+    err = capsys.readouterr().err.splitlines()
+    per_audience = [line for line in err if re.fullmatch(r"  \w+ (enter|exit): [\d,]+", line)]
+    assert per_audience  # enter and exit counts per audience, not sizes
+    guide = " ".join((REPO / "docs" / "operations.md").read_text("utf-8").split())
+    assert "sizes per audience" not in guide
+    assert "per audience, how many times customers entered and exited" in guide
