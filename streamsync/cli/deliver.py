@@ -102,9 +102,14 @@ def run_deliver(args: argparse.Namespace) -> int:
 def _progress(result: DeliverResult, sink: DeliverySink) -> None:
     stats = sink.stats
     state = "paused" if sink.paused else "failing" if sink.failing else "running"
+    sent = (
+        f"{stats.would_deliver} changes would be delivered in {stats.dry_run_requests} "
+        "requests (dry run)"
+        if sink.dry_run
+        else f"{stats.delivered_total} changes delivered in {stats.requests} requests"
+    )
     print(
-        f"deliver: {result.consumed} deltas consumed, {stats.delivered_total} changes delivered "
-        f"in {stats.requests} requests, {sink.buffered} buffered, "
+        f"deliver: {result.consumed} deltas consumed, {sent}, {sink.buffered} buffered, "
         f"{sum(stats.rejected.values()) + sum(stats.unmatched.values())} dead-lettered, "
         f"{stats.rate_limited} 429s, {stats.retries} retries ({state}, {result.elapsed_s:.0f}s)",
         file=sys.stderr,
