@@ -416,3 +416,40 @@ def test_the_operations_guide_says_what_replay_prints(
     guide = " ".join((REPO / "docs" / "operations.md").read_text("utf-8").split())
     assert "sizes per audience" not in guide
     assert "per audience, how many times customers entered and exited" in guide
+
+
+@pytest.mark.parametrize("value", ["true", "false"])
+def test_holdout_deliver_marker_is_refused_with_the_destination_setting(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], value: str
+) -> None:
+    # It was accepted and never read; the destination's holdout: skip|marker decides.
+    path = tmp_path / "holdout.yaml"
+    path.write_text(
+        textwrap.dedent(
+            f"""\
+            name: ACT__Held__10m
+            version: 1
+            owner: qa@example.com
+            description: Half held out.
+            entry: {{since_last: {{event: Application Opened, less_than: 10m}}}}
+            holdout: {{percent: 50, deliver_marker: {value}}}
+            """
+        ),
+        "utf-8",
+    )
+    capsys.readouterr()
+    assert main(["validate", str(path)]) == 1
+    [error] = [line for line in capsys.readouterr().out.splitlines() if ": error: " in line]
+    assert error.startswith(f"{path}:6: error:")
+    assert "deliver_marker is not supported" in error
+    assert "holdout: skip or holdout: marker under destinations.<name>" in error
+
+
+def test_the_readme_definition_example_validates(tmp_path: Path) -> None:
+    readme = (REPO / "README.md").read_text("utf-8")
+    start = readme.index("```yaml\nname: ACT__CartAbandon__90m")
+    block = readme[start + len("```yaml\n") : readme.index("```", start + 7)]
+    enabled = re.sub(r"^# (\w+: )", r"\1", block, flags=re.M)  # the commented options too
+    path = tmp_path / "readme.yaml"
+    path.write_text(enabled, "utf-8")
+    assert main(["validate", str(path)]) == 0
