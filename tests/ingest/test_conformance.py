@@ -401,9 +401,37 @@ def test_batch_lines_in_replay_files() -> None:
     assert sum(isinstance(i, Event) for i in items) == 6
 
 
+def test_ingest_decode_masks_contact_details_unless_asked(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    record = {
+        "type": "identify",
+        "userId": "peter@example.com",
+        "timestamp": "2015-02-23T22:28:55.111Z",
+        "traits": {"email": "peter@example.com", "phone": "555 0100", "plan": "premium"},
+        "context": {"traits": {"note": "call +1 415 555 0100 after 5"}},
+    }
+    path = tmp_path / "one.jsonl"
+    path.write_bytes(orjson.dumps(record) + b"\n")
+    argv = ["ingest", "decode", "--format", "pipelines_json", str(path)]
+    assert cli_main(argv) == 0
+    out = capsys.readouterr().out
+    assert "peter@example.com" not in out and "555" not in out
+    shown = orjson.loads(out.split(": ", 1)[1])
+    assert shown["customer_id"] == "<email>"
+    assert shown["identifiers"] == {"email": "<redacted>", "phone": "<redacted>"}
+    assert shown["traits"]["plan"] == "premium" and shown["traits"]["phone"] == "<redacted>"
+    assert shown["traits"]["note"] == "call <phone> after 5"
+    assert cli_main([*argv, "--show-personal-data"]) == 0
+    clear = orjson.loads(capsys.readouterr().out.split(": ", 1)[1])
+    assert clear["customer_id"] == "peter@example.com"
+    assert clear["identifiers"]["phone"] == "555 0100"
+
+
 def test_ingest_decode_shows_the_documented_key(capsys: pytest.CaptureFixture[str]) -> None:
     path = FIXTURES / "customerio_webhook_identity.jsonl"
-    assert cli_main(["ingest", "decode", "--format", "webhook_json", str(path)]) == 0
+    argv = ["ingest", "decode", "--format", "webhook_json", "--show-personal-data"]
+    assert cli_main([*argv, str(path)]) == 0
     lines = capsys.readouterr().out.splitlines()
     shown = [orjson.loads(line.split(": ", 1)[1]) for line in lines[:4]]
     assert [(s["customer_id"], s["id_kind"]) for s in shown] == [
