@@ -299,8 +299,29 @@ DESTINATION_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
 class HoldoutDelivery(_Strict):
+    """Which members are held out (``percent``, assigned deterministically per customer).
+
+    How holdout members reach a destination is the destination's setting
+    (``destinations.<name>.holdout: skip | marker``), not the audience's: a
+    ``deliver_marker`` key here was once accepted and never read, so it is refused with
+    that pointer rather than silently ignored. The field stays, always false, because the
+    state fingerprint hashes the definition as dumped: removing it would make every
+    audience with a holdout refuse the state stored for it.
+    """
+
     percent: float = Field(ge=0, le=100)
-    deliver_marker: bool = False
+    deliver_marker: Literal[False] = False
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_deliver_marker(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "deliver_marker" in data:
+            raise ValueError(
+                "holdout.deliver_marker is not supported: whether holdout members are "
+                "delivered is set per destination, with holdout: skip or holdout: marker "
+                "under destinations.<name> in the configuration; remove deliver_marker"
+            )
+        return data
 
 
 class Audience(_Strict):

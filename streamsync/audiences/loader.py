@@ -580,17 +580,28 @@ def check_audiences(path: str | Path) -> tuple[list[Audience], list[Problem]]:
     """Parse and validate every audience under ``path``; return what loaded and all
     problems (errors and warnings). A path that cannot be read as YAML text at all
     raises :class:`AudienceFileError` instead: there is nothing to validate."""
+    audiences, problems, _checked = check_audience_count(path)
+    return audiences, problems
+
+
+def check_audience_count(path: str | Path) -> tuple[list[Audience], list[Problem], int]:
+    """:func:`check_audiences`, and how many audience definitions were checked: those
+    that loaded and those refused, so ``validate`` counts a file holding one audience
+    with errors as one audience checked, not zero."""
     problems: list[Problem] = []
     located: list[_Located] = []
     with gc_paused():
-        _check_files(audience_files(path), problems, located)
+        checked = _check_files(audience_files(path), problems, located)
     problems.extend(validate(located))
-    return [item.audience for item in located], problems
+    return [item.audience for item in located], problems, checked
 
 
-def _check_files(files: list[Path], problems: list[Problem], located: list[_Located]) -> None:
+def _check_files(files: list[Path], problems: list[Problem], located: list[_Located]) -> int:
+    """Check each definition of ``files``; how many definitions there were."""
+    checked = 0
     for file in files:
         for data, node in _documents(file, problems):
+            checked += 1
             line = node.start_mark.line + 1
             try:
                 audience = Audience.model_validate(data)
@@ -605,6 +616,7 @@ def _check_files(files: list[Path], problems: list[Problem], located: list[_Loca
             located.append(
                 _Located(audience, str(file), line, _reference_lines(node), _key_lines(node))
             )
+    return checked
 
 
 def load_audiences(path: str | Path) -> list[Audience]:

@@ -61,6 +61,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _redacted(line: str) -> str:
+    """``line`` through the log redactor: an error's text may quote what a server sent
+    back (a 401 body echoing the ``Authorization`` header), and this line is printed
+    outside logging, where the redactor would otherwise never see it. Loaded here, not
+    at import, so building the parser does not load the logging stack."""
+    from streamsync.observability.logs import REDACTOR
+
+    return REDACTOR.text(line)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; its exit status (2 for a user mistake, 1 for something
     unavailable, 3 for a restart; each printed as one line)."""
@@ -76,12 +86,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{prog}: {len(exc.problems)} error(s) in the audience definitions", file=sys.stderr)
         return 2
     except USER_ERRORS as exc:
-        print(f"{prog}: {one_line(str(exc))}", file=sys.stderr)
+        print(f"{prog}: {_redacted(one_line(str(exc)))}", file=sys.stderr)
         return 2
     except StreamsyncError as exc:
         context = f"{exc.context}: " if exc.context else ""
         then = "; exiting to be restarted" if isinstance(exc, NeedsRestart) else ""
-        print(f"{prog}: {context}{one_line(str(exc))}{then}", file=sys.stderr)
+        print(f"{prog}: {context}{_redacted(one_line(str(exc)))}{then}", file=sys.stderr)
         return exc.exit_status
     except BrokenPipeError:
         # The reader went away (``streamsync replay ... | head``): stop quietly, and keep

@@ -14,7 +14,7 @@ from streamsync.audiences.engine import DEFAULT_ALLOWED_LATENESS_MS
 from streamsync.audiences.loader import (
     AudienceDefinitionError,
     AudienceFileError,
-    check_audiences,
+    check_audience_count,
     load_audiences,
 )
 from streamsync.audiences.replay import ReplaySummary, replay
@@ -141,13 +141,13 @@ def _file_arguments(parser: argparse.ArgumentParser, *, required: bool) -> None:
 
 
 def _validate(args: argparse.Namespace) -> int:
-    audiences, problems = check_audiences(args.path)
+    _audiences, problems, checked = check_audience_count(args.path)
     for problem in problems:
         print(problem)
     errors = sum(1 for p in problems if p.severity == "error")
     warnings = len(problems) - errors
     print(
-        f"{len(audiences)} audience(s) checked: {errors} error(s), {warnings} warning(s)",
+        f"{checked} audience(s) checked: {errors} error(s), {warnings} warning(s)",
         file=sys.stderr,
     )
     return 1 if errors else 0

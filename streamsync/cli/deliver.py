@@ -18,7 +18,7 @@ from typing import Any
 
 import orjson
 
-from streamsync.cli.arguments import UserError, doc_help, non_negative_int
+from streamsync.cli.arguments import doc_help, non_negative_int, seconds
 from streamsync.config import load_config
 from streamsync.destinations.deliver import DeliverLoop, DeliverResult
 from streamsync.destinations.sink import DeliverySink
@@ -42,9 +42,10 @@ def register(subparsers: Any) -> None:
         action="store_true",
         help="log the exact requests (secrets redacted) instead of sending them; commits nothing",
     )
+    # Finite and not negative: NaN or infinity would never compare as reached.
     parser.add_argument(
         "--idle-timeout",
-        type=float,
+        type=seconds(allow_zero=True),
         default=0.0,
         help="stop after this many seconds with nothing to do (default 0: run until stopped)",
     )
@@ -59,8 +60,6 @@ def register(subparsers: Any) -> None:
 
 
 def run_deliver(args: argparse.Namespace) -> int:
-    if args.idle_timeout < 0:
-        raise UserError("--idle-timeout must be 0 or more")
     config = load_config(args.config)
     loop = DeliverLoop(
         config, args.destination, dry_run=True if args.dry_run else None, progress=_progress
@@ -103,9 +102,14 @@ def run_deliver(args: argparse.Namespace) -> int:
 def _progress(result: DeliverResult, sink: DeliverySink) -> None:
     stats = sink.stats
     state = "paused" if sink.paused else "failing" if sink.failing else "running"
+    sent = (
+        f"{stats.would_deliver} changes would be delivered in {stats.dry_run_requests} "
+        "requests (dry run)"
+        if sink.dry_run
+        else f"{stats.delivered_total} changes delivered in {stats.requests} requests"
+    )
     print(
-        f"deliver: {result.consumed} deltas consumed, {stats.delivered_total} changes delivered "
-        f"in {stats.requests} requests, {sink.buffered} buffered, "
+        f"deliver: {result.consumed} deltas consumed, {sent}, {sink.buffered} buffered, "
         f"{sum(stats.rejected.values()) + sum(stats.unmatched.values())} dead-lettered, "
         f"{stats.rate_limited} 429s, {stats.retries} retries ({state}, {result.elapsed_s:.0f}s)",
         file=sys.stderr,

@@ -41,6 +41,17 @@ _PROGRESS_THRESHOLD = 100_000
 DEFAULT_START = "2026-01-01T00:00:00.000Z"
 
 
+def _kafka_version(text: str) -> str:
+    """A Kafka release number such as ``4.1.1``: it becomes a cache directory and a Maven
+    property. The broker module is loaded only when the option is given."""
+    from streamsync.dev.broker import check_kafka_version
+
+    try:
+        return check_kafka_version(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def register(subparsers: Any) -> None:
     """Add ``dev kafka fetch``, ``dev kafka start`` and ``dev generate``."""
     dev = subparsers.add_parser(
@@ -68,7 +79,7 @@ def register(subparsers: Any) -> None:
         help="download the broker jars into the cache now (otherwise done on first start)",
         description="Download the broker jars into the cache and print the directory.",
     )
-    fetch.add_argument("--version", default=None, help=version_help)
+    fetch.add_argument("--version", type=_kafka_version, default=None, help=version_help)
     fetch.set_defaults(func=_kafka_fetch)
 
     start = kafka_sub.add_parser(
@@ -83,7 +94,7 @@ def register(subparsers: Any) -> None:
     start.add_argument(
         "--port", type=port, default=9092, help="client port to listen on (default: %(default)s)"
     )
-    start.add_argument("--version", default=None, help=version_help)
+    start.add_argument("--version", type=_kafka_version, default=None, help=version_help)
     start.add_argument(
         "--startup-timeout",
         type=seconds(allow_zero=False),

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
-from streamsync.cli.arguments import UserError, doc_help
+from streamsync.cli.arguments import UserError, doc_help, seconds
 from streamsync.cli.progress import rate_printer
 from streamsync.config import ConfigError, load_config
 from streamsync.observability.logs import secret_values
@@ -40,8 +40,13 @@ def register(subparsers: Any) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--config", type=Path, required=True, help="YAML configuration file")
+    # A positive, finite number of seconds: a negative one printed a line every turn of
+    # the loop, and NaN compares false with everything, switching progress off.
     parser.add_argument(
-        "--progress-interval", type=float, default=5.0, help="seconds between progress lines"
+        "--progress-interval",
+        type=seconds(allow_zero=False),
+        default=5.0,
+        help="seconds between progress lines",
     )
     parser.set_defaults(func=run_evaluate)
 

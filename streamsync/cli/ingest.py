@@ -8,6 +8,9 @@
   one plain Avro body per file) without Kafka, printing each event or error by line
   number (``LINE item I`` for an error in item I of a ``{"batch": [...]}`` envelope, as
   the dead letter's index says): for looking at a dead letter or a sample from a producer.
+  E-mail addresses and phone numbers are masked, as in the logs (a terminal's scrollback
+  and a pasted ticket are not where customers' contact details belong);
+  ``--show-personal-data`` prints them as they are.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from streamsync.ingest.config import TopicConfig
 from streamsync.ingest.decoder import Decoder, Skipped
 from streamsync.ingest.errors import DecodeError
 from streamsync.ingest.event import SourcePosition
+from streamsync.observability.logs import PERSONAL, Redactor
 from streamsync.runtime.ingest_loop import IngestLoop, IngestStats
 
 _FORMATS = ("pipelines_json", "webhook_json", "pipelines_avro", "webhook_avro")
@@ -69,6 +73,11 @@ def register(subparsers: Any) -> None:
     decode.add_argument("--format", required=True, choices=_FORMATS)
     decode.add_argument("--schema-registry", type=Path, help="unused for plain Avro bodies")
     decode.add_argument("file", type=Path, help="JSON lines, or one plain Avro body")
+    decode.add_argument(
+        "--show-personal-data",
+        action="store_true",
+        help="print e-mail addresses and phone numbers as they are (default: masked)",
+    )
     decode.set_defaults(func=run_decode)
 
 
@@ -158,5 +167,30 @@ def run_decode(args: argparse.Namespace) -> int:
                 print(f"{number}: skipped ({outcome.reason})")
             else:
                 shown = {k: getattr(outcome, k) for k in outcome.__slots__ if k != "source"}
+                if not args.show_personal_data:
+                    shown = _masked(None, shown)
                 print(f"{number}: {orjson.dumps(shown).decode()}")
     return 1 if failures else 0
+
+
+#: Fields holding a contact detail, wherever they are (identifiers, traits, properties).
+_CONTACT_FIELDS = frozenset({"email", "phone"})
+
+
+def _masked(key: str | None, value: Any) -> Any:
+    """``value`` with contact details masked: a field named ``email`` or ``phone``
+    whole, and e-mail addresses and phone numbers in any other text (a customer id that
+    is an address too), with the log redactor's patterns."""
+    if key is not None and key.lower() in _CONTACT_FIELDS and value is not None:
+        return PERSONAL
+    if isinstance(value, str):
+        return _PATTERNS.text(value)
+    if isinstance(value, dict):
+        return {k: _masked(str(k), v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_masked(None, item) for item in value]
+    return value
+
+
+#: Masks e-mail addresses and phone numbers (no secrets registered: none are read here).
+_PATTERNS = Redactor()

@@ -35,7 +35,7 @@ from streamsync.deltas.codec import delta_decoder
 from streamsync.deltas.record import MembershipDelta
 from streamsync.errors import UserMistake
 from streamsync.ingest.avro import FileSchemaRegistry
-from streamsync.ingest.decoder import Decoder
+from streamsync.ingest.decoder import Decoder, record_time_ms
 from streamsync.ingest.event import Event, SourcePosition
 from streamsync.kafka.partitioner import DEFAULT_PARTITIONER, partition_for
 from streamsync.kafka.reader import TopicReader
@@ -217,7 +217,8 @@ def _audit(
         if needle is not None and message.key() != needle and (not value or needle not in value):
             return limited[0]
         source = SourcePosition(name, message.partition() or 0, message.offset() or 0)
-        for outcome in decoders[name].decode_all(value, message.key(), source):
+        record_ms = record_time_ms(message)
+        for outcome in decoders[name].decode_all(value, message.key(), source, record_ms):
             if type(outcome) is Event and outcome.customer_id == customer:
                 audit.customer_records += 1
                 rid = outcome.record_id

@@ -101,6 +101,8 @@ class SinkStats:
     retries: int = 0
     splits: int = 0
     dry_run_requests: int = 0
+    #: changes a dry run would have delivered (logged, never sent: not ``delivered``)
+    would_deliver: int = 0
     #: unacknowledged changes handed back to Kafka when partitions were revoked
     revoked: int = 0
 
@@ -125,6 +127,12 @@ class SinkStats:
             "retries": self.retries,
             "splits": self.splits,
             "revoked": self.revoked,
+            # A dry run sends nothing: what it would have sent, apart from "delivered".
+            **(
+                {"would_deliver": self.would_deliver, "dry_run_requests": self.dry_run_requests}
+                if self.dry_run_requests
+                else {}
+            ),
         }
 
 
@@ -460,13 +468,16 @@ class DeliverySink:
             )  # fmt: skip
             self.offsets.done(change.partition, [change.offsets[-1]])
         acked = [c for c in batch.changes if id(c) not in refused]
+        if self.dry_run:  # logged, not sent: nothing was delivered
+            self.stats.would_deliver += len(acked)
         for change in acked:
-            self.stats.delivered[(change.audience, "enter" if change.enter else "exit")] += 1
+            if not self.dry_run:
+                self.stats.delivered[(change.audience, "enter" if change.enter else "exit")] += 1
             self.offsets.done(change.partition, change.offsets)
         self._inflight = None
         now = time.time()
         observer = self.observer
-        if observer is not None:
+        if observer is not None and not self.dry_run:
             name = self.client.name
             if batch.rejected:
                 observer.deltas_rejected(

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import errno
 import fcntl
 import functools
 import importlib.resources
@@ -49,6 +50,9 @@ _COMPLETE_MARKER = ".complete"
 _LOG_TAIL_LINES = 40
 _POM_NAMESPACE = "{http://maven.apache.org/POM/4.0.0}"
 _DOWNLOADED_JAR = re.compile(r"Downloaded from \S+: \S+/([^/\s]+\.jar)")
+#: An Apache Kafka release number (``4.1.1``): the version becomes a directory of the
+#: cache and a Maven property, so nothing else (``../``, ``/``, spaces) may get there.
+_KAFKA_VERSION = re.compile(r"[0-9]{1,4}\.[0-9]{1,4}\.[0-9]{1,4}")
 
 
 class KafkaFetchError(RuntimeError):
@@ -71,6 +75,16 @@ def default_kafka_version() -> str:
     return version.strip()
 
 
+def check_kafka_version(version: str) -> str:
+    """``version`` if it is a Kafka release number such as ``4.1.1``, else ``ValueError``:
+    it names a directory under the cache and goes to Maven, so it must be nothing more."""
+    if not _KAFKA_VERSION.fullmatch(version):
+        raise ValueError(
+            f"{version!r} is not an Apache Kafka version such as {default_kafka_version()}"
+        )
+    return version
+
+
 def kafka_bootstrap_from_env() -> str | None:
     """The cluster named by ``KAFKA_BOOTSTRAP_SERVERS``, or ``None`` to start a local broker.
 
@@ -82,9 +96,13 @@ def kafka_bootstrap_from_env() -> str | None:
 
 def kafka_cache_dir(version: str | None = None) -> Path:
     """Where the jars of ``version`` live: outside the repository, shared by all checkouts."""
+    try:
+        version = check_kafka_version(version or default_kafka_version())
+    except ValueError as exc:
+        raise KafkaFetchError(str(exc)) from None
     root = os.environ.get(CACHE_ENV, "").strip()
     base = Path(root).expanduser() if root else Path.home() / ".cache" / "streamsync"
-    return base / "kafka" / (version or default_kafka_version())
+    return base / "kafka" / version
 
 
 def fetch_kafka_jars(version: str | None = None, *, progress: TextIO | None = None) -> Path:
@@ -235,6 +253,24 @@ def _free_port() -> int:
         return port
 
 
+def _check_port_free(port: int) -> None:
+    """:class:`BrokerStartError` when ``127.0.0.1:port`` is taken: otherwise the new broker
+    fails to bind while the readiness probe is answered by whatever listens there.
+    ``SO_REUSEADDR``, as the broker's own socket has, so a port left in TIME_WAIT by a
+    broker just stopped still counts as free."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError as exc:
+            reason = (
+                "is already in use"
+                if exc.errno == errno.EADDRINUSE
+                else exc.strerror or "cannot be bound"
+            )
+            raise BrokerStartError(f"port {port} on 127.0.0.1 {reason}; pick another") from None
+
+
 def _tail(path: Path, lines: int = _LOG_TAIL_LINES) -> str:
     try:
         with path.open(encoding="utf-8", errors="replace") as handle:
@@ -266,6 +302,9 @@ class LocalBroker:
         self._proc: subprocess.Popen[bytes] | None = None
         self._data_dir: Path | None = None
         self._bootstrap: str | None = None
+        #: the id this broker's storage was formatted with: the readiness probe must
+        #: hear it, not another broker's on the same port
+        self._cluster_id: str | None = None
 
     def __enter__(self) -> LocalBroker:
         self.start()
@@ -304,6 +343,8 @@ class LocalBroker:
         """Fetch the jars if needed, format storage, start the JVM and wait until it answers."""
         if self._proc is not None:
             raise RuntimeError("LocalBroker already started")
+        if self._port is not None:
+            _check_port_free(self._port)
         libs = fetch_kafka_jars(self.version, progress=self._progress)
         self._data_dir = Path(tempfile.mkdtemp(prefix="streamsync-kafka-"))
         try:
@@ -330,6 +371,7 @@ class LocalBroker:
             str(libs / "*"),
         ]
         cluster_id = self._tool([*java, "kafka.tools.StorageTool", "random-uuid"]).strip()
+        self._cluster_id = cluster_id
         self._tool(
             [
                 *java,
@@ -406,10 +448,16 @@ class LocalBroker:
                     + self._diagnostics(console)
                 )
             try:
-                if admin.list_topics(timeout=2.0).brokers:
-                    return
+                metadata = admin.list_topics(timeout=2.0)
             except KafkaException:
-                pass
+                metadata = None
+            if metadata is not None and metadata.brokers:
+                if metadata.cluster_id == self._cluster_id:
+                    return
+                raise BrokerStartError(
+                    f"another Kafka broker (cluster {metadata.cluster_id}) answers on "
+                    f"{self.bootstrap_servers}; pick another port"
+                )
             time.sleep(0.2)
         raise BrokerStartError(
             f"Kafka broker did not answer on {self.bootstrap_servers} within "

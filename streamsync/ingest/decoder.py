@@ -13,6 +13,10 @@ as a list, in record order:
 * :class:`~streamsync.ingest.errors.DecodeError` - dead-letter it, with its reason (and,
   for an item of a batch, its position in ``DecodeError.index``).
 
+A record without a time field of its own takes the Kafka record's timestamp
+(:func:`record_time_ms`, passed by the consumers as ``record_ms``); see
+:func:`streamsync.ingest.pipelines.event_time_ms`.
+
 A Data Pipelines batch envelope (``{"batch": [...]}``, the documented bulk call) is split
 into its records, each decoded, counted and dead-lettered on its own; the envelope's
 ``context`` applies to items without their own, as the Segment spec says.
@@ -25,6 +29,7 @@ from collections.abc import Callable
 from typing import Any
 
 import orjson
+from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Message
 
 from streamsync.ingest import pipelines, webhooks
 from streamsync.ingest.avro import AvroRecordDecoder, SchemaRegistry
@@ -43,6 +48,7 @@ __all__ = [
     "Skipped",
     "check_size",
     "parse_json_object",
+    "record_time_ms",
 ]
 
 #: What one Customer.io record in a Kafka record became.
@@ -51,8 +57,19 @@ Outcome = Event | Skipped | DecodeError
 _EMPTY_BATCH = Skipped(EMPTY_BATCH)
 
 _Builder = Callable[
-    [object, bytes | None, SourcePosition | None, CustomerKeyRule, int | None], Event | Skipped
+    [object, bytes | None, SourcePosition | None, CustomerKeyRule, int | None, int | None],
+    Event | Skipped,
 ]
+
+
+def record_time_ms(message: Message) -> int | None:
+    """The Kafka record's own timestamp (CreateTime or LogAppendTime, whichever the topic
+    keeps) in epoch milliseconds, or ``None`` when it has none: the event time of a
+    record that carries no time field."""
+    kind, timestamp = message.timestamp()
+    if kind == TIMESTAMP_NOT_AVAILABLE or timestamp < 0:
+        return None
+    return timestamp
 
 
 def check_size(value: bytes, max_record_bytes: int) -> None:
@@ -134,7 +151,11 @@ class Decoder:
         return parse_json_object(value)
 
     def decode(
-        self, value: bytes | None, key: bytes | None, source: SourcePosition | None
+        self,
+        value: bytes | None,
+        key: bytes | None,
+        source: SourcePosition | None,
+        record_ms: int | None = None,
     ) -> Event | None:
         """One Kafka record holding one Customer.io record -> ``Event``, ``None`` (not
         evaluated: see :class:`Skipped`), or ``DecodeError`` raised. A batch envelope
@@ -147,11 +168,11 @@ class Decoder:
         if self.batches and "batch" in record and "type" not in record:
             raise DecodeError(DecodeReason.WRONG_TYPE, "a batch envelope: use decode_all")
         try:
-            outcome = self._build(record, key, source, self.rule, self._latest)
+            outcome = self._build(record, key, source, self.rule, self._latest, record_ms)
         except DecodeError as exc:
             if exc.reason is not DecodeReason.BAD_TIMESTAMP or not self._later():
                 raise
-            outcome = self._build(record, key, source, self.rule, self._latest)
+            outcome = self._build(record, key, source, self.rule, self._latest, record_ms)
         return outcome if type(outcome) is Event else None
 
     def _later(self) -> bool:
@@ -164,10 +185,16 @@ class Decoder:
         return False
 
     def decode_all(
-        self, value: bytes | None, key: bytes | None, source: SourcePosition | None
+        self,
+        value: bytes | None,
+        key: bytes | None,
+        source: SourcePosition | None,
+        record_ms: int | None = None,
     ) -> list[Outcome]:
         """Every outcome of one Kafka record, in record order; never raises
         :class:`DecodeError` (it is returned, so one bad item cannot hide good ones).
+        ``record_ms`` is the Kafka record's timestamp (:func:`record_time_ms`), the event
+        time of a record without a time field; ``None``: none (a file record).
 
         The size is checked before any parsing, so an oversized value costs nothing.
         """
@@ -178,24 +205,34 @@ class Decoder:
             record = self.parse(value)
         except DecodeError as exc:
             return [exc]
-        return self.decode_record(record, key, source)
+        return self.decode_record(record, key, source, record_ms)
 
     def decode_record(
-        self, record: dict[str, Any], key: bytes | None, source: SourcePosition | None
+        self,
+        record: dict[str, Any],
+        key: bytes | None,
+        source: SourcePosition | None,
+        record_ms: int | None = None,
     ) -> list[Outcome]:
         """The outcomes of one parsed record (a batch envelope gives one per item)."""
         if self.batches and "batch" in record and "type" not in record:
-            return self._split(record, key, source)
-        return [self._one(record, key, source)]
+            return self._split(record, key, source, record_ms)
+        return [self._one(record, key, source, record_ms)]
 
-    def _one(self, record: object, key: bytes | None, source: SourcePosition | None) -> Outcome:
+    def _one(
+        self,
+        record: object,
+        key: bytes | None,
+        source: SourcePosition | None,
+        record_ms: int | None,
+    ) -> Outcome:
         try:
-            return self._build(record, key, source, self.rule, self._latest)
+            return self._build(record, key, source, self.rule, self._latest, record_ms)
         except DecodeError as exc:
             if exc.reason is not DecodeReason.BAD_TIMESTAMP or not self._later():
                 return exc
         try:
-            return self._build(record, key, source, self.rule, self._latest)
+            return self._build(record, key, source, self.rule, self._latest, record_ms)
         except DecodeError as exc:
             return exc
 
@@ -204,6 +241,7 @@ class Decoder:
         envelope: dict[str, Any],
         key: bytes | None,
         source: SourcePosition | None,
+        record_ms: int | None,
     ) -> list[Outcome]:
         items = envelope["batch"]
         if type(items) is not list:
@@ -228,6 +266,6 @@ class Decoder:
                 continue
             if context is not None and "context" not in item:
                 item = {**item, "context": context}
-            outcome = self._one(item, key, source)
+            outcome = self._one(item, key, source, record_ms)
             outcomes.append(outcome.at_index(index) if type(outcome) is DecodeError else outcome)
         return outcomes

@@ -36,8 +36,9 @@ class DecodeReason(StrEnum):
     page, screen, group, alias)."""
     BAD_TIMESTAMP = "bad_timestamp"
     """The timestamp has the right type but is not a usable instant, cannot be derived
-    from ``originalTimestamp``/``sentAt``/``receivedAt``, or lies beyond the allowed
-    clock skew (see :mod:`streamsync.ingest.bounds`)."""
+    from ``originalTimestamp``/``sentAt``/``receivedAt`` or the Kafka record's own
+    timestamp (a file record with no time at all), or lies beyond the allowed clock skew
+    (see :mod:`streamsync.ingest.bounds`)."""
     OUT_OF_RANGE = "out_of_range"
     """A number in the record is not finite or lies outside the documented range (see
     :mod:`streamsync.ingest.bounds`): the engine sums, compares and offsets by numbers,

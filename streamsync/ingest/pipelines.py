@@ -125,15 +125,22 @@ def parse_timestamp_ms(value: object, field: str = "timestamp") -> int:
         raise DecodeError(DecodeReason.BAD_TIMESTAMP, f"{field} is out of range") from None
 
 
-def event_time_ms(record: dict[str, Any]) -> int:
-    """The record's event time, per the Segment spec's timestamp fields.
+def event_time_ms(record: dict[str, Any], record_ms: int | None = None) -> int:
+    """The record's event time, per the Segment spec's timestamp fields, then the Kafka
+    record's own time.
 
     ``timestamp`` when present. Otherwise it is derived as the spec does: with
     ``originalTimestamp`` (the device clock when the event happened), ``sentAt`` (the
     device clock when it was sent) and ``receivedAt`` (the server clock on arrival),
     ``receivedAt - (sentAt - originalTimestamp)``, which corrects a device clock that is
-    off; with ``receivedAt`` alone, ``receivedAt``. No time field at all is
-    ``missing_field``; time fields that cannot give an instant are ``bad_timestamp``.
+    off; with ``receivedAt`` alone, ``receivedAt``.
+
+    Without ``receivedAt``, ``record_ms`` - the Kafka record's timestamp (CreateTime or
+    LogAppendTime), ``None`` when there is none (a file) - stands for it: it is a clock
+    on the way in, as ``receivedAt`` is, and it is what Kafka Streams' default
+    extractor falls back to. The spec's own "typical" examples and Customer.io's
+    identify example carry no time field at all, and must not be refused on Kafka.
+    No time at all is ``bad_timestamp``, as are time fields that cannot give an instant.
     """
     value = record.get("timestamp")
     if value is not None:
@@ -141,15 +148,22 @@ def event_time_ms(record: dict[str, Any]) -> int:
     received = record.get("receivedAt")
     original = record.get("originalTimestamp")
     sent = record.get("sentAt")
-    if received is None:
-        if original is None and sent is None:
-            raise missing("timestamp")
+    if received is not None:
+        received_ms = parse_timestamp_ms(received, "receivedAt")
+    elif record_ms is not None:
+        received_ms = record_ms
+    elif original is None and sent is None:
         raise DecodeError(
             DecodeReason.BAD_TIMESTAMP,
-            "no timestamp, and no receivedAt to derive it from (originalTimestamp and "
-            "sentAt alone are device clocks)",
+            "no timestamp, originalTimestamp, sentAt or receivedAt, and no Kafka record "
+            "timestamp to fall back to",
         )
-    received_ms = parse_timestamp_ms(received, "receivedAt")
+    else:
+        raise DecodeError(
+            DecodeReason.BAD_TIMESTAMP,
+            "no timestamp, and no receivedAt or Kafka record timestamp to derive it from "
+            "(originalTimestamp and sentAt alone are device clocks)",
+        )
     if original is None or sent is None:
         return received_ms
     original_ms = parse_timestamp_ms(original, "originalTimestamp")
@@ -184,6 +198,7 @@ def pipelines_event(
     source: SourcePosition | None = None,
     rule: CustomerKeyRule = DEFAULT_RULE,
     latest_ms: int | None = None,
+    record_ms: int | None = None,
 ) -> Event | Skipped:
     """Validate one Data Pipelines record and build its ``Event``.
 
@@ -194,6 +209,8 @@ def pipelines_event(
     ``Skipped("no_customer")`` when the record is valid but has no customer key, and
     ``Skipped("group")``/``Skipped("alias")`` for those call types. ``latest_ms`` bounds
     the event time (see :mod:`streamsync.ingest.bounds`); ``None``: no bound.
+    ``record_ms`` is the Kafka record's timestamp, the last fallback of the event time
+    (see :func:`event_time_ms`); ``None``: none (a file record).
     """
     if type(record) is not dict:
         raise wrong_type("record", "an object", record)
@@ -218,7 +235,9 @@ def pipelines_event(
             raise wrong_type("messageId", "a string", record_id)
         record_id = derived_record_id(record)
     timestamp = record.get("timestamp")
-    timestamp_ms = parse_timestamp_ms(timestamp) if timestamp is not None else event_time_ms(record)
+    timestamp_ms = (
+        parse_timestamp_ms(timestamp) if timestamp is not None else event_time_ms(record, record_ms)
+    )
     if latest_ms is not None and timestamp_ms > latest_ms:
         check_skew(timestamp_ms, latest_ms)
     anonymous_id = record.get("anonymousId")

@@ -45,11 +45,21 @@ _MAX_EPOCH_SECONDS = 253_402_300_800
 _NO_CUSTOMER = Skipped(NO_CUSTOMER)
 
 
-def webhook_timestamp_ms(value: object) -> int:
-    """Epoch seconds (an integer) -> epoch milliseconds."""
+def webhook_timestamp_ms(value: object, record_ms: int | None = None) -> int:
+    """Epoch seconds (an integer) -> epoch milliseconds.
+
+    No ``timestamp`` falls back to ``record_ms``, the Kafka record's timestamp, as a
+    Data Pipelines record does (see :func:`streamsync.ingest.pipelines.event_time_ms`);
+    with neither (a file record) it is ``bad_timestamp``.
+    """
     if type(value) is not int:
         if value is None:
-            raise missing("timestamp")
+            if record_ms is not None:
+                return record_ms
+            raise DecodeError(
+                DecodeReason.BAD_TIMESTAMP,
+                "no timestamp, and no Kafka record timestamp to fall back to",
+            )
         raise wrong_type("timestamp", "an integer (epoch seconds)", value)
     if not 0 <= value < _MAX_EPOCH_SECONDS:
         raise DecodeError(DecodeReason.BAD_TIMESTAMP, "timestamp is not epoch seconds in range")
@@ -62,10 +72,12 @@ def webhook_event(
     source: SourcePosition | None = None,
     rule: CustomerKeyRule = DEFAULT_RULE,
     latest_ms: int | None = None,
+    record_ms: int | None = None,
 ) -> Event | Skipped:
     """Validate one reporting webhook and build its ``Event``; ``Skipped("no_customer")``
     when the identity policy finds no key. ``latest_ms`` bounds the event time (see
-    :mod:`streamsync.ingest.bounds`); ``None``: no bound."""
+    :mod:`streamsync.ingest.bounds`); ``None``: no bound. ``record_ms`` is the Kafka
+    record's timestamp, used when the webhook has none; ``None``: none (a file)."""
     if type(record) is not dict:
         raise wrong_type("record", "an object", record)
     record_id = record.get("event_id")
@@ -74,7 +86,7 @@ def webhook_event(
             raise wrong_type("event_id", "a string", record_id)
         record_id = derived_record_id(record)
     name = require_str(record, "metric")
-    timestamp_ms = webhook_timestamp_ms(record.get("timestamp"))
+    timestamp_ms = webhook_timestamp_ms(record.get("timestamp"), record_ms)
     if latest_ms is not None and timestamp_ms > latest_ms:
         check_skew(timestamp_ms, latest_ms)
     object_type = optional_str(record, "object_type")

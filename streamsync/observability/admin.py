@@ -13,12 +13,38 @@ text; ``/metrics`` the Prometheus text format.
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
+from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from streamsync.errors import UserMistake
 from streamsync.observability.metrics import METRICS_CONTENT_TYPE, Telemetry
+
+log = logging.getLogger("streamsync.admin")
+
+
+class _ServerLog(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """aiohttp's server logger for the admin port: a request that is not valid HTTP (a
+    probe misconfigured, a scanner, TLS on the plain port) is the client's mistake and
+    was answered 400, so it is one WARNING line naming the client and the first line of
+    the reason, never an ERROR with a traceback; any other error keeps its traceback."""
+
+    def exception(self, msg: object, *args: object, **kwargs: Any) -> None:
+        error = kwargs.get("exc_info")
+        if isinstance(error, HttpProcessingError):
+            remote = args[0] if args else "?"
+            reason = (str(error.message).strip().splitlines() or ["malformed"])[0]
+            self.warning(
+                "admin port: malformed request from %s answered %s: %s",
+                remote,
+                error.code,
+                reason,
+            )
+            return
+        self.error(msg, *args, **kwargs)
 
 
 class AdminServerError(UserMistake):
@@ -110,7 +136,9 @@ class AdminServer:
         app.router.add_get("/metrics", self._metrics)
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        self._runner = web.AppRunner(
+            app, access_log=None, handle_signals=False, logger=_ServerLog(log, {})
+        )
         await self._runner.setup()
         site = web.TCPSite(self._runner, self._host, self._port)
         try:

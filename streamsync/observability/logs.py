@@ -61,8 +61,13 @@ _STANDARD_ATTRS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None)
     "asctime",
     "taskName",
 }
-# Secrets shorter than this would mask unrelated text (and are not real secrets).
+# Secrets shorter than this are masked only where they stand alone (not inside a longer
+# word or number): replaced everywhere they would mangle unrelated text, and never
+# masking them printed them wherever a client echoed them.
 _MIN_SECRET_LENGTH = 4
+#: Around a short secret: no letter or digit, so "abc" is masked in "Bearer abc" and
+#: "key=abc", but not inside "abcdef".
+_ALONE = ("(?<![A-Za-z0-9])(?:", ")(?![A-Za-z0-9])")
 
 
 class Redactor:
@@ -71,19 +76,34 @@ class Redactor:
     def __init__(self, secrets: Iterable[str] = ()) -> None:
         self._lock = threading.Lock()
         self._secrets: tuple[str, ...] = ()
+        self._short: frozenset[str] = frozenset()
+        self._short_pattern: re.Pattern[str] | None = None
         self.add_secrets(secrets)
 
     def add_secrets(self, secrets: Iterable[str]) -> None:
+        """Mask these from now on: anywhere in the text, or, for a secret shorter than
+        four characters, wherever it stands alone (see :data:`_ALONE`)."""
         with self._lock:
             known = set(self._secrets)
-            known.update(s for s in secrets if len(s) >= _MIN_SECRET_LENGTH)
+            short = set(self._short)
+            for secret in secrets:
+                if len(secret) >= _MIN_SECRET_LENGTH:
+                    known.add(secret)
+                elif secret:
+                    short.add(secret)
             # Longest first, so a secret containing another is masked whole.
             self._secrets = tuple(sorted(known, key=len, reverse=True))
+            if short != self._short:
+                self._short = frozenset(short)
+                alternatives = "|".join(re.escape(s) for s in sorted(short, key=len, reverse=True))
+                self._short_pattern = re.compile(_ALONE[0] + alternatives + _ALONE[1])
 
     def text(self, text: str) -> str:
         for secret in self._secrets:
             if secret in text:
                 text = text.replace(secret, REDACTED)
+        if self._short_pattern is not None:
+            text = self._short_pattern.sub(REDACTED, text)
         if "@" in text:
             text = _EMAIL.sub("<email>", text)
         if "+" in text:

@@ -63,6 +63,7 @@ from streamsync.runtime.clients import (
     ConfluentClients,
     EvaluateClients,
     KafkaClients,
+    check_state_dir,
     instance_id,
     open_admin,
     open_clients,
@@ -263,6 +264,7 @@ class Application:
     ) -> None:
         self.config = config
         self.settings: EvaluateConfig = _settings(config)
+        check_state_dir(self.settings.state_dir)  # a file there: one line, before any work
         self.audiences = (
             list(audiences) if audiences is not None else load_audiences(self.settings.audiences)
         )

@@ -16,6 +16,7 @@ raised inside rebalance callbacks (which librdkafka would swallow); the loop cal
 from __future__ import annotations
 
 import os
+import stat
 import time
 import uuid
 from dataclasses import dataclass
@@ -25,7 +26,7 @@ from typing import Any, Protocol
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient
 
-from streamsync.config import AppConfig
+from streamsync.config import AppConfig, ConfigError
 from streamsync.dead_letter import DEAD_LETTER_PRODUCER_OVERRIDES
 from streamsync.kafka.config import admin_config, consumer_config, producer_config
 from streamsync.kafka.health import BrokerOutage, ClientHealth, KafkaUnavailable, client_settings
@@ -55,11 +56,33 @@ class ConfluentClients:
         return AdminClient(config)
 
 
+def check_state_dir(state_dir: Path) -> Path:
+    """``state_dir`` unless it, or the nearest part of its path that exists, is not a
+    directory: then :class:`ConfigError` naming it, before any client is made, where
+    creating the directory later said only "File exists"."""
+    for path in (state_dir, *state_dir.parents):
+        try:
+            mode = path.stat().st_mode
+        except (FileNotFoundError, NotADirectoryError):  # look at the part above
+            continue
+        except OSError as exc:
+            raise ConfigError(
+                f"evaluate.state_dir {state_dir}: {exc.strerror or 'cannot be read'}"
+            ) from None
+        if not stat.S_ISDIR(mode):
+            where = "" if path == state_dir else f" ({path} is not a directory)"
+            raise ConfigError(
+                f"evaluate.state_dir {state_dir}: not a directory{where}; name a directory"
+            )
+        break
+    return state_dir
+
+
 def instance_id(state_dir: Path) -> str:
     """This instance's stable id (kept in the state directory), the suffix of its
     transactional id: a restarted instance fences its previous incarnation and aborts
     its open transaction at once instead of waiting for the transaction timeout."""
-    state_dir.mkdir(parents=True, exist_ok=True)
+    check_state_dir(state_dir).mkdir(parents=True, exist_ok=True)
     path = state_dir / "instance-id"
     try:
         return path.read_text().strip()

@@ -31,7 +31,7 @@ from streamsync.dead_letter import (
 )
 from streamsync.ingest.avro import FileSchemaRegistry, SchemaRegistry
 from streamsync.ingest.config import IngestConfig
-from streamsync.ingest.decoder import Decoder
+from streamsync.ingest.decoder import Decoder, record_time_ms
 from streamsync.ingest.event import Event, SourcePosition
 from streamsync.ingest.outcomes import Outcomes, TopicStats
 from streamsync.kafka.config import KafkaConfig, admin_config, consumer_config, producer_config
@@ -254,7 +254,7 @@ class IngestLoop:
             value = message.value()
             key = message.key()
             source = SourcePosition(topic, message.partition(), message.offset())
-            decoded = self.decoders[topic].decode_all(value, key, source)
+            decoded = self.decoders[topic].decode_all(value, key, source, record_time_ms(message))
             dispatch(decoded, message, source, topic_stats, on_event)
         return handled
 

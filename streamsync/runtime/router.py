@@ -40,7 +40,7 @@ from types import TracebackType
 from confluent_kafka import KafkaError, Message
 
 from streamsync.dead_letter import ENGINE_ERROR
-from streamsync.ingest.decoder import Decoder
+from streamsync.ingest.decoder import Decoder, record_time_ms
 from streamsync.ingest.errors import DecodeError, DecodeReason
 from streamsync.ingest.event import Event, SourcePosition
 from streamsync.ingest.outcomes import Outcomes
@@ -158,7 +158,8 @@ class Router:
                 if deltas:
                     emit(deltas, partition)
                 continue
-            for outcome in decoders[topic].decode_all(value, message.key(), source):
+            record_ms = record_time_ms(message)
+            for outcome in decoders[topic].decode_all(value, message.key(), source, record_ms):
                 if isinstance(outcome, Event):
                     topic_stats.decoded += 1
                     received(message, outcome)
@@ -281,7 +282,9 @@ class Router:
             if newest is None or event.timestamp_ms > newest:
                 newest = event.timestamp_ms
 
-        decoded = self.decoders[topic].decode_all(message.value(), message.key(), source)
+        decoded = self.decoders[topic].decode_all(
+            message.value(), message.key(), source, record_time_ms(message)
+        )
         self.outcomes.dispatch(decoded, message, source, topic_stats, rekeyed)
         stage.seen(topic, partition, newest)
 

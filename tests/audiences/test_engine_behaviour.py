@@ -125,7 +125,7 @@ audiences:
     owner: qa@example.com
     description: Same membership, another name, so another holdout draw.
     entry: {since_last: {event: Application Opened, less_than: 10m}}
-    holdout: {percent: 50, deliver_marker: true}
+    holdout: {percent: 50}
   - name: ACT__AppNone__10m
     version: 1
     owner: qa@example.com

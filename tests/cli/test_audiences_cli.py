@@ -489,7 +489,19 @@ def test_validate_reports_the_bad_file_and_line(
     assert any(line.startswith(f"{bad}:8: error:") for line in errors)
     assert any(line.startswith(f"{bad}:9: error:") and "colour" in line for line in errors)
     assert "good.yaml" not in captured.out
-    assert "1 audience(s) checked" in captured.err
+    assert "2 audience(s) checked" in captured.err  # the good one and the broken one
+
+
+def test_validate_counts_an_audience_with_errors_as_checked(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _root, bad = _bad_audience_dir(tmp_path)
+    capsys.readouterr()
+    assert main(["validate", str(bad)]) == 1
+    captured = capsys.readouterr()
+    errors = sum(1 for line in captured.out.splitlines() if ": error: " in line)
+    assert errors >= 2
+    assert captured.err == f"1 audience(s) checked: {errors} error(s), 0 warning(s)\n"
 
 
 def test_validate_refuses_rules_that_contradict(
@@ -535,3 +547,56 @@ def test_validate_reports_invalid_yaml_with_its_line(
     assert main(["validate", str(path)]) == 1
     out = capsys.readouterr().out
     assert re.search(rf"^{re.escape(str(path))}:\d+: error: not valid YAML", out, re.M), out
+
+
+def test_the_operations_guide_says_what_replay_prints(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    events = tmp_path / "events.jsonl"
+    argv = ["dev", "generate", "--customers", "50", "--events", "3000", "--out", str(events)]
+    assert main(argv) == 0
+    capsys.readouterr()
+    assert main(["replay", "--audiences", str(EXAMPLES), "--events", str(events)]) == 0
+    err = capsys.readouterr().err.splitlines()
+    per_audience = [line for line in err if re.fullmatch(r"  \w+ (enter|exit): [\d,]+", line)]
+    assert per_audience  # enter and exit counts per audience, not sizes
+    guide = " ".join((REPO / "docs" / "operations.md").read_text("utf-8").split())
+    assert "sizes per audience" not in guide
+    assert "per audience, how many times customers entered and exited" in guide
+
+
+@pytest.mark.parametrize("value", ["true", "false"])
+def test_holdout_deliver_marker_is_refused_with_the_destination_setting(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], value: str
+) -> None:
+    # It was accepted and never read; the destination's holdout: skip|marker decides.
+    path = tmp_path / "holdout.yaml"
+    path.write_text(
+        textwrap.dedent(
+            f"""\
+            name: ACT__Held__10m
+            version: 1
+            owner: qa@example.com
+            description: Half held out.
+            entry: {{since_last: {{event: Application Opened, less_than: 10m}}}}
+            holdout: {{percent: 50, deliver_marker: {value}}}
+            """
+        ),
+        "utf-8",
+    )
+    capsys.readouterr()
+    assert main(["validate", str(path)]) == 1
+    [error] = [line for line in capsys.readouterr().out.splitlines() if ": error: " in line]
+    assert error.startswith(f"{path}:6: error:")
+    assert "deliver_marker is not supported" in error
+    assert "holdout: skip or holdout: marker under destinations.<name>" in error
+
+
+def test_the_readme_definition_example_validates(tmp_path: Path) -> None:
+    readme = (REPO / "README.md").read_text("utf-8")
+    start = readme.index("```yaml\nname: ACT__CartAbandon__90m")
+    block = readme[start + len("```yaml\n") : readme.index("```", start + 7)]
+    enabled = re.sub(r"^# (\w+: )", r"\1", block, flags=re.M)  # the commented options too
+    path = tmp_path / "readme.yaml"
+    path.write_text(enabled, "utf-8")
+    assert main(["validate", str(path)]) == 0

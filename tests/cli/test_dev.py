@@ -129,3 +129,24 @@ def test_kafka_start_serves_and_stops_on_sigterm() -> None:
             proc.wait()
     assert proc.stderr is not None
     assert "stopping the Kafka broker" in proc.stderr.read()
+
+
+def test_kafka_start_on_a_taken_port_says_so(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Something already listens there: the new broker could not bind, and the readiness
+    # probe would hear the other one. Refused before any jar is fetched.
+    def no_fetch(*args: object, **kwargs: object) -> Path:
+        raise AssertionError("the port is checked first")
+
+    monkeypatch.setattr("streamsync.dev.broker.fetch_kafka_jars", no_fetch)
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        rc = main(["dev", "kafka", "start", "--port", str(port)])
+    err = capsys.readouterr().err
+    assert rc == 1
+    assert err == (
+        f"streamsync dev kafka start: port {port} on 127.0.0.1 is already in use; pick another\n"
+    )

@@ -236,6 +236,26 @@ def test_ingest_bad_numbers(
     assert_one_line(rc, err, "ingest", option.split("=")[0])
 
 
+@pytest.mark.parametrize(
+    ("command", "option"),
+    [
+        ("evaluate", "--progress-interval=-1"),
+        ("evaluate", "--progress-interval=nan"),
+        ("evaluate", "--progress-interval=0"),
+        ("deliver", "--idle-timeout=nan"),
+        ("deliver", "--idle-timeout=inf"),
+        ("deliver", "--idle-timeout=-1"),
+    ],
+)
+def test_evaluate_and_deliver_bad_intervals(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], command: str, option: str
+) -> None:
+    # Refused while parsing, before the configuration is read or a client is made.
+    extra = ["--destination", "braze"] if command == "deliver" else []
+    rc, err = run(capsys, [command, "--config", _config(tmp_path, TOPICS), *extra, option])
+    assert_one_line(rc, err, command, option.split("=")[0])
+
+
 def test_ingest_decode_missing_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     missing = str(tmp_path / "nope.jsonl")
     rc, err = run(capsys, ["ingest", "decode", "--format", "webhook_json", missing])
@@ -415,6 +435,34 @@ def test_a_closed_pipe_ends_quietly() -> None:
         rc = proc.wait(timeout=60)
     assert rc == 1, err
     assert "Traceback" not in err and "BrokenPipe" not in err, err
+
+
+@pytest.mark.parametrize("command", ["fetch", "start"])
+@pytest.mark.parametrize("version", ["../../../tmp/x", "4.1.1/../../x", "4.1", "4.1.1\n", "latest"])
+def test_kafka_version_must_be_a_release_number(
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    command: str,
+    version: str,
+) -> None:
+    # The version names a cache directory: refused before any fetch or path is made.
+    monkeypatch.setenv("STREAMSYNC_CACHE_DIR", str(tmp_path))
+    rc, err = run(capsys, ["dev", "kafka", command, "--version", version])
+    assert_one_line(rc, err, f"dev kafka {command}", "--version", "not an Apache Kafka version")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_broker_refuses_a_version_that_is_not_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from streamsync.dev.broker import KafkaFetchError, fetch_kafka_jars
+
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("STREAMSYNC_CACHE_DIR", str(cache))
+    with pytest.raises(KafkaFetchError, match="not an Apache Kafka version"):
+        fetch_kafka_jars("../../escape")
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_a_failed_fetch_names_the_command(

@@ -144,6 +144,10 @@ def test_dry_run_logs_requests_with_the_key_redacted(
     text = caplog.text
     assert "/users/track" in text and '"external_id":"c1"' in text
     assert "unit-braze-key" not in text and "**********" in text
+    # Nothing was sent, so nothing was delivered: the summary says what would have been.
+    summary = h.sink.stats.as_dict()
+    assert (summary["delivered"], summary["requests"]) == (0, 0)
+    assert (summary["would_deliver"], summary["dry_run_requests"]) == (1, 1)
 
 
 def test_wrong_key_is_fatal(standins: StandInServer) -> None:

@@ -70,6 +70,49 @@ def test_deliver_requires_its_arguments(capsys: pytest.CaptureFixture[str]) -> N
     assert info.value.code == 2 and "--destination" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("key", ["braze-key-0123456789", "k9"])
+def test_the_fatal_error_line_masks_a_key_the_destination_echoed(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    key: str,
+) -> None:
+    # A 401 whose body echoes the request's Authorization header: the line that ends
+    # deliver is printed outside logging and must be redacted all the same.
+    from streamsync.destinations.deliver import DeliverLoop
+    from streamsync.destinations.errors import FatalDestinationError
+
+    def refused(self: DeliverLoop, **kwargs: object) -> None:
+        raise FatalDestinationError(
+            f"braze: HTTP 401 from the API: invalid key in 'Authorization: Bearer {key}'"
+        )
+
+    monkeypatch.setattr(DeliverLoop, "run", refused)
+    monkeypatch.setenv("ECHO_KEY", key)
+    config = tmp_path / "c.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "ingest": {"topics": [{"name": "in", "format": "pipelines_json"}]},
+                "observability": {"admin": {"port": 0}},
+                "destinations": {
+                    "braze": {**BRAZE, "credentials": {"env": "ECHO_KEY"}},
+                },
+            }
+        )
+    )
+    capsys.readouterr()
+    rc = main(["deliver", "--config", str(config), "--destination", "braze"])
+    err = capsys.readouterr().err
+    assert rc == 1
+    last = err.splitlines()[-1]
+    assert last == (
+        "streamsync deliver: stopped without committing further: braze: HTTP 401 from the "
+        "API: invalid key in 'Authorization: Bearer **********'"
+    )
+    assert key not in err
+
+
 def test_standins_serve_and_stop_on_sigterm() -> None:
     proc = subprocess.Popen(
         [sys.executable, "-m", "streamsync", "dev", "stand-ins"],
@@ -107,7 +150,7 @@ def test_dry_run_logs_redacted_requests_and_commits_nothing(
                "--idle-timeout", "2"])  # fmt: skip
     captured = capsys.readouterr()
     assert rc == 0
-    assert '"delivered":3' in captured.out
+    assert '"delivered":0' in captured.out and '"would_deliver":3' in captured.out
     assert "dry-secret-key" not in captured.err and "dry-secret-key" not in captured.out
     assert uncommitted_records(kafka_bootstrap_servers, group, topic, 1) == 3
 

@@ -254,7 +254,79 @@ def test_event_time_follows_the_segment_spec() -> None:
     assert reason({**derived, "receivedAt": "soon"}) == DecodeReason.BAD_TIMESTAMP
     assert reason({**derived, "sentAt": 5}) == DecodeReason.WRONG_TYPE
     nothing = {k: v for k, v in no_received.items() if k not in ("sentAt", "originalTimestamp")}
-    assert reason(nothing) == DecodeReason.MISSING_FIELD
+    assert reason(nothing) == DecodeReason.BAD_TIMESTAMP
+
+
+#: A Kafka record's own timestamp (CreateTime or LogAppendTime) in the tests below.
+KAFKA_MS = 1_767_225_600_123
+
+
+def test_the_specs_minimal_examples_take_the_kafka_record_time() -> None:
+    # The Segment spec's "typical" track and identify and Customer.io's identify example
+    # carry no time field at all: on Kafka the record's own timestamp is their time.
+    track, identify, cio_identify = records("pipelines_minimal.jsonl")
+    keyed = decoder("pipelines_json", key_is_customer_id=True)
+    [event] = keyed.decode_all(orjson.dumps(track), b"cust-1", SOURCE, KAFKA_MS)
+    assert isinstance(event, Event)
+    assert (event.customer_id, event.name, event.timestamp_ms) == (
+        "cust-1",
+        "User Registered",
+        KAFKA_MS,
+    )
+    dec = decoder("pipelines_json")
+    for record in (identify, cio_identify):
+        [event] = dec.decode_all(orjson.dumps(record), None, SOURCE, KAFKA_MS)
+        assert isinstance(event, Event), event
+        assert (event.customer_id, event.kind, event.timestamp_ms) == (
+            "97980cfea0067",
+            "identify",
+            KAFKA_MS,
+        )
+    # A file record has no record time: no time at all is bad_timestamp.
+    for record in (track, identify, cio_identify):
+        [error] = outcomes(dec, record)
+        assert isinstance(error, DecodeError)
+        assert error.reason == DecodeReason.BAD_TIMESTAMP
+        assert "no Kafka record timestamp" in error.detail
+
+
+def test_the_kafka_record_time_comes_after_the_specs_own_derivation() -> None:
+    dec = decoder("pipelines_json")
+    derived, received_only, *_ = records("pipelines_policies.jsonl")
+
+    def at(record: dict[str, Any]) -> int:
+        [event] = dec.decode_all(orjson.dumps(record), None, SOURCE, KAFKA_MS)
+        assert isinstance(event, Event), event
+        return event.timestamp_ms
+
+    # timestamp, then receivedAt - (sentAt - originalTimestamp), then receivedAt alone.
+    full = {**derived, "timestamp": "2015-12-12T19:11:01.249Z"}
+    assert at(full) == 1449947461249
+    assert at(derived) == 1449947461249
+    assert at(received_only) == 1449947461266
+    # Without receivedAt the record time stands for it, corrected by the device clocks.
+    no_received = {k: v for k, v in derived.items() if k != "receivedAt"}
+    assert at(no_received) == KAFKA_MS - 17
+    only_original = {k: v for k, v in no_received.items() if k != "sentAt"}
+    assert at(only_original) == KAFKA_MS
+    # A time field that is there but broken is still the record's error.
+    [bad] = dec.decode_all(orjson.dumps({**derived, "receivedAt": "soon"}), None, SOURCE, KAFKA_MS)
+    assert isinstance(bad, DecodeError) and bad.reason == DecodeReason.BAD_TIMESTAMP
+    # Webhooks: no timestamp takes the record time; in a file it is bad_timestamp.
+    hook = {k: v for k, v in records("customerio_webhooks.jsonl")[0].items() if k != "timestamp"}
+    hooks = decoder("webhook_json")
+    [event] = hooks.decode_all(orjson.dumps(hook), None, SOURCE, KAFKA_MS)
+    assert isinstance(event, Event) and event.timestamp_ms == KAFKA_MS
+    [error] = outcomes(hooks, hook)
+    assert isinstance(error, DecodeError) and error.reason == DecodeReason.BAD_TIMESTAMP
+
+
+def test_a_record_time_past_the_clock_skew_is_refused_like_a_timestamp() -> None:
+    dec = Decoder(TopicConfig(name="t", format="pipelines_json"), clock_ms=lambda: KAFKA_MS)
+    identify = records("pipelines_minimal.jsonl")[1]
+    ahead = KAFKA_MS + 2 * 86_400_000  # beyond the default max_clock_skew of a day
+    [error] = dec.decode_all(orjson.dumps(identify), None, SOURCE, ahead)
+    assert isinstance(error, DecodeError) and error.reason == DecodeReason.BAD_TIMESTAMP
 
 
 def test_records_without_an_id_get_one_from_their_content() -> None:
@@ -329,9 +401,37 @@ def test_batch_lines_in_replay_files() -> None:
     assert sum(isinstance(i, Event) for i in items) == 6
 
 
+def test_ingest_decode_masks_contact_details_unless_asked(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    record = {
+        "type": "identify",
+        "userId": "peter@example.com",
+        "timestamp": "2015-02-23T22:28:55.111Z",
+        "traits": {"email": "peter@example.com", "phone": "555 0100", "plan": "premium"},
+        "context": {"traits": {"note": "call +1 415 555 0100 after 5"}},
+    }
+    path = tmp_path / "one.jsonl"
+    path.write_bytes(orjson.dumps(record) + b"\n")
+    argv = ["ingest", "decode", "--format", "pipelines_json", str(path)]
+    assert cli_main(argv) == 0
+    out = capsys.readouterr().out
+    assert "peter@example.com" not in out and "555" not in out
+    shown = orjson.loads(out.split(": ", 1)[1])
+    assert shown["customer_id"] == "<email>"
+    assert shown["identifiers"] == {"email": "<redacted>", "phone": "<redacted>"}
+    assert shown["traits"]["plan"] == "premium" and shown["traits"]["phone"] == "<redacted>"
+    assert shown["traits"]["note"] == "call <phone> after 5"
+    assert cli_main([*argv, "--show-personal-data"]) == 0
+    clear = orjson.loads(capsys.readouterr().out.split(": ", 1)[1])
+    assert clear["customer_id"] == "peter@example.com"
+    assert clear["identifiers"]["phone"] == "555 0100"
+
+
 def test_ingest_decode_shows_the_documented_key(capsys: pytest.CaptureFixture[str]) -> None:
     path = FIXTURES / "customerio_webhook_identity.jsonl"
-    assert cli_main(["ingest", "decode", "--format", "webhook_json", str(path)]) == 0
+    argv = ["ingest", "decode", "--format", "webhook_json", "--show-personal-data"]
+    assert cli_main([*argv, str(path)]) == 0
     lines = capsys.readouterr().out.splitlines()
     shown = [orjson.loads(line.split(": ", 1)[1]) for line in lines[:4]]
     assert [(s["customer_id"], s["id_kind"]) for s in shown] == [

@@ -98,7 +98,7 @@ def test_customer_key_path_and_kafka_key_fallback() -> None:
         ({"messageId": 12}, DecodeReason.WRONG_TYPE),
         ({"event": None}, DecodeReason.MISSING_FIELD),
         ({"event": ""}, DecodeReason.MISSING_FIELD),
-        ({"timestamp": None}, DecodeReason.MISSING_FIELD),
+        ({"timestamp": None}, DecodeReason.BAD_TIMESTAMP),
         ({"timestamp": 1714566896789}, DecodeReason.WRONG_TYPE),
         ({"timestamp": "yesterday"}, DecodeReason.BAD_TIMESTAMP),
         ({"timestamp": "2024-02-30T00:00:00Z"}, DecodeReason.BAD_TIMESTAMP),

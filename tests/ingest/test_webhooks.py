@@ -56,7 +56,7 @@ def test_minimal_webhook() -> None:
         ({"event_id": 5}, DecodeReason.WRONG_TYPE),
         ({"metric": None}, DecodeReason.MISSING_FIELD),
         ({"metric": ["sent"]}, DecodeReason.WRONG_TYPE),
-        ({"timestamp": None}, DecodeReason.MISSING_FIELD),
+        ({"timestamp": None}, DecodeReason.BAD_TIMESTAMP),
         ({"timestamp": "1714566896"}, DecodeReason.WRONG_TYPE),
         ({"timestamp": True}, DecodeReason.WRONG_TYPE),
         ({"timestamp": 1714566896000000}, DecodeReason.BAD_TIMESTAMP),

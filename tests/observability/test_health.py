@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import socket
 
 import pytest
@@ -92,3 +93,31 @@ def test_port_in_use_is_one_clear_error() -> None:
     message = str(info.value)
     assert f"127.0.0.1:{port}" in message and "\n" not in message
     telemetry.shutdown()
+
+
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n",
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+        b"GET /healthz HTTP/1.1\r\n\x01bad header\r\n\r\n",
+    ],
+    ids=["content-length", "chunk-size", "header"],
+)
+def test_a_malformed_request_is_one_warning_line_not_an_error_with_a_traceback(
+    caplog: pytest.LogCaptureFixture, request_bytes: bytes
+) -> None:
+    telemetry = Telemetry(role="evaluate")
+    try:
+        with caplog.at_level(logging.INFO), AdminServer(telemetry, port=0) as admin:
+            with socket.create_connection(("127.0.0.1", admin.port), timeout=10) as conn:
+                conn.sendall(request_bytes)
+                answer = conn.recv(100)
+            assert answer.startswith(b"HTTP/1.") and b" 400 " in answer
+            assert get(f"{admin.url}/healthz")[0] == 200  # still serving
+    finally:
+        telemetry.shutdown()
+    records = [r for r in caplog.records if r.levelno >= logging.INFO]
+    assert [r.levelname for r in records] == ["WARNING"], [r.getMessage() for r in records]
+    assert records[0].exc_info is None
+    assert records[0].getMessage().startswith("admin port: malformed request from 127.0.0.1")

@@ -81,6 +81,18 @@ def test_secrets_never_appear(log: tuple[logging.Logger, io.StringIO]) -> None:
     assert "ValueError: bad credentials" in str(records[4]["exception"])
 
 
+@pytest.mark.parametrize("secret", ["k", "x9", "a+b"])
+def test_secrets_shorter_than_four_characters_are_masked_where_they_stand_alone(
+    secret: str,
+) -> None:
+    redactor = Redactor([secret])
+    for template in ("Authorization: Bearer {}", "key={}&id=1", '{{"api_key": "{}"}}', "{}"):
+        assert redactor.text(template.format(secret)) == template.format(REDACTED)
+    # Inside a longer word or number it is not a secret being printed: left alone.
+    word = f"z{secret}z"
+    assert redactor.text(word) == word
+
+
 def test_personal_data_never_appears(log: tuple[logging.Logger, io.StringIO]) -> None:
     logger, stream = log
     logger.info("customer %s entered with email %s", "cus_0000042", EMAIL)

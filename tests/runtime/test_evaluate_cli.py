@@ -65,6 +65,24 @@ def test_a_bare_number_as_a_duration_is_a_usage_error(tmp_path: Path) -> None:
     assert "evaluate.commit_interval" in result.stderr and "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize("inside", [False, True], ids=["the-file", "under-a-file"])
+def test_a_state_dir_that_is_a_file_is_one_line(tmp_path: Path, inside: bool) -> None:
+    taken = tmp_path / "taken"
+    taken.write_text("not a directory\n")
+    state = taken / "state" if inside else taken
+    config = _config(tmp_path, "x")
+    text = config.read_text().replace(str(tmp_path / "state"), str(state))
+    config.write_text(text)
+    result = _run(config, "127.0.0.1:1")
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.splitlines()
+    assert lines == [
+        f"streamsync evaluate: evaluate.state_dir {state}: not a directory"
+        + (f" ({taken} is not a directory)" if inside else "")
+        + "; name a directory"
+    ]
+
+
 @pytest.mark.kafka
 def test_a_missing_input_topic_is_named(kafka_bootstrap_servers: str, tmp_path: Path) -> None:
     result = _run(_config(tmp_path, "no-such-topic-3f9a"), kafka_bootstrap_servers)

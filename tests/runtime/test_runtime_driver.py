@@ -128,6 +128,26 @@ def test_malformed_records_are_dead_lettered_with_their_reason_and_counted(
     assert topic.dead_lettered["malformed_json"] == 1
 
 
+def test_a_record_without_a_time_field_takes_the_kafka_record_time(
+    tmp_path: Path, cart_wait: Path, drivers: list[EvaluateDriver]
+) -> None:
+    now = int(time.time() * 1000)
+    driver = _driver(drivers, driver_config(tmp_path, cart_wait), now_ms=now)
+    timeless = orjson.loads(_track("a", "Product Added", now, sku="A"))
+    del timeless["timestamp"]
+    driver.pipe("pipelines", orjson.dumps(timeless), key=b"a", timestamp_ms=now - 1_000)
+    driver.pipe("pipelines", orjson.dumps({**timeless, "userId": "b"}), key=b"b")
+    assert driver.process() == 2
+    assert driver.commit()
+    assert driver.dead_letter_reasons() == ["bad_timestamp"]  # no time at all
+    driver.tick(4_000)
+    driver.process()
+    assert driver.commit()
+    assert [(d.customer_id, d.op, d.at_ms) for d in driver.deltas()] == [
+        ("a", "enter", now - 1_000 + 3_000)
+    ]
+
+
 def test_a_consumer_error_of_no_partition_is_logged_and_a_fatal_one_stops(
     tmp_path: Path,
     cart_wait: Path,
