@@ -24,7 +24,7 @@ from confluent_kafka import Consumer, KafkaError, TopicPartition
 
 from streamsync.audiences.compiler import Customer
 from streamsync.audiences.migration import Migration
-from streamsync.ingest.decoder import Decoder
+from streamsync.ingest.decoder import Decoder, record_time_ms
 from streamsync.ingest.event import Event, SourcePosition
 from streamsync.kafka.health import KafkaUnavailable
 
@@ -118,7 +118,10 @@ def read_history(
                     if (topic, offset) in skip:
                         continue
                     source = SourcePosition(topic, partition, offset)
-                    for outcome in decoder.decode_all(message.value(), message.key(), source):
+                    decoded = decoder.decode_all(
+                        message.value(), message.key(), source, record_time_ms(message)
+                    )
+                    for outcome in decoded:
                         if not isinstance(outcome, Event):
                             continue
                         rid = outcome.record_id
