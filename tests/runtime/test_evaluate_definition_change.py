@@ -24,6 +24,7 @@ import pytest
 from streamsync.audiences.loader import load_audiences
 from streamsync.audiences.replay import replay
 from streamsync.config import load_config
+from streamsync.deltas.membership import read_members
 from streamsync.deltas.record import ENTER, MembershipDelta
 from streamsync.ingest.event import Event
 from streamsync.ingest.jsonl import read_events
@@ -154,6 +155,10 @@ def test_changed_definitions_emit_only_the_net_difference_and_evaluate_goes_on(
     assert {"ACT__TwoCarts__1d", REMOVED} <= audiences
     assert {d.version for d in change if d.audience == "ACT__CartAbandon__90m"} <= {2}
     check_seq(every)  # seq continues across the change, from 1 for the added audience
+    # The membership table (written in the same transactions) is who is a member now.
+    table = read_members(load_config(config), timeout_s=60)
+    assert table.complete
+    assert set(table.members) == _membership(every)
 
     lines = [r.getMessage() for r in caplog.records if "definition change" in r.getMessage()]
     assert any("ACT__CartAbandon__90m: changed" in x and "rebuilt from state" in x for x in lines)
