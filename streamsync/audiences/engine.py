@@ -113,6 +113,9 @@ class EngineStats:
     #: records behind the clock by more (applied at the clock's instant)
     too_late: int = 0
     deltas: int = 0
+    #: records stamped more than the allowed lateness after they were received (a
+    #: clock set ahead): applied at their own time, moving the clock only to received
+    ahead: int = 0
 
 
 class Engine:
@@ -144,7 +147,7 @@ class Engine:
         self.lateness = allowed_lateness_ms
         self.dedup_horizon = dedup_horizon_ms
         self.auto_advance = auto_advance
-        self._duplicates = self._late = self._too_late = self._deltas = 0
+        self._duplicates = self._late = self._too_late = self._deltas = self._ahead = 0
         #: resident customers, least recently changed first (see :meth:`take_touched`)
         self.customers: dict[str, Customer] = {}
         self._loader = loader
@@ -207,6 +210,10 @@ class Engine:
         heapq.heappush(self._buffer, entry)
         self.last_accepted = entry
         self._arrivals += 1
+        received = event.received_ms
+        if received is not None and ts > received + self.lateness:
+            self._ahead += 1  # its own time waits; the clock moves as far as received
+            ts = received + self.lateness
         if ts > self._max_seen:
             self._max_seen = ts
             if self.dedup_horizon is not None:
@@ -262,7 +269,9 @@ class Engine:
     def stats(self) -> EngineStats:
         """Counters so far (a snapshot)."""
         events = self._arrivals + self._duplicates  # every record is one or the other
-        return EngineStats(events, self._duplicates, self._late, self._too_late, self._deltas)
+        return EngineStats(
+            events, self._duplicates, self._late, self._too_late, self._deltas, self._ahead
+        )
 
     # -- time ------------------------------------------------------------------------------
 
@@ -602,6 +611,7 @@ class Engine:
             "late": self._late,
             "too_late": self._too_late,
             "deltas": self._deltas,
+            "ahead": self._ahead,
         }
 
     def restore(
@@ -623,6 +633,7 @@ class Engine:
         self._late = clock["late"]
         self._too_late = clock["too_late"]
         self._deltas = clock["deltas"]
+        self._ahead = clock.get("ahead", 0)
         self.customers = customers
         timers = []
         for c in customers.values():

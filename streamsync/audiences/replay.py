@@ -33,6 +33,8 @@ class ReplaySummary:
     late: int = 0
     #: records behind the clock by more than the allowed lateness, applied at the clock
     too_late: int = 0
+    #: records stamped more than the allowed lateness after they were received
+    ahead: int = 0
     errors: Counter[str] = field(default_factory=Counter)
     deltas: Counter[tuple[str, str]] = field(default_factory=Counter)
 
@@ -109,3 +111,4 @@ def replay(
     stats.duplicates = engine.stats.duplicates
     stats.late = engine.stats.late
     stats.too_late = engine.stats.too_late
+    stats.ahead = engine.stats.ahead

@@ -186,6 +186,7 @@ def _print_summary(summary: ReplaySummary) -> None:
         f"{summary.duplicates:,} duplicates (counted once), "
         f"{summary.late:,} late (applied at their time), "
         f"{summary.too_late:,} too late (applied at the clock), "
+        f"{summary.ahead:,} stamped ahead of their receipt (not moving the clock), "
         f"{sum(summary.errors.values()):,} undecodable",
         file=err,
     )

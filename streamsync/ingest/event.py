@@ -62,6 +62,9 @@ class Event:
     ``cio_id`` (from traits, context.traits or webhook ``data.identifiers``).
     ``id_kind`` names what ``customer_id`` is (see :data:`ID_KINDS`), so the delivery
     side can map it to the identifier a destination expects.
+    ``received_ms`` is when the pipeline received the record (``receivedAt``, or the
+    Kafka record's timestamp; ``None``: not known): a bound on how far the record's own
+    time may move its partition's clock (see :func:`progress_ms`).
     """
 
     customer_id: str
@@ -74,3 +77,17 @@ class Event:
     identifiers: dict[str, str] = field(default_factory=dict)
     source: SourcePosition | None = None
     id_kind: str = "id"
+    received_ms: int | None = None
+
+
+def progress_ms(event: Event, tolerance_ms: int) -> int:
+    """How far ``event`` moves its partition's clock: its event time, but no more than
+    ``tolerance_ms`` past when it was received. One customer's device clock set hours
+    ahead would otherwise close every other customer's instants early (deadlines firing
+    hours before their time, the others' records turned late); the record itself is
+    still applied at its own time, when the clock gets there."""
+    ts = event.timestamp_ms
+    received = event.received_ms
+    if received is not None and ts > received + tolerance_ms:
+        return received + tolerance_ms
+    return ts

@@ -238,6 +238,8 @@ def pipelines_event(
     timestamp_ms = (
         parse_timestamp_ms(timestamp) if timestamp is not None else event_time_ms(record, record_ms)
     )
+    received = record.get("receivedAt")
+    received_ms = record_ms if received is None else parse_timestamp_ms(received, "receivedAt")
     if latest_ms is not None and timestamp_ms > latest_ms:
         check_skew(timestamp_ms, latest_ms)
     anonymous_id = record.get("anonymousId")
@@ -287,4 +289,5 @@ def pipelines_event(
         identifiers=identifiers,
         source=source,
         id_kind=key[1],
+        received_ms=received_ms,
     )

@@ -124,4 +124,5 @@ def webhook_event(
         identifiers=identifiers,
         source=source,
         id_kind=key[1],
+        received_ms=record_ms,
     )

@@ -187,6 +187,7 @@ class Runtime:
             # The restore consumer: its connection is idle, while a request on the group
             # consumer's waits behind the fetch long-poll in flight (up to 500 ms).
             query_end=functools.partial(end_offset, restorer, cached=False),
+            lateness_ms=settings.allowed_lateness_ms,
         )
         checkpoint = Checkpoint(
             settings=settings,

@@ -112,13 +112,19 @@ def encode_event(event: Event) -> bytes:
             event.traits,
             event.identifiers,
             event.id_kind,
+            event.received_ms,
         ]
     )
 
 
 def decode_event(value: bytes, source: SourcePosition) -> Event:
-    cid, kind, name, ts, rid, properties, traits, identifiers, id_kind = orjson.loads(value[1:])
-    return Event(cid, kind, name, ts, rid, properties, traits, identifiers, source, id_kind)
+    cid, kind, name, ts, rid, properties, traits, identifiers, id_kind, *rest = orjson.loads(
+        value[1:]
+    )
+    received = rest[0] if rest else None  # written before received times were carried
+    return Event(
+        cid, kind, name, ts, rid, properties, traits, identifiers, source, id_kind, received
+    )
 
 
 def source_key(topic: str, partition: int) -> str:

@@ -42,7 +42,7 @@ from confluent_kafka import KafkaError, Message
 from streamsync.dead_letter import ENGINE_ERROR
 from streamsync.ingest.decoder import Decoder, record_time_ms
 from streamsync.ingest.errors import DecodeError, DecodeReason
-from streamsync.ingest.event import Event, SourcePosition
+from streamsync.ingest.event import Event, SourcePosition, progress_ms
 from streamsync.ingest.outcomes import Outcomes
 from streamsync.kafka.health import KafkaUnavailable
 from streamsync.runtime.collector import Collector
@@ -82,8 +82,11 @@ class Router:
         repartitioner: Repartitioner | None,
         end_offset: Callable[[str, int], int],
         query_end: Callable[[str, int], int],
+        lateness_ms: int,
     ) -> None:
         self.decoders = dict(decoders)
+        #: how far past its receipt a record's time may move a clock (``progress_ms``)
+        self.lateness_ms = lateness_ms
         #: raw topic -> repartition topic
         self.rekeyed = dict(rekeyed)
         #: the tasks (the task manager's, changing with rebalances)
@@ -274,13 +277,15 @@ class Router:
         headers = list(raw.items()) if isinstance(raw, dict) else raw
         send = self.collector.send
         newest: int | None = None
+        lateness = self.lateness_ms
 
         def rekeyed(event: Event) -> None:
             nonlocal newest
             key, number, value = stage.route(event)
             send(target, key, value, partition=number, headers=headers)
-            if newest is None or event.timestamp_ms > newest:
-                newest = event.timestamp_ms
+            progress = progress_ms(event, lateness)
+            if newest is None or progress > newest:
+                newest = progress
 
         decoded = self.decoders[topic].decode_all(
             message.value(), message.key(), source, record_time_ms(message)

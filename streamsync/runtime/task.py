@@ -53,7 +53,7 @@ from streamsync.audiences.definition import Audience
 from streamsync.audiences.engine import Engine
 from streamsync.audiences.migration import Migration, definitions_record, stored_definitions
 from streamsync.deltas.record import ENTER, MembershipDelta
-from streamsync.ingest.event import Event
+from streamsync.ingest.event import Event, progress_ms
 from streamsync.runtime.repartition import MergedInput
 from streamsync.state.codec import (
     CODEC_VERSION,
@@ -169,12 +169,13 @@ class Task:
             if event.record_id is not None:
                 self._new_ids.append(event.record_id)
         source = event.source
-        if (
-            source is not None
-            and event.timestamp_ms > self.newest.get(source.topic, UNKNOWN)
-            and source.topic not in self.merged
-        ):
-            self.newest[source.topic] = event.timestamp_ms
+        if source is not None:
+            progress = progress_ms(event, self.lateness)
+            if (
+                progress > self.newest.get(source.topic, UNKNOWN)
+                and source.topic not in self.merged
+            ):
+                self.newest[source.topic] = progress
         return out
 
     def mark(self, topic: str, value: bytes) -> None:

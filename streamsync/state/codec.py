@@ -142,6 +142,7 @@ def _event_tuple(ts: int, arrival: int, e: Event) -> tuple[Any, ...]:
         None if src is None else (src.topic, src.partition, src.offset),
         e.id_kind,
         e.timestamp_ms,
+        e.received_ms,
     )
 
 
@@ -153,9 +154,12 @@ def encode_events(entries: list[tuple[int, int, Event]]) -> bytes:
 
 def decode_events(data: bytes) -> list[tuple[int, int, Event]]:
     out = []
-    for ts, arrival, cid, kind, name, rid, props, traits, ids, src, id_kind, own in _load(data):
+    for ts, arrival, cid, kind, name, rid, props, traits, ids, src, id_kind, own, *rest in _load(
+        data
+    ):
         source = None if src is None else SourcePosition(*src)
-        event = Event(cid, kind, name, own, rid, props, traits, ids, source, id_kind)
+        received = rest[0] if rest else None  # segments written before received times
+        event = Event(cid, kind, name, own, rid, props, traits, ids, source, id_kind, received)
         out.append((ts, arrival, event))
     return out
 
