@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
-from streamsync.errors import Unavailable
+from streamsync.errors import NeedsOperator, Unavailable
 from streamsync.state.store import PartitionStore
 
 log = logging.getLogger(__name__)
@@ -25,6 +25,11 @@ _PROGRESS_EVERY_S = 5.0
 
 class RecoveryError(Unavailable):
     """The changelog could not be read to its end in time."""
+
+
+class ChangelogLost(NeedsOperator):
+    """The changelog no longer holds what the local copy (and the committed input
+    offsets) were built on: exit status 1, never a silent start from empty state."""
 
 
 def restore_partition(
@@ -45,11 +50,27 @@ def restore_partition(
     low, high = consumer.get_watermark_offsets(
         TopicPartition(topic, partition), timeout=30, cached=False
     )
+    identity = f"{topic}[{partition}]"
+    claimed = store.identity
+    if claimed is not None and claimed != identity:
+        say(f"{identity}: the local state copy belongs to {claimed}; discarded")
+        store.clear()
     local = store.changelog_offset
-    if local is not None and not (low - 1 <= local < high):
-        say(f"{topic}[{partition}]: local state (offset {local}) outside {low}..{high}; discarded")
+    if local is not None and local >= high:
+        # Written only after its transaction committed, so always below the end of the
+        # changelog it came from: the changelog was deleted or recreated since, and
+        # what it held (the state the committed input offsets depend on) is gone.
+        raise ChangelogLost(
+            f"{identity} ends at offset {high} but the local state copy includes offset "
+            f"{local}: the changelog was deleted or recreated, so this group's state is "
+            "lost; evaluate under a new evaluate.group_id (state is rebuilt from the "
+            "input topics)"
+        )
+    if local is not None and local < low - 1:
+        say(f"{identity}: local state (offset {local}) older than {low}..{high}; discarded")
         store.clear()
         local = None
+    store.claim(identity)
     start = low if local is None else local + 1
     if start >= high:
         if on_offsets is not None:

@@ -40,6 +40,7 @@ from streamsync.state.codec import (
 log = logging.getLogger(__name__)
 
 _OFFSET_KEY = b"\xff.changelog-offset"
+_IDENTITY_KEY = b"\xff.partition"
 
 Changes = Mapping[bytes, bytes | None]
 
@@ -93,6 +94,18 @@ class PartitionStore:
         """The changelog offset this copy includes, or ``None`` if it is empty."""
         raw = self._open.get(_OFFSET_KEY)
         return None if raw is None else int(raw)
+
+    @property
+    def identity(self) -> str | None:
+        """The changelog partition this copy was restored from (``topic[partition]``),
+        or ``None`` for a copy that never recorded it."""
+        raw = self._open.get(_IDENTITY_KEY)
+        return None if raw is None else bytes(raw).decode()
+
+    def claim(self, identity: str) -> None:
+        """Record that this copy holds the state of changelog partition ``identity``:
+        a directory moved to another partition's place is then recognised."""
+        self._open.put(_IDENTITY_KEY, identity.encode())
 
     def apply(
         self,
