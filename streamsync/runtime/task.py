@@ -45,8 +45,8 @@ partition therefore reads no customer at all.
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any, TypeVar
 
 from streamsync.audiences.compiler import CUSTOMER_ID, DUE, NEVER, Customer, compile_audiences
 from streamsync.audiences.definition import Audience
@@ -85,6 +85,30 @@ OVERDUE_SCAN_LIMIT = 10_000
 #: Customers read back for their deadlines per commit (per task), at most (roughly: a
 #: whole instant's customers are read together).
 READ_DUE_PER_COMMIT = 20_000
+
+
+_T = TypeVar("_T")
+
+#: Largest changelog value a segment is encoded into (bytes, roughly): a cycle that
+#: buffers many large records (a backlog of 9 KB records) is split over several
+#: segments instead of one value beyond what the topic and the producer accept.
+SEGMENT_BYTES = 1 << 20
+
+
+def _sized(
+    items: list[_T], encode: Callable[[list[_T]], bytes]
+) -> Iterator[tuple[list[_T], bytes]]:
+    """``items`` encoded in chunks of at most :data:`SEGMENT_BYTES` each (a single item
+    larger than that is a chunk of its own), in order."""
+    if not items:
+        return
+    value = encode(items)
+    if len(value) <= SEGMENT_BYTES or len(items) == 1:
+        yield items, value
+        return
+    half = len(items) // 2
+    yield from _sized(items[:half], encode)
+    yield from _sized(items[half:], encode)
 
 
 class Task:
@@ -451,14 +475,16 @@ class Task:
         if self._new:
             live = [entry for entry in self._new if entry[0] >= closed]
             self._new = []
-            if live:
+            for chunk, value in _sized(live, encode_events):
                 segment = self._segment()
-                out[segment_key(EVENTS_PREFIX, segment)] = encode_events(live)
-                self._event_segments[segment] = max(entry[0] for entry in live)
+                out[segment_key(EVENTS_PREFIX, segment)] = value
+                self._event_segments[segment] = max(entry[0] for entry in chunk)
         if self._new_ids:
-            segment = self._segment()
-            out[segment_key(IDS_PREFIX, segment)] = encode_ids(self._new_ids)
-            self._id_segments[segment] = max(self.newest.values())
+            newest = max(self.newest.values())
+            for _, value in _sized(self._new_ids, encode_ids):
+                segment = self._segment()
+                out[segment_key(IDS_PREFIX, segment)] = value
+                self._id_segments[segment] = newest
             self._new_ids = []
         for segment, newest in list(self._event_segments.items()):
             if newest < closed:  # every record in it has been applied

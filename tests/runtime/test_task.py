@@ -467,3 +467,36 @@ def test_record_ids_leave_the_index_with_their_segment(tmp_path: Path) -> None:
     store.apply({second: None}, 3)
     assert not store.has_record_id("c")
     store.close()
+
+
+def test_a_cycle_of_large_buffered_records_is_split_into_segments(tmp_path: Path) -> None:
+    """A backlog of 9 KB records buffered in one cycle used to become one changelog
+    value beyond the topic's limit (MSG_SIZE_TOO_LARGE on every restart): each value
+    now stays within SEGMENT_BYTES, and a task restored from them has every record."""
+    events = [
+        Event(
+            f"c{i % 40}",
+            "track",
+            "Product Added",
+            1_000_000 + i,
+            f"r{i}",
+            {"blob": f"{i:05d}" + "x" * 9_000},  # distinct: marshal shares equal objects
+            source=SourcePosition("a", 0, i),
+        )
+        for i in range(400)
+    ]
+    task = _task(topics=("a",), lateness=10**9)  # nothing is released: all stay buffered
+    for event in events:
+        task.process(event)
+    changes = task.changes()
+    segments = [v for k, v in changes.items() if k.startswith(b"e:") and v is not None]
+    assert len(segments) > 2
+    assert all(len(v) <= task_module.SEGMENT_BYTES for v in segments)
+    store = PartitionStore(tmp_path / "p0")
+    store.apply(changes, 1)
+    again = _task(topics=("a",), lateness=10**9)
+    again.load(store, "test")
+    assert sorted(e.record_id or "" for _, _, e in again.engine.buffered) == sorted(
+        e.record_id or "" for e in events
+    )
+    store.close()
