@@ -25,7 +25,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
 from sys import intern
 from typing import Any
@@ -123,6 +123,20 @@ NULL = _Null()
 
 
 @dataclass
+class EvalContext:
+    """What the engine tells the evaluators about the instant it evaluates, beyond the
+    customer: shared by one program's evaluators, set and reset by the engine around each
+    customer's evaluation."""
+
+    #: ``(own time, stored record id)`` of the customer's records applied late at this
+    #: instant (behind the clock): a ``happened`` of one of them holds now
+    late: set[tuple[int, Any]] = field(default_factory=set)
+    #: the earliest own time of such a record a ``happened`` held for (a sticky
+    #: period starts there), or ``None``
+    started: int | None = None
+
+
+@dataclass
 class Program:
     """Everything the engine runs: evaluators in dependency order and fact updaters.
 
@@ -156,6 +170,8 @@ class Program:
     updates: list[tuple[str, str, Predicate | None, Updater, int]]
     #: fact slot -> the audiences reading it (bitmask)
     fact_readers: dict[int, int]
+    #: shared with the evaluators: set by the engine around a late customer's evaluation
+    context: EvalContext
 
     @property
     def next0(self) -> int:
@@ -255,6 +271,7 @@ class _Builder:
         self.windows: list[list[tuple[int, int, int]]] = [[] for _ in audiences]
         self.current = 0
         self.width = 0  # fact slots allocated so far
+        self.context = EvalContext()
 
     # -- facts -----------------------------------------------------------------------
 
@@ -546,8 +563,20 @@ class _Builder:
             slot = self.latest(cond.happened)
             self.anchors[self.current].append((slot, (1,), False))
 
+            context = self.context
+            rid_slot = slot + 1
+
             def happened(c: Customer, t: int) -> tuple[bool, int]:
-                return (True, t + 1) if c[slot] == t else _FALSE_NEVER
+                ts = c[slot]
+                if ts == t:
+                    return True, t + 1
+                if context.late and (ts, c[rid_slot]) in context.late:
+                    # Its record arrived late and is applied now: it happened at ``ts``,
+                    # an instant already emitted (a sticky period starts there).
+                    if context.started is None or ts < context.started:
+                        context.started = ts
+                    return True, t + 1
+                return _FALSE_NEVER
 
             return happened
         if kind == "occurred_since_last":
@@ -705,6 +734,7 @@ class _Builder:
             )
         period = audience.sticky_for
         end_slot = self.private_slot("sticky")
+        context = self.context
         exit_ends = leave if audience.exit_during_sticky == "leave" else None
 
         def sticky(c: Customer, t: int) -> tuple[bool, int]:
@@ -717,12 +747,19 @@ class _Builder:
                     return True, min(end, nxt)
                 # The exit ends the period; entering again needs entry without exit,
                 # which cannot hold at this instant, so the code below says "not".
+            context.started = None
             value, nxt = member(c, t)
             if value:
-                c[end_slot] = t + period
-                # Staying, only the period's end matters; leaving, so does the next
-                # instant the exit may start to hold (``nxt`` is at most that).
-                return True, t + period if exit_ends is None else min(t + period, nxt)
+                # A period starts at the entry's instant: a late record's own time when
+                # it is what entered (see ``happened``).
+                start = t if context.started is None else context.started
+                context.started = None
+                end = start + period
+                if end > t:
+                    c[end_slot] = end
+                    # Staying, only the period's end matters; leaving, so does the next
+                    # instant the exit may start to hold (``nxt`` is at most that).
+                    return True, end if exit_ends is None else min(end, nxt)
             c[end_slot] = None
             return False, nxt
 
@@ -820,4 +857,5 @@ def compile_audiences(audiences: Sequence[Audience], *, lateness_ms: int = 5 * 6
         facts=builder.slots,
         updates=builder.updates,
         fact_readers=builder.readers,
+        context=builder.context,
     )

@@ -66,6 +66,7 @@ from streamsync.ingest.event import Event
 
 #: Records may arrive this much behind the newest one and still be applied in order.
 DEFAULT_ALLOWED_LATENESS_MS = 5 * 60_000
+_NO_LATE: set[tuple[int, bytes | str | None]] = set()
 #: ``DUE`` of an evicted customer object: matches no heap entry, so its entries are stale.
 _EVICTED = -NEVER - 1
 
@@ -177,8 +178,9 @@ class Engine:
         self._seen_old: set[str] = set()
         self._seen_since = -NEVER
         self._out: list[MembershipDelta] = []
-        #: customers given a late record at the open instant: their deltas are corrections
-        self._late_customers: set[str] = set()
+        #: customers given a late record at the open instant (their deltas are
+        #: corrections), with each such record's ``(own time, stored id)``
+        self._late_customers: dict[str, set[tuple[int, bytes | str | None]]] = {}
         self._correcting = False
         #: the last record accepted, as buffered: ``(instant, arrival, event)``
         self.last_accepted: tuple[int, int, Event] | None = None
@@ -289,6 +291,7 @@ class Engine:
         new_customer = self.program.new_customer
         touch = self._touched.add
         late = self._late_customers
+        context = self.program.context
         current = self._current
         while True:
             te = buffer[0][0] if buffer and buffer[0][0] < limit else NEVER
@@ -300,7 +303,10 @@ class Engine:
                     c[RIDS] = None
                     if late and c[CUSTOMER_ID] in late:
                         self._correcting = True
+                        context.late = late[c[CUSTOMER_ID]]
                         evaluate(c, current, mask, rids)
+                        context.late = _NO_LATE
+                        context.started = None
                         self._correcting = False
                     else:
                         evaluate(c, current, mask, rids)
@@ -328,7 +334,7 @@ class Engine:
             c[ID_KIND] = event.id_kind
             touch(cid)
             if event.timestamp_ms < current:  # a late record: see the module docstring
-                late.add(cid)
+                late.setdefault(cid, set()).add((event.timestamp_ms, compact_id(event.record_id)))
             found = event.identifiers
             if found:
                 packed = c[IDS]

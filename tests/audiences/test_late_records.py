@@ -21,7 +21,7 @@ from streamsync.audiences.engine import Engine
 from streamsync.audiences.loader import load_audiences
 from streamsync.deltas.record import MembershipDelta
 from streamsync.ingest.event import Event
-from tests.audiences.cases import T0, M, S, ev
+from tests.audiences.cases import T0, M, S, ev, kit
 from tests.audiences.oracle import AUDIENCES, dedup_and_sort, member, split_by_customer
 from tests.audiences.strategies import event_logs
 
@@ -127,6 +127,32 @@ def test_an_older_cart_arriving_late_does_not_replace_the_newer_one(tmp_path: Pa
     out = engine.advance_to(T0 + 4 * M)
     assert ops(out) == [(3 * M, "enter", False)]
     assert out[0].record_ids == ["new"]
+
+
+def test_a_late_starter_kit_order_starts_its_sticky_period_at_its_own_time() -> None:
+    """``happened`` holds only at its record's instant; a record that arrives late is
+    applied after that instant was emitted, so it holds at the instant it is applied,
+    and the sticky period it starts runs from the order's own time (30 days from the
+    order, not from its arrival)."""
+    kit_audience = [a for a in load_audiences(EXAMPLES) if a.name.startswith("ACT__StarterKit")]
+    engine = live(kit_audience)
+    engine.advance_to(T0 + 2 * M)
+    late = kit("c1", 0)  # the clock is 2 minutes past it
+    engine.process(late)
+    out = engine.advance_to(T0 + 2 * M + 1)
+    assert ops(out) == [(2 * M + 1, "enter", True)]
+    day = 24 * 60 * M
+    assert engine.advance_to(T0 + 30 * day - 1) == []
+    assert ops(engine.advance_to(T0 + 30 * day)) == [(30 * day, "exit", False)]
+
+
+def test_an_order_in_time_is_not_taken_for_a_late_one_by_a_later_late_record() -> None:
+    kit_audience = [a for a in load_audiences(EXAMPLES) if a.name.startswith("ACT__StarterKit")]
+    engine = live(kit_audience)
+    engine.process(ev("c1", "Order Completed", 0, rid="plain", total=5, products=[]))
+    engine.advance_to(T0 + 2 * M)
+    engine.process(ev("c1", "Product Viewed", M, rid="late-view", product_id="p"))
+    assert engine.advance_to(T0 + 2 * M + 1) == []
 
 
 def _final_members(events: list[Event], until_ms: int) -> set[tuple[str, str]]:
