@@ -36,7 +36,7 @@ from streamsync.runtime.task import Task
 from streamsync.runtime.telemetry import EvaluateTelemetry
 from streamsync.runtime.topics import TopicNames
 from streamsync.state.recovery import restore_partition
-from streamsync.state.store import PartitionStore
+from streamsync.state.store import PartitionStore, StoreDamaged
 
 log = logging.getLogger(__name__)
 
@@ -255,8 +255,38 @@ class TaskManager:
                 self.telemetry.task_opened(task)
                 return task
             _close(task)
+        task = self._new_task(partition)
+        telemetry = self.telemetry
+        for attempt in (1, 2):
+            store = PartitionStore(self.task_dir(partition))
+            try:
+                restore_partition(
+                    self.restorer,
+                    store,
+                    self.names.changelog,
+                    partition,
+                    on_offsets=lambda done, total: telemetry.restore_progress(
+                        partition, done, total
+                    ),
+                )
+                customers = task.load(store, f"{self.names.changelog}[{partition}]")
+                break
+            except StoreDamaged as exc:
+                store.close()
+                if attempt == 2:
+                    raise
+                log.warning("partition %d: %s; restoring it again", partition, exc)
+                task = self._new_task(partition)
+        self.stats.restored_customers += customers
+        if customers:
+            log.info("partition %d: %d customers restored", partition, customers)
+        telemetry.task_opened(task)
+        return task
+
+    def _new_task(self, partition: int) -> Task:
+        """A task for ``partition`` with no state yet (:meth:`Task.load` gives it some)."""
         settings = self.settings
-        task = Task(
+        return Task(
             partition,
             self.names.task_topics,
             self.audiences,
@@ -266,21 +296,6 @@ class TaskManager:
             idle_grace_ms=settings.idle_grace_ms,
             merged=self.merged,
         )
-        store = PartitionStore(self.task_dir(partition))
-        telemetry = self.telemetry
-        restore_partition(
-            self.restorer,
-            store,
-            self.names.changelog,
-            partition,
-            on_offsets=lambda done, total: telemetry.restore_progress(partition, done, total),
-        )
-        customers = task.load(store, f"{self.names.changelog}[{partition}]")
-        self.stats.restored_customers += customers
-        if customers:
-            log.info("partition %d: %d customers restored", partition, customers)
-        telemetry.task_opened(task)
-        return task
 
     def task_dir(self, partition: int) -> Path:
         return self.settings.state_dir / self.names.changelog / str(partition)

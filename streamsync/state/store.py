@@ -25,6 +25,7 @@ from pathlib import Path
 from rocksdict import BlockBasedOptions, Options, Rdict, WriteBatch
 
 from streamsync.audiences.compiler import NEVER
+from streamsync.errors import NeedsRestart
 from streamsync.state.codec import (
     CUSTOMER_PREFIX,
     IDS_PREFIX,
@@ -65,6 +66,15 @@ def _options() -> Options:
     return options
 
 
+class StoreDamaged(NeedsRestart):
+    """A read found the local copy damaged: exit status 3; the next start discards the
+    copy and restores the partition from its changelog (the source of truth)."""
+
+
+def _corrupt_marker(path: Path) -> Path:
+    return path.with_name(path.name + ".damaged")
+
+
 class PartitionStore:
     """Key/value state of one partition; ``path=None`` keeps a throwaway copy."""
 
@@ -75,6 +85,11 @@ class PartitionStore:
         if path is not None:
             try:
                 path.parent.mkdir(parents=True, exist_ok=True)
+                marker = _corrupt_marker(path)
+                if marker.exists():  # a read found it damaged before the last exit
+                    log.warning("local state %s was found damaged; discarded", path)
+                    shutil.rmtree(path, ignore_errors=True)
+                    marker.unlink()
                 db = Rdict(str(path), _options())
             except Exception as exc:  # rocksdict raises plain Exception (lock, corruption)
                 log.warning("local state %s unavailable (%s); using the changelog only", path, exc)
@@ -156,11 +171,29 @@ class PartitionStore:
         """Whether a live id segment holds ``record_id``."""
         db = self._db
         assert db is not None
-        return db.get(RECORD_ID_PREFIX + record_id.encode()) is not None
+        try:
+            return db.get(RECORD_ID_PREFIX + record_id.encode()) is not None
+        except Exception as exc:  # rocksdict raises plain Exception
+            raise self._damaged(exc) from None
 
     def get(self, key: bytes) -> bytes | None:
-        value: bytes | None = self._open.get(key)
+        try:
+            value: bytes | None = self._open.get(key)
+        except Exception as exc:  # rocksdict raises plain Exception
+            raise self._damaged(exc) from None
         return value
+
+    def _damaged(self, exc: Exception) -> Exception:
+        """What a failed read raises: for a damaged file (a flipped bit, a truncated
+        table), :class:`StoreDamaged`, after marking the copy so that the next open
+        discards it and restores from the changelog instead of failing the same way."""
+        if "Corruption" not in str(exc) or self.path is None or self._scratch is not None:
+            return exc
+        _corrupt_marker(self.path).touch()
+        return StoreDamaged(
+            f"local state {self.path} is damaged ({str(exc)[:200]}); it is discarded on "
+            "the next start, which restores it from the changelog"
+        )
 
     def items(self, prefix: bytes, start: bytes | None = None) -> Iterator[tuple[bytes, bytes]]:
         """Every ``(key, value)`` whose key starts with ``prefix`` (from ``start`` on,
@@ -170,9 +203,13 @@ class PartitionStore:
         while it.valid():
             key = it.key()
             if not key.startswith(prefix):
-                break
+                return
             yield key, it.value()
             it.next()
+        try:  # an iterator stops early, and silently, at a damaged block
+            it.status()
+        except Exception as exc:  # rocksdict raises plain Exception
+            raise self._damaged(exc) from None
 
     def timers(self, start: int, limit: int) -> Iterator[tuple[int, bytes, bytes]]:
         """Timer index entries due in ``[start, limit)``, in time order, as ``(due,
