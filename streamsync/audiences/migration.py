@@ -159,7 +159,8 @@ class AudienceChange:
         return not self.missing and not self.history
 
 
-def _describe(key: FactKey) -> str:
+def describe_fact(key: FactKey) -> str:
+    """What fact ``key`` is, in words (for the operator)."""
     kind = key[0]
     if kind in ("latest", "count", "window_count"):
         match = orjson.loads(key[1])
@@ -289,7 +290,7 @@ class Migration:
             if key[0] == "private":
                 name = key[2]
                 self.changes[name].missing.append(
-                    f"{_describe(key)}s start again at the change (state keeps only the "
+                    f"{describe_fact(key)}s start again at the change (state keeps only the "
                     "current period's end)"
                 )
                 continue
@@ -338,7 +339,7 @@ class Migration:
             return head + "; rebuilt from state"
         if change.missing:
             return head + "; rebuilt, but NOT exact: " + "; ".join(change.missing)
-        facts = ", ".join(sorted({_describe(k) for k in change.history}))
+        facts = ", ".join(sorted({describe_fact(k) for k in change.history}))
         return head + f"; rebuilt from state and the input history ({facts})"
 
     def history_updates(self) -> dict[str, list[tuple[str, Predicate | None, Updater]]]:
@@ -436,6 +437,7 @@ __all__ = [
     "Migration",
     "audience_fingerprints",
     "definitions_record",
+    "describe_fact",
     "longest_window",
     "stored_definitions",
 ]

@@ -18,6 +18,7 @@ from streamsync.audiences.loader import (
     load_audiences,
 )
 from streamsync.audiences.replay import ReplaySummary, replay
+from streamsync.cli import diff
 from streamsync.cli.arguments import (
     UserError,
     check_input_file,
@@ -100,6 +101,15 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help=f"give up reading after this long (default {DEFAULT_TIMEOUT_S:.0f})",
     )
     exp.set_defaults(func=_explain)
+
+    group = sub.add_parser(
+        "audiences",
+        help="audience definitions against the running service (diff)",
+        description="Audience definitions against what the evaluate service runs.",
+    )
+    commands = group.add_subparsers(dest="audiences_command", metavar="COMMAND")
+    commands.required = True
+    diff.register(commands)
 
 
 _CONFIG_HELP = (

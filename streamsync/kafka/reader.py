@@ -81,11 +81,13 @@ class TopicReader:
         partitions: list[tuple[str, int]],
         handle: Callable[[Message], bool],
         tick: Callable[[], None],
+        *,
+        last: int | None = None,
     ) -> str | None:
-        """Read ``partitions`` from their oldest retained record to their end as of now,
-        calling ``handle`` per record until it returns ``True`` (enough) and ``tick``
-        after every batch (for progress); ``TIMEOUT`` when the deadline passed first,
-        else ``None``."""
+        """Read ``partitions`` from their oldest retained record (with ``last``: from
+        that many offsets before their end) to their end as of now, calling ``handle``
+        per record until it returns ``True`` (enough) and ``tick`` after every batch
+        (for progress); ``TIMEOUT`` when the deadline passed first, else ``None``."""
         ends: dict[tuple[str, int], int] = {}
         starts = []
         for topic, partition in partitions:
@@ -97,7 +99,8 @@ class TopicReader:
                 return TIMEOUT
             if high > low:
                 ends[(topic, partition)] = high
-                starts.append(TopicPartition(topic, partition, low))
+                start = low if last is None else max(low, high - last)
+                starts.append(TopicPartition(topic, partition, start))
         if not starts:
             return None
         self.consumer.assign(starts)
@@ -125,6 +128,22 @@ class TopicReader:
             return None
         finally:
             self.consumer.unassign()
+
+    def offsets(self, partitions: list[tuple[str, int]]) -> dict[tuple[str, int], tuple[int, int]]:
+        """``(low, high)`` watermark offsets of each of ``partitions``: the oldest offset
+        the broker still holds (0: nothing was ever deleted) and the end."""
+        out: dict[tuple[str, int], tuple[int, int]] = {}
+        for topic, partition in partitions:
+            try:
+                low, high = self.consumer.get_watermark_offsets(
+                    TopicPartition(topic, partition), timeout=self._wait(), cached=False
+                )
+            except KafkaException as exc:
+                raise KafkaUnavailable(
+                    f"cannot read the offsets of {topic}[{partition}] on {self.bootstrap}: {exc}"
+                ) from None
+            out[(topic, partition)] = (int(low), int(high))
+        return out
 
     def _wait(self) -> float:
         """How long one metadata request may take: the connect timeout, or what is left

@@ -17,13 +17,15 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 
 from streamsync.audiences.compiler import Customer
-from streamsync.audiences.migration import Migration
+from streamsync.audiences.durations import format_duration
+from streamsync.audiences.migration import AudienceChange, Migration
+from streamsync.deltas.record import format_rfc3339_ms
 from streamsync.ingest.decoder import Decoder, record_time_ms
 from streamsync.ingest.event import Event, SourcePosition
 from streamsync.kafka.health import KafkaUnavailable
@@ -151,3 +153,27 @@ def read_history(
             f"audiences in {time.monotonic() - started:.1f}s"
         )
     return customers, coverage
+
+
+def uncovered(
+    change: AudienceChange, coverage: Sequence[Coverage], rekeyed: Sequence[str], clock: int
+) -> list[str]:
+    """Why history rebuilt for ``change`` at instant ``clock`` may be incomplete (empty:
+    it is complete): what evaluate reports, and what ``audiences diff`` predicts it will."""
+    out = [f"the history of re-keyed input {topic} is not kept" for topic in rekeyed]
+    window = change.window_ms
+    for cover in coverage:
+        if cover.complete:
+            continue
+        since = "nothing" if cover.first_ms is None else format_rfc3339_ms(cover.first_ms)
+        if window is None:
+            out.append(
+                f"{cover.topic}[{cover.partition}] holds records since {since} only and "
+                "the definition looks at the whole history"
+            )
+        elif cover.first_ms is None or clock - cover.first_ms < window:
+            out.append(
+                f"{cover.topic}[{cover.partition}] holds records since {since} only, "
+                f"less than the definition's {format_duration(window)}"
+            )
+    return out

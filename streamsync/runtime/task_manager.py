@@ -21,15 +21,12 @@ from confluent_kafka import Consumer, TopicPartition
 
 from streamsync.audiences.compiler import Customer
 from streamsync.audiences.definition import Audience
-from streamsync.audiences.durations import format_duration
-from streamsync.audiences.migration import AudienceChange
-from streamsync.deltas.record import format_rfc3339_ms
 from streamsync.errors import NeedsOperator
 from streamsync.ingest.decoder import Decoder
 from streamsync.runtime import gc_policy
 from streamsync.runtime.collector import Collector
 from streamsync.runtime.config import EvaluateConfig
-from streamsync.runtime.history import Coverage, read_history
+from streamsync.runtime.history import Coverage, read_history, uncovered
 from streamsync.runtime.repartition import Repartitioner
 from streamsync.runtime.stats import EvaluateStats
 from streamsync.runtime.task import Task
@@ -44,29 +41,6 @@ log = logging.getLogger(__name__)
 class RebuildRefused(NeedsOperator):
     """Changed definitions would be rebuilt from incomplete history and the operator
     asked to hold such changes (``inexact_rebuilds: refuse``): exit status 1."""
-
-
-def _uncovered(
-    change: AudienceChange, coverage: Sequence[Coverage], rekeyed: Sequence[str], clock: int
-) -> list[str]:
-    """Why history rebuilt for ``change`` may be incomplete (empty: it is complete)."""
-    out = [f"the history of re-keyed input {topic} is not kept" for topic in rekeyed]
-    window = change.window_ms
-    for cover in coverage:
-        if cover.complete:
-            continue
-        since = "nothing" if cover.first_ms is None else format_rfc3339_ms(cover.first_ms)
-        if window is None:
-            out.append(
-                f"{cover.topic}[{cover.partition}] holds records since {since} only and "
-                "the definition looks at the whole history"
-            )
-        elif cover.first_ms is None or clock - cover.first_ms < window:
-            out.append(
-                f"{cover.topic}[{cover.partition}] holds records since {since} only, "
-                f"less than the definition's {format_duration(window)}"
-            )
-    return out
 
 
 class TaskManager:
@@ -215,7 +189,7 @@ class TaskManager:
         clock = task.engine.watermark - 1
         for change in migration.changes.values():
             if change.history:
-                change.missing.extend(_uncovered(change, coverage, sorted(task.merged), clock))
+                change.missing.extend(uncovered(change, coverage, sorted(task.merged), clock))
         inexact = [
             c for c in migration.changes.values() if c.kind in ("changed", "added") and c.missing
         ]

@@ -6,7 +6,9 @@ fact no old audience kept (two carts in a day: rebuilt from the input history), 
 removed and one description edited, and evaluate is started again with the same
 group. It must keep running, and what it emits for the change must be exactly the
 difference between replay of the new definitions and what the old ones had emitted,
-at the clock's instant, ``seq`` continuing, nothing for unchanged audiences.
+at the clock's instant, ``seq`` continuing, nothing for unchanged audiences; and
+``streamsync audiences diff``, run between the two starts, must have predicted exactly
+the per-audience counts of what it emits.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import pytest
 
 from streamsync.audiences.loader import load_audiences
 from streamsync.audiences.replay import replay
+from streamsync.cli import main
 from streamsync.config import load_config
 from streamsync.deltas.membership import read_members
 from streamsync.deltas.record import ENTER, MembershipDelta
@@ -113,20 +116,37 @@ def _membership(deltas: list[MembershipDelta]) -> set[tuple[str, str]]:
     return members
 
 
+def _diff(capsys: pytest.CaptureFixture[str], config: Path, new: Path) -> dict[str, Any]:
+    """``streamsync audiences diff --json`` against the running configuration."""
+    capsys.readouterr()
+    assert main(["audiences", "diff", "--config", str(config), "--json", str(new)]) == 0
+    report: dict[str, Any] = orjson.loads(capsys.readouterr().out)
+    return report
+
+
 def test_changed_definitions_emit_only_the_net_difference_and_evaluate_goes_on(
-    kafka_bootstrap_servers: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    kafka_bootstrap_servers: str,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     stream = Stream(kafka_bootstrap_servers)
     records = synthetic(300, 6000, seed=23)
     stream.produce(records + _recent(records))
     # Event time only, every deadline up to the newest record fired: one clock for all.
-    clock = {"wall_clock": False}
+    clock: dict[str, Any] = {"wall_clock": False}
     Application(load_config(stream.config(tmp_path, **clock))).run(idle_timeout_s=2.0, finish=True)
     first = read_deltas(kafka_bootstrap_servers, stream.deltas)
     assert len(first) > 500
     told = _membership(first)
 
     changed = _changed_definitions(tmp_path)
+    first_config = stream.config(tmp_path, **clock)
+    predicted = _diff(capsys, first_config, changed)
+    assert main(["audiences", "diff", "--config", str(first_config), str(changed)]) == 0
+    text = capsys.readouterr().out
+    assert f"{REMOVED}: removed (version 1 -> -)" in text
+    assert "unchanged, nothing emitted:" in text
     caplog.set_level(logging.INFO)
     config = stream.config(tmp_path, audiences=str(changed), **clock)
     stats = Application(load_config(config)).run(idle_timeout_s=2.0)
@@ -148,6 +168,21 @@ def test_changed_definitions_emit_only_the_net_difference_and_evaluate_goes_on(
     want.update({(a, c, "exit"): 1 for a, c in told if a == REMOVED})
     got = Counter((d.audience, d.customer_id, d.op) for d in change)
     assert got == want
+
+    # audiences diff, run between the two starts, predicted exactly these counts.
+    emitted = Counter((d.audience, d.op) for d in change)
+    by = {a["audience"]: a for a in predicted["audiences"]}
+    for name, item in by.items():
+        assert (item["enter"], item["leave"]) == (emitted[(name, "enter")], emitted[(name, "exit")])
+        entered = {c for a, c, op in got if a == name and op == "enter"}
+        assert set(item["sample_enter"]) <= entered
+    assert by[REMOVED]["kind"] == "removed"
+    assert by[REMOVED]["size_before"] == by[REMOVED]["leave"] > 0
+    assert by["ACT__TwoCarts__1d"]["kind"] == "added"
+    assert by["ACT__CartAbandon__90m"]["kind"] == "changed"
+    assert by["SUP__SubscriptionActive"]["kind"] == "unchanged"  # a description edit
+    assert predicted["instants_ms"] == [at]
+    assert not predicted["notes"]
     audiences = {d.audience for d in change}
     # The medium-intent band reads the cart audience: rebuilt with it.
     rebuilt = {"ACT__CartAbandon__90m", "ACT__CartAbandon__MedIntent", "ACT__TwoCarts__1d"}
