@@ -103,6 +103,15 @@ def parse_config(
                 )
             }
         )
+    deltas_audiences = config.deltas.audiences
+    if deltas_audiences is not None and base_dir is not None and not deltas_audiences.is_absolute():
+        config = config.model_copy(
+            update={
+                "deltas": config.deltas.model_copy(
+                    update={"audiences": (base_dir / deltas_audiences).resolve()}
+                )
+            }
+        )
     evaluate = config.evaluate
     if evaluate is not None and base_dir is not None:
         paths = {

@@ -118,6 +118,25 @@ class DestinationConfig(_Model):
     def consumer_group(self, name: str) -> str:
         return self.group_id or f"streamsync-deliver-{name}"
 
+    def named_audiences(self) -> list[tuple[str, str]]:
+        """``(audience, setting)`` for every audience this entry names; kinds add those of
+        their own settings (per-audience options), so a misspelt name in any of them is
+        found at start-up (:func:`streamsync.destinations.checks.check_audience_names`)."""
+        return [(audience, "audiences") for audience in self.audiences or ()]
+
+
+def duplicate_names(named: list[tuple[str, str]]) -> None:
+    """``ValueError`` naming the first attribute written by two settings of ``named``
+    (``(attribute, setting)`` pairs): a destination's kinds call it from their validators,
+    so the mistake is one line at start-up, not a value silently overwritten per change."""
+    first: dict[str, str] = {}
+    for name, where in named:
+        if name in first:
+            raise ValueError(
+                f"attribute name {name!r} is written by both {first[name]} and {where}"
+            )
+        first[name] = where
+
 
 def resolve_paths(config: DestinationConfig, base_dir: Path) -> DestinationConfig:
     """Relative file paths in ``config`` made relative to the configuration file's
