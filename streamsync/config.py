@@ -63,6 +63,16 @@ class AppConfig(BaseModel):
     )
     observability: ObservabilityConfig = Field(default_factory=ObservabilityConfig)
 
+    def observability_for(self, destination: str | None = None) -> ObservabilityConfig:
+        """The ``observability:`` section as the process runs it: evaluate's and ingest's
+        as written; a deliver process's (``destination``) on that destination's
+        ``admin_port`` when it sets one, so processes sharing a file do not share a port."""
+        port = None if destination is None else self.destinations[destination].admin_port
+        if port is None:
+            return self.observability
+        admin = self.observability.admin.model_copy(update={"port": port})
+        return self.observability.model_copy(update={"admin": admin})
+
 
 def _format_errors(error: ValidationError) -> str:
     # Never include ``input``: it may be a password or a customer's data.

@@ -108,6 +108,14 @@ class DestinationConfig(_Model):
     )
     retry: Retry = Field(default_factory=Retry)
     batching: Batching = Field(default_factory=Batching)
+    admin_port: int | None = Field(
+        default=None,
+        ge=0,
+        le=65535,
+        description="the admin port (/metrics, /healthz, /readyz) of this destination's deliver "
+        "process instead of observability.admin.port, so one configuration file runs "
+        "evaluate and every deliver on one machine; 0 picks a free port",
+    )
 
     @model_validator(mode="after")
     def _base_url(self) -> DestinationConfig:
