@@ -63,6 +63,16 @@ class AppConfig(BaseModel):
     )
     observability: ObservabilityConfig = Field(default_factory=ObservabilityConfig)
 
+    def observability_for(self, destination: str | None = None) -> ObservabilityConfig:
+        """The ``observability:`` section as the process runs it: evaluate's and ingest's
+        as written; a deliver process's (``destination``) on that destination's
+        ``admin_port`` when it sets one, so processes sharing a file do not share a port."""
+        port = None if destination is None else self.destinations[destination].admin_port
+        if port is None:
+            return self.observability
+        admin = self.observability.admin.model_copy(update={"port": port})
+        return self.observability.model_copy(update={"admin": admin})
+
 
 def _format_errors(error: ValidationError) -> str:
     # Never include ``input``: it may be a password or a customer's data.
@@ -100,6 +110,15 @@ def parse_config(
             update={
                 "ingest": config.ingest.model_copy(
                     update={"schema_registry_dir": (base_dir / registry).resolve()}
+                )
+            }
+        )
+    deltas_audiences = config.deltas.audiences
+    if deltas_audiences is not None and base_dir is not None and not deltas_audiences.is_absolute():
+        config = config.model_copy(
+            update={
+                "deltas": config.deltas.model_copy(
+                    update={"audiences": (base_dir / deltas_audiences).resolve()}
                 )
             }
         )

@@ -21,7 +21,8 @@ undecodable delta record byte for byte). The headers (UTF-8 strings) of all thre
 Reasons: a :class:`~streamsync.ingest.errors.DecodeReason` code (a record the decoder
 refused; a repartition record not written by the re-keying stage is ``malformed_json``),
 :data:`ENGINE_ERROR` (evaluate: the audience engine raised applying the record), and for
-deliver :data:`REJECTED`, :data:`UNMATCHED` and :data:`MALFORMED_DELTA`.
+deliver :data:`REJECTED`, :data:`UNMATCHED`, :data:`MALFORMED_DELTA` and
+:data:`ATTRIBUTE_REJECTED`.
 
 :class:`DeadLetterWriter` builds the headers, fits the value and produces. Through a
 plain producer, delivery is asynchronous: :meth:`DeadLetterWriter.flush` waits and
@@ -68,6 +69,9 @@ REJECTED = "rejected"
 UNMATCHED = "unmatched"
 #: Deliver: the deltas-topic record cannot be decoded as a delta.
 MALFORMED_DELTA = "malformed_delta"
+#: Deliver: a ride-along attribute of the delta could not be written; the membership
+#: change itself was delivered without it.
+ATTRIBUTE_REJECTED = "attribute_rejected"
 
 #: Room left for Kafka's own record and batch framing under a topic's max.message.bytes.
 _FRAMING_BYTES = 1024

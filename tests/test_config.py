@@ -225,3 +225,52 @@ def test_not_a_regular_file_or_too_large(tmp_path: Path) -> None:
     big = write(tmp_path, TOPICS + "#" * (1024 * 1024) + "\n")
     with pytest.raises(ConfigError, match="larger than 1 MiB"):
         load_config(big, env={})
+
+
+def _admin_ports(path: Path) -> list[tuple[str, int]]:
+    """``(process, admin port)`` of every long-running process ``path`` configures: evaluate
+    when it has an ``evaluate:`` section, one deliver per destination."""
+    config = load_config(path, env={})
+    ports = []
+    if config.evaluate is not None:
+        ports.append((f"{path.name} evaluate", config.observability_for().admin.port))
+    for name in config.destinations:
+        ports.append((f"{path.name} deliver {name}", config.observability_for(name).admin.port))
+    return ports
+
+
+def test_example_configurations_run_side_by_side_without_port_clashes() -> None:
+    """Every example is meant to run on one machine at once (evaluate from local.yaml,
+    both delivers from deliver-local.yaml): no two processes may bind one admin port
+    (port 0 picks a free one), nor an admin port a stand-in or the broker uses."""
+    files = sorted((REPO / "examples" / "config").glob("*.yaml"))
+    assert {f.name for f in files} >= {"local.yaml", "deliver-local.yaml"}
+    ports = [entry for path in files for entry in _admin_ports(path)]
+    assert len(ports) >= 3  # evaluate and both delivers
+    taken: dict[int, str] = {}
+    for process, port in ports:
+        if port == 0:
+            continue
+        assert port not in taken, f"{process} and {taken[port]} both bind admin port {port}"
+        taken[port] = process
+    deliver = load_config(REPO / "examples" / "config" / "deliver-local.yaml", env={})
+    others = {9092} | {int(d.base_url.rsplit(":", 1)[1]) for d in deliver.destinations.values()}
+    assert not others & set(taken), "an admin port is the broker's or a stand-in's"
+
+
+def test_a_destination_admin_port_applies_to_its_deliver_only(tmp_path: Path) -> None:
+    config = parse_config(
+        {
+            "ingest": {"topics": [{"name": "a", "format": "webhook_json"}]},
+            "observability": {"admin": {"port": 9500}},
+            "destinations": {
+                "braze": {"kind": "braze", "base_url": "http://x", "credentials": {"env": "K"},
+                          "admin_port": 9501},
+                "moe": {"kind": "moengage", "app_id": "A", "credentials": {"env": "K"}},
+            },
+        }
+    )  # fmt: skip
+    assert config.observability_for().admin.port == 9500
+    assert config.observability_for("braze").admin.port == 9501
+    assert config.observability_for("moe").admin.port == 9500
+    assert config.observability_for("braze").admin.host == config.observability.admin.host

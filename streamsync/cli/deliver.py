@@ -65,7 +65,9 @@ def run_deliver(args: argparse.Namespace) -> int:
         config, args.destination, dry_run=True if args.dry_run else None, progress=_progress
     )
     obs = Observability.start(
-        config.observability, role="deliver", secrets=loop.client.secret_values()
+        config.observability_for(args.destination),
+        role="deliver",
+        secrets=loop.client.secret_values(),
     )
     if args.verbose or args.dry_run:  # dry-run requests are logged at INFO
         logging.getLogger("streamsync.deliver").setLevel(logging.INFO)

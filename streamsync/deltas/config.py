@@ -3,6 +3,7 @@ between ``evaluate`` and ``deliver``, and its record format."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -33,6 +34,14 @@ class DeltasConfig(_Model):
         min_length=1,
         description="Compacted table of the current members (one record per customer and "
         "audience, a tombstone on exit), written with the deltas; default <topic>.members.",
+    )
+
+    audiences: Path | None = Field(
+        default=None,
+        description="The audience definitions (file or directory, relative to the "
+        "configuration file) whose deltas this topic carries: deliver refuses to start when "
+        "a destination names an audience none of them defines. Default: evaluate.audiences "
+        "and the destinations' audience_files, when the file has them.",
     )
 
     @property

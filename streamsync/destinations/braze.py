@@ -40,7 +40,7 @@ from streamsync.destinations.client import (
     Response,
     raise_for_status,
 )
-from streamsync.destinations.config import DestinationConfig, RateLimit, _Model
+from streamsync.destinations.config import DestinationConfig, RateLimit, _Model, duplicate_names
 from streamsync.destinations.errors import Rejection
 from streamsync.destinations.identifiers import identifier
 
@@ -80,9 +80,28 @@ class BrazeIdentifiers(_Model):
     alias_source: Literal["cio_id", "email", "customer_id"] = "cio_id"
 
 
+#: The types each ride-along source can fill. Deltas' numbers (``at``, ``seq``,
+#: ``version``) are integers; identifiers are text, and only a customer id can be numeric.
+#: A pair outside this table could never be written, so it is refused at start-up rather
+#: than found on every delta.
+SOURCE_TYPES: dict[str, frozenset[str]] = {
+    "at": frozenset({"time", "integer", "float", "string"}),
+    "seq": frozenset({"integer", "float", "string"}),
+    "version": frozenset({"integer", "float", "string"}),
+    "customer_id": frozenset({"string", "integer"}),
+    "email": frozenset({"string"}),
+    "phone": frozenset({"string"}),
+    "cio_id": frozenset({"string"}),
+}
+
+
 class RideAlong(_Model):
     """An extra attribute written with each change: a delta field or a constant, with a
-    declared type; values that do not fit the type are rejected, never sent as strings."""
+    declared type; values that do not fit the type are never sent as strings.
+
+    A type its source can never fill (an integer from an e-mail address) is a
+    configuration error; a value that does not fit at run time (a customer id that is not
+    a number) is left out of that change, which is still sent, and dead-lettered apart."""
 
     attribute: str = Field(min_length=1)
     type: AttributeType
@@ -94,7 +113,16 @@ class RideAlong(_Model):
         if (self.source is None) == (self.value is None):
             raise ValueError(f"attribute {self.attribute!r} needs exactly one of source or value")
         if self.value is not None:
-            coerce(self.value, self.type)  # a constant must fit its type at start-up
+            try:
+                coerce(self.value, self.type)  # a constant must fit its type at start-up
+            except CoercionError as exc:
+                raise ValueError(f"attribute {self.attribute!r}: value {exc}") from None
+        elif self.type not in SOURCE_TYPES[str(self.source)]:
+            fits = ", ".join(sorted(SOURCE_TYPES[str(self.source)]))
+            raise ValueError(
+                f"attribute {self.attribute!r}: type {self.type} cannot hold source "
+                f"{self.source} (it fits {fits})"
+            )
         return self
 
 
@@ -164,6 +192,37 @@ class BrazeConfig(DestinationConfig):
             raise ValueError("mode cohorts needs cohorts: {partner_name, partner_key}")
         return self
 
+    @model_validator(mode="after")
+    def _one_writer_per_attribute(self) -> BrazeConfig:
+        # One attributes object per customer holds every write: a name used twice would
+        # have one value overwrite the other (or the identifier) without a word.
+        # ... but a profile field set from the identifier of the same name (email from
+        # email) writes the very value that identifies the customer: allowed.
+        own = {e.attribute for e in self.attributes if e.attribute == e.source}
+        named: list[tuple[str, str]] = [
+            (kind, f"identifiers.order ({kind})")
+            for kind in self.identifiers.order
+            if kind not in own
+        ]
+        named.append(("_update_existing_only", "update_existing_only"))
+        if self.array_attribute is not None:
+            named.append((self.array_attribute, "array_attribute"))
+        for audience, options in self.audience_options.items():
+            if options.boolean_attribute is not None:
+                where = f"audience_options.{audience}.boolean_attribute"
+                named.append((options.boolean_attribute, where))
+        for index, extra in enumerate(self.attributes):
+            named.append((extra.attribute, f"attributes[{index}]"))
+        duplicate_names(named)
+        return self
+
+    def named_audiences(self) -> list[tuple[str, str]]:
+        named = super().named_audiences()
+        named += [(audience, "audience_options") for audience in self.audience_options]
+        if self.cohorts is not None:
+            named += [(audience, "cohorts.cohort_ids") for audience in self.cohorts.cohort_ids]
+        return named
+
     def effective_rate_limit(self) -> RateLimit:
         if self.rate_limit is not None:
             return self.rate_limit
@@ -202,31 +261,44 @@ class BrazeClient(DestinationClient):
                 return (kind, value)
         return None
 
-    def check(self, delta: MembershipDelta) -> str | None:
-        try:
-            self._ride_along(delta, {})
-        except CoercionError as exc:
-            return f"ride-along attribute does not fit its type: {exc}"
-        return None
+    def attribute_failures(self, delta: MembershipDelta) -> list[tuple[str, str]]:
+        failures: list[tuple[str, str]] = []
+        for extra in self.config.attributes:
+            raw = self._raw(extra, delta)
+            if raw is None:
+                continue
+            try:
+                coerce(raw, extra.type)
+            except CoercionError as exc:
+                failures.append((extra.attribute, f"does not fit type {extra.type}: {exc}"))
+        return failures
 
     def _value(self, change: Change) -> str:
         return change.audience + self._suffix if change.holdout else change.audience
 
+    @staticmethod
+    def _raw(extra: RideAlong, delta: MembershipDelta) -> Any | None:
+        if extra.value is not None:
+            return extra.value
+        if extra.source == "at":
+            return delta.at_ms
+        if extra.source == "seq":
+            return delta.seq
+        if extra.source == "version":
+            return delta.version
+        return identifier(delta, str(extra.source))
+
     def _ride_along(self, delta: MembershipDelta, target: dict[str, Any]) -> None:
         for extra in self.config.attributes:
-            if extra.value is not None:
-                raw: Any = extra.value
-            elif extra.source == "at":
-                raw = delta.at_ms
-            elif extra.source == "seq":
-                raw = delta.seq
-            elif extra.source == "version":
-                raw = delta.version
-            else:
-                raw = identifier(delta, str(extra.source))
-                if raw is None:
-                    continue
-            target[extra.attribute] = coerce(raw, extra.type)
+            raw = self._raw(extra, delta)
+            if raw is None:
+                continue
+            try:
+                target[extra.attribute] = coerce(raw, extra.type)
+            except CoercionError:
+                # Left out: the membership change goes without it (the sink dead-lettered
+                # the attribute when the delta arrived, see attribute_failures).
+                continue
 
     def _objects(
         self, changes: list[Change]

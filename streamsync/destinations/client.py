@@ -100,6 +100,12 @@ class DestinationClient(ABC):
         """Why this delta can never be written (dead-lettered as rejected), or ``None``."""
         return None
 
+    def attribute_failures(self, delta: MembershipDelta) -> list[tuple[str, str]]:
+        """``(attribute, reason)`` for each extra attribute of this delta that cannot be
+        written; the change is delivered without them (a ride-along value never blocks the
+        membership change it rides on)."""
+        return []
+
     @abstractmethod
     def plan(self, changes: list[Change]) -> list[Request]:
         """Requests, in order, that apply ``changes`` (at most one per customer and

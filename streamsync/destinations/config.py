@@ -108,6 +108,14 @@ class DestinationConfig(_Model):
     )
     retry: Retry = Field(default_factory=Retry)
     batching: Batching = Field(default_factory=Batching)
+    admin_port: int | None = Field(
+        default=None,
+        ge=0,
+        le=65535,
+        description="the admin port (/metrics, /healthz, /readyz) of this destination's deliver "
+        "process instead of observability.admin.port, so one configuration file runs "
+        "evaluate and every deliver on one machine; 0 picks a free port",
+    )
 
     @model_validator(mode="after")
     def _base_url(self) -> DestinationConfig:
@@ -117,6 +125,25 @@ class DestinationConfig(_Model):
 
     def consumer_group(self, name: str) -> str:
         return self.group_id or f"streamsync-deliver-{name}"
+
+    def named_audiences(self) -> list[tuple[str, str]]:
+        """``(audience, setting)`` for every audience this entry names; kinds add those of
+        their own settings (per-audience options), so a misspelt name in any of them is
+        found at start-up (:func:`streamsync.destinations.checks.check_audience_names`)."""
+        return [(audience, "audiences") for audience in self.audiences or ()]
+
+
+def duplicate_names(named: list[tuple[str, str]]) -> None:
+    """``ValueError`` naming the first attribute written by two settings of ``named``
+    (``(attribute, setting)`` pairs): a destination's kinds call it from their validators,
+    so the mistake is one line at start-up, not a value silently overwritten per change."""
+    first: dict[str, str] = {}
+    for name, where in named:
+        if name in first:
+            raise ValueError(
+                f"attribute name {name!r} is written by both {first[name]} and {where}"
+            )
+        first[name] = where
 
 
 def resolve_paths(config: DestinationConfig, base_dir: Path) -> DestinationConfig:

@@ -3,7 +3,8 @@
 The value is the delta's JSON form (whatever the deltas topic's format), keyed by
 customer id; an undecodable delta record is kept byte for byte. The reasons, the
 headers and the writer are every stage's (see :mod:`streamsync.dead_letter`):
-``streamsync.error.reason`` (``rejected``, ``unmatched`` or ``malformed_delta``),
+``streamsync.error.reason`` (``rejected``, ``unmatched``, ``malformed_delta``, or
+``attribute_rejected`` for a ride-along value left out of a change that was delivered),
 ``streamsync.destination``, ``streamsync.http.status``, ``streamsync.request_id``,
 ``streamsync.vendor.message`` and the delta's ``streamsync.source.*`` position.
 

@@ -32,6 +32,7 @@ from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from streamsync.config import AppConfig
 from streamsync.credentials import CredentialsError
 from streamsync.deltas.codec import delta_decoder
+from streamsync.destinations.checks import check_audience_names
 from streamsync.destinations.client import Change, DestinationClient
 from streamsync.destinations.config import DestinationConfig
 from streamsync.destinations.control import ControlFile
@@ -157,6 +158,7 @@ class DeliverLoop:
         except CredentialsError as exc:
             raise DeliverSetupError(str(exc)) from None
         self.routes = routed_audiences(name, self.dest, config.destinations)
+        check_audience_names(config, name)
         self.transport: Transport = transport or HttpTransport(
             self.dest.base_url, self.dest.retry.timeout_s
         )

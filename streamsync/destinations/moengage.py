@@ -47,7 +47,7 @@ from streamsync.destinations.client import (
     Response,
     raise_for_status,
 )
-from streamsync.destinations.config import DestinationConfig, RateLimit
+from streamsync.destinations.config import DestinationConfig, RateLimit, duplicate_names
 from streamsync.destinations.errors import BatchRejected, Rejection
 from streamsync.destinations.identifiers import identifier
 
@@ -64,6 +64,9 @@ DEFAULT_COHORT_RATE_LIMIT = RateLimit(limit=300, window_s=60.0)
 BLOCKED_CUSTOMER_IDS = frozenset(
     {"unknown", "guest", "null", "0", "1", "true", "false", "none", "user_attribute_unique_id", ""}
 )
+
+#: The attribute keys MoEngage reads as array operations, not attribute names.
+_ARRAY_OPS = ("addValueToArrayField", "removeValueFromArrayField")
 
 Mode = Literal["bulk_import", "track_user", "cohort_sync"]
 UidSource = Literal["customer_id", "email", "cio_id"]
@@ -110,7 +113,20 @@ class MoEngageConfig(DestinationConfig):
         for name in (self.array_attribute, *self.boolean_attributes.values()):
             if name is not None and name.startswith("moe_"):
                 raise ValueError(f"attribute names must not start with moe_ ({name})")
+        # One element per customer holds every write: a name used twice would have one
+        # value overwrite the other without a word.
+        named = [(op, "the array operation") for op in _ARRAY_OPS]
+        if self.array_attribute is not None:
+            named.append((self.array_attribute, "array_attribute"))
+        for audience, name in self.boolean_attributes.items():
+            named.append((name, f"boolean_attributes.{audience}"))
+        duplicate_names(named)
         return self
+
+    def named_audiences(self) -> list[tuple[str, str]]:
+        named = super().named_audiences()
+        named += [(audience, "boolean_attributes") for audience in self.boolean_attributes]
+        return named + [(audience, "cohort_ids") for audience in self.cohort_ids]
 
     def effective_rate_limit(self) -> RateLimit:
         if self.rate_limit is not None:

@@ -34,7 +34,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
-from streamsync.dead_letter import REJECTED, UNMATCHED
+from streamsync.dead_letter import ATTRIBUTE_REJECTED, REJECTED, UNMATCHED
 from streamsync.deltas.record import MembershipDelta
 from streamsync.destinations.client import Change, DestinationClient, Request, Response
 from streamsync.destinations.config import Retry
@@ -93,6 +93,8 @@ class SinkStats:
     unmatched: Counter[str] = field(default_factory=Counter)
     rejected: Counter[str] = field(default_factory=Counter)
     holdout_skipped: Counter[str] = field(default_factory=Counter)
+    #: ride-along values left out of a delivered change, by attribute (dead-lettered)
+    attribute_rejected: Counter[str] = field(default_factory=Counter)
     collapsed: int = 0
     requests: int = 0
     objects: int = 0
@@ -123,6 +125,7 @@ class SinkStats:
             "rejected": sum(self.rejected.values()),
             "unmatched": sum(self.unmatched.values()),
             "holdout_skipped": sum(self.holdout_skipped.values()),
+            "attribute_rejected": sum(self.attribute_rejected.values()),
             "rate_limited": self.rate_limited,
             "retries": self.retries,
             "splits": self.splits,
@@ -256,6 +259,8 @@ class DeliverySink:
             )  # fmt: skip
             self.offsets.done(partition, [offset])
             return
+        for attribute, reason in self.client.attribute_failures(delta):
+            self._attribute_rejected(delta, partition, offset, attribute, reason)
         if existing is not None:
             self.stats.collapsed += 1
             existing.enter = delta.op == "enter"
@@ -274,6 +279,19 @@ class DeliverySink:
             delta.customer_id, delta.audience, delta.op == "enter", delta.holdout, identity,
             delta, partition, [offset], self._clock(), committed_ms,
             [headers] if headers else None,
+        )  # fmt: skip
+
+    def _attribute_rejected(
+        self, delta: MembershipDelta, partition: int, offset: int, attribute: str, reason: str
+    ) -> None:
+        """A ride-along value that cannot be written: counted and dead-lettered on its own,
+        while the membership change it came with is delivered without it."""
+        self.stats.attribute_rejected[attribute] += 1
+        if self.observer is not None:
+            self.observer.deltas_rejected(self.client.name, ATTRIBUTE_REJECTED)
+        self.dead_letters.delta(
+            delta, partition, offset, reason=ATTRIBUTE_REJECTED, destination=self.client.name,
+            rejection=Rejection(0, f"attribute {attribute!r} left out: {reason}"),
         )  # fmt: skip
 
     def drop_partitions(self, partitions: set[int]) -> None:

@@ -14,7 +14,10 @@ Steps (each reported on the output stream):
    deltas topic as a ``read_committed`` consumer would.
 4. Deliver the deltas topic to local Braze and MoEngage stand-ins (started in this
    process on free loopback ports; destination settings from
-   ``examples/config/deliver-local.yaml``), both at once, until idle.
+   ``examples/config/deliver-local.yaml``), both at once, until idle. Evaluate and
+   both deliveries run in this process and serve no admin port (the examples'
+   ``admin_port`` settings are for separate processes), so nothing here can clash with
+   a streamsync already running on the machine.
 5. Replay the same records offline and compare: the deltas must be identical, and so
    must every stand-in profile's memberships and what replay says it should hold.
 """
@@ -220,7 +223,8 @@ def _demo_destinations(run: str) -> dict[str, DestinationConfig]:
     """The example delivery settings with this run's own dead-letter topic and no
     control file (a left-over one must not pause the demo)."""
     configured = load_config(DELIVERY_CONFIG, env={}).destinations
-    update = {"dead_letter_topic": f"demo-{run}.deliver.dead-letter", "control_file": None}
+    update = {"dead_letter_topic": f"demo-{run}.deliver.dead-letter", "control_file": None,
+              "admin_port": None}  # fmt: skip
     return {name: dest.model_copy(update=update) for name, dest in configured.items()}
 
 

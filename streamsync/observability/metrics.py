@@ -271,7 +271,8 @@ class Telemetry:
         meter.create_observable_counter(
             "streamsync.destination.rejected",
             unit="1",
-            description="Deltas a destination rejected (dead-lettered), by reason.",
+            description="Deltas dead-lettered by delivery, by reason (attribute_rejected: "
+            "only a ride-along value was left out; the change itself was delivered).",
             callbacks=[self._rejected.observe],
         )
         self._identifiers = _Table(("destination", "audience", "result"))

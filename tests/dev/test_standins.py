@@ -127,3 +127,47 @@ def test_compare_folds_deltas_like_a_destination() -> None:
     assert expected_members(deltas, holdout="marker") == {"a": {"B"}, "b": {"A__holdout"}}
     assert differences({"a": {"B"}}, {"a": {"B"}}) == []
     assert differences({"a": {"B"}}, {"a": {"A"}}) == ["a: missing ['B'], unexpected ['A']"]
+
+
+def test_braze_update_only_for_unknown_users_answers_as_documented(server: StandInServer) -> None:
+    """braze.com/docs/api/errors: a success "does not mean" the user was known ("you may
+    have provided an unknown user ID"); the counts are of objects queued. So an unknown
+    user under _update_existing_only is no error, counts as processed, and gets nothing:
+    no profile, and no event either."""
+    url = server.urls["braze"] + "/users/track"
+    post(url, {"attributes": [{"external_id": "known", "arr": {"add": ["A"]}}]}, BRAZE_AUTH)
+    only = {"_update_existing_only": True}
+    body = {
+        "attributes": [
+            {"external_id": "ghost", "arr": {"add": ["A"]}, **only},
+            {"external_id": "known", "arr": {"add": ["B"]}, **only},
+            {"user_alias": {"alias_name": "g", "alias_label": "cio_id"}, "arr": {"add": ["A"]}},
+        ],
+        "events": [
+            {"external_id": "ghost", "name": "entered", "time": "2026-01-01T00:00:00Z", **only},
+            {"external_id": "known", "name": "entered", "time": "2026-01-01T00:00:00Z", **only},
+        ],
+    }
+    status, _, answer = post(url, body, BRAZE_AUTH)
+    assert status == 201
+    assert answer == {"message": "success", "attributes_processed": 3, "events_processed": 2}
+    profiles = StandInAdmin(server.urls["braze"]).profiles()
+    assert profiles["users"] == {"external_id:known": {"arr": ["A", "B"]}}
+    assert list(profiles["events"]) == ["external_id:known"]
+
+
+def test_moengage_update_only_for_unknown_users_answers_as_documented(
+    server: StandInServer,
+) -> None:
+    """A 200 means "accepted and will be processed soon"; Bulk Import reports no
+    per-record outcome and Cohort Sync never creates users. An unknown customer under
+    update_existing_only is accepted without an error and gets no profile."""
+    base = server.urls["moengage"]
+    ghost = {"type": "customer", "customer_id": "ghost", "update_existing_only": True,
+             "attributes": {"addValueToArrayField": {"arr": ["A"]}}}  # fmt: skip
+    status, _, body = post(f"{base}/v1/customer/{APP}", ghost, MOE_AUTH)
+    assert status == 200 and body["status"] == "success" and "errors" not in body
+    bulk = {"type": "transition", "elements": [{**ghost, "customer_id": "ghost2"}]}
+    status, _, body = post(f"{base}/v1/transition/{APP}", bulk, MOE_AUTH)
+    assert status == 200 and body["status"] == "success" and "errors" not in body
+    assert StandInAdmin(base).profiles()["users"] == {}

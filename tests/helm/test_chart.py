@@ -530,3 +530,10 @@ def test_sasl_password_from_must_name_what_the_chart_mounts() -> None:
     # The inline password is still refused in a ConfigMap, and the message shows the way.
     with pytest.raises(RenderError, match=r"use config.kafka.sasl_password_from: \{env: "):
         render(*sasl, "--set", "config.kafka.sasl_password=x", *secret)
+
+
+def test_a_destination_admin_port_is_refused() -> None:
+    # admin_port lets processes share one machine; in the chart each deliver pod serves on
+    # admin.port, which its probes, Service and scrape annotations name.
+    with pytest.raises(RenderError, match=r"config.destinations.braze.admin_port is for"):
+        render("--set", "config.destinations.braze.admin_port=9465", full=True)

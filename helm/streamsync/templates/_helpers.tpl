@@ -210,6 +210,11 @@ securityContext:
 {{- if not (has .Values.evaluate.state.type (list "emptyDir" "persistentVolumeClaim")) -}}
 {{- fail (printf "evaluate.state.type must be emptyDir or persistentVolumeClaim, not %q" .Values.evaluate.state.type) -}}
 {{- end -}}
+{{- range $name, $settings := (default (dict) .Values.config.destinations) -}}
+{{- if hasKey (default (dict) $settings) "admin_port" -}}
+{{- fail (printf "config.destinations.%s.admin_port is for several processes on one machine: each pod serves on admin.port" $name) -}}
+{{- end -}}
+{{- end -}}
 {{- range $name, $dest := .Values.destinations -}}
 {{- if not (hasKey (default (dict) $.Values.config.destinations) $name) -}}
 {{- fail (printf "destinations.%s has no settings under config.destinations.%s (kind, base_url, credentials, ...)" $name $name) -}}

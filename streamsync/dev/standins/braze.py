@@ -8,10 +8,15 @@ describes it.
   (email wins over phone); an object without one is a per-object error.
 * Attributes: ``{"add": [...], "remove": [...]}`` on arrays (unique values, an added
   value moves to the end), a list replaces, ``null`` removes, scalars set.
-  ``_update_existing_only`` (default true for user_alias objects) skips unknown profiles.
+  ``_update_existing_only`` (default true for user_alias objects) skips unknown profiles,
+  for attribute and event objects alike.
 * Answer: 201 ``{"message": "success", "attributes_processed", "events_processed",
   "errors": [{"type", "input_array", "index"}]}`` - partial success names the refused
-  objects; the rest is applied.
+  objects; the rest is applied. An object skipped by ``_update_existing_only`` is not an
+  error and still counts as processed: the documented counts are of objects "queued to
+  be processed", and braze.com/docs/api/errors says a success does not mean the user
+  was known ("you may have provided an unknown user ID"). Braze does not tell which
+  users it did not find, so neither does this stand-in.
 * Rate limit: 3,000 requests per 3 seconds (configurable), ``X-RateLimit-Limit``,
   ``-Remaining`` and ``-Reset`` (epoch seconds) on every answer.
 """
@@ -191,6 +196,8 @@ class BrazeStandIn(StandIn):
             return "event 'name' and 'time' are required"
         if self._rejected(obj):
             return f"Invalid identifier for {key.split(':', 1)[0]}"
+        if obj.get("_update_existing_only", "user_alias" in obj) and key not in self.users:
+            return None  # accepted and counted as queued, but no profile gets it
         self.events.setdefault(key, []).append(
             {k: v for k, v in obj.items() if k not in _ID_FIELDS}
         )

@@ -13,6 +13,9 @@
   message}]`` so delivery can be checked to read the body.
 * Cohort Sync ``POST /v1/integrations/cohortsync``: ``add_members`` /
   ``remove_members`` by ``uid``; only existing users are matched, never created.
+* ``update_existing_only: true`` for a customer that does not exist, and a cohort member
+  that does not exist, are accepted without a word, as documented: a 200 means
+  "accepted and will be processed soon", not that the user was found.
 * Rate limits over 60-second windows: 10,000 users per minute for the data API, 300
   requests per minute for Cohort Sync (configurable); ``x-ratelimit-limit``,
   ``-remaining`` and ``-reset`` (seconds left) on every answer, 429 ``RateLimitError``.
