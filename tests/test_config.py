@@ -73,6 +73,20 @@ def test_env_overrides_bootstrap(tmp_path: Path) -> None:
             "ingest:\n  topics: [{name: a, format: webhook_json, max_record_bytes: 0}]\n",
             "max_record",
         ),
+        *(
+            (
+                f"evaluate: {{audiences: a, {setting}: {value}}}\n",
+                f"evaluate.{setting}: must be between",
+            )
+            for setting, value in (
+                ("transaction_timeout", "0s"),
+                ("transaction_timeout", "30m"),
+                ("session_timeout", "1ms"),
+                ("broker_timeout", "0s"),
+            )
+        ),
+        ("evaluate: {audiences: a, delta_schema_id: 99999999999}\n", "delta_schema_id"),
+        ("evaluate: {audiences: a, commit_interval: 0s}\n", "commit_interval"),
         ("ingest: [\n", "not valid YAML"),
         ("- a\n- b\n", "mapping"),
     ],

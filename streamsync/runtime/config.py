@@ -6,9 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationInfo, field_validator
 
-from streamsync.audiences.durations import parse_duration
+from streamsync.audiences.durations import format_duration, parse_duration
 
 
 class _Model(BaseModel):
@@ -27,6 +27,15 @@ def _duration_ms(value: object) -> int:
 
 
 Duration = Annotated[int, BeforeValidator(_duration_ms)]
+
+
+#: (lowest, highest) of the timeouts, in ms: what the client and a default broker accept
+#: (transaction.max.timeout.ms 15m; group session timeouts 6s..30m).
+_BOUNDS = {
+    "transaction_timeout_ms": (1_000, 900_000),
+    "session_timeout_ms": (6_000, 1_800_000),
+    "broker_timeout_ms": (1_000, 7 * 86_400_000),
+}
 
 
 class EvaluateConfig(_Model):
@@ -55,7 +64,7 @@ class EvaluateConfig(_Model):
         description="Customers kept in memory per process (about 1.5 KB each), the most "
         "recently changed; the others are read from the local state store when needed.",
     )
-    commit_interval_ms: Duration = Field(default=100, alias="commit_interval")
+    commit_interval_ms: Duration = Field(default=100, gt=0, alias="commit_interval")
     allowed_lateness_ms: Duration = Field(default=5 * 60_000, alias="allowed_lateness")
     wall_clock: bool = Field(
         default=True,
@@ -69,9 +78,19 @@ class EvaluateConfig(_Model):
         description="Record ids are remembered (in the state store, not in memory) for "
         "two horizons of event time: a record redelivered within that is a duplicate.",
     )
-    transaction_timeout_ms: Duration = Field(default=10_000, alias="transaction_timeout")
-    session_timeout_ms: Duration = Field(default=10_000, alias="session_timeout")
-    revoke_budget_ms: Duration = Field(default=10_000, alias="revoke_budget")
+    # Bounds the client and broker enforce by default, checked here so that a value out
+    # of them is one line naming the setting instead of a client error at start-up.
+    transaction_timeout_ms: Duration = Field(
+        default=10_000,
+        alias="transaction_timeout",
+        description="1s to 15m (the broker's default transaction.max.timeout.ms).",
+    )
+    session_timeout_ms: Duration = Field(
+        default=10_000,
+        alias="session_timeout",
+        description="6s to 30m (the broker's default group session timeout bounds).",
+    )
+    revoke_budget_ms: Duration = Field(default=10_000, gt=0, alias="revoke_budget")
     broker_timeout_ms: Duration = Field(default=60_000, alias="broker_timeout")
     repartition_partitions: int | None = Field(
         default=None,
@@ -93,6 +112,7 @@ class EvaluateConfig(_Model):
     delta_schema_id: int = Field(
         default=3,
         ge=0,
+        le=2**31 - 1,  # 4 bytes in the Confluent framing
         description="Schema id in the Confluent framing of Avro deltas (deltas.format avro).",
     )
     inexact_rebuilds: Literal["allow", "refuse"] = Field(
@@ -111,6 +131,17 @@ class EvaluateConfig(_Model):
     )
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @field_validator("transaction_timeout_ms", "session_timeout_ms", "broker_timeout_ms")
+    @classmethod
+    def _within_bounds(cls, value: int, info: ValidationInfo) -> int:
+        low, high = _BOUNDS[str(info.field_name)]
+        if not low <= value <= high:
+            raise ValueError(
+                f"must be between {format_duration(low)} and {format_duration(high)}, "
+                f"not {format_duration(value)}"
+            )
+        return value
 
     @property
     def changelog(self) -> str:
