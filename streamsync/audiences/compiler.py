@@ -134,6 +134,15 @@ class EvalContext:
     #: the earliest own time of such a record a ``happened`` held for (a sticky
     #: period starts there), or ``None``
     started: int | None = None
+    #: customers whose per-key facts hit the cap since the engine last took them:
+    #: customer id -> (entries dropped, the record that made it drop them)
+    capped: dict[str, tuple[int, Event]] = field(default_factory=dict)
+
+    def drop(self, c: Customer, e: Event, dropped: int) -> None:
+        """``dropped`` entries of one of ``c``'s facts were forgotten at ``e`` (the cap)."""
+        cid: str = c[CUSTOMER_ID]
+        before = self.capped.get(cid)
+        self.capped[cid] = ((before[0] if before else 0) + dropped, e)
 
 
 @dataclass
@@ -256,10 +265,17 @@ def _audience_timed(audience: Audience) -> bool:
     )
 
 
+#: Keys (or entries, for a windowed sum) one per-key fact keeps per customer by default:
+#: far above any real shopper's, low enough that a scraper's ever-new product ids cost a
+#: bounded amount per record instead of growing with its history.
+DEFAULT_MAX_KEYS = 1_000
+
+
 class _Builder:
-    def __init__(self, audiences: list[Audience], lateness_ms: int) -> None:
+    def __init__(self, audiences: list[Audience], lateness_ms: int, max_keys: int) -> None:
         self.audiences = audiences
         self.lateness = lateness_ms
+        self.max_keys = max_keys
         self.index = {a.name: i for i, a in enumerate(audiences)}
         timed = sum(1 for a in audiences if _audience_timed(a))
         self.base = HEADER + timed + len(audiences)
@@ -357,6 +373,8 @@ class _Builder:
             return slot
         n, within = spec.at_least, spec.within
         stride = 2 * n + 1
+        cap_len = self.max_keys * stride
+        context = self.context
         read_key = path_reader(spec.per) if spec.per is not None else None
 
         def update(c: Customer, e: Event) -> None:
@@ -415,6 +433,13 @@ class _Builder:
                 for j in range(len(table) - stride, -1, -stride):
                     if table[j + n] <= horizon:
                         del table[j : j + stride]
+                if len(table) > cap_len:  # the cap: forget the least recent keys
+                    dropped = 0
+                    while len(table) > cap_len:
+                        j = min(range(0, len(table), stride), key=lambda j: table[j + n])
+                        del table[j : j + stride]
+                        dropped += 1
+                    context.drop(c, e, dropped)
 
         self._on(spec, slot, update)
         return slot
@@ -442,6 +467,8 @@ class _Builder:
         if not fresh:
             return slot
         windowed = spec.within is not None
+        max_keys = self.max_keys
+        context = self.context
         for sign, amounts in ((1, spec.add), (-1, spec.subtract)):
             for amount in amounts:
                 read = path_reader(amount.field)
@@ -461,6 +488,9 @@ class _Builder:
                         if entries is None:
                             entries = c[slot] = []
                         entries.append((e.timestamp_ms, sign * micro))
+                        if len(entries) > max_keys:  # the cap: forget the oldest entry
+                            entries.remove(min(entries))
+                            context.drop(c, e, 1)
                     else:
                         c[slot] = (c[slot] or 0) + sign * micro
 
@@ -479,6 +509,8 @@ class _Builder:
             return slot
         read = path_reader(spec.key)
         closed_slot = slot + 1
+        max_keys = self.max_keys
+        context = self.context
 
         def opened(c: Customer, e: Event) -> None:
             ts = e.timestamp_ms
@@ -493,6 +525,9 @@ class _Builder:
                     items = c[slot] = {}
                 if items.get(k, ts) <= ts:
                     items[intern(k) if type(k) is str else k] = ts
+                    if len(items) > max_keys:  # the cap: forget the oldest open item
+                        del items[min(items, key=items.__getitem__)]
+                        context.drop(c, e, 1)
 
         def closed(c: Customer, e: Event) -> None:
             # Only keys an open can hold: a list or object under the key path is a
@@ -824,11 +859,18 @@ def _any(parts: list[Evaluator]) -> Evaluator:
     return any_of
 
 
-def compile_audiences(audiences: Sequence[Audience], *, lateness_ms: int = 5 * 60_000) -> Program:
+def compile_audiences(
+    audiences: Sequence[Audience],
+    *,
+    lateness_ms: int = 5 * 60_000,
+    max_keys: int = DEFAULT_MAX_KEYS,
+) -> Program:
     """Compile validated audiences into a :class:`Program` (references must resolve).
-    ``lateness_ms`` is the engine's allowed lateness: how long a close is remembered."""
+    ``lateness_ms`` is the engine's allowed lateness: how long a close is remembered.
+    ``max_keys`` caps the keys of each per-key fact of a customer (the oldest beyond it
+    are dropped and reported through ``Program.context.capped``)."""
     ordered = dependency_order(audiences)
-    builder = _Builder(ordered, lateness_ms)
+    builder = _Builder(ordered, lateness_ms, max_keys)
     evaluators = [builder.audience(i, a) for i, a in enumerate(ordered)]
 
     dispatch: dict[str, list[tuple[str, Predicate | None, Updater, int]]] = {}

@@ -46,6 +46,7 @@ from dataclasses import dataclass, replace
 
 from streamsync.audiences.compiler import (
     CUSTOMER_ID,
+    DEFAULT_MAX_KEYS,
     DUE,
     ID_KIND,
     IDS,
@@ -117,6 +118,8 @@ class EngineStats:
     #: records stamped more than the allowed lateness after they were received (a
     #: clock set ahead): applied at their own time, moving the clock only to received
     ahead: int = 0
+    #: per-key fact entries dropped at the per-customer cap (``max_keys``)
+    capped: int = 0
 
 
 class Engine:
@@ -141,10 +144,14 @@ class Engine:
         auto_advance: bool = True,
         loader: Loader | None = None,
         seen_before: SeenBefore | None = None,
+        max_keys: int = DEFAULT_MAX_KEYS,
     ) -> None:
         if allowed_lateness_ms < 0:
             raise ValueError("allowed_lateness_ms must be >= 0")
-        self.program: Program = compile_audiences(audiences, lateness_ms=allowed_lateness_ms)
+        self.program: Program = compile_audiences(
+            audiences, lateness_ms=allowed_lateness_ms, max_keys=max_keys
+        )
+        self._capped = 0
         self.lateness = allowed_lateness_ms
         self.dedup_horizon = dedup_horizon_ms
         self.auto_advance = auto_advance
@@ -271,9 +278,21 @@ class Engine:
     def stats(self) -> EngineStats:
         """Counters so far (a snapshot)."""
         events = self._arrivals + self._duplicates  # every record is one or the other
+        capped = self._capped + sum(n for n, _ in self.program.context.capped.values())
         return EngineStats(
-            events, self._duplicates, self._late, self._too_late, self._deltas, self._ahead
+            events, self._duplicates, self._late, self._too_late, self._deltas, self._ahead, capped
         )
+
+    def take_capped(self) -> dict[str, tuple[int, Event]]:
+        """Customers whose per-key facts hit the cap since the last call: customer id ->
+        (entries dropped, the record that made them drop); the caller owns the dict."""
+        context = self.program.context
+        capped = context.capped
+        if not capped:
+            return {}
+        context.capped = {}
+        self._capped += sum(n for n, _ in capped.values())
+        return capped
 
     # -- time ------------------------------------------------------------------------------
 

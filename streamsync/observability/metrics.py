@@ -170,6 +170,14 @@ class Telemetry:
             description="Membership deltas emitted, by audience and op (enter/exit).",
             callbacks=[self._changes.observe],
         )
+        self._keys_dropped = _Table(())
+        meter.create_observable_counter(
+            "streamsync.customer.keys_dropped",
+            unit="1",
+            description="Per-key fact entries dropped at evaluate.max_keys_per_customer "
+            "(each customer that hit it also gets a customer_capped dead letter).",
+            callbacks=[self._keys_dropped.observe],
+        )
         self._late = _Table(("lateness",))
         meter.create_observable_counter(
             "streamsync.records.late",
@@ -321,6 +329,10 @@ class Telemetry:
     def membership_changed(self, audience: str, op: Op, count: int = 1) -> None:
         """``count`` deltas of ``op`` for ``audience`` were emitted (committed)."""
         self._changes.add((audience, op), count)
+
+    def keys_dropped(self, count: int) -> None:
+        """``count`` per-key fact entries were dropped at the per-customer cap."""
+        self._keys_dropped.add((), count)
 
     def records_late(self, within: int, beyond: int) -> None:
         """Records behind the clock: ``within`` the allowed lateness, and ``beyond`` it."""

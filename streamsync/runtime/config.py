@@ -115,6 +115,14 @@ class EvaluateConfig(_Model):
         le=2**31 - 1,  # 4 bytes in the Confluent framing
         description="Schema id in the Confluent framing of Avro deltas (deltas.format avro).",
     )
+    max_keys_per_customer: int = Field(
+        default=1_000,
+        ge=1,
+        description="Keys one per-key fact keeps per customer (products viewed per "
+        "product, open tickets, entries of a windowed sum); beyond it the least recent "
+        "are dropped, counted in streamsync_customer_keys_dropped_total and written to the "
+        "dead-letter topic naming the customer, so one scraper cannot stall a partition.",
+    )
     inexact_rebuilds: Literal["allow", "refuse"] = Field(
         default="allow",
         description="When changed audience definitions need history the input topics no "

@@ -80,6 +80,7 @@ class EvaluateObserver:
         self.group = group
         self.audiences = list(audiences)
         self._known = frozenset(self.audiences)
+        self._dropped_reported = 0
         self.stuck_after_ms = stuck_after_ms
         self.lag_interval_s = lag_interval_s
         self.stuck_interval_s = stuck_interval_s
@@ -181,6 +182,9 @@ class EvaluateObserver:
                 Counter(topic_stats.skipped),
                 Counter(topic_stats.dead_lettered),
             )
+        if stats.keys_dropped != self._dropped_reported:
+            telemetry.keys_dropped(stats.keys_dropped - self._dropped_reported)
+            self._dropped_reported = stats.keys_dropped
         late = (stats.late, stats.too_late)
         if late != self._late_reported:
             telemetry.records_late(

@@ -29,6 +29,8 @@ class EvaluateStats(IngestStats):
     too_late: int = 0
     #: deltas emitted because audience definitions changed (at start-up)
     definition_changes: int = 0
+    #: per-key fact entries dropped at evaluate.max_keys_per_customer
+    keys_dropped: int = 0
     delta_counts: Counter[tuple[str, str]] = field(default_factory=Counter)
 
 

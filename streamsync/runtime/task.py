@@ -48,7 +48,14 @@ import heapq
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
-from streamsync.audiences.compiler import CUSTOMER_ID, DUE, NEVER, Customer, compile_audiences
+from streamsync.audiences.compiler import (
+    CUSTOMER_ID,
+    DEFAULT_MAX_KEYS,
+    DUE,
+    NEVER,
+    Customer,
+    compile_audiences,
+)
 from streamsync.audiences.definition import Audience
 from streamsync.audiences.engine import Engine
 from streamsync.audiences.migration import Migration, definitions_record, stored_definitions
@@ -125,6 +132,7 @@ class Task:
         wall_clock: bool,
         idle_grace_ms: int,
         merged: Mapping[str, frozenset[str]] | None = None,
+        max_keys: int = DEFAULT_MAX_KEYS,
     ) -> None:
         self.partition = partition
         self.topics = list(topics)
@@ -135,6 +143,7 @@ class Task:
             auto_advance=False,
             loader=self._read_customer,
             seen_before=self._seen_before,
+            max_keys=max_keys,
         )
         self.fingerprint = fingerprint(self.engine.program)
         self.audiences = list(audiences)

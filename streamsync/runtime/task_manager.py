@@ -17,12 +17,15 @@ import logging
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
+import orjson
 from confluent_kafka import Consumer, TopicPartition
 
 from streamsync.audiences.compiler import Customer
 from streamsync.audiences.definition import Audience
+from streamsync.dead_letter import DETAIL_HEADER, dead_letter_headers
 from streamsync.errors import NeedsOperator
 from streamsync.ingest.decoder import Decoder
+from streamsync.ingest.event import SourcePosition
 from streamsync.runtime import gc_policy
 from streamsync.runtime.collector import Collector
 from streamsync.runtime.config import EvaluateConfig
@@ -36,6 +39,10 @@ from streamsync.state.recovery import restore_partition
 from streamsync.state.store import PartitionStore, StoreDamaged
 
 log = logging.getLogger(__name__)
+
+
+#: The dead-letter reason of a customer whose per-key facts hit the cap.
+CUSTOMER_CAPPED = "customer_capped"
 
 
 class RebuildRefused(NeedsOperator):
@@ -64,6 +71,8 @@ class TaskManager:
         self.decoders = decoders
         #: audiences whose definition change was reported already (once per process)
         self._reported: set[str] = set()
+        #: customers whose capped facts were logged (once each, for the first thousand)
+        self._capped_logged: set[str] = set()
         self.names = names
         self.audiences = list(audiences)
         #: partition number -> its open task (shared with the router: changed in place)
@@ -269,6 +278,7 @@ class TaskManager:
             wall_clock=settings.wall_clock,
             idle_grace_ms=settings.idle_grace_ms,
             merged=self.merged,
+            max_keys=settings.max_keys_per_customer,
         )
 
     def task_dir(self, partition: int) -> Path:
@@ -289,6 +299,8 @@ class TaskManager:
             deltas = task.advance(now_ms)
             if deltas:
                 emit(deltas, task.partition)
+            if task.engine.program.context.capped:
+                self._report_capped(task)
 
     def finish(self) -> None:
         """Fire every deadline up to the newest record of any task, as ``replay`` does
@@ -303,6 +315,29 @@ class TaskManager:
             deltas = task.finish(newest)
             if deltas:
                 self.collector.deltas(deltas, task.partition)
+            if task.engine.program.context.capped:
+                self._report_capped(task)
+
+    def _report_capped(self, task: Task) -> None:
+        """Customers whose per-key facts hit ``max_keys_per_customer``: counted, one
+        dead letter each (naming the customer, the cap and the record that made the
+        fact drop its least recent keys) in the cycle's transaction, and logged."""
+        cap = self.settings.max_keys_per_customer
+        for cid, (dropped, event) in task.engine.take_capped().items():
+            self.stats.keys_dropped += dropped
+            source = event.source or SourcePosition("", task.partition, -1)
+            detail = (
+                f"customer {cid!r} has more than {cap} keys in one per-key fact; its "
+                f"{dropped} least recent were dropped (evaluate.max_keys_per_customer)"
+            )
+            headers = dead_letter_headers(
+                CUSTOMER_CAPPED, source, ((DETAIL_HEADER, detail),), timestamp_ms=event.timestamp_ms
+            )
+            value = orjson.dumps({"customer_id": cid, "cap": cap, "dropped": dropped})
+            self.collector.dead_letters.write(value, cid.encode(), headers)
+            if len(self._capped_logged) < 1_000 and cid not in self._capped_logged:
+                self._capped_logged.add(cid)
+                log.warning("partition %d: %s", task.partition, detail)
 
 
 def _close(task: Task) -> None:
