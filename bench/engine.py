@@ -87,6 +87,20 @@ def run_engine(engine: Engine, events: Sequence[Event]) -> int:
     return count + len(engine.finish())
 
 
+def adversarial(n: int) -> list[Event]:
+    """``n`` records of one customer, alternating a ticket opened and a product viewed,
+    every id new (a scraper or a test harness gone wrong), one second apart."""
+    start = 1_767_261_600_000
+    out = []
+    for i in range(n):
+        if i % 2:
+            name, props = "Product Viewed", {"product_id": f"p{i}"}
+        else:
+            name, props = "Support Ticket Opened", {"ticket_id": f"t{i}"}
+        out.append(Event("bot", "track", name, start + i * 1_000, f"adv{i}", props))
+    return out
+
+
 def run_floor(events: Sequence[Event]) -> int:
     history: dict[str, list[Event]] = {}
     for event in events:
@@ -175,6 +189,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--naive-events", type=int, default=5_000, help="last records the naive baseline runs on"
     )
+    parser.add_argument(
+        "--adversarial-events",
+        type=int,
+        default=20_000,
+        help="records of one customer with ever-new product and ticket ids (0: skip)",
+    )
     parser.add_argument("--profile", action="store_true", help="also print a cProfile top-15")
     args = parser.parse_args(argv)
     command = "python bench/engine.py " + shlex.join(sys.argv[1:] if argv is None else argv)
@@ -206,6 +226,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     )
 
+    if args.adversarial_events:
+        # One customer alternating Support Ticket Opened and Product Viewed with ids never
+        # seen before: per-key facts hit evaluate.max_keys_per_customer and stay there.
+        flood = adversarial(args.adversarial_events)
+        alone = Engine(audiences)
+        rows.append(
+            timed(
+                f"one customer, ever-new ids ({len(flood):,})",
+                lambda: run_engine(alone, flood),
+                len(flood),
+            )
+        )
+
     sizes, unique_mean = state_sizes(engine)
     rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
@@ -225,6 +258,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"engine cost = {floor_rate / engine_rate:.1f}x the floor; "
         f"{rows[0]['rate'] / rows[2]['rate']:.0f}x the naive rescan's rate"
     )
+    if args.adversarial_events:
+        print(
+            f"the ever-new-ids customer costs {engine_rate / rows[3]['rate']:.1f}x a normal "
+            f"record ({rows[3]['deltas']:,} deltas)"
+        )
     sizes.sort()
     print(
         f"state per customer (bytes): mean {statistics.fmean(sizes):,.0f}, "
