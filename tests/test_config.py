@@ -227,10 +227,27 @@ def test_unknown_or_invalid_librdkafka_settings(tmp_path: Path, extra: str, mess
 
 
 def test_valid_librdkafka_settings_pass_as_is(tmp_path: Path) -> None:
-    extra = "{linger.ms: 5, enable.idempotence: true, auto.offset.reset: earliest}"
+    extra = "{linger.ms: 5, socket.keepalive.enable: true, auto.offset.reset: earliest}"
     config = load_config(write(tmp_path, f"kafka:\n  extra: {extra}\n{TOPICS}"), env={})
     assert config.kafka.client_config()["linger.ms"] == 5
     assert config.kafka.client_config()["auto.offset.reset"] == "earliest"
+
+
+@pytest.mark.parametrize(
+    "setting",
+    [
+        "enable.idempotence: false",
+        "isolation.level: read_uncommitted",
+        "enable.auto.commit: true",
+        "transactional.id: x",
+        "acks: 1",
+        "group.id: other",
+    ],
+)
+def test_extra_cannot_override_what_exactly_once_depends_on(tmp_path: Path, setting: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, f"kafka:\n  extra: {{{setting}}}\n{TOPICS}"), env={})
+    assert "kafka.extra: cannot set " + setting.split(":")[0] in str(info.value)
 
 
 def test_not_a_regular_file_or_too_large(tmp_path: Path) -> None:

@@ -26,6 +26,26 @@ from streamsync.credentials import Credentials, CredentialsError
 BOOTSTRAP_ENV = "KAFKA_BOOTSTRAP_SERVERS"
 
 
+#: librdkafka settings the exactly-once cycle and manual offset commits depend on:
+#: ``kafka.extra`` may not override them.
+PROTECTED_SETTINGS = frozenset(
+    {
+        "enable.idempotence",
+        "transactional.id",
+        "isolation.level",
+        "enable.auto.commit",
+        "enable.auto.offset.store",
+        "group.id",
+        "acks",
+        "request.required.acks",
+        "max.in.flight.requests.per.connection",
+        "max.in.flight",
+        "transaction.timeout.ms",
+        "session.timeout.ms",
+    }
+)
+
+
 def admin_config(bootstrap: str, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """An AdminClient configuration for ``bootstrap``."""
     config: dict[str, Any] = {"bootstrap.servers": bootstrap}
@@ -149,6 +169,13 @@ class KafkaConfig(_Model):
         cls, extra: dict[str, str | int | float | bool]
     ) -> dict[str, str | int | float | bool]:
         check_librdkafka_settings(extra)
+        taken = sorted(set(extra) & PROTECTED_SETTINGS)
+        if taken:
+            raise ValueError(
+                f"cannot set {', '.join(taken)}: exactly-once delivery and offset "
+                "handling depend on streamsync's own values (transaction_timeout and "
+                "session_timeout are evaluate settings)"
+            )
         return extra
 
     @model_validator(mode="after")

@@ -24,6 +24,7 @@ from typing import Any
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import (  # type: ignore[attr-defined]
     AdminClient,
+    ConfigResource,
     NewTopic,
 )
 
@@ -125,6 +126,7 @@ def plan_topics(config: AppConfig, counts: Mapping[str, int]) -> TopicPlan:
     :class:`MissingTopics` or :class:`StartupError` naming each offending topic."""
     settings = _evaluate(config)
     names = topic_names(config)
+    _distinct(names)
     missing = [name for name in names.inputs if name not in counts]
     if missing:
         raise MissingTopics(missing)
@@ -159,6 +161,55 @@ def plan_topics(config: AppConfig, counts: Mapping[str, int]) -> TopicPlan:
         members_partitions=members_partitions,
         create=[spec for spec in wanted if spec.name not in counts],
     )
+
+
+def _distinct(names: TopicNames) -> None:
+    """Every topic evaluate reads or writes has one role: a changelog that is also the
+    deltas topic, or an output that is an input, would feed the service its own records."""
+    roles: dict[str, list[str]] = {}
+    for role, name in (
+        *(("input", n) for n in names.inputs),
+        *(("repartition", n) for n in names.rekeyed.values()),
+        ("changelog", names.changelog),
+        ("deltas", names.deltas),
+        ("membership", names.members),
+        ("dead-letter", names.dead_letters),
+    ):
+        roles.setdefault(name, []).append(role)
+    clashes = [f"{name} ({' and '.join(r)})" for name, r in roles.items() if len(r) > 1]
+    if clashes:
+        raise StartupError("topics cannot have two roles: " + "; ".join(clashes))
+
+
+#: Cleanup policies the service depends on: a changelog or membership table that deletes
+#: old records loses state; a deltas topic that compacts loses history consumers replay.
+_POLICIES = {"changelog": "compact", "membership": "compact", "deltas": "delete"}
+
+
+def check_policies(admin: AdminClient, plan: TopicPlan, timeout_s: float = 10.0) -> None:
+    """The existing internal topics' ``cleanup.policy`` is what the service depends on
+    (one line naming the topic otherwise). Topics the service created have it."""
+    names = plan.names
+    topics = {"changelog": names.changelog, "membership": names.members, "deltas": names.deltas}
+    created = {spec.name for spec in plan.create}
+    wanted = {role: name for role, name in topics.items() if name not in created}
+    if not wanted:
+        return
+    resources = [ConfigResource(ConfigResource.Type.TOPIC, name) for name in wanted.values()]
+    try:
+        answers = admin.describe_configs(resources, request_timeout=timeout_s)
+        configs = {res.name: future.result(timeout_s) for res, future in answers.items()}
+    except KafkaException as exc:  # no DescribeConfigs permission: cannot check, say so
+        log.warning("cannot check the internal topics' cleanup.policy: %s", exc)
+        return
+    for role, name in wanted.items():
+        entry = configs.get(name, {}).get("cleanup.policy")
+        policy = "" if entry is None or entry.value is None else str(entry.value)
+        need = _POLICIES[role]
+        if need not in policy.split(","):
+            raise StartupError(
+                f"{role} topic {name} has cleanup.policy={policy or '?'}; it needs {need}"
+            )
 
 
 def _evaluate(config: AppConfig) -> EvaluateConfig:
@@ -211,6 +262,7 @@ def ensure_topics(
                 raise
         time.sleep(_RETRY_S)
         metadata = _list_topics(admin, request_timeout_s)
+    check_policies(admin, plan, request_timeout_s)
     if plan.create:
         _create(admin, plan.create)
         _wait_visible(admin, plan.create, wait_s, request_timeout_s)

@@ -68,6 +68,15 @@ def test_the_plan_refuses_what_cannot_run(tmp_path: Path) -> None:
         plan_topics(_config(tmp_path, repartition_partitions=6), {"a": 2, "b": 2, "raw": 1})
 
 
+def test_a_topic_with_two_roles_is_refused(tmp_path: Path) -> None:
+    counts = {"a": 2, "b": 2, "raw": 1}
+    with pytest.raises(StartupError, match=r"two roles: a \(input and changelog\)"):
+        plan_topics(_config(tmp_path, changelog_topic="a"), counts)
+    same = _config(tmp_path, changelog_topic="deltas")
+    with pytest.raises(StartupError, match=r"deltas \(changelog and deltas\)"):
+        plan_topics(same, counts)
+
+
 def test_the_membership_table_is_partitioned_like_the_deltas_and_may_be_named(
     tmp_path: Path,
 ) -> None:
@@ -137,3 +146,30 @@ def test_input_topics_missing_for_good_are_named_after_the_wait(tmp_path: Path) 
     admin = _Admin({}, lag=0)
     with pytest.raises(MissingTopics, match="input topics not found: pipelines"):
         ensure_topics(admin, config, admin.list_topics(5), wait_s=0.5)
+
+
+@pytest.mark.kafka
+def test_internal_topics_with_the_wrong_cleanup_policy_are_refused(
+    kafka_bootstrap_servers: str, tmp_path: Path
+) -> None:
+    """A changelog or membership table that deletes old records would lose state, a
+    deltas topic that compacts would lose history: refused at start-up, naming it."""
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    from streamsync.config import load_config
+    from tests.runtime.evaluate_support import Stream
+    from tests.topics import create_topics
+
+    admin = AdminClient({"bootstrap.servers": kafka_bootstrap_servers})
+    stream = Stream(kafka_bootstrap_servers, partitions=1)
+    config = load_config(stream.config(tmp_path))
+    changelog = f"{stream.group}.changelog"
+    create_topics(admin, [NewTopic(changelog, 1, 1, config={"cleanup.policy": "delete"})])
+    with pytest.raises(
+        StartupError, match=f"changelog topic {changelog} has cleanup.policy=delete"
+    ):
+        ensure_topics(admin, config, admin.list_topics(timeout=10))
+    create_topics(admin, [NewTopic(stream.deltas, 1, 1, config={"cleanup.policy": "compact"})])
+    other = load_config(stream.config(tmp_path, "other", changelog_topic=f"{stream.group}.fixed"))
+    with pytest.raises(StartupError, match=f"deltas topic {stream.deltas} has cleanup.policy"):
+        ensure_topics(admin, other, admin.list_topics(timeout=10))
