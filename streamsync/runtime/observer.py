@@ -251,7 +251,10 @@ class EvaluateObserver:
             )
 
     def restore_progress(self, partition: int, done: int, total: int) -> None:
+        """A restore read on: the process is alive (a long restore is not a stalled
+        loop), but not ready until every partition is restored."""
         self.telemetry.set_restore_progress(partition, done, total)
+        self.telemetry.health.beat()
 
     def definitions_changed(self, migration: Migration) -> None:
         """A task applied changed definitions: which audiences were rebuilt exactly."""

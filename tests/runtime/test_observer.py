@@ -16,6 +16,7 @@ from streamsync.audiences.loader import load_audiences
 from streamsync.deltas.record import MembershipDelta
 from streamsync.ingest.jsonl import read_events
 from streamsync.ingest.outcomes import TopicStats
+from streamsync.observability.health import Health
 from streamsync.observability.metrics import Telemetry
 from streamsync.runtime.observer import EvaluateObserver
 from streamsync.runtime.task import Task
@@ -143,7 +144,7 @@ def test_counts_are_reported_after_commit_only(tmp_path: Path) -> None:
 class _Stats:
     def __init__(self, topics: dict[str, TopicStats]) -> None:
         self.topics = topics
-        self.late = self.too_late = 0
+        self.late = self.too_late = self.keys_dropped = 0
 
 
 class _Message:
@@ -187,3 +188,19 @@ def test_readiness_follows_restores_and_deltas_continue_their_records_trace(
     assert (version, got_trace) == ("00", trace_id) and span != "b7ad6b7169203331"
     assert observer.trace_headers(delta(plain.record_id)) is None
     telemetry.shutdown()
+
+
+def test_a_restore_that_reads_on_keeps_the_process_alive() -> None:
+    """A restore longer than the stall timeout is not a stalled loop: each step of it
+    beats, so the liveness probe does not kill a pod restoring a large partition."""
+    now = [0.0]
+    telemetry = Telemetry(role="evaluate", health=Health(stall_timeout=300, clock=lambda: now[0]))
+    observer = EvaluateObserver(telemetry, group="g", audiences=["A"], stuck_after_ms=0)
+    observer.restoring([0])
+    for step in range(1, 11):
+        now[0] = step * 100.0  # 1,000 s of restoring, 100 s per step
+        observer.restore_progress(0, step, 10)
+        assert telemetry.health.liveness() == (True, "")
+        assert telemetry.health.readiness()[0] is False
+    now[0] += 301
+    assert telemetry.health.liveness()[0] is False  # and a restore that stops is a stall
