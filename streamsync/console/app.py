@@ -46,7 +46,7 @@ SECURITY_HEADERS = {
 }
 #: Paths answered without a principal.
 PUBLIC_PREFIXES = ("/static/",)
-PUBLIC_PATHS = frozenset({"/login", "/healthz"})
+PUBLIC_PATHS = frozenset({"/login", "/healthz", "/favicon.ico"})
 SAFE_METHODS = frozenset({"GET", "HEAD"})
 AUTH_KEY = web.AppKey("console_auth", Authenticator)
 
@@ -63,6 +63,7 @@ def build_app(state: ConsoleState, auth: Authenticator) -> web.Application:
     app.on_response_prepare.append(_headers)
     app.router.add_get("/", _home)
     app.router.add_get("/healthz", _healthz)
+    app.router.add_get("/favicon.ico", _no_icon)
     app.router.add_get("/login", _login_form)
     app.router.add_post("/login", _login)
     app.router.add_post("/logout", _logout)
@@ -164,6 +165,11 @@ def _same_origin(request: web.Request) -> bool:
 
 async def _home(_request: web.Request) -> web.StreamResponse:
     raise web.HTTPFound("/audiences")
+
+
+async def _no_icon(_request: web.Request) -> web.Response:
+    """Browsers ask for it on every first visit; an empty answer, not a 401 or 404."""
+    return web.Response(status=204)
 
 
 async def _healthz(_request: web.Request) -> web.Response:

@@ -225,11 +225,15 @@ class ConsoleStore:
                 bucket = hour * HOUR_MS // span
                 per_bucket[bucket] = per_bucket.get(bucket, 0) + net
             size = series.base
-        if not per_bucket:
-            return SizeSeries(audience, resolution, [], [])
         assert self._newest is not None
         last = self._newest // span
-        first = min(min(per_bucket), last)
+        # From the oldest hour kept (or the first change, when later) to now: an audience
+        # with no change in the window still has its size drawn, flat.
+        window_start = (self._newest - self.history_ms) // span + 1
+        first = max(min(per_bucket, default=window_start), window_start)
+        first = min(first, last)
+        for bucket in [b for b in per_bucket if b < first]:
+            size += per_bucket.pop(bucket)
         times, sizes = [], []
         for bucket in range(first, last + 1):
             size += per_bucket.get(bucket, 0)
