@@ -126,8 +126,9 @@ class ConsoleConfig(_Model):
     #: Audience files to show; default ``evaluate.audiences``. Relative to the file.
     audiences: Path | None = None
     processes: list[ProcessEndpoint] = Field(default_factory=list)
-    #: Days of size history the console's store keeps (hour and day resolution).
-    history_days: int = Field(default=90, ge=1, le=400)
+    #: Days of size history the console's store keeps (hour and day resolution); at
+    #: least the week the audiences page counts changes over.
+    history_days: int = Field(default=90, ge=7, le=400)
     #: How long one read of the membership table or one explain may take.
     read_timeout_s: float = Field(default=60.0, gt=0, le=3600)
     #: Members shown on an audience's page.

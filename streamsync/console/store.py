@@ -47,6 +47,8 @@ class _Series:
     base_holdout: int = 0
     hours: dict[int, list[int]] = field(default_factory=dict)  # [net, net holdout]
     minutes: dict[int, list[int]] = field(default_factory=dict)  # [enters, exits]
+    #: whether changes before the window were folded into ``base``
+    folded: bool = False
 
     def add(self, delta: MembershipDelta, oldest_hour: int | None) -> None:
         step = 1 if delta.op == ENTER else -1
@@ -55,6 +57,7 @@ class _Series:
             # Older than the history kept (a partition read behind the others).
             self.base += step
             self.base_holdout += step if delta.holdout else 0
+            self.folded = True
             return
         hour = self.hours.setdefault(index, [0, 0])
         hour[0] += step
@@ -66,6 +69,7 @@ class _Series:
     def fold(self, oldest_hour: int, oldest_minute: int) -> None:
         for hour in [h for h in self.hours if h < oldest_hour]:
             net, holdout = self.hours.pop(hour)
+            self.folded = True
             self.base += net
             self.base_holdout += holdout
         for minute in [m for m in self.minutes if m < oldest_minute]:
@@ -225,12 +229,14 @@ class ConsoleStore:
                 bucket = hour * HOUR_MS // span
                 per_bucket[bucket] = per_bucket.get(bucket, 0) + net
             size = series.base
+            folded = series.folded
         assert self._newest is not None
         last = self._newest // span
-        # From the oldest hour kept (or the first change, when later) to now: an audience
-        # with no change in the window still has its size drawn, flat.
+        # From the oldest hour kept (or the first change ever, when later) to now: an
+        # audience with no change in the window still has its size drawn, flat.
         window_start = (self._newest - self.history_ms) // span + 1
-        first = max(min(per_bucket, default=window_start), window_start)
+        first = window_start if folded else min(per_bucket, default=window_start)
+        first = max(first, window_start)
         first = min(first, last)
         for bucket in [b for b in per_bucket if b < first]:
             size += per_bucket.pop(bucket)
