@@ -9,6 +9,7 @@ Each package owns its section's models, beside the code that reads them:
 ``evaluate:``      :class:`~streamsync.runtime.config.EvaluateConfig`
 ``destinations:``  :mod:`streamsync.destinations.kinds` (one model per ``kind``)
 ``observability:`` :class:`~streamsync.observability.config.ObservabilityConfig`
+``console:``       :class:`~streamsync.console.config.ConsoleConfig`
 =================  ====================================================
 
 This module only assembles them (:class:`AppConfig`) and loads the file: size and YAML
@@ -26,6 +27,7 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from streamsync.console.config import ConsoleConfig
 from streamsync.credentials import resolve_credential_files
 from streamsync.deltas.config import DeltasConfig
 from streamsync.destinations.config import DestinationConfig, resolve_paths
@@ -62,6 +64,8 @@ class AppConfig(BaseModel):
         classmethod(lambda cls, v: parse_destinations(v))
     )
     observability: ObservabilityConfig = Field(default_factory=ObservabilityConfig)
+    #: Only ``streamsync console`` reads it; the other commands ignore it.
+    console: ConsoleConfig | None = None
 
     def observability_for(self, destination: str | None = None) -> ObservabilityConfig:
         """The ``observability:`` section as the process runs it: evaluate's and ingest's
@@ -142,6 +146,13 @@ def parse_config(
                     for name, dest in config.destinations.items()
                 }
             }
+        )
+    console = config.console
+    audiences = None if console is None else console.audiences
+    if console and base_dir is not None and audiences is not None and not audiences.is_absolute():
+        resolved = (base_dir / audiences).resolve()
+        config = config.model_copy(
+            update={"console": console.model_copy(update={"audiences": resolved})}
         )
     if base_dir is not None:
         # Every {file: PATH} secret: kafka.sasl_password_from and the destinations'.

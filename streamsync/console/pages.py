@@ -1,0 +1,453 @@
+"""The pages: one handler each, rendered server-side from the templates.
+
+Every value reaches the HTML through Jinja2 with autoescaping on, so a customer id, an
+event name or an audience description is always text, never markup (``<script>`` as a
+customer id shows as those characters). The few numbers the plots need are served as
+JSON by ``sizes.json`` and drawn by ``static/console.js``: no page carries inline script,
+which the Content-Security-Policy forbids anyway.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import jinja2
+from aiohttp import web
+
+from streamsync.audiences.loader import AudienceDefinitionError, AudienceFileError
+from streamsync.config import AppConfig
+from streamsync.console.auth import Principal
+from streamsync.console.catalog import Catalog, load_catalog
+from streamsync.console.config import ConsoleConfig
+from streamsync.console.sources import (
+    DestinationNumbers,
+    ProcessReport,
+    SourceError,
+    Sources,
+    probe_all,
+)
+from streamsync.console.store import ConsoleStore
+from streamsync.deltas.membership import Member
+from streamsync.deltas.record import format_rfc3339_ms
+from streamsync.deltas.timeline import kafka_position, timeline_lines
+from streamsync.destinations.control import ControlFile
+
+TEMPLATES = Path(__file__).parent / "templates"
+STATIC = Path(__file__).parent / "static"
+NAV = (
+    ("/audiences", "Audiences"),
+    ("/customers", "Customer"),
+    ("/destinations", "Destinations"),
+    ("/preview", "Preview a change"),
+    ("/health", "Health"),
+)
+#: Operator actions remembered for the health page (all are also logged).
+AUDIT_KEPT = 100
+
+audit_log = logging.getLogger("streamsync.console.audit")
+
+
+def environment() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(TEMPLATES),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+    )
+    env.globals["static"] = lambda path: f"/static/{path}"
+    return env
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    at: str
+    who: str
+    role: str
+    action: str
+    outcome: str
+
+
+@dataclass
+class ConsoleState:
+    """What the handlers share: configuration, the store, the reads and the audit log."""
+
+    config: AppConfig
+    console: ConsoleConfig
+    store: ConsoleStore
+    sources: Sources
+    csrf_for: Callable[[Principal], str]
+    rebuild: Callable[[], None]
+    env: jinja2.Environment = field(default_factory=environment)
+    audit: deque[AuditEntry] = field(default_factory=lambda: deque(maxlen=AUDIT_KEPT))
+
+    @property
+    def audiences_path(self) -> Path | None:
+        if self.console.audiences is not None:
+            return self.console.audiences
+        return self.config.evaluate.audiences if self.config.evaluate else None
+
+    def catalog(self) -> tuple[Catalog | None, str | None]:
+        """The audience files as they are now (re-read per page: a file changed on disk
+        shows at once), or why they cannot be read."""
+        path = self.audiences_path
+        if path is None:
+            return None, "no audience files configured (console.audiences or evaluate.audiences)"
+        try:
+            return load_catalog(path), None
+        except AudienceDefinitionError as exc:
+            return None, f"{path}: {len(exc.problems)} error(s); run streamsync validate {path}"
+        except (AudienceFileError, OSError) as exc:
+            return None, " ".join(str(exc).split())
+
+    def record(self, principal: Principal, action: str, outcome: str) -> None:
+        entry = AuditEntry(
+            format_rfc3339_ms(int(time.time() * 1000)),
+            principal.name,
+            principal.role,
+            action,
+            outcome,
+        )
+        self.audit.appendleft(entry)
+        audit_log.info(
+            "console action: who=%s role=%s via=%s action=%s outcome=%s",
+            principal.name,
+            principal.role,
+            principal.method,
+            action,
+            outcome,
+        )
+
+
+STATE_KEY = web.AppKey("console_state", ConsoleState)
+#: The signed-in principal of a request (set by the guard in :mod:`.app`).
+PRINCIPAL = web.RequestKey("principal", Principal)
+
+
+def render(
+    request: web.Request, template: str, *, status: int = 200, **context: Any
+) -> web.Response:
+    state = request.app[STATE_KEY]
+    principal = request.get(PRINCIPAL)
+    base = {
+        "principal": principal,
+        "csrf": state.csrf_for(principal) if principal is not None else "",
+        "nav": NAV,
+        "active": "/" + request.path.strip("/").split("/")[0],
+        "store": state.store.status(),
+        "title": context.pop("title", "streamsync console"),
+    }
+    html = state.env.get_template(template).render(**base, **context)
+    return web.Response(text=html, status=status, content_type="text/html", charset="utf-8")
+
+
+def audience_href(name: str) -> str:
+    return "/audiences/" + quote(name, safe="")
+
+
+def _as_of(store: ConsoleStore) -> str | None:
+    newest = store.status().newest_ms
+    return None if newest is None else format_rfc3339_ms(newest)
+
+
+# Page 1: the audiences.
+
+
+async def audiences_page(request: web.Request) -> web.Response:
+    state = request.app[STATE_KEY]
+    catalog, error = state.catalog()
+    names = list(catalog.entries) if catalog else []
+    names += [n for n in state.store.audiences() if n not in set(names)]
+    rows = []
+    for name in names:
+        entry = catalog.get(name) if catalog else None
+        audience = entry.audience if entry else None
+        rows.append(
+            {
+                "name": name,
+                "href": audience_href(name),
+                "description": audience.description if audience else "(not in the audience files)",
+                "owner": audience.owner if audience else "—",
+                "version": audience.version if audience else "—",
+                "destinations": audience.destinations if audience else [],
+                "stats": state.store.stats(name),
+            }
+        )
+    return render(
+        request,
+        "audiences.html",
+        title="Audiences",
+        rows=rows,
+        source=state.audiences_path or "nowhere",
+        catalog_error=error,
+        as_of=_as_of(state.store),
+        deltas_topic=state.config.deltas.topic,
+    )
+
+
+async def sizes_json(request: web.Request) -> web.Response:
+    state = request.app[STATE_KEY]
+    name = request.match_info["name"]
+    resolution = request.query.get("resolution", "hour")
+    if resolution not in ("hour", "day"):
+        raise web.HTTPBadRequest(text="resolution is hour or day")
+    series = state.store.sizes(name, resolution)
+    return web.json_response(
+        {
+            "audience": name,
+            "resolution": resolution,
+            "times_ms": series.times_ms,
+            "sizes": series.sizes,
+        }
+    )
+
+
+# Page 2: one audience.
+
+
+async def audience_page(request: web.Request) -> web.Response:
+    state = request.app[STATE_KEY]
+    name = request.match_info["name"]
+    catalog, _ = state.catalog()
+    entry = catalog.get(name) if catalog else None
+    if entry is None and name not in state.store.audiences():
+        raise web.HTTPNotFound(text=f"no audience named {name}")
+    resolution = request.query.get("resolution", "hour")
+    if resolution not in ("hour", "day"):
+        resolution = "hour"
+    members: list[Member] = []
+    member_count = 0
+    members_error = None
+    complete = True
+    try:
+        table = await state.sources.members()
+        found = sorted(
+            (m for (audience, _), m in table.members.items() if audience == name),
+            key=lambda m: (m.since_ms, m.customer_id),
+            reverse=True,
+        )
+        member_count = len(found)
+        members = found[: state.console.member_sample]
+        complete = table.complete
+    except SourceError as exc:
+        members_error = str(exc)
+    return render(
+        request,
+        "audience.html",
+        title=name,
+        name=name,
+        href=audience_href(name),
+        entry=entry,
+        stats=state.store.stats(name),
+        resolution=resolution,
+        members=members,
+        member_count=member_count,
+        members_complete=complete,
+        members_error=members_error,
+        members_topic=state.config.deltas.members,
+        deltas_topic=state.config.deltas.topic,
+        source=state.audiences_path,
+    )
+
+
+# Page 3: one customer.
+
+
+async def customer_page(request: web.Request) -> web.Response:
+    state = request.app[STATE_KEY]
+    query = request.query.get("q", "").strip()
+    kind = request.query.get("kind", "id")
+    if kind not in ("id", "email", "phone"):
+        kind = "id"
+    context: dict[str, Any] = {
+        "title": "Customer",
+        "query": query,
+        "kind": kind,
+        "error": None,
+        "matches": None,
+        "customer": None,
+        "members_topic": state.config.deltas.members,
+        "deltas_topic": state.config.deltas.topic,
+    }
+    if query and kind != "id":
+        matches = state.store.customers_with(kind, query)
+        if len(matches) == 1:
+            query, kind = matches[0], "id"
+        else:
+            context["matches"] = matches
+    if query and kind == "id":
+        try:
+            context.update(await _customer(state, query))
+        except SourceError as exc:
+            context["error"] = str(exc)
+    return render(request, "customer.html", **context)
+
+
+async def _customer(state: ConsoleState, customer: str) -> dict[str, Any]:
+    table = await state.sources.customer_members(customer)
+    audit = await state.sources.audit(customer)
+    catalog, _ = state.catalog()
+    definitions = {n: e.audience for n, e in catalog.entries.items()} if catalog else None
+    changes = []
+    for delta in audit.deltas:
+        records = []
+        for rid in delta.record_ids:
+            event = audit.records.get(rid)
+            records.append(
+                {
+                    "id": rid,
+                    "event": event,
+                    "at": format_rfc3339_ms(event.timestamp_ms) if event else "",
+                    "where": kafka_position(event) if event else "",
+                    "missing": "" if event else "(not found in the input topics)",
+                }
+            )
+        changes.append({"delta": delta, "at": format_rfc3339_ms(delta.at_ms), "records": records})
+    explain = timeline_lines(
+        audit.deltas,
+        audit.records,
+        where=kafka_position,
+        not_found=" (not found in the input topics)",
+        definitions=definitions,
+    )
+    return {
+        "customer": customer,
+        "members": None if table is None else table.audiences_of(customer),
+        "members_complete": True if table is None else table.complete,
+        "changes": changes,
+        "found": len(audit.records),
+        "wanted": len(audit.wanted),
+        "input_topics": ", ".join(audit.input_topics),
+        "explain_text": "\n".join(explain),
+    }
+
+
+# Page 4: destinations.
+
+
+async def destinations_page(request: web.Request) -> web.Response:
+    state = request.app[STATE_KEY]
+    deliver = [p for p in state.console.processes if p.role == "deliver"]
+    reports = await probe_all(deliver)
+    rows = []
+    for name, dest in state.config.destinations.items():
+        mine = [r for r in reports if r.endpoint.destination == name]
+        numbers: DestinationNumbers | None = None
+        lag: dict[str, float] = {}
+        why = "no deliver process of this destination under console.processes"
+        for report in mine:
+            if not report.reachable:
+                why = f"{report.endpoint.name} unreachable: {report.error}"
+                continue
+            found = report.destinations.get(name)
+            for topic, n in report.lag.items():
+                lag[topic] = lag.get(topic, 0.0) + n
+            if found is not None:
+                numbers = found if numbers is None else _add(numbers, found)
+            else:
+                why = "no deliveries counted yet"
+        rows.append(
+            {
+                "name": name,
+                "kind": dest.kind,
+                "base_url": dest.base_url,
+                "audiences": ", ".join(dest.audiences)
+                if dest.audiences
+                else ("by audience files" if dest.audience_files else "all"),
+                "holdout": dest.holdout,
+                "paused": _paused(dest.control_file),
+                "numbers": numbers,
+                "lag": lag,
+                "why_no_numbers": why,
+            }
+        )
+    return render(request, "destinations.html", title="Destinations", rows=rows)
+
+
+def _add(a: DestinationNumbers, b: DestinationNumbers) -> DestinationNumbers:
+    rejected = dict(a.rejected)
+    for reason, n in b.rejected.items():
+        rejected[reason] = rejected.get(reason, 0.0) + n
+    return DestinationNumbers(
+        a.requests + b.requests,
+        a.throttled + b.throttled,
+        a.retries + b.retries,
+        a.delivered + b.delivered,
+        rejected,
+        a.matched + b.matched,
+        a.unmatched + b.unmatched,
+    )
+
+
+def _paused(path: Path | None) -> str:
+    """What the destination's control file says, when this console can read it."""
+    if path is None:
+        return "no (no control file)"
+    if not path.exists():
+        return f"no ({path} absent)"
+    control = ControlFile(path).poll()
+    if control.paused:
+        return f"yes ({path})"
+    if control.paused_audiences:
+        return "audiences " + ", ".join(sorted(control.paused_audiences)) + f" ({path})"
+    return f"no ({path})"
+
+
+async def control_action(request: web.Request) -> web.Response:
+    """Pause or resume: refused until a control path every replica reads exists."""
+    state = request.app[STATE_KEY]
+    principal = request[PRINCIPAL]
+    action = f"{request.match_info['action']} destination {request.match_info['name']}"
+    state.record(principal, action, "refused: no control path shared by all replicas yet")
+    return render(
+        request,
+        "error.html",
+        status=409,
+        title="Not available yet",
+        message="Pause and resume from the console need a control path every deliver "
+        "replica reads; today each process reads its own control file. Use the control "
+        "file or scale the destination to zero.",
+        code=409,
+        next=request.path,
+    )
+
+
+# Page 5: preview (not yet).
+
+
+async def preview_page(request: web.Request) -> web.Response:
+    return render(request, "preview.html", title="Preview a change")
+
+
+# Page 6: health.
+
+
+async def health_page(request: web.Request) -> web.Response:
+    state = request.app[STATE_KEY]
+    reports: list[ProcessReport] = await probe_all(state.console.processes)
+    return render(
+        request,
+        "health.html",
+        title="Health",
+        reports=reports,
+        checked=format_rfc3339_ms(int(time.time() * 1000)),
+        as_of=_as_of(state.store),
+        deltas_topic=state.config.deltas.topic,
+        audit=list(state.audit),
+    )
+
+
+async def rebuild_store(request: web.Request) -> web.Response:
+    state = request.app[STATE_KEY]
+    principal = request[PRINCIPAL]
+    form = await request.post()
+    if form.get("confirm") != "yes":
+        raise web.HTTPBadRequest(text="confirm the rebuild")
+    state.rebuild()
+    state.record(principal, "rebuild the store", "started")
+    raise web.HTTPSeeOther("/health")

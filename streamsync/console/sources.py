@@ -1,0 +1,210 @@
+"""What the pages read besides the store: the membership table, a customer's explain
+and the admin ports of the running processes.
+
+The Kafka reads are the project's own (:func:`~streamsync.deltas.membership.read_members`,
+:func:`~streamsync.deltas.membership.read_customer_members` and
+:func:`~streamsync.deltas.audit.audit_customer`, which ``streamsync explain`` prints), run
+in a worker thread so a page that waits for the cluster does not hold up the others. They
+sit behind :class:`Sources` so the pages can be tested without a broker.
+
+A process's ``/metrics`` is parsed with prometheus_client's parser (the exposition
+format's own reader) into the few numbers the pages show.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol, TypeVar
+
+import aiohttp
+from prometheus_client.parser import text_string_to_metric_families
+
+from streamsync.config import AppConfig
+from streamsync.console.config import ProcessEndpoint
+from streamsync.deltas.audit import CustomerAudit, audit_customer
+from streamsync.deltas.membership import (
+    MembershipTable,
+    MembersTopicMissing,
+    read_customer_members,
+    read_members,
+)
+from streamsync.errors import StreamsyncError
+
+T = TypeVar("T")
+
+#: How long one admin endpoint may take to answer.
+PROBE_TIMEOUT_S = 3.0
+#: Input records an explain from the console reads at most, as ``explain``'s default.
+EXPLAIN_MAX_RECORDS = 10_000_000
+
+
+class SourceError(Exception):
+    """A read the page could not do (the cluster does not answer, a topic is missing);
+    the message is one line for the page."""
+
+
+class Sources(Protocol):
+    async def members(self) -> MembershipTable: ...
+
+    async def customer_members(self, customer: str) -> MembershipTable | None: ...
+
+    async def audit(self, customer: str) -> CustomerAudit: ...
+
+
+class KafkaSources:
+    """:class:`Sources` on the cluster of ``config``."""
+
+    def __init__(self, config: AppConfig, timeout_s: float) -> None:
+        self.config = config
+        self.timeout_s = timeout_s
+
+    async def members(self) -> MembershipTable:
+        return await _in_thread(lambda: read_members(self.config, timeout_s=self.timeout_s))
+
+    async def customer_members(self, customer: str) -> MembershipTable | None:
+        def read() -> MembershipTable | None:
+            try:
+                return read_customer_members(self.config, customer, timeout_s=self.timeout_s)
+            except MembersTopicMissing:
+                return None
+
+        return await _in_thread(read)
+
+    async def audit(self, customer: str) -> CustomerAudit:
+        return await _in_thread(
+            lambda: audit_customer(
+                self.config,
+                customer,
+                max_records=EXPLAIN_MAX_RECORDS,
+                timeout_s=self.timeout_s,
+            )
+        )
+
+
+async def _in_thread(work: Callable[[], T]) -> T:
+    try:
+        return await asyncio.to_thread(work)
+    except StreamsyncError as exc:
+        raise SourceError(" ".join(str(exc).split())) from None
+
+
+# The admin ports.
+
+
+@dataclass
+class ProcessReport:
+    """One process as its admin port answered."""
+
+    endpoint: ProcessEndpoint
+    alive: bool | None = None
+    alive_reason: str = ""
+    ready: bool | None = None
+    ready_reason: str = ""
+    error: str | None = None
+    #: topic -> records behind (summed over partitions and groups)
+    lag: dict[str, float] = field(default_factory=dict)
+    #: (restored, target) records of the state stores, while restoring
+    restore: tuple[float, float] | None = None
+    dead_lettered: float = 0.0
+    #: per destination: what deliver counted
+    destinations: dict[str, DestinationNumbers] = field(default_factory=dict)
+
+    @property
+    def reachable(self) -> bool:
+        return self.error is None
+
+
+@dataclass
+class DestinationNumbers:
+    requests: float = 0.0
+    throttled: float = 0.0
+    retries: float = 0.0
+    delivered: float = 0.0
+    rejected: dict[str, float] = field(default_factory=dict)
+    matched: float = 0.0
+    unmatched: float = 0.0
+
+    @property
+    def match_rate(self) -> float | None:
+        total = self.matched + self.unmatched
+        return None if total == 0 else self.matched / total
+
+
+async def probe(session: aiohttp.ClientSession, endpoint: ProcessEndpoint) -> ProcessReport:
+    """``/healthz``, ``/readyz`` and ``/metrics`` of one process; an unreachable one is
+    a report with ``error`` set, never an exception."""
+    report = ProcessReport(endpoint)
+    base = endpoint.url.rstrip("/")
+    timeout = aiohttp.ClientTimeout(total=PROBE_TIMEOUT_S)
+    try:
+        async with session.get(f"{base}/healthz", timeout=timeout) as response:
+            report.alive = response.status == 200
+            report.alive_reason = (await response.text())[:500].strip()
+        async with session.get(f"{base}/readyz", timeout=timeout) as response:
+            report.ready = response.status == 200
+            report.ready_reason = (await response.text())[:500].strip()
+        async with session.get(f"{base}/metrics", timeout=timeout) as response:
+            if response.status == 200:
+                read_metrics(report, await response.text())
+    except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+        report.error = f"{type(exc).__name__}: {' '.join(str(exc).split())}"[:300]
+    return report
+
+
+def read_metrics(report: ProcessReport, text: str) -> None:
+    lag: dict[str, float] = defaultdict(float)
+    restored = target = 0.0
+    seen_restore = False
+    dest: dict[str, DestinationNumbers] = defaultdict(DestinationNumbers)
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            name, labels, value = sample.name, sample.labels, sample.value
+            if name == "streamsync_consumer_lag":
+                lag[labels.get("topic", "?")] += value
+            elif name == "streamsync_state_restored_records":
+                restored += value
+                seen_restore = True
+            elif name == "streamsync_state_restore_target_records":
+                target += value
+                seen_restore = True
+            elif name == "streamsync_records_dead_lettered_total":
+                report.dead_lettered += value
+            elif name.startswith("streamsync_destination_") or name.startswith(
+                "streamsync_identifier_lookups"
+            ):
+                _destination_sample(dest, name, labels, value)
+    report.lag = dict(lag)
+    report.restore = (restored, target) if seen_restore else None
+    report.destinations = dict(dest)
+
+
+def _destination_sample(
+    dest: dict[str, DestinationNumbers], name: str, labels: dict[str, str], value: float
+) -> None:
+    numbers = dest[labels.get("destination", "?")]
+    if name == "streamsync_destination_requests_total":
+        numbers.requests += value
+    elif name == "streamsync_destination_throttled_total":
+        numbers.throttled += value
+    elif name == "streamsync_destination_retries_total":
+        numbers.retries += value
+    elif name == "streamsync_destination_delivered_total":
+        numbers.delivered += value
+    elif name == "streamsync_destination_rejected_total":
+        reason = labels.get("reason", "?")
+        numbers.rejected[reason] = numbers.rejected.get(reason, 0.0) + value
+    elif name == "streamsync_identifier_lookups_total":
+        if labels.get("result") == "matched":
+            numbers.matched += value
+        else:
+            numbers.unmatched += value
+
+
+async def probe_all(endpoints: list[ProcessEndpoint]) -> list[ProcessReport]:
+    if not endpoints:
+        return []
+    async with aiohttp.ClientSession() as session:
+        return list(await asyncio.gather(*(probe(session, e) for e in endpoints)))

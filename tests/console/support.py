@@ -1,0 +1,146 @@
+"""A console without a broker: configuration, in-memory reads and a test client."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from aiohttp.test_utils import TestClient, TestServer
+
+from streamsync.config import AppConfig, parse_config
+from streamsync.console.server import Console, create_console
+from streamsync.deltas.audit import CustomerAudit
+from streamsync.deltas.membership import Member, MembershipTable
+from streamsync.deltas.record import MembershipDelta
+from streamsync.ingest.event import Event
+from streamsync.resources import project_path
+
+T = TypeVar("T")
+
+EXAMPLE_AUDIENCES = project_path("examples", "audiences")
+VIEWER_TOKEN = "viewer-token-0123456789"
+OPERATOR_TOKEN = "operator-token-0123456789"
+PASSWORD = "pass-word-0123456789"
+ENV = {"VIEWER_TOKEN": VIEWER_TOKEN, "OPERATOR_TOKEN": OPERATOR_TOKEN, "PASSWORD": PASSWORD}
+EVIL = '<script>alert("x")</script>'
+T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z
+
+
+def config(tmp: Path, **console: Any) -> AppConfig:
+    section: dict[str, Any] = {
+        "auth": {
+            "users": [
+                {"name": "vera", "role": "viewer", "token": {"env": "VIEWER_TOKEN"}},
+                {
+                    "name": "otto",
+                    "role": "operator",
+                    "token": {"env": "OPERATOR_TOKEN"},
+                    "password": {"env": "PASSWORD"},
+                },
+            ]
+        },
+        "audiences": str(EXAMPLE_AUDIENCES),
+        **console,
+    }
+    return parse_config(
+        {
+            "kafka": {"bootstrap_servers": "127.0.0.1:1"},
+            "ingest": {"topics": [{"name": "in", "format": "pipelines_json"}]},
+            "deltas": {"topic": "d"},
+            "destinations": {
+                "braze": {
+                    "kind": "braze",
+                    "base_url": "http://127.0.0.1:1",
+                    "credentials": {"env": "BRAZE_KEY"},
+                    "control_file": str(tmp / "braze-control.yaml"),
+                }
+            },
+            "console": section,
+        },
+        base_dir=tmp,
+        env={},
+    )
+
+
+def delta(
+    customer: str,
+    op: str,
+    at_ms: int,
+    seq: int,
+    audience: str = "ACT__CartAbandon__90m",
+    **extra: Any,
+) -> MembershipDelta:
+    return MembershipDelta(
+        audience=audience,
+        version=1,
+        customer_id=customer,
+        op=op,  # type: ignore[arg-type]
+        at_ms=at_ms,
+        seq=seq,
+        **extra,
+    )
+
+
+class FakeSources:
+    """The membership table and explain, from lists given by the test."""
+
+    def __init__(self, deltas: list[MembershipDelta], records: dict[str, Event]) -> None:
+        self.deltas = deltas
+        self.records = records
+
+    def _table(self) -> MembershipTable:
+        table = MembershipTable("d.members", [0])
+        for d in self.deltas:
+            if d.op == "enter":
+                table.members[(d.audience, d.customer_id)] = Member.from_enter(d)
+            else:
+                table.members.pop((d.audience, d.customer_id), None)
+        return table
+
+    async def members(self) -> MembershipTable:
+        return self._table()
+
+    async def customer_members(self, customer: str) -> MembershipTable | None:
+        table = self._table()
+        table.members = {k: v for k, v in table.members.items() if k[1] == customer}
+        return table
+
+    async def audit(self, customer: str) -> CustomerAudit:
+        audit = CustomerAudit(customer, "d", [0], input_topics=["in"])
+        audit.deltas = [d for d in self.deltas if d.customer_id == customer]
+        audit.records = {r: e for r, e in self.records.items() if r in audit.wanted}
+        return audit
+
+
+def make_console(
+    tmp: Path,
+    deltas: list[MembershipDelta] | None = None,
+    records: dict[str, Event] | None = None,
+    **console: Any,
+) -> Console:
+    deltas = deltas or []
+    made = create_console(
+        config(tmp, **console),
+        sources=FakeSources(deltas, records or {}),
+        feed=False,
+        env=ENV,
+    )
+    made.store.apply(deltas)
+    made.store.set_state("live")
+    return made
+
+
+def run_client(console: Console, work: Callable[[TestClient[Any, Any]], Awaitable[T]]) -> T:
+    """``work`` with a test client of ``console``'s application."""
+
+    async def main() -> T:
+        async with TestClient(TestServer(console.app)) as client:
+            return await work(client)
+
+    return asyncio.run(main())
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
