@@ -133,6 +133,9 @@ class Checkpoint:
         self.watchdog = watchdog
         self._committed = counts.snapshot(stats)
         self._changelog_offsets: dict[int, int] = {}
+        #: when the current run of aborted transactions began (``None``: the last
+        #: transaction committed)
+        self._failing_since: float | None = None
 
     def commit(self, timeout_s: float | None = None) -> bool:
         """One exactly-once cycle (see the module docstring); ``False`` if it had to be
@@ -199,9 +202,11 @@ class Checkpoint:
                     time.sleep(0.1)
                     continue
                 log.warning("transaction aborted (%s); rewinding to the last commit", error)
+                self._aborted_since(error)
                 self.rewind()
                 return False
         collector.in_txn = False
+        self._failing_since = None
         if self.purger is not None:
             self.purger.committed(self.positions)
         self.positions.clear()
@@ -219,6 +224,20 @@ class Checkpoint:
             task.persist(changes, self._changelog_offsets.get(task.partition), keep=keep)
         self.telemetry.committed(self.stats)
         return True
+
+    def _aborted_since(self, error: KafkaError) -> None:
+        """One more transaction aborted. Aborts that go on for ``broker_timeout`` with
+        no commit in between (an output topic deleted under the running service) end
+        the run with one line instead of retrying forever while looking healthy."""
+        now = time.monotonic()
+        if self._failing_since is None:
+            self._failing_since = now
+            return
+        if now - self._failing_since > self.settings.broker_timeout_ms / 1000:
+            raise KafkaUnavailable(
+                f"every transaction has aborted for {now - self._failing_since:.0f}s, "
+                f"the last with: {error.str()}"
+            )
 
     def _on_changelog_delivery(self, error: KafkaError | None, message: Message) -> None:
         partition, offset = message.partition(), message.offset()

@@ -317,3 +317,44 @@ def test_evaluate_equals_the_independent_oracle(
     )
     assert len({audience for audience, _ in expected}) >= 10
     assert got == expected
+
+
+def test_a_deltas_topic_deleted_under_the_running_service_ends_the_run(
+    kafka_bootstrap_servers: str, tmp_path: Path
+) -> None:
+    """Its transactions can no longer commit: the run ends with one line (every
+    transaction aborting for broker_timeout: exit 1; or a commit stuck waiting for the
+    lost topic: exit 3, to be restarted, which creates the topic again) instead of
+    retrying forever while looking healthy."""
+    from streamsync.errors import StreamsyncError
+
+    stream = Stream(kafka_bootstrap_servers, partitions=1)
+    stream.produce(synthetic(20, 200, seed=4))
+    app = Application(load_config(stream.config(tmp_path, broker_timeout="3s")))
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            app.run()
+        except BaseException as exc:  # the test looks at it
+            failure.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not read_deltas(kafka_bootstrap_servers, stream.deltas, quiet_s=0.5):
+        assert time.monotonic() < deadline, "no deltas before the topic was deleted"
+    admin = AdminClient({"bootstrap.servers": kafka_bootstrap_servers})
+    for future in admin.delete_topics([stream.deltas]).values():
+        future.result(30)
+    more = synthetic(20, 400, seed=5)
+    while thread.is_alive() and time.monotonic() < deadline + 60:
+        stream.produce(more[:20])  # keep cycles coming: each one aborts
+        more = more[20:] or synthetic(20, 400, seed=6)
+        thread.join(1.0)
+    if thread.is_alive():
+        app.stop()
+        thread.join(30)
+        pytest.fail("the run went on with every transaction aborting")
+    assert failure and isinstance(failure[0], StreamsyncError), failure
+    assert failure[0].exit_status in (1, 3)
