@@ -30,7 +30,10 @@ log = logging.getLogger(__name__)
 #: How often an unreachable broker is reported again after the first report.
 BROKER_REPORT_INTERVAL_S = 30.0
 #: Client error codes that mean "no broker answers" (not a problem with one request).
-BROKER_DOWN = frozenset({KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT})
+BROKER_DOWN = frozenset(
+    # _RESOLVE: a bootstrap host that does not resolve (yet: DNS of a starting cluster)
+    {KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT, KafkaError._RESOLVE}
+)
 #: Client error codes that mean the cluster refused this client (credentials, SASL
 #: mechanism, TLS): every retry fails the same way, so the process stops at once.
 REFUSED = frozenset(
