@@ -48,6 +48,7 @@ from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-def
 from streamsync.config import AppConfig
 from streamsync.deltas.membership import MemberKey, member_key, parse_member_key
 from streamsync.destinations.client import Change
+from streamsync.kafka.health import KafkaUnavailable
 from streamsync.kafka.reader import TopicReader
 
 log = logging.getLogger("streamsync.deliver")
@@ -120,7 +121,8 @@ class AcknowledgedState:
             self._partitions[partition] = {}
         if not wanted or not self.topic:
             return 0
-        reader = TopicReader(config, time.monotonic() + RESTORE_TIMEOUT_S, name="acknowledged")
+        deadline = time.monotonic() + RESTORE_TIMEOUT_S
+        reader = TopicReader(config, deadline, name="acknowledged")
         read = 0
         try:
             count = reader.topics().get(self.topic, 0)
@@ -144,8 +146,16 @@ class AcknowledgedState:
                     log.warning("%s: undecodable record skipped", self.topic)
                 return False
 
-            if reader.read(present, handle, lambda: None) is not None:
-                raise TimeoutError(f"reading {self.topic} back took over {RESTORE_TIMEOUT_S}s")
+            # A topic created a moment ago may have no leader yet: its offsets cannot be
+            # asked for, so the read is tried again (from scratch) until the deadline.
+            while reader.read(present, handle, lambda: None) is not None:
+                if time.monotonic() >= deadline:
+                    raise KafkaUnavailable(
+                        f"reading {self.topic} back took over {RESTORE_TIMEOUT_S:.0f}s"
+                    )
+                for partition in wanted:
+                    self._partitions[partition] = {}
+                time.sleep(0.2)
         finally:
             reader.close()
         self.restored += read

@@ -17,6 +17,7 @@ from confluent_kafka import Message
 
 from streamsync.config import AppConfig
 from streamsync.deltas.membership import Member, MemberKey, decode_member, parse_member_key
+from streamsync.kafka.health import KafkaUnavailable
 from streamsync.kafka.reader import TopicReader
 
 #: How long reading one assignment's partitions of the table may take.
@@ -67,11 +68,12 @@ def read_desired(
 ) -> DesiredSnapshot:
     """The desired members of ``partitions`` of the table, each read from its oldest
     record to its end as of now (``read_committed``: exactly what committed deltas say).
-    ``TimeoutError`` when that takes over :data:`READ_TIMEOUT_S`."""
+    :class:`KafkaUnavailable` when that takes over :data:`READ_TIMEOUT_S`."""
     wanted = sorted(partitions)
     snapshot = DesiredSnapshot({p: {} for p in wanted})
     topic = config.deltas.members
-    reader = TopicReader(config, time.monotonic() + READ_TIMEOUT_S, name="members")
+    deadline = time.monotonic() + READ_TIMEOUT_S
+    reader = TopicReader(config, deadline, name="members")
     store = snapshot.partitions
 
     def handle(message: Message) -> bool:
@@ -96,8 +98,11 @@ def read_desired(
         return False
 
     try:
-        if reader.read([(topic, p) for p in wanted], handle, lambda: None) is not None:
-            raise TimeoutError(f"reading {topic} took over {READ_TIMEOUT_S}s")
+        while reader.read([(topic, p) for p in wanted], handle, lambda: None) is not None:
+            if time.monotonic() >= deadline:  # else a partition without a leader yet
+                raise KafkaUnavailable(f"reading {topic} took over {READ_TIMEOUT_S:.0f}s")
+            snapshot.partitions = store = {p: {} for p in wanted}
+            time.sleep(0.2)
     finally:
         reader.close()
     return snapshot
