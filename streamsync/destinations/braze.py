@@ -326,7 +326,7 @@ class BrazeClient(DestinationClient):
             if options.boolean_attribute:
                 name = options.boolean_attribute + (self._suffix if change.holdout else "")
                 attributes[name] = change.enter
-            if options.enter_event and change.enter and not change.holdout:
+            if options.enter_event and change.enter and not (change.holdout or change.reconciled):
                 event = dict(ident)
                 event.update(
                     name=options.enter_event,

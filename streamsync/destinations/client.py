@@ -53,6 +53,9 @@ class Change:
     #: the Kafka headers of each delta that carried any, kept only while request spans
     #: are exported (:mod:`streamsync.destinations.tracing` links to their trace contexts)
     traces: list[Sequence[tuple[str, bytes | str | None]]] | None = None
+    #: a repair of reconciliation (backfill, detach), not a delta: the membership is
+    #: not new, so clients send no "entered" event for it
+    reconciled: bool = False
 
 
 @dataclass(slots=True)

@@ -7,11 +7,22 @@ delivered. Deltas are keyed by customer id, so a customer's deltas are in one pa
 in order; the :class:`~streamsync.destinations.sink.DeliverySink` keeps that order to
 the destination.
 
+Delivery reconciles (:mod:`streamsync.destinations.reconcile`). When partitions are
+assigned (start, rebalance), the destination's acknowledged state of those partitions is
+read back from its changelog (:mod:`~streamsync.destinations.acknowledged`) and compared
+with the desired state, the membership table's same partitions through the destination's
+filter (:mod:`~streamsync.destinations.desired`): the differences (backfill, detach) are
+sent like deltas. Then the deltas keep it current in real time, each change checked
+against the acknowledged state before it is sent. A partition this group never committed
+starts at the deltas' end as of just before the table was read, since the table already
+holds everything before it (without a table, at the deltas' beginning, as the deltas are
+then the whole history).
+
 Offsets are committed (every :data:`COMMIT_INTERVAL_S`, and at the end) only up to the
 oldest delta not yet acknowledged by the destination or written to the dead-letter topic
-(which is flushed first). A crash therefore re-delivers some acknowledged changes, which
-is harmless: every write sets membership to a value (add/remove of one array element, a
-boolean), never toggles it.
+(which is flushed first, as is the acknowledged state). A crash therefore re-delivers some
+acknowledged changes, which is harmless: every write sets membership to a value
+(add/remove of one array element, a boolean), never toggles it.
 
 :func:`run_delivery` runs several destinations for a bounded time in threads and
 returns their counts (what the demo needs).
@@ -28,23 +39,31 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, cast
 
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient
 
 from streamsync.config import AppConfig
 from streamsync.credentials import CredentialsError
 from streamsync.deltas.codec import delta_decoder
+from streamsync.destinations.acknowledged import (
+    AcknowledgedState,
+    acknowledged_topic,
+    ensure_topic,
+)
 from streamsync.destinations.checks import check_audience_names
 from streamsync.destinations.client import Change, DestinationClient
 from streamsync.destinations.config import DestinationConfig
 from streamsync.destinations.control import ControlFile
 from streamsync.destinations.dead_letter import DeliveryDeadLetters
+from streamsync.destinations.desired import DesiredFilter, read_desired, table_partitions
 from streamsync.destinations.errors import DeliverSetupError, FatalDestinationError
 from streamsync.destinations.kinds import build_client
 from streamsync.destinations.offsets import OffsetTracker
+from streamsync.destinations.reconcile import plan_repairs
 from streamsync.destinations.sink import DeliveryObserver, DeliverySink, SinkStats, Transport
 from streamsync.destinations.tracing import RequestTracer
 from streamsync.destinations.transport import HttpTransport
 from streamsync.errors import StreamsyncError
-from streamsync.kafka.config import consumer_config, producer_config
+from streamsync.kafka.config import admin_config, consumer_config, producer_config
 from streamsync.kafka.health import ClientHealth, KafkaUnavailable, client_settings
 from streamsync.observability.tracing import ReceivedHeaders, Tracing
 
@@ -159,6 +178,10 @@ class DeliverLoop:
             raise DeliverSetupError(str(exc)) from None
         self.routes = routed_audiences(name, self.dest, config.destinations)
         check_audience_names(config, name)
+        #: which members belong on this destination (the desired state's filter)
+        self.want = DesiredFilter(self.routes, self.dest.holdout)
+        #: the compacted changelog of what this destination acknowledged
+        self.acknowledged_topic = acknowledged_topic(self.dest.consumer_group(name))
         self.transport: Transport = transport or HttpTransport(
             self.dest.base_url, self.dest.retry.timeout_s
         )
@@ -182,6 +205,9 @@ class DeliverLoop:
         self._paused = False
         self._decode = delta_decoder(config.deltas.format)
         self.sink: DeliverySink | None = None
+        #: an error of the assignment callback, raised from the loop (not inside librdkafka)
+        self._failure: BaseException | None = None
+        self._topic_ready = False
 
     @property
     def partitions(self) -> list[int]:
@@ -194,15 +220,74 @@ class DeliverLoop:
 
     # -- kafka callbacks ---------------------------------------------------------------
 
-    def _on_assign(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self._assigned = list(partitions)
         self._paused = False
+        if self.sink is None or not partitions:
+            return
+        try:
+            self._reconcile(consumer, partitions, self.sink)
+        except Exception as exc:  # raised by the loop, outside librdkafka's callback
+            self._failure = exc
+
+    def _reconcile(
+        self, consumer: Consumer, partitions: list[TopicPartition], sink: DeliverySink
+    ) -> None:
+        """Read back what the destination acknowledged for ``partitions``, compare it with
+        the table's, queue the differences, and assign the deltas from where to go on."""
+        topic = self.config.deltas.topic
+        numbers = sorted(p.partition for p in partitions)
+        count = len(consumer.list_topics(topic, timeout=30).topics[topic].partitions)
+        if not self.dry_run and not self._topic_ready:
+            admin = AdminClient(admin_config(self.config.kafka.bootstrap_servers,
+                                             self._kafka_settings))  # fmt: skip
+            have = ensure_topic(admin, self.acknowledged_topic, count)
+            if have != count:
+                raise DeliverSetupError(
+                    f"topic {self.acknowledged_topic} has {have} partitions, the deltas "
+                    f"topic {topic} {count}; delete it (the destination is then "
+                    "reconciled from scratch) or use another group_id"
+                )
+            self._topic_ready = True
+        acknowledged = sink.acknowledged
+        acknowledged.restore(self.config, numbers)
+        table = table_partitions(self.config)
+        if table is not None and table != count:
+            raise DeliverSetupError(
+                f"membership topic {self.config.deltas.members} has {table} partitions, "
+                f"the deltas topic {topic} {count}: they must be partitioned alike"
+            )
+        snapshot = None
+        if table is not None:
+            # Where the deltas go on from is fixed before the table is read: every delta
+            # after it is read, every one before it is in the table already.
+            positions = consumer.committed(partitions, timeout=30)
+            for position in positions:
+                if position.offset < 0:
+                    _low, high = consumer.get_watermark_offsets(
+                        TopicPartition(topic, position.partition), timeout=30, cached=False
+                    )
+                    position.offset = high
+            snapshot = read_desired(self.config, numbers, self.want)
+            consumer.assign(positions)
+        repairs = 0
+        for partition in numbers:
+            desired = None if snapshot is None else snapshot.partitions[partition]
+            planned = plan_repairs(desired, acknowledged.entries(partition), self.want)
+            sink.reconcile(partition, planned)
+            repairs += len(planned)
+        log.info(
+            "partitions %s: %d acknowledged, %s desired, %d to send",
+            ",".join(map(str, numbers)), sum(len(acknowledged.entries(p)) for p in numbers),
+            "no table:" if snapshot is None else snapshot.members(), repairs,
+        )  # fmt: skip
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         gone = {p.partition for p in partitions}
         self._commit(consumer)
         if self.sink is not None:
             self.sink.drop_partitions(gone)
+            self.sink.acknowledged.forget(gone)
         self.offsets.forget(gone)
         self._assigned = [p for p in self._assigned if p.partition not in gone]
 
@@ -230,6 +315,7 @@ class DeliverLoop:
         if not positions:
             return
         self.sink.dead_letters.flush()
+        self.sink.acknowledged.flush()
         topic = self.config.deltas.topic
         try:
             consumer.commit(
@@ -264,6 +350,7 @@ class DeliverLoop:
         dead_letters = DeliveryDeadLetters(
             producer, dest.dead_letter_topic, self.config.deltas.topic
         )
+        acknowledged = AcknowledgedState(producer, self.acknowledged_topic)
         sink = self.sink = DeliverySink(
             self.client,
             self.transport,
@@ -277,6 +364,7 @@ class DeliverLoop:
             on_ack=self.on_ack,
             observer=self.observer,
             tracer=None if self.tracing is None else RequestTracer(self.tracing, self.client),
+            acknowledged=acknowledged,
         )
         keep_headers = sink.tracer is not None  # else no per-delta tracing work at all
         result = DeliverResult(self.name, sink.stats)
@@ -305,6 +393,8 @@ class DeliverLoop:
                 self._set_paused(consumer, sink.backpressure)
                 timeout = min(0.1, max(0.0, sink.next_wakeup(now)))
                 messages = consumer.consume(num_messages=_CONSUME_BATCH, timeout=timeout)
+                if self._failure is not None:
+                    raise self._failure
                 kafka_health.check()
                 for message in messages:
                     error = message.error()

@@ -14,6 +14,15 @@ Guarantees, and how:
   meanwhile wait in the buffer, so an exit can never overtake the enter before it.
 * *Net effect.* In the buffer, a customer+audience has at most one change: a later delta
   replaces the earlier one's direction and inherits its offsets.
+* *Only the difference.* Just before a batch is sent, each change is compared with what
+  the destination acknowledged (:class:`~streamsync.destinations.acknowledged.AcknowledgedState`):
+  an add already confirmed is not sent again, a remove of a value the destination never
+  acknowledged for that profile is never sent, and a remove goes to the identity the
+  value was acknowledged under. Each answer is recorded there.
+* *Reconciliation.* :meth:`DeliverySink.reconcile` takes the repairs of an assignment
+  (:mod:`~streamsync.destinations.reconcile`: backfill and detach) into a backlog that
+  feeds the buffer up to half its size, so real-time deltas keep flowing meanwhile; a
+  delta for the same customer and audience replaces its repair (it is newer).
 * *Nothing lost.* A change's offsets are released (:class:`OffsetTracker`) only when the
   destination acknowledged it, or it was dead-lettered with the reason.
 * *Limits.* :class:`~streamsync.destinations.limiter.TokenBucket` before each request;
@@ -36,6 +45,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from streamsync.dead_letter import ATTRIBUTE_REJECTED, REJECTED, UNMATCHED
 from streamsync.deltas.record import MembershipDelta
+from streamsync.destinations.acknowledged import AcknowledgedState
 from streamsync.destinations.client import Change, DestinationClient, Request, Response
 from streamsync.destinations.config import Retry
 from streamsync.destinations.dead_letter import DeliveryDeadLetters
@@ -48,6 +58,7 @@ from streamsync.destinations.errors import (
 )
 from streamsync.destinations.limiter import TokenBucket
 from streamsync.destinations.offsets import OffsetTracker
+from streamsync.destinations.reconcile import Repair
 
 if TYPE_CHECKING:
     from streamsync.destinations.tracing import RequestTracer
@@ -107,6 +118,12 @@ class SinkStats:
     would_deliver: int = 0
     #: unacknowledged changes handed back to Kafka when partitions were revoked
     revoked: int = 0
+    #: changes not sent because the destination already holds that state (an add
+    #: confirmed before, a remove of a value never acknowledged)
+    unchanged: int = 0
+    #: repairs of assignments, per audience: adds (backfill) and removes (detach)
+    backfilled: Counter[str] = field(default_factory=Counter)
+    detached: Counter[str] = field(default_factory=Counter)
 
     @property
     def delivered_total(self) -> int:
@@ -130,6 +147,9 @@ class SinkStats:
             "retries": self.retries,
             "splits": self.splits,
             "revoked": self.revoked,
+            "unchanged": self.unchanged,
+            "backfilled": sum(self.backfilled.values()),
+            "detached": sum(self.detached.values()),
             # A dry run sends nothing: what it would have sent, apart from "delivered".
             **(
                 {"would_deliver": self.would_deliver, "dry_run_requests": self.dry_run_requests}
@@ -165,10 +185,13 @@ class DeliverySink:
         on_ack: Callable[[list[Change], float], None] | None = None,
         observer: DeliveryObserver | None = None,
         tracer: RequestTracer | None = None,
+        acknowledged: AcknowledgedState | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
     ) -> None:
         self.client = client
+        #: what the destination confirmed (in memory only unless given one with a topic)
+        self.acknowledged = acknowledged if acknowledged is not None else AcknowledgedState()
         self.transport = transport
         self.dead_letters = dead_letters
         self.offsets = offsets
@@ -187,6 +210,8 @@ class DeliverySink:
         self.paused_audiences: frozenset[str] = frozenset()
         self._clock = clock
         self._buffer: dict[tuple[str, str], Change] = {}
+        #: repairs waiting for room in the buffer, by (customer, audience)
+        self._backlog: dict[tuple[str, str], tuple[int, Repair]] = {}
         self._inflight: _Batch | None = None
         self._random = random.Random()
 
@@ -208,7 +233,57 @@ class DeliverySink:
 
     @property
     def idle(self) -> bool:
-        return self._inflight is None and not self._buffer
+        return self._inflight is None and not self._buffer and not self._backlog
+
+    @property
+    def backlog(self) -> int:
+        """Repairs not yet in the buffer."""
+        return len(self._backlog)
+
+    def reconcile(self, partition: int, repairs: list[Repair]) -> None:
+        """Take the repairs of ``partition`` (just assigned) to send as room allows."""
+        backlog = self._backlog
+        for repair in repairs:
+            key = (repair.customer_id, repair.audience)
+            if key not in self._buffer:
+                backlog[key] = (partition, repair)
+
+    def _refill(self) -> None:
+        """Move repairs into the buffer up to half its size (room left for deltas)."""
+        backlog = self._backlog
+        if not backlog:
+            return
+        room = self.max_buffered // 2 - len(self._buffer)
+        while room > 0 and backlog:
+            key = next(iter(backlog))
+            partition, repair = backlog.pop(key)
+            room -= 1
+            if repair.enter:
+                identity = self.client.identify(repair.delta)
+                if identity is None:
+                    self.stats.unmatched[repair.audience] += 1
+                    continue
+                self.stats.backfilled[repair.audience] += 1
+            else:
+                identity = repair.identity
+                self.stats.detached[repair.audience] += 1
+            self._buffer[key] = Change(
+                repair.customer_id, repair.audience, repair.enter, repair.holdout, identity,
+                repair.delta, partition, [], self._clock(), None, None, True,
+            )  # fmt: skip
+
+    def settled_already(self, change: Change) -> bool:
+        """Whether the destination already holds what ``change`` would write: an add
+        confirmed before, or a remove of a value never acknowledged for this profile. A
+        remove that is sent is pointed at the value and identity that were acknowledged."""
+        entry = self.acknowledged.get(change.partition, change.audience, change.customer_id)
+        if change.enter:
+            return entry is not None and not entry.pending
+        if entry is None:
+            return True
+        change.identity = entry.identity
+        change.holdout = entry.holdout
+        return False
 
     def add(
         self,
@@ -224,6 +299,8 @@ class DeliverySink:
         ``headers`` (the record's, passed only when :attr:`tracer` is set) are kept for the
         request span to link to the delta's trace."""
         self.offsets.track(partition, offset)
+        if self._backlog:  # this delta is newer than the table record behind a repair
+            self._backlog.pop((delta.customer_id, delta.audience), None)
         if delta.holdout and self.holdout == "skip":
             self.stats.holdout_skipped[delta.audience] += 1
             self.offsets.done(partition, [offset])
@@ -235,6 +312,11 @@ class DeliverySink:
             # The same customer, just without the identifier on this delta: the change it
             # replaces must not reach the destination alone.
             identity = existing.identity
+        if identity is None and delta.op == "exit":
+            # A remove goes to the profile the value was acknowledged on anyway.
+            acked = self.acknowledged.get(partition, delta.audience, delta.customer_id)
+            if acked is not None:
+                identity = acked.identity
         if self.observer is not None:
             self.observer.identifier_lookup(self.client.name, delta.audience, identity is not None)
         if identity is None:
@@ -299,6 +381,7 @@ class DeliverySink:
         new owner re-reads them from the committed offsets; writes are idempotent)."""
         before = self.buffered
         self._buffer = {k: c for k, c in self._buffer.items() if c.partition not in partitions}
+        self._backlog = {k: r for k, r in self._backlog.items() if r[0] not in partitions}
         batch = self._inflight
         if batch is not None and any(c.partition in partitions for c in batch.changes):
             keep = [c for c in batch.changes if c.partition not in partitions]
@@ -311,14 +394,21 @@ class DeliverySink:
         return change.audience not in self.paused_audiences
 
     def _take_batch(self, now: float, force: bool) -> list[Change] | None:
-        if self.paused or not self._buffer:
+        if self.paused:
+            return None
+        self._refill()
+        if not self._buffer:
             return None
         limit = self.client.max_customers_per_batch
         customers: set[str] = set()
         chosen: list[tuple[str, str]] = []
         oldest: float | None = None
+        unchanged: list[tuple[str, str]] = []
         for key, change in self._buffer.items():
             if not self._sendable(change):
+                continue
+            if self.settled_already(change):
+                unchanged.append(key)
                 continue
             if change.customer_id not in customers:
                 if len(customers) == limit:
@@ -327,12 +417,19 @@ class DeliverySink:
             if oldest is None:
                 oldest = change.added_at
             chosen.append(key)
+        for key in unchanged:
+            change = self._buffer.pop(key)
+            self.stats.unchanged += 1
+            self.offsets.done(change.partition, change.offsets)
         if not chosen or oldest is None:
             return None
         full = len(customers) >= limit
         if not (full or force or now - oldest >= self.linger_s):
             return None
-        return [self._buffer.pop(key) for key in chosen]
+        changes = [self._buffer.pop(key) for key in chosen]
+        if not self.dry_run:
+            self.acknowledged.begin(changes)
+        return changes
 
     def next_wakeup(self, now: float) -> float:
         """Seconds until :meth:`pump` has something to do (capped by the caller)."""
@@ -342,8 +439,10 @@ class DeliverySink:
             if batch.index < len(batch.requests):
                 wait = max(wait, self.limiter.wait_s(batch.requests[batch.index].cost))
             return wait
-        if self.paused or not self._buffer:
+        if self.paused or not (self._buffer or self._backlog):
             return 1.0
+        if not self._buffer:
+            return 0.0
         first = next((c for c in self._buffer.values() if self._sendable(c)), None)
         if first is None:
             return 1.0
@@ -379,7 +478,11 @@ class DeliverySink:
         return self.idle
 
     def _only_held(self) -> bool:
-        return self._inflight is None and not any(map(self._sendable, self._buffer.values()))
+        return (
+            self._inflight is None
+            and not self._backlog
+            and not any(map(self._sendable, self._buffer.values()))
+        )
 
     def _backoff(self, attempt: int) -> float:
         growth = float(2 ** min(attempt, 30))
@@ -480,14 +583,17 @@ class DeliverySink:
             self.stats.rejected[change.audience] += 1
             for offset in change.offsets[:-1]:
                 self.offsets.done(change.partition, [offset])
+            last = change.offsets[-1] if change.offsets else -1  # -1: a repair, no record
             self.dead_letters.delta(
-                change.delta, change.partition, change.offsets[-1], reason=REJECTED,
+                change.delta, change.partition, last, reason=REJECTED,
                 destination=self.client.name, rejection=rejection,
             )  # fmt: skip
-            self.offsets.done(change.partition, [change.offsets[-1]])
+            self.offsets.done(change.partition, change.offsets[-1:])
         acked = [c for c in batch.changes if id(c) not in refused]
         if self.dry_run:  # logged, not sent: nothing was delivered
             self.stats.would_deliver += len(acked)
+        else:
+            self.acknowledged.settle(acked, (change for change, _ in batch.rejected))
         for change in acked:
             if not self.dry_run:
                 self.stats.delivered[(change.audience, "enter" if change.enter else "exit")] += 1

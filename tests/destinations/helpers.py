@@ -4,6 +4,7 @@ topic with a transactional producer (what the evaluate stage will do)."""
 from __future__ import annotations
 
 import uuid
+import zlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ import yaml
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from streamsync.deltas.codec import encode_json
+from streamsync.deltas.membership import encode_member, member_key
 from streamsync.deltas.record import MembershipDelta
 from streamsync.dev.synthetic import generate_records
 from tests.runtime.evaluate_support import replay_deltas
@@ -39,6 +41,40 @@ def produce_deltas(
         producer.begin_transaction()
         for delta in deltas[start : start + per_transaction]:
             producer.produce(topic, key=delta.customer_id.encode(), value=encode_json(delta))
+        producer.commit_transaction(30)
+    producer.flush(30)
+
+
+def produce_with_members(
+    bootstrap: str,
+    topic: str,
+    members_topic: str,
+    partitions: int,
+    deltas: Sequence[MembershipDelta],
+    per_transaction: int = 500,
+) -> None:
+    """Deltas and the membership table records they make, in the same transactions, as
+    evaluate writes them: each table record in the partition of its customer (CRC-32, the
+    producer's default partitioner for the deltas' keys), a tombstone on exit."""
+    producer = Producer(
+        {
+            "bootstrap.servers": bootstrap,
+            "transactional.id": f"test-members-{uuid.uuid4().hex[:8]}",
+            "linger.ms": 5,
+        }
+    )
+    producer.init_transactions(30)
+    for start in range(0, len(deltas), per_transaction):
+        producer.begin_transaction()
+        for delta in deltas[start : start + per_transaction]:
+            key = delta.customer_id.encode()
+            partition = zlib.crc32(key) % partitions
+            producer.produce(topic, key=key, value=encode_json(delta), partition=partition)
+            value = encode_member(delta) if delta.op == "enter" else None
+            producer.produce(
+                members_topic, key=member_key(delta.audience, delta.customer_id), value=value,
+                partition=partition,
+            )  # fmt: skip
         producer.commit_transaction(30)
     producer.flush(30)
 

@@ -26,9 +26,12 @@ def test_batches_fill_to_75_objects_and_collapse_to_net_effect(standins: StandIn
     h.add(delta("c0", "ACT__A", "exit", seq=2))  # collapses with c0's enter
     h.drain()
     standin = standins.standins["braze"]
-    assert standin.objects_per_request == [75, 75, 75, 75]  # type: ignore[attr-defined]
-    assert _members(h, "c0") == [] and _members(h, "c1") == ["ACT__A"]
-    assert h.sink.stats.collapsed == 1
+    # c0's net change is an exit of a value never acknowledged: nothing is sent for it,
+    # so no remove of a never-added value and no profile created by one
+    assert standin.objects_per_request == [75, 75, 75, 74]  # type: ignore[attr-defined]
+    assert "external_id:c0" not in h.admin.profiles()["users"]
+    assert _members(h, "c1") == ["ACT__A"]
+    assert h.sink.stats.collapsed == 1 and h.sink.stats.unchanged == 1
     assert h.offsets.position(0) == 301  # everything acknowledged
     assert h.admin.report()["violations"] == []
 
@@ -100,11 +103,27 @@ def test_only_streamsync_values_are_removed_from_a_shared_attribute(
     standins: StandInServer,
 ) -> None:
     standin = standins.standins["braze"]
-    standin.users["external_id:c1"] = {"streamsync_audiences": ["manual", "ACT__A"]}  # type: ignore[attr-defined]
+    standin.users["external_id:c1"] = {"streamsync_audiences": ["manual"]}  # type: ignore[attr-defined]
     h = harness(braze_client(standins.urls["braze"]), standins.urls["braze"])
-    h.add(delta("c1", "ACT__A", "exit"))
+    h.add(delta("c1", "ACT__A", "enter"))
+    h.drain()
+    assert _members(h, "c1") == ["manual", "ACT__A"]
+    h.add(delta("c1", "ACT__A", "exit", seq=2))
     h.drain()
     assert _members(h, "c1") == ["manual"]
+
+
+def test_a_remove_is_sent_only_for_what_was_acknowledged(standins: StandInServer) -> None:
+    standin = standins.standins["braze"]
+    standin.users["external_id:c1"] = {"streamsync_audiences": ["manual", "ACT__A"]}  # type: ignore[attr-defined]
+    h = harness(braze_client(standins.urls["braze"]), standins.urls["braze"])
+    h.add(delta("c1", "ACT__A", "exit"))  # streamsync never added ACT__A here
+    h.add(delta("c2", "ACT__A", "exit"))
+    h.drain()
+    assert _members(h, "c1") == ["manual", "ACT__A"]
+    assert "external_id:c2" not in h.admin.profiles()["users"]
+    assert h.admin.report()["counters"].get("requests", 0) == 0
+    assert h.sink.stats.unchanged == 2 and h.offsets.position(0) == 2
 
 
 def test_holdout_skip_and_marker(standins: StandInServer) -> None:

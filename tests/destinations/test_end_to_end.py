@@ -173,7 +173,10 @@ def test_deliver_survives_outages_storms_and_sigkill(
         assert headers["streamsync.destination"] == b"braze"
         assert headers["streamsync.http.status"] == b"201"
         assert orjson.loads(letter.value())["customer_id"] in refused
-    assert {orjson.loads(m.value())["customer_id"] for m in letters} == refused
+    # Every refused customer whose adds were sent is there; one whose every enter was
+    # netted with its exit before sending had nothing sent, so nothing refused.
+    lettered = {orjson.loads(m.value())["customer_id"] for m in letters}
+    assert {c for c in refused if c in expected} <= lettered <= refused
 
     for admin in (braze, moe):
         report = admin.report()

@@ -68,10 +68,13 @@ def test_run_delivery_reports_counts_per_destination(
         result = results[name]
         assert result.error is None
         assert result.consumed == 12 and result.malformed == 1
-        # c0's enter and exit are either collapsed into one change or both delivered
-        assert result.stats.delivered_total + result.stats.collapsed == 11
+        # c0's enter and exit are either both delivered, or collapsed into an exit of a
+        # value never acknowledged, which is not sent
+        stats = result.stats
+        assert stats.delivered_total + stats.collapsed == 11 - stats.unchanged
+        assert stats.unchanged == stats.collapsed
     moe_users = StandInAdmin(standins.urls["moengage"]).profiles()["users"]
-    assert moe_users["c0"]["streamsync_audiences"] == []
+    assert moe_users.get("c0", {}).get("streamsync_audiences", []) == []
     assert moe_users["c5"]["streamsync_audiences"] == ["ACT__A"]
     letters = read_topic(kafka_bootstrap_servers, dead, timeout_s=2)
     assert [dict(m.headers())["streamsync.error.reason"] for m in letters] == [
@@ -152,7 +155,8 @@ def test_two_replicas_share_the_partitions_through_rebalances(
         return braze_members(admin.profiles())
 
     half = len(deltas) // 2
-    admin.faults(slow={"count": 30, "ms": 150})  # so the rebalance lands mid-delivery
+    # so the rebalance lands mid-delivery (the net changes of 4,000 deltas take ~20 requests)
+    admin.faults(slow={"count": 10, "ms": 150})
     try:
         threads[0].start()
         produce_deltas(kafka_bootstrap_servers, topic, deltas[:half], per_transaction=100)
@@ -167,7 +171,7 @@ def test_two_replicas_share_the_partitions_through_rebalances(
         for thread in threads:
             thread.join(30)
     assert all(loop.sink is not None and loop.sink.stats.requests > 0 for loop in loops)
-    assert admin.report()["counters"]["slowed"] == 30
+    assert admin.report()["counters"]["slowed"] == 10
     assert admin.report()["violations"] == []
     assert uncommitted_records(kafka_bootstrap_servers, group, topic, 4) == 0
 

@@ -72,6 +72,10 @@ def test_request_spans_link_to_every_delta_trace(
     # a later delta of c0 collapses into the same change: both of its traces are linked
     later = 0xC0000000000000000000000000000000
     records.append((delta("c0", "ACT__A", "exit", seq=2), _traceparent(later, 0xD0, True)))
+    # ... and c0 enters again, so the net change is sent (an exit alone of a value never
+    # acknowledged would send nothing, and link nothing)
+    again = 0xE0000000000000000000000000000000
+    records.append((delta("c0", "ACT__A", "enter", seq=3), _traceparent(again, 0xE0, True)))
     records.append((delta("untraced", "ACT__A", "enter"), None))
     _produce(kafka_bootstrap_servers, topic, records)
 
@@ -95,10 +99,10 @@ def test_request_spans_link_to_every_delta_trace(
         assert span.attributes["streamsync.linked_traces"] == len(span.links)
         for link in span.links:
             linked[link.context.trace_id] = link.context.trace_flags.sampled
-    assert set(linked) == {*traces.values(), later}
+    assert set(linked) == {*traces.values(), later, again}
     assert linked[traces["c1"]] is False and linked[traces["c0"]] is True
-    # collapsed or not, c0's two deltas each kept their headers
-    assert sum(len(c.traces or ()) for c in acked if c.customer_id == "c0") == 2
+    # collapsed or not, c0's three deltas each kept their headers
+    assert sum(len(c.traces or ()) for c in acked if c.customer_id == "c0") == 3
     # no faults, so one attempt per request: each delta is counted by exactly one span
     assert sum(int(s.attributes["streamsync.deltas"]) for s in spans if s.attributes) == len(
         records

@@ -171,3 +171,41 @@ def test_moengage_update_only_for_unknown_users_answers_as_documented(
     status, _, body = post(f"{base}/v1/transition/{APP}", bulk, MOE_AUTH)
     assert status == 200 and body["status"] == "success" and "errors" not in body
     assert StandInAdmin(base).profiles()["users"] == {}
+
+
+@pytest.mark.parametrize("strict", [False, True])
+def test_a_remove_of_a_value_never_added_is_counted_and_strictly_a_violation(
+    strict: bool,
+) -> None:
+    with StandInServer(
+        {"braze": BrazeStandIn("braze-key", strict=strict),
+         "moengage": MoEngageStandIn(APP, KEY, strict=strict)}
+    ) as s:  # fmt: skip
+        braze, moe = s.urls["braze"], s.urls["moengage"]
+
+        def attrs(user: str, op: str, value: str) -> dict[str, Any]:
+            return {"attributes": [{"external_id": user, "a": {op: [value]}}]}
+
+        def element(user: str, op: str, value: str) -> dict[str, Any]:
+            return {"type": "customer", "customer_id": user, "attributes": {op: {"a": [value]}}}
+
+        # added, then removed: fine; removed again (a redelivery): it was had, fine
+        for op in ("add", "remove", "remove"):
+            assert post(braze + "/users/track", attrs("u1", op, "A"), BRAZE_AUTH)[0] == 201
+        assert post(braze + "/users/track", attrs("u2", "remove", "A"), BRAZE_AUTH)[0] == 201
+        for op in ("addValueToArrayField", "removeValueFromArrayField"):
+            assert post(moe + f"/v1/customer/{APP}", element("u1", op, "A"), MOE_AUTH)[0] == 200
+        body = element("u2", "removeValueFromArrayField", "A")
+        assert post(moe + f"/v1/customer/{APP}", body, MOE_AUTH)[0] == 200
+
+        for url in (braze, moe):
+            admin = StandInAdmin(url)
+            report = admin.report()
+            assert report["counters"]["remove_never_added"] == 1
+            kinds = [v["kind"] for v in report["violations"]]
+            assert kinds == (["remove_never_added"] if strict else [])
+            if strict:
+                assert "u2" in report["violations"][0]["detail"]
+        # the profiles hold the final state
+        assert StandInAdmin(braze).profiles()["users"]["external_id:u1"] == {"a": []}
+        assert StandInAdmin(moe).profiles()["users"]["u1"] == {"a": []}

@@ -47,8 +47,9 @@ class BrazeStandIn(StandIn):
         data_import_key: str = "dev-braze-data-import-key",
         cohort_limit: int = 250_000,
         cohort_window_s: float = 3600.0,
+        strict: bool = False,
     ) -> None:
-        super().__init__()
+        super().__init__(strict=strict)
         self.api_key = api_key
         self.partner_key = partner_key
         self.data_import_key = data_import_key
@@ -174,6 +175,8 @@ class BrazeStandIn(StandIn):
                     return f"'{name}' add/remove must be arrays"
                 current = profile.get(name)
                 array = list(current) if isinstance(current, list) else []
+                self.array_removing(key, name, removes)
+                self.array_added(key, name, adds)
                 for item in adds:
                     if item in array:
                         array.remove(item)
@@ -183,6 +186,8 @@ class BrazeStandIn(StandIn):
             elif value is None:
                 profile.pop(name, None)
             else:
+                if isinstance(value, list):
+                    self.array_added(key, name, value)
                 profile[name] = value
         return None
 

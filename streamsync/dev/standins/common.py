@@ -84,12 +84,22 @@ class Faults:
 
 
 class StandIn:
-    """Base of both stand-ins: the checks every API request goes through."""
+    """Base of both stand-ins: the checks every API request goes through.
+
+    Profiles keep, besides their attributes, every value each array attribute ever held
+    (:attr:`history`). A remove of a value the profile never had is counted
+    (``remove_never_added``); in *strict* mode (``strict=True``, or ``strict`` through
+    ``POST /_standin/faults``) it is also a violation: a destination's own behaviour
+    would create the profile or leave nothing to remove, and streamsync promises to
+    remove only what it added."""
 
     reset_style: ResetStyle = "epoch"
     header_prefix = "X-RateLimit-"
 
-    def __init__(self) -> None:
+    def __init__(self, *, strict: bool = False) -> None:
+        self.strict = strict
+        #: profile key -> array attribute -> every value it ever held
+        self.history: dict[str, dict[str, set[Any]]] = {}
         self.faults = Faults()
         self.violations: list[dict[str, Any]] = []
         self.counters: Counter[str] = Counter()
@@ -111,6 +121,24 @@ class StandIn:
 
     def violation(self, kind: str, detail: str) -> None:
         self.violations.append({"kind": kind, "detail": detail, "at": time.time()})
+
+    def array_added(self, profile: str, attribute: str, values: list[Any]) -> None:
+        """``values`` were put in ``profile``'s array ``attribute``."""
+        had = self.history.setdefault(profile, {}).setdefault(attribute, set())
+        had.update(v for v in values if isinstance(v, str | int | float | bool))
+
+    def array_removing(self, profile: str, attribute: str, values: list[Any]) -> None:
+        """``values`` are about to be removed from ``profile``'s array ``attribute``:
+        count (and in strict mode record) those it never had."""
+        had = self.history.get(profile, {}).get(attribute, set())
+        never = [v for v in values if not isinstance(v, str | int | float | bool) or v not in had]
+        if not never:
+            return
+        self.counters["remove_never_added"] += len(never)
+        if self.strict:
+            self.violation(
+                "remove_never_added", f"{profile}: {attribute} remove {never!r}, never added"
+            )
 
     def rate_headers(self, window: FixedWindow, remaining: int, reset: float) -> dict[str, str]:
         now = time.time()
@@ -174,7 +202,11 @@ class StandIn:
         return web.Response(body=orjson.dumps(self.profiles()), content_type="application/json")
 
     async def _report(self, _request: web.Request) -> web.Response:
-        report = {"violations": self.violations, "counters": dict(self.counters)}
+        report = {
+            "violations": self.violations,
+            "counters": dict(self.counters),
+            "strict": self.strict,
+        }
         return web.Response(body=orjson.dumps(report), content_type="application/json")
 
     async def _faults(self, request: web.Request) -> web.Response:
@@ -182,6 +214,8 @@ class StandIn:
         if not isinstance(data, dict):
             return web.json_response({"error": "expected a JSON object"}, status=400)
         self.faults.update(data, time.time())
+        if "strict" in data:
+            self.strict = bool(data["strict"])
         return web.json_response({"ok": True})
 
     async def _reset(self, _request: web.Request) -> web.Response:
@@ -189,6 +223,7 @@ class StandIn:
         self.violations.clear()
         self.counters.clear()
         self.blocked_until = 0.0
+        self.history.clear()
         self.clear()
         return web.json_response({"ok": True})
 

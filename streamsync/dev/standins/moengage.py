@@ -50,8 +50,9 @@ class MoEngageStandIn(StandIn):
         user_limit: int = 10_000,
         cohort_limit: int = 300,
         window_s: float = 60.0,
+        strict: bool = False,
     ) -> None:
-        super().__init__()
+        super().__init__(strict=strict)
         self.app_id = app_id
         self.api_key = api_key
         self.users_window = FixedWindow(user_limit, window_s)
@@ -150,7 +151,10 @@ class MoEngageStandIn(StandIn):
             if element.get("update_existing_only"):
                 return None
             profile = self.users[uid] = {}
+        for name, values in removes.items():
+            self.array_removing(uid, name, list(values))
         for name, values in adds.items():
+            self.array_added(uid, name, list(values))
             current = [v for v in profile.get(name, []) if v not in values]
             profile[name] = current + list(values)
         for name, values in removes.items():

@@ -1,0 +1,247 @@
+"""Delivery as reconciliation, on the real broker against strict stand-ins.
+
+Deltas and the membership table are written as evaluate writes them (same transactions,
+partitioned alike). A destination started afterwards is backfilled from the table and
+ends with exactly replay's current members; changing its audience list backfills the
+added audience and detaches the removed one from exactly the profiles it was on; an
+audience retired from the table is detached; a deliver killed mid-backfill resumes from
+its acknowledged state. The stand-ins run in strict mode throughout: a remove of a value
+a profile never had would be a violation.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+import zlib
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+from confluent_kafka import Producer
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from streamsync.config import load_config
+from streamsync.deltas.membership import member_key
+from streamsync.deltas.record import MembershipDelta
+from streamsync.destinations.deliver import DeliverLoop, DeliverResult
+from streamsync.dev.standins import StandInAdmin, StandInServer
+from streamsync.dev.standins.compare import braze_members, differences, expected_members
+from tests.destinations.conftest import BRAZE_KEY, delta
+from tests.destinations.helpers import produce_with_members, synthetic_deltas, write_config
+from tests.topics import create_topics
+
+pytestmark = pytest.mark.kafka
+
+SUBSCRIBED, WINBACK = "SUP__SubscriptionActive", "ACT__Winback__60to120d"
+
+
+def _topics(bootstrap: str, partitions: int) -> tuple[str, str]:
+    """A deltas topic and its membership table (``<deltas>.members``, the default)."""
+    topic = f"deltas-{uuid.uuid4().hex[:10]}"
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    create_topics(
+        admin,
+        [NewTopic(topic, partitions, 1),
+         NewTopic(topic + ".members", partitions, 1, config={"cleanup.policy": "compact"})],
+    )  # fmt: skip
+    return topic, topic + ".members"
+
+
+def _config(path: Path, bootstrap: str, topic: str, url: str, group: str, **settings: Any) -> Path:
+    braze = {
+        "kind": "braze", "base_url": url, "credentials": {"env": "K1"}, "group_id": group,
+        "rate_limit": {"limit": 50, "window_s": 1.0}, "batching": {"linger_ms": 20},
+        "retry": {"initial_backoff_s": 0.05, "max_backoff_s": 0.5, "timeout_s": 2.0},
+        **settings,
+    }  # fmt: skip
+    return write_config(path, bootstrap, topic, {"braze": braze})
+
+
+def _only(members: Mapping[str, set[str]], audiences: set[str]) -> dict[str, set[str]]:
+    kept = {c: values & audiences for c, values in members.items()}
+    return {c: values for c, values in kept.items() if values}
+
+
+def _wait(condition: Callable[[], bool], what: str, timeout_s: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.2)
+
+
+@contextmanager
+def _delivering(path: Path) -> Iterator[list[DeliverResult]]:
+    """A deliver loop in a thread for the block; its result once it stopped (an error in
+    the loop fails the test)."""
+    loop = DeliverLoop(load_config(path, env={}), "braze", env={"K1": BRAZE_KEY})
+    results: list[DeliverResult] = []
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            results.append(loop.run(drain_timeout_s=5))
+        except BaseException as exc:  # reported by the test thread
+            errors.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    try:
+        yield results
+    finally:
+        loop.stop()
+        thread.join(60)
+    assert not errors, errors
+    assert results and results[0].error is None
+
+
+def test_a_destination_started_after_the_deltas_ends_with_the_current_members(
+    tmp_path: Path, kafka_bootstrap_servers: str, standins: StandInServer
+) -> None:
+    deltas = synthetic_deltas(customers=200, events=6000, seed=5)
+    topic, members_topic = _topics(kafka_bootstrap_servers, 3)
+    produce_with_members(kafka_bootstrap_servers, topic, members_topic, 3, deltas)
+    admin = StandInAdmin(standins.urls["braze"])
+    admin.faults(strict=True)
+    path = _config(
+        tmp_path / "c.yaml", kafka_bootstrap_servers, topic, standins.urls["braze"],
+        f"late-{uuid.uuid4().hex[:8]}",
+        audience_options={SUBSCRIBED: {"enter_event": "entered_active"}},
+    )  # fmt: skip
+    expected = expected_members(deltas)
+    memberships = sum(len(v) for v in expected.values())
+
+    def profiles() -> dict[str, set[str]]:
+        return braze_members(admin.profiles())
+
+    with _delivering(path) as results:
+        _wait(lambda: not differences(expected, profiles()), "the backfill to match replay")
+        # then the deltas keep it current in real time
+        member, values = sorted(expected.items())[0]
+        left = sorted(values)[0]
+        later = [delta(member, left, "exit", seq=10**6), delta("newcomer", WINBACK, "enter")]
+        produce_with_members(kafka_bootstrap_servers, topic, members_topic, 3, later)
+        expected_now = expected_members([*deltas, *later])
+        _wait(lambda: profiles() == expected_now, "the real-time deltas")
+    result = results[0]
+    # the history came from the table: of the deltas, only those written later were read
+    assert result.consumed == len(later)
+    assert sum(result.stats.backfilled.values()) == memberships
+    assert result.stats.delivered[(WINBACK, "enter")] == memberships_of(expected, WINBACK) + 1
+    # a backfill is no entry: only the real-time enter may fire an event (none here)
+    assert admin.profiles()["events"] == {}
+    assert admin.report()["violations"] == []
+
+
+def memberships_of(members: Mapping[str, set[str]], audience: str) -> int:
+    return sum(1 for values in members.values() if audience in values)
+
+
+def test_adding_removing_and_retiring_audiences_reconciles_the_profiles(
+    tmp_path: Path, kafka_bootstrap_servers: str, standins: StandInServer
+) -> None:
+    deltas = synthetic_deltas(customers=150, events=4000, seed=8)
+    topic, members_topic = _topics(kafka_bootstrap_servers, 2)
+    produce_with_members(kafka_bootstrap_servers, topic, members_topic, 2, deltas)
+    admin = StandInAdmin(standins.urls["braze"])
+    admin.faults(strict=True)
+    group = f"lists-{uuid.uuid4().hex[:8]}"
+    everyone = expected_members(deltas)
+    manual = next(iter(sorted(everyone)))
+    # a value someone else put in the shared attribute stays through every step
+    standins.standins["braze"].users[f"external_id:{manual}"] = {  # type: ignore[attr-defined]
+        "streamsync_audiences": ["manual"]
+    }
+
+    def profiles() -> dict[str, set[str]]:
+        found = braze_members(admin.profiles())
+        assert "manual" in found.get(manual, set())
+        return _only(found, {SUBSCRIBED, WINBACK})
+
+    def step(audiences: list[str], want: dict[str, set[str]]) -> DeliverResult:
+        path = _config(
+            tmp_path / "c.yaml", kafka_bootstrap_servers, topic, standins.urls["braze"],
+            group, audiences=audiences,
+        )  # fmt: skip
+        with _delivering(path) as results:
+            _wait(lambda: profiles() == want, f"profiles for {audiences}")
+        assert admin.report()["violations"] == []
+        return results[0]
+
+    step([SUBSCRIBED], _only(everyone, {SUBSCRIBED}))
+    added = step([SUBSCRIBED, WINBACK], _only(everyone, {SUBSCRIBED, WINBACK}))
+    assert sum(added.stats.backfilled.values()) == memberships_of(everyone, WINBACK)
+    removed = step([WINBACK], _only(everyone, {WINBACK}))
+    assert sum(removed.stats.detached.values()) == memberships_of(everyone, SUBSCRIBED)
+    assert sum(removed.stats.backfilled.values()) == 0
+
+    # WINBACK retired: its records leave the table (as compaction leaves it), no deltas
+    producer = Producer({"bootstrap.servers": kafka_bootstrap_servers})
+    for customer, values in everyone.items():
+        if WINBACK in values:
+            partition = zlib.crc32(customer.encode()) % 2
+            producer.produce(
+                members_topic, key=member_key(WINBACK, customer), value=None, partition=partition
+            )
+    producer.flush(30)
+    retired = step([WINBACK], {})
+    assert sum(retired.stats.detached.values()) == memberships_of(everyone, WINBACK)
+    assert admin.report()["counters"].get("remove_never_added", 0) == 0
+
+
+def _start(config: Path, log: Path) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "K1": BRAZE_KEY}
+    env.pop("KAFKA_BOOTSTRAP_SERVERS", None)  # the config names the broker
+    return subprocess.Popen(
+        [sys.executable, "-m", "streamsync", "deliver", "--config", str(config),
+         "--destination", "braze"],
+        env=env, stdout=subprocess.PIPE, stderr=log.open("wb"),
+    )  # fmt: skip
+
+
+def test_a_deliver_killed_mid_backfill_resumes_and_converges_exactly(
+    tmp_path: Path, kafka_bootstrap_servers: str, standins: StandInServer
+) -> None:
+    deltas: list[MembershipDelta] = synthetic_deltas(customers=400, events=8000, seed=13)
+    topic, members_topic = _topics(kafka_bootstrap_servers, 3)
+    produce_with_members(kafka_bootstrap_servers, topic, members_topic, 3, deltas)
+    admin = StandInAdmin(standins.urls["braze"])
+    admin.faults(strict=True)
+    # 5 customers a request, 10 requests a second: the backfill takes several seconds
+    path = _config(
+        tmp_path / "c.yaml", kafka_bootstrap_servers, topic, standins.urls["braze"],
+        f"killed-{uuid.uuid4().hex[:8]}", max_objects_per_request=5,
+        rate_limit={"limit": 10, "window_s": 1.0},
+    )  # fmt: skip
+    expected = expected_members(deltas)
+    assert len(expected) > 150
+
+    def objects() -> int:
+        return int(admin.report()["counters"].get("objects", 0))
+
+    proc = _start(path, tmp_path / "first.log")
+    try:
+        _wait(lambda: objects() >= 40, "the backfill to start")
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+        partial = braze_members(admin.profiles())
+        assert 0 < len(partial) < len(expected), "killed after the backfill finished"
+        proc = _start(path, tmp_path / "second.log")
+        _wait(lambda: not differences(expected, braze_members(admin.profiles())),
+              "the restarted deliver to converge", timeout_s=120)  # fmt: skip
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=60)
+    assert proc.returncode == 0, (tmp_path / "second.log").read_text()
+    assert braze_members(admin.profiles()) == expected
+    assert admin.report()["violations"] == []
+    # resumed from what was acknowledged, not started over
+    assert objects() < len(expected) + len(partial) // 2
