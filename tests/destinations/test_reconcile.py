@@ -24,13 +24,15 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
-from confluent_kafka import Producer
+from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from streamsync.config import load_config
-from streamsync.deltas.membership import member_key
+from streamsync.deltas.membership import member_key, parse_member_key
 from streamsync.deltas.record import MembershipDelta
+from streamsync.destinations.acknowledged import Acked, acknowledged_topic, decode_acked
 from streamsync.destinations.deliver import DeliverLoop, DeliverResult
 from streamsync.dev.standins import StandInAdmin, StandInServer
 from streamsync.dev.standins.compare import braze_members, differences, expected_members
@@ -68,6 +70,36 @@ def _config(path: Path, bootstrap: str, topic: str, url: str, group: str, **sett
 def _only(members: Mapping[str, set[str]], audiences: set[str]) -> dict[str, set[str]]:
     kept = {c: values & audiences for c, values in members.items()}
     return {c: values for c, values in kept.items() if values}
+
+
+def _acknowledged(bootstrap: str, group: str) -> dict[tuple[str, str], Acked | None]:
+    """The latest entry of every key of deliver group ``group``'s acknowledged topic."""
+    consumer = Consumer(
+        {"bootstrap.servers": bootstrap, "group.id": f"read-{uuid.uuid4().hex}",
+         "auto.offset.reset": "earliest", "enable.auto.commit": False,
+         "enable.partition.eof": True}
+    )  # fmt: skip
+    topic = acknowledged_topic(group)
+    count = len(consumer.list_topics(topic, timeout=10).topics[topic].partitions)
+    consumer.assign([TopicPartition(topic, p, 0) for p in range(count)])
+    out: dict[tuple[str, str], Acked | None] = {}
+    done: set[int] = set()
+    deadline = time.monotonic() + 60
+    try:
+        while len(done) < count:
+            assert time.monotonic() < deadline, "the acknowledged topic was not read"
+            for message in consumer.consume(1000, 0.5):
+                error = message.error()
+                if error is not None:
+                    assert error.code() == KafkaError._PARTITION_EOF, error
+                    done.add(message.partition() or 0)
+                    continue
+                key = parse_member_key(message.key() or b"")
+                value = message.value()
+                out[key] = None if value is None else decode_acked(value)
+    finally:
+        consumer.close()
+    return out
 
 
 def _wait(condition: Callable[[], bool], what: str, timeout_s: float = 60.0) -> None:
@@ -215,17 +247,17 @@ def test_a_deliver_killed_mid_backfill_resumes_and_converges_exactly(
     admin = StandInAdmin(standins.urls["braze"])
     admin.faults(strict=True)
     # 5 customers a request, 10 requests a second: the backfill takes several seconds
-    path = _config(
-        tmp_path / "c.yaml", kafka_bootstrap_servers, topic, standins.urls["braze"],
-        f"killed-{uuid.uuid4().hex[:8]}", max_objects_per_request=5,
-        rate_limit={"limit": 10, "window_s": 1.0},
-    )  # fmt: skip
     expected = expected_members(deltas)
     assert len(expected) > 150
 
     def objects() -> int:
         return int(admin.report()["counters"].get("objects", 0))
 
+    group = f"killed-{uuid.uuid4().hex[:8]}"
+    path = _config(
+        tmp_path / "c.yaml", kafka_bootstrap_servers, topic, standins.urls["braze"],
+        group, max_objects_per_request=5, rate_limit={"limit": 10, "window_s": 1.0},
+    )  # fmt: skip
     proc = _start(path, tmp_path / "first.log")
     try:
         _wait(lambda: objects() >= 40, "the backfill to start")
@@ -233,15 +265,26 @@ def test_a_deliver_killed_mid_backfill_resumes_and_converges_exactly(
         proc.wait(10)
         partial = braze_members(admin.profiles())
         assert 0 < len(partial) < len(expected), "killed after the backfill finished"
+        # What the restart reads back: the values confirmed before the kill (an add
+        # whose answer was not on record yet is pending, and sent again).
+        confirmed = {
+            key
+            for key, entry in _acknowledged(kafka_bootstrap_servers, group).items()
+            if entry is not None and not entry.pending
+        }
         proc = _start(path, tmp_path / "second.log")
         _wait(lambda: not differences(expected, braze_members(admin.profiles())),
               "the restarted deliver to converge", timeout_s=120)  # fmt: skip
     finally:
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
-        proc.communicate(timeout=60)
+        out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 0, (tmp_path / "second.log").read_text()
     assert braze_members(admin.profiles()) == expected
     assert admin.report()["violations"] == []
-    # resumed from what was acknowledged, not started over
-    assert objects() < len(expected) + len(partial) // 2
+    # Resumed from what was acknowledged, not started over: exactly the desired values
+    # not confirmed before the kill were backfilled.
+    desired = {(audience, c) for c, audiences in expected.items() for audience in audiences}
+    assert confirmed and confirmed < desired
+    summary = orjson.loads(out.decode().strip().splitlines()[-1])
+    assert summary["backfilled"] == len(desired - confirmed)
