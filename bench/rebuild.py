@@ -378,7 +378,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--profile", action="store_true", help="also print a cProfile top-15 of the migration"
     )
     args = parser.parse_args(argv)
-    command = "python bench/rebuild.py " + shlex.join(argv)
+    command = shlex.join(["python", "bench/rebuild.py", *argv])
     records = max(args.customers, round(args.customers * args.records_per_customer))
     old = load_audiences(AUDIENCES)
 
