@@ -230,6 +230,26 @@ def _fewer_times(values: list[Any], n_old: int, n: int) -> list[Any]:
     return [out]
 
 
+def _merged(
+    copies: list[tuple[int, int, int, Derive | None]],
+) -> list[tuple[int, int, int, Derive | None]]:
+    """Plain copies of adjacent slots (the same run of facts in both layouts) as one
+    slice each: one assignment per customer instead of one per fact."""
+    out: list[tuple[int, int, int, Derive | None]] = []
+    for new_slot, old_slot, width, derive in sorted(copies, key=lambda c: c[0]):
+        if out and derive is None:
+            last_new, last_old, last_width, last_derive = out[-1]
+            if (
+                last_derive is None
+                and last_new + last_width == new_slot
+                and last_old + last_width == old_slot
+            ):
+                out[-1] = (last_new, last_old, last_width + width, None)
+                continue
+        out.append((new_slot, old_slot, width, derive))
+    return out
+
+
 class Migration:
     """From the customers of program ``old`` to those of program ``new``; see the
     module docstring."""
@@ -305,6 +325,8 @@ class Migration:
             if audience.exit is not None:
                 spans.append(longest_window(audience.exit))
             change.window_ms = None if None in spans else max(s for s in spans if s is not None)
+        self._copies = _merged(self._copies)
+        self._timed_slots = [slot for slot in new.next_slots if slot]
 
     # -- what it does ------------------------------------------------------------------
 
@@ -402,7 +424,8 @@ class Migration:
         for j in self._removed:
             if old_members >> j & 1:
                 out.append(self._delta(old, old_program, j, t, False))
-        c[DUE] = min((c[slot] for slot in new_program.next_slots if slot), default=NEVER)
+        timed = self._timed_slots
+        c[DUE] = min([c[slot] for slot in timed]) if timed else NEVER
         return c, out
 
     @staticmethod
