@@ -38,8 +38,8 @@ from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, cast
 
-from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient
+from confluent_kafka import Consumer, IsolationLevel, KafkaException, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, OffsetSpec  # type: ignore[attr-defined]
 
 from streamsync.config import AppConfig
 from streamsync.credentials import CredentialsError
@@ -140,6 +140,18 @@ def routed_audiences(
     return frozenset(chosen)
 
 
+def _stable_ends(admin: AdminClient, topic: str, partitions: list[int]) -> dict[int, int]:
+    """Each partition's last stable offset: the end a ``read_committed`` reader sees.
+    Not the high watermark: records of evaluate transactions still open lie below it,
+    are not in the table read that follows, and would be skipped once they commit."""
+    latest = OffsetSpec.latest()  # type: ignore[no-untyped-call]
+    request = {TopicPartition(topic, p): latest for p in partitions}
+    answers = admin.list_offsets(
+        request, isolation_level=IsolationLevel.READ_COMMITTED, request_timeout=30
+    )
+    return {tp.partition: future.result(30).offset for tp, future in answers.items()}
+
+
 class DeliverLoop:
     """Delivers the deltas topic to one configured destination."""
 
@@ -238,9 +250,9 @@ class DeliverLoop:
         topic = self.config.deltas.topic
         numbers = sorted(p.partition for p in partitions)
         count = len(consumer.list_topics(topic, timeout=30).topics[topic].partitions)
+        admin = AdminClient(admin_config(self.config.kafka.bootstrap_servers,
+                                         self._kafka_settings))  # fmt: skip
         if not self.dry_run and not self._topic_ready:
-            admin = AdminClient(admin_config(self.config.kafka.bootstrap_servers,
-                                             self._kafka_settings))  # fmt: skip
             have = ensure_topic(admin, self.acknowledged_topic, count)
             if have != count:
                 raise DeliverSetupError(
@@ -262,12 +274,11 @@ class DeliverLoop:
             # Where the deltas go on from is fixed before the table is read: every delta
             # after it is read, every one before it is in the table already.
             positions = consumer.committed(partitions, timeout=30)
-            for position in positions:
-                if position.offset < 0:
-                    _low, high = consumer.get_watermark_offsets(
-                        TopicPartition(topic, position.partition), timeout=30, cached=False
-                    )
-                    position.offset = high
+            fresh = [p for p in positions if p.offset < 0]
+            if fresh:
+                stable = _stable_ends(admin, topic, [p.partition for p in fresh])
+                for position in fresh:
+                    position.offset = stable[position.partition]
             snapshot = read_desired(self.config, numbers, self.want)
             consumer.assign(positions)
         repairs = 0

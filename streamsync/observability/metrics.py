@@ -272,7 +272,8 @@ class Telemetry:
         meter.create_observable_counter(
             "streamsync.destination.delivered",
             unit="1",
-            description="Membership deltas a destination acknowledged.",
+            description="Membership changes a destination acknowledged, from deltas and "
+            "from backfills (the deliver summary's delivered count).",
             callbacks=[self._delivered.observe],
         )
         self._rejected = _Table(("destination", "reason"))

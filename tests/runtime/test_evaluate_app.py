@@ -342,9 +342,12 @@ def test_a_deltas_topic_deleted_under_the_running_service_ends_the_run(
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 60
+    admin = AdminClient({"bootstrap.servers": kafka_bootstrap_servers})
+    while stream.deltas not in admin.list_topics(timeout=10).topics:  # evaluate creates it
+        assert time.monotonic() < deadline, "the deltas topic was not created"
+        time.sleep(0.1)
     while not read_deltas(kafka_bootstrap_servers, stream.deltas, quiet_s=0.5):
         assert time.monotonic() < deadline, "no deltas before the topic was deleted"
-    admin = AdminClient({"bootstrap.servers": kafka_bootstrap_servers})
     for future in admin.delete_topics([stream.deltas]).values():
         future.result(30)
     more = synthetic(20, 400, seed=5)
