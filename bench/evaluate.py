@@ -170,11 +170,13 @@ def bench_throughput(bootstrap: str, tmp: Path, events: int, customers: int) -> 
     producer.flush(60)
     print(f"produced {count:,} records to {pipelines} and {webhooks} (3 partitions each)")
 
+    cpu0 = _cpu_s()
     seen, elapsed = passthrough(bootstrap, [pipelines, webhooks], f"b-{run}.copy", stop_after=count)
+    cpu = _cpu_s() - cpu0
     base = seen / elapsed
     print(
         f"passthrough (transactional consume-produce): {seen:,} records in {elapsed:.1f}s "
-        f"= {base:,.0f}/s"
+        f"= {base:,.0f}/s, {cpu / seen * 1000:.4f} CPU-s per 1,000 records"
     )
 
     # The same records three times, each under its own group and state: plain, reporting
@@ -208,21 +210,31 @@ def bench_throughput(bootstrap: str, tmp: Path, events: int, customers: int) -> 
 
         def progress(stats: Any, first: list[float] = first) -> None:
             if stats.records and not first:
-                first.append(time.monotonic())
+                first.extend((time.monotonic(), _cpu_s()))
 
         app.progress, app.progress_interval_s = progress, 0.05
         started = time.monotonic()
+        cpu0 = _cpu_s()
         stats = app.run(idle_timeout_s=1.0)
+        cpu = _cpu_s() - (first[1] if first else cpu0)  # from the first record on
         ended = time.monotonic() - 1.0  # the idle second at the end is not work
         begin = first[0] if first else started
         rate = stats.records / (ended - begin)
         print(
             f"{label} (exactly-once, 13 audiences): {stats.records:,} records, "
             f"{stats.deltas:,} deltas, {stats.commits:,} commits in {ended - begin:.1f}s "
-            f"= {rate:,.0f}/s ({rate / base:.2f}x passthrough)"
+            f"= {rate:,.0f}/s ({rate / base:.2f}x passthrough), "
+            f"{cpu / max(stats.records, 1) * 1000:.4f} CPU-s per 1,000 records "
+            "(every thread, from the first record to the end)"
         )
         if telemetry is not None:
             telemetry.shutdown()
+
+
+def _cpu_s() -> float:
+    """CPU seconds of this process so far, every thread (the Kafka client's included)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _ping(customer: str, ms: int) -> bytes:

@@ -344,14 +344,21 @@ class Engine:
                 break
             current, _, event = pop(buffer)
             cid = event.customer_id
+            # A customer is touched (written to state with the commit) only when the
+            # record changed it: a record of an event no audience reads, from a customer
+            # whose id kind and identifiers are known, changes nothing, and its customer
+            # need not be encoded again (about 2% of the customers written on the
+            # synthetic stream).
             known = customers.get(cid)
             if known is None:
                 known = self._load(cid)
                 if known is None:
                     known = customers[cid] = new_customer(cid)
+                    touch(cid)
             c = known
-            c[ID_KIND] = event.id_kind
-            touch(cid)
+            if c[ID_KIND] != event.id_kind:
+                c[ID_KIND] = event.id_kind
+                touch(cid)
             if event.timestamp_ms < current:  # a late record: see the module docstring
                 late.setdefault(cid, set()).add((event.timestamp_ms, compact_id(event.record_id)))
             found = event.identifiers
@@ -359,20 +366,26 @@ class Engine:
                 packed = c[IDS]
                 if packed is None:
                     c[IDS] = pack_identifiers(found)
+                    touch(cid)
                 else:
                     for k, v in found.items():  # usually all known already
                         if _PAIR + k + _FIELD + v + _PAIR not in packed:
                             c[IDS] = pack_identifiers({**unpack_identifiers(packed), **found})
+                            touch(cid)
                             break
             entries = dispatch.get(event.name)
             if not entries:
                 continue
             mask = 0
+            updated = False
             kind = event.kind
             for entry_kind, pred, update, readers in entries:
                 if entry_kind == kind and (pred is None or pred(event)):
                     update(c, event)
                     mask |= readers
+                    updated = True
+            if updated:
+                touch(cid)
             if not mask:
                 continue
             if not c[PENDING]:

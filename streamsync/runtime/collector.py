@@ -17,12 +17,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import orjson
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from streamsync.config import AppConfig
 from streamsync.dead_letter import DeadLetterWriter
-from streamsync.deltas.codec import encode_avro
+from streamsync.deltas.codec import encode_avro, encode_json
 from streamsync.deltas.membership import encode_member, member_key
 from streamsync.deltas.record import ENTER, MembershipDelta
 from streamsync.ingest.avro import confluent_frame
@@ -36,7 +35,7 @@ DeliveryCallback = Callable[[KafkaError | None, Message], None]
 def delta_encoder(config: AppConfig) -> Callable[[MembershipDelta], bytes]:
     """The value of a delta record in the configured ``deltas.format``."""
     if config.deltas.format == "json":
-        return lambda d: orjson.dumps(d.to_json())
+        return encode_json
     schema_id = config.evaluate.delta_schema_id if config.evaluate is not None else 1
     return lambda d: confluent_frame(schema_id, encode_avro(d))
 
@@ -125,17 +124,29 @@ class Collector:
         counts = stats.delta_counts
         telemetry = self.telemetry
         telemetry.emitted(deltas, partition)
+        if not deltas:
+            return
         trace = telemetry.trace_headers if telemetry.tracing else None
         send = self.send
+        # ``produce`` straight away (two per delta): :meth:`send`'s keyword dict and
+        # transaction check cost more than the call. A full queue or a fatal producer
+        # state goes through :meth:`send`, which waits or raises RestartRequired.
+        produce = self.begin().produce
         for delta in deltas:
             headers = None if trace is None else trace(delta)
-            customer = delta.customer_id.encode()
-            send(topic, customer, encode(delta), headers=headers)
-            send(
-                members,
-                member_key(delta.audience, delta.customer_id),
-                encode_member(delta) if delta.op == ENTER else None,
-                partition=member_partition(customer),
-            )
+            cid = delta.customer_id
+            customer = cid.encode()
+            value = encode(delta)
+            try:
+                produce(topic, value, customer, headers=headers)
+            except (BufferError, KafkaException):
+                send(topic, customer, value, headers=headers)
+            key = member_key(delta.audience, cid)
+            member = encode_member(delta) if delta.op == ENTER else None
+            to = member_partition(customer)
+            try:
+                produce(members, member, key, partition=to)
+            except (BufferError, KafkaException):
+                send(members, key, member, partition=to)
             counts[(delta.audience, delta.op)] += 1
         stats.deltas += len(deltas)

@@ -194,29 +194,32 @@ class EvaluateObserver:
         pending, self._pending = self._pending, []
         if not pending:
             return
-        now_s = time.time()
+        # Per delta only what a commit's totals need (one tally key, its event time);
+        # everything else is per distinct key, a few dozen per commit.
+        tally: Counter[tuple[int, str, str, bool, bool]] = Counter()
+        at_ms: list[int] = []
+        for partition, deltas in pending:
+            tally.update([(partition, d.audience, d.op, d.holdout, d.correction) for d in deltas])
+            at_ms.extend([d.at_ms for d in deltas])
+        telemetry.observe_events_to_deltas(time.time(), at_ms)
         changes: Counter[tuple[str, str]] = Counter()
         corrections: Counter[tuple[str, str]] = Counter()
         touched: set[str] = set()
-        observe = telemetry.observe_event_to_delta
-        for partition, deltas in pending:
+        for (partition, audience, op, holdout, correction), count in tally.items():
+            changes[(audience, op)] += count
+            if correction:
+                corrections[(audience, op)] += count
             sizes = self._sizes.setdefault(partition, {})
-            for delta in deltas:
-                audience = delta.audience
-                changes[(audience, delta.op)] += 1
-                if delta.correction:
-                    corrections[(audience, delta.op)] += 1
-                observe(max(0.0, now_s - delta.at_ms / 1000))
-                size = sizes.get(audience)
-                if size is None:
-                    if audience not in self._known:  # a removed audience retiring
-                        continue
-                    size = sizes[audience] = [0, 0]
-                step = 1 if delta.op == ENTER else -1
-                size[0] += step
-                if delta.holdout:
-                    size[1] += step
-                touched.add(audience)
+            size = sizes.get(audience)
+            if size is None:
+                if audience not in self._known:  # a removed audience retiring
+                    continue
+                size = sizes[audience] = [0, 0]
+            step = count if op == ENTER else -count
+            size[0] += step
+            if holdout:
+                size[1] += step
+            touched.add(audience)
         for (audience, op), count in changes.items():
             telemetry.membership_changed(audience, op, count)  # type: ignore[arg-type]
         for (audience, op), count in corrections.items():
