@@ -171,7 +171,10 @@ def test_two_replicas_share_the_partitions_through_rebalances(
         for thread in threads:
             thread.join(30)
     assert all(loop.sink is not None and loop.sink.stats.requests > 0 for loop in loops)
-    assert admin.report()["counters"]["slowed"] == 10
+    # Every request up to the tenth was slowed (how many requests the net changes take
+    # depends on how much nets out in a buffer, so it may be fewer than ten in all).
+    counters = admin.report()["counters"]
+    assert counters["slowed"] == min(10, counters["requests"])
     assert admin.report()["violations"] == []
     assert uncommitted_records(kafka_bootstrap_servers, group, topic, 4) == 0
 
