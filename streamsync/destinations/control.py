@@ -62,7 +62,15 @@ class ControlFile:
         try:
             data = yaml.safe_load(self.path.read_text("utf-8")) or {}
             state = ControlState.model_validate(data)
-        except (OSError, yaml.YAMLError, ValidationError) as exc:
+        except (
+            OSError,
+            UnicodeDecodeError,
+            RecursionError,
+            yaml.YAMLError,
+            ValidationError,
+        ) as exc:
+            # Not UTF-8, nested too deep for the parser, not YAML or not the shape: the
+            # state stays as it was, and the file is named.
             log.warning("control file %s ignored: %s", self.path, type(exc).__name__)
             return self.state
         if state != self.state:

@@ -49,12 +49,30 @@ class HttpTransport:
             self._conn = None
 
     def send(self, request: Request) -> Response:
+        """One request, within ``timeout_s`` in all: the socket's timeout bounds each
+        read only, so a server trickling its answer a byte at a time would otherwise
+        hold the destination (and a SIGTERM) for as long as it likes."""
         started = time.monotonic()
+        deadline = started + self.timeout_s
         conn = self._connection()
+        if conn.sock is not None:  # a kept-alive connection: its last read set less
+            conn.sock.settimeout(self.timeout_s)
         try:
             conn.request(request.method, self.prefix + request.path, request.body, request.headers)
             raw = conn.getresponse()
-            body = raw.read()
+            chunks: list[bytes] = []
+            while True:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError(f"no whole response within {self.timeout_s:g}s")
+                if conn.sock is not None:
+                    conn.sock.settimeout(remaining)
+                chunk = raw.read1(65536)
+                if not chunk:
+                    raw.read()  # at its end: marks the response done, for keep-alive
+                    break
+                chunks.append(chunk)
+            body = b"".join(chunks)
             headers = {k.lower(): v for k, v in raw.getheaders()}
         except (OSError, http.client.HTTPException) as exc:  # TimeoutError is an OSError
             self.close()
