@@ -401,7 +401,9 @@ class BrazeClient(DestinationClient):
         except orjson.JSONDecodeError:
             body = {}
         errors = body.get("errors") if isinstance(body, dict) else None
-        if not errors:
+        if not errors or not isinstance(errors, list):
+            # The documented shape is a list of {type, input_array, index}; anything else
+            # (a count, a string) names no object, so no change is taken as refused.
             return []
         rejected: list[tuple[Change, Rejection]] = []
         seen: set[int] = set()

@@ -335,7 +335,8 @@ class MoEngageClient(DestinationClient):
             raise BatchRejected(Rejection(response.status, _describe(error), request_id))
         rejected: list[tuple[Change, Rejection]] = []
         groups = request.meta.get("elements")
-        for item in body.get("errors") or []:
+        listed = body.get("errors")
+        for item in listed if isinstance(listed, list) else []:  # a count names no element
             if not isinstance(item, dict) or groups is None:
                 continue
             index = item.get("index")

@@ -68,3 +68,20 @@ def test_a_control_file_that_cannot_be_read_is_ignored_with_one_line(
     assert not state.paused
     assert any("control file" in r.getMessage() and "ignored" in r.getMessage()
                for r in caplog.records)  # fmt: skip
+
+
+@pytest.mark.parametrize("kind", ["braze", "moengage"])
+@pytest.mark.parametrize("errors", [5, "five", {"index": 0}])
+def test_a_2xx_whose_errors_is_not_a_list_refuses_nothing(kind: str, errors: object) -> None:
+    """The documented ``errors`` is a list of objects naming an index; a count or a
+    string names no object: nothing is taken as refused, and nothing raises."""
+    import orjson
+
+    from streamsync.destinations.braze import BrazeClient
+    from streamsync.destinations.client import Response
+    from streamsync.destinations.moengage import MoEngageClient
+
+    client = object.__new__(BrazeClient if kind == "braze" else MoEngageClient)
+    body = orjson.dumps({"message": "success", "status": "success", "errors": errors})
+    request = Request("POST", "/x", b"{}", {}, [], meta={"attributes": [], "elements": []})
+    assert client.interpret(request, Response(201, {}, body, 0.01)) == []
