@@ -55,7 +55,7 @@ class Coverage:
 
 def read_history(
     consumer: Consumer,
-    inputs: Mapping[str, tuple[int, int, int]],
+    inputs: Mapping[str, tuple[int, int]],
     partition: int,
     decoders: Mapping[str, Decoder],
     migration: Migration,
@@ -65,7 +65,7 @@ def read_history(
     progress: Callable[[str], None] | None = None,
 ) -> tuple[dict[str, Customer], list[Coverage]]:
     """Facts of ``migration`` rebuilt from the history of ``partition`` of every
-    topic in ``inputs`` (topic -> ``(low, end, unused)`` offsets, read ``[low, end)``),
+    topic in ``inputs`` (topic -> ``(low, end)`` offsets, read ``[low, end)``),
     per customer; and what was covered. ``skip`` holds ``(topic, offset)`` of records
     not to apply (still buffered). ``consumer`` is the group-less ``read_committed``
     restore consumer."""
@@ -77,7 +77,7 @@ def read_history(
     seen: set[str] = set()
     started = last_report = time.monotonic()
     read = 0
-    for topic, (low, end, _) in inputs.items():
+    for topic, (low, end) in inputs.items():
         first_ms: int | None = None
         if end <= low:
             coverage.append(Coverage(topic, partition, low, end, None))

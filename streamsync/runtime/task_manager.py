@@ -153,7 +153,8 @@ class TaskManager:
         an input has more to give (see :mod:`.task`). Raw partitions of re-keyed topics
         have no task; the re-keying stage learns their ends from the consumer."""
         rekeyed = self.names.rekeyed
-        ranges: dict[int, dict[str, tuple[int, int, int]]] = {}
+        #: task -> input -> (oldest offset held, committed position): its history
+        ranges: dict[int, dict[str, tuple[int, int]]] = {}
         for tp in committed:
             task = self.tasks.get(tp.partition)
             if task is None or tp.topic in rekeyed or tp.topic not in task.caught_up:
@@ -163,14 +164,14 @@ class TaskManager:
             )
             position = tp.offset if tp.offset >= 0 else int(low)
             task.place(tp.topic, position, int(high))
-            ranges.setdefault(tp.partition, {})[tp.topic] = (int(low), position, int(high))
+            ranges.setdefault(tp.partition, {})[tp.topic] = (int(low), position)
         for number, task in self.tasks.items():
             if task.migration is not None:
                 self._migrate(task, ranges.get(number, {}))
 
     # -- changed definitions -------------------------------------------------------------
 
-    def _migrate(self, task: Task, ranges: Mapping[str, tuple[int, int, int]]) -> None:
+    def _migrate(self, task: Task, ranges: Mapping[str, tuple[int, int]]) -> None:
         """Apply changed definitions to ``task``'s stored customers (see
         :mod:`streamsync.audiences.migration`): facts the state lacks are rebuilt from
         the input history still on the broker; what that cannot cover is reported once
