@@ -12,13 +12,18 @@ Measured in one run, side by side:
 * *ceiling* - the documented limit, computed: one attribute object per profile, 75
   objects x 1,000 requests/s;
 * *baseline* - a bare sender: the same attribute objects, 75 per request, posted with
-  aiohttp under the same fixed-window limit with the same concurrency, no Kafka, no
-  state: what the stand-in and this machine allow at best;
-* *streamsync* - ``DeliverLoop`` with a fresh group: from start to the last
-  acknowledgement (reading the table included), changes/s, objects per request,
-  requests, 429s; then the stand-in's profiles are compared with the desired state.
+  aiohttp under the same fixed-window limit with the largest concurrency deliver runs
+  with, no Kafka, no state: what the stand-in and this machine allow at best;
+* *streamsync* - ``DeliverLoop`` with a fresh group, once per ``--in-flight`` value
+  (``batching.max_in_flight``): from start to the last acknowledgement (reading the
+  table included), changes/s, objects per request, requests, 429s; then the stand-in's
+  profiles are compared with the desired state.
 
-Run: ``.venv/bin/python bench/backfill.py [--members 1000000] [--audiences 4]``.
+``--latency-ms`` makes the stand-in hold every request that long, as a destination
+across the internet does (the stand-in on loopback answers in about a millisecond).
+
+Run: ``.venv/bin/python bench/backfill.py [--members 1000000] [--audiences 1]
+[--in-flight 1,4] [--latency-ms 0]``.
 """
 
 from __future__ import annotations
@@ -53,8 +58,6 @@ from streamsync.resources import project_path
 OBJECTS_PER_REQUEST = 75
 REQUESTS_PER_WINDOW = 3000
 WINDOW_S = 3.0
-#: requests in flight, for the baseline and deliver alike
-CONCURRENCY = 8
 #: example audiences (examples/audiences) the members are spread over
 AUDIENCES = (
     "ACT__CartAbandon__90m",
@@ -114,7 +117,9 @@ def create_topics(bootstrap: str, partitions: int) -> str:
     return deltas
 
 
-def config_for(bootstrap: str, deltas: str, url: str, audiences: Sequence[str]) -> AppConfig:
+def config_for(
+    bootstrap: str, deltas: str, url: str, audiences: Sequence[str], in_flight: int = 4
+) -> AppConfig:
     return parse_config(
         {
             "kafka": {"bootstrap_servers": bootstrap},
@@ -128,6 +133,7 @@ def config_for(bootstrap: str, deltas: str, url: str, audiences: Sequence[str]) 
                     "rate_limit": {"limit": REQUESTS_PER_WINDOW, "window_s": WINDOW_S},
                     "audiences": list(audiences),
                     "consumer": {"session.timeout.ms": 6000},
+                    "batching": {"max_in_flight": in_flight},
                 }
             },
         }
@@ -221,7 +227,7 @@ class Window:
             await asyncio.sleep(self.start + self.window_s - now)
 
 
-async def bare_send(url: str, pairs: list[tuple[str, str]]) -> dict[str, Any]:
+async def bare_send(url: str, pairs: list[tuple[str, str]], concurrency: int) -> dict[str, Any]:
     """The baseline: the same attribute objects deliver sends (one per profile, its
     audiences added together), posted 75 per request."""
     by_customer: dict[str, list[str]] = {}
@@ -259,7 +265,7 @@ async def bare_send(url: str, pairs: list[tuple[str, str]]) -> dict[str, Any]:
 
     started = time.monotonic()
     async with aiohttp.ClientSession() as session:
-        await asyncio.gather(*(worker(session) for _ in range(CONCURRENCY)))
+        await asyncio.gather(*(worker(session) for _ in range(concurrency)))
     return {"seconds": time.monotonic() - started, **counts}
 
 
@@ -283,58 +289,84 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--members", type=int, default=1_000_000)
     parser.add_argument(
-        "--audiences",
-        type=int,
-        default=1,
+        "--audiences", type=int, default=1,
         help=f"audiences per customer, 1..{len(AUDIENCES)} (1: one object per member)",
-    )
+    )  # fmt: skip
     parser.add_argument("--partitions", type=int, default=6)
+    parser.add_argument(
+        "--in-flight", default="1,4",
+        help="deliver's batching.max_in_flight values to run, comma-separated; the bare "
+        "sender keeps the largest in flight",
+    )  # fmt: skip
+    parser.add_argument(
+        "--latency-ms", type=int, default=0,
+        help="the stand-in holds every request this long (a destination that far away)",
+    )  # fmt: skip
     parser.add_argument("--timeout", type=float, default=1800.0, help="seconds per run")
     args = parser.parse_args(argv)
     shown = sys.argv[1:] if argv is None else list(argv)
     print("$ .venv/bin/python bench/backfill.py " + shlex.join(shown), flush=True)
+    in_flight = [int(part) for part in args.in_flight.split(",") if part.strip()]
     audiences = AUDIENCES[: max(1, min(args.audiences, len(AUDIENCES)))]
     pairs = list(members(args.members, audiences))
     profiles = len({customer for _, customer in pairs})
     # the limit counts objects: one per profile, whatever number of audiences it carries
     ceiling_s = profiles / OBJECTS_PER_REQUEST / (REQUESTS_PER_WINDOW / WINDOW_S)
+    requests = -(-profiles // OBJECTS_PER_REQUEST)
+    rows: list[tuple[str, float, int, float, float, int, str]] = [
+        ("documented ceiling (75 x 3,000 / 3 s)", ceiling_s, args.members, 75.0, requests, 0,
+         "-"),
+    ]  # fmt: skip
+    runs: list[tuple[int, dict[str, Any], int, int]] = []
+
+    def fresh(admin: StandInAdmin) -> None:
+        admin.reset()
+        faults: dict[str, Any] = {"strict": True}
+        if args.latency_ms:
+            faults["slow"] = {"count": 1 << 40, "ms": args.latency_ms}
+        admin.faults(**faults)
+
     with kafka_bootstrap() as bootstrap, standins() as url:
         admin = StandInAdmin(url)
         deltas = create_topics(bootstrap, args.partitions)
         config = config_for(bootstrap, deltas, url, audiences)
         loaded = load_table(bootstrap, config, f"{deltas}.members", pairs, args.partitions)
         print(f"{args.members:,} members of {len(audiences)} audiences "
-              f"({profiles:,} customers) written to the table in "
-              f"{loaded:.1f} s", flush=True)  # fmt: skip
-        admin.reset()
-        admin.faults(strict=True)
-        base = asyncio.run(bare_send(url, pairs))
+              f"({profiles:,} customers) written to the table in {loaded:.1f} s; stand-in "
+              f"latency {args.latency_ms} ms", flush=True)  # fmt: skip
+        fresh(admin)
+        concurrency = max(in_flight, default=1)
+        base = asyncio.run(bare_send(url, pairs, concurrency))
         base_wrong, desired = profiles_equal(admin, pairs)
-        admin.reset()
-        admin.faults(strict=True)
-        ours = deliver(config, args.members, args.timeout)
-        report = admin.report()
-        wrong, _ = profiles_equal(admin, pairs)
-    limited = report["counters"].get("rate_limited", 0)
-    rows = [
-        ("documented ceiling (75 x 3,000 / 3 s)", ceiling_s, args.members, 75.0,
-         -(-profiles // OBJECTS_PER_REQUEST), 0, "-"),
-        ("baseline: bare aiohttp sender", base["seconds"], args.members, 75.0,
-         base["requests"], base["429s"], f"{base_wrong} of {desired:,}"),
-        ("streamsync deliver (table read included)", ours["seconds"], ours["changes"],
-         ours["objects"] / max(ours["requests"], 1), ours["requests"], limited,
-         f"{wrong} of {desired:,}"),
-    ]  # fmt: skip
+        rows.append((f"baseline: bare aiohttp sender, {concurrency} in flight", base["seconds"],
+                     args.members, 75.0, base["requests"], base["429s"],
+                     f"{base_wrong} of {desired:,}"))  # fmt: skip
+        for count in in_flight:
+            fresh(admin)
+            run_config = config_for(bootstrap, deltas, url, audiences, count)
+            ours = deliver(run_config, args.members, args.timeout)
+            report = admin.report()
+            wrong, _ = profiles_equal(admin, pairs)
+            limited = report["counters"].get("rate_limited", 0)
+            runs.append((count, ours, wrong, len(report["violations"])))
+            rows.append((f"streamsync deliver, max_in_flight {count}", ours["seconds"],
+                         ours["changes"], ours["objects"] / max(ours["requests"], 1),
+                         ours["requests"], limited, f"{wrong} of {desired:,}"))  # fmt: skip
+    print("(streamsync's seconds include reading the table; from start to the last "
+          "acknowledgement)")  # fmt: skip
     print(f"{'run':<44} {'seconds':>8} {'changes/s':>10} {'obj/req':>8} {'requests':>9} "
           f"{'429s':>6}  profiles wrong")  # fmt: skip
-    for label, seconds, changes, per_request, requests, n429, wrong_text in rows:
+    for label, seconds, changes, per_request, sent, n429, wrong_text in rows:
         print(f"{label:<44} {seconds:8.1f} {changes / max(seconds, 1e-9):10,.0f} "
-              f"{per_request:8.1f} {requests:9,.0f} {n429:6}  {wrong_text}")  # fmt: skip
-    print(f"streamsync: first acknowledgement {ours['first_ack_s']:.1f} s after start; "
-          f"{ours['seconds'] / ceiling_s:.2f}x the ceiling's time, "
-          f"{ours['seconds'] / max(base['seconds'], 1e-9):.2f}x the baseline's")  # fmt: skip
-    print(f"strict stand-in violations: {len(report['violations'])}")
-    converged = ours["changes"] == args.members and wrong == 0 and not report["violations"]
+              f"{per_request:8.1f} {sent:9,.0f} {n429:6}  {wrong_text}")  # fmt: skip
+    converged = True
+    for count, ours, wrong, violations in runs:
+        print(f"max_in_flight {count}: first acknowledgement {ours['first_ack_s']:.1f} s after "
+              f"start; {ours['seconds'] / ceiling_s:.2f}x the ceiling's time, "
+              f"{ours['seconds'] / max(base['seconds'], 1e-9):.2f}x the baseline's; "
+              f"strict stand-in violations: {violations}")  # fmt: skip
+        converged = converged and ours["changes"] == args.members and wrong == 0
+        converged = converged and violations == 0
     print(f"converged: {'yes' if converged else 'NO'}")
     return 0 if converged else 1
 

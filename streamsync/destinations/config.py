@@ -65,6 +65,17 @@ class Batching(_Model):
         gt=0,
         description="changes held in memory before the consumer is paused (backpressure)",
     )
+    max_in_flight: int = Field(
+        default=1,
+        ge=1,
+        le=32,
+        description="requests sent at once, each to distinct customers (a customer's "
+        "changes stay in order; the rate limit holds for all of them together). One at a "
+        "time sends nothing after a 429 before its reset; with N, up to N-1 requests "
+        "already on their way when a 429 is answered arrive before it (and are sent again "
+        "after it). One at a time, a destination 100 ms away takes about 10 requests a "
+        "second",
+    )
 
 
 class DestinationConfig(_Model):

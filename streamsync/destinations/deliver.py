@@ -376,6 +376,7 @@ class DeliverLoop:
             observer=self.observer,
             tracer=None if self.tracing is None else RequestTracer(self.tracing, self.client),
             acknowledged=acknowledged,
+            max_in_flight=dest.batching.max_in_flight,
         )
         keep_headers = sink.tracer is not None  # else no per-delta tracing work at all
         result = DeliverResult(self.name, sink.stats)
@@ -484,6 +485,7 @@ class DeliverLoop:
                 consumer.close()
             if producer is not None:
                 producer.flush(5)
+            sink.close()
             self.transport.close()
         return result
 

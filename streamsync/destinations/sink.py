@@ -9,9 +9,11 @@ keeps polling (and keeps its group membership) while the destination is down.
 
 Guarantees, and how:
 
-* *Per-customer order.* One batch is in flight at a time and its requests are sent in
-  order; a batch is acknowledged only when every request in it was. Changes added
-  meanwhile wait in the buffer, so an exit can never overtake the enter before it.
+* *Per-customer order.* One batch is in flight at a time; a batch is acknowledged only
+  when every request in it was. Changes added meanwhile wait in the buffer, so an exit
+  can never overtake the enter before it. Within a batch, up to ``max_in_flight``
+  requests are sent at once, in order and only while they name distinct customers: a
+  request sharing a customer with one before it waits for that one's answer.
 * *Net effect.* In the buffer, a customer+audience has at most one change: a later delta
   replaces the earlier one's direction and inherits its offsets.
 * *Only the difference.* Just before a batch is sent, each change is compared with what
@@ -40,6 +42,7 @@ import random
 import time
 from collections import Counter, OrderedDict
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
@@ -51,6 +54,7 @@ from streamsync.destinations.config import Retry
 from streamsync.destinations.dead_letter import DeliveryDeadLetters
 from streamsync.destinations.errors import (
     BatchRejected,
+    DeliveryError,
     FatalDestinationError,
     RateLimited,
     Rejection,
@@ -159,6 +163,22 @@ class SinkStats:
         }
 
 
+@dataclass(slots=True)
+class _Sent:
+    """A request the destination answered, and the changes its answer refused."""
+
+    response: Response
+    rejected: list[tuple[Change, Rejection]]
+
+
+@dataclass(slots=True)
+class _Failed:
+    """A request that failed, with the HTTP status of its answer if there was one."""
+
+    error: DeliveryError
+    status: int | None
+
+
 @dataclass
 class _Batch:
     changes: list[Change]
@@ -188,8 +208,14 @@ class DeliverySink:
         acknowledged: AcknowledgedState | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
+        max_in_flight: int = 1,
     ) -> None:
         self.client = client
+        #: requests sent at once, to distinct customers (``batching.max_in_flight``); the
+        #: transport must then be safe to call from that many threads at once
+        self.max_in_flight = max(1, max_in_flight)
+        #: the threads requests sent together wait in (created as first needed)
+        self._pool = ThreadPoolExecutor(self.max_in_flight, thread_name_prefix="deliver-send")
         #: what the destination confirmed (in memory only unless given one with a topic)
         self.acknowledged = acknowledged if acknowledged is not None else AcknowledgedState()
         self.transport = transport
@@ -403,7 +429,8 @@ class DeliverySink:
         self._refill()
         if not self._buffer:
             return None
-        limit = self.client.max_customers_per_batch
+        # room for one full request per request in flight
+        limit = self.client.max_customers_per_batch * self.max_in_flight
         customers: set[str] = set()
         chosen: list[tuple[str, str]] = []
         oldest: float | None = None
@@ -493,8 +520,57 @@ class DeliverySink:
         base = min(self.retry.max_backoff_s, self.retry.initial_backoff_s * growth)
         return base * (0.5 + 0.5 * self._random.random())
 
+    def close(self) -> None:
+        """Stop the sending threads (the transport is its owner's to close)."""
+        self._pool.shutdown(wait=True)
+
+    def _group(self, batch: _Batch) -> list[Request]:
+        """The next requests to send together: from the first pending one on, as many as
+        ``max_in_flight`` allows and the limiter admits, stopping at the first that
+        shares a customer with one before it (so a customer's requests keep their
+        order). Their cost is taken from the limiter."""
+        group: list[Request] = []
+        customers: set[str] = set()
+        for request in batch.requests[batch.index : batch.index + self.max_in_flight]:
+            ids = {change.customer_id for change in request.changes}
+            if group and not customers.isdisjoint(ids):
+                break
+            if self.limiter.wait_s(request.cost) > 0:
+                break
+            self.limiter.take(request.cost)
+            group.append(request)
+            customers |= ids
+        return group
+
+    def _send_one(self, request: Request) -> _Sent | _Failed:
+        """One request and its interpretation; an error is returned, not raised, so the
+        outcomes of requests sent together are handled in order in the sink's thread."""
+        tracer = self.tracer
+        status: int | None = None
+        try:
+            if tracer is None:
+                response = self.transport.send(request)
+                status = response.status
+                return _Sent(response, self.client.interpret(request, response))
+            with tracer.request(request) as span:
+                response = self.transport.send(request)
+                status = response.status
+                span.set_attribute("http.response.status_code", status)
+                rejected = self.client.interpret(request, response)
+                if rejected:
+                    span.set_attribute("streamsync.rejected", len(rejected))
+                return _Sent(response, rejected)
+        except DeliveryError as exc:
+            return _Failed(exc, status)
+
+    def _send(self, group: list[Request]) -> list[_Sent | _Failed]:
+        if len(group) == 1:
+            return [self._send_one(group[0])]
+        return list(self._pool.map(self._send_one, group))
+
     def _step(self, now: float) -> bool:
-        """Advance the in-flight batch by at most one request; False when it must wait."""
+        """Advance the in-flight batch by one group of requests sent together (one
+        request with ``max_in_flight: 1``); False when it must wait."""
         batch = self._inflight
         assert batch is not None
         if batch.index >= len(batch.requests):
@@ -502,84 +578,88 @@ class DeliverySink:
             return True
         if now < batch.not_before:
             return False
-        request = batch.requests[batch.index]
-        if self.limiter.wait_s(request.cost) > 0:
+        group = self._group(batch)
+        if not group:
             return False
-        self.limiter.take(request.cost)
         if self.dry_run:
-            self._log_dry_run(request)
-            batch.index += 1
+            for request in group:
+                self._log_dry_run(request)
+            batch.index += len(group)
             return True
-        self.stats.requests += 1
-        status: int | None = None
+        self.stats.requests += len(group)
         observer = self.observer
-        tracer = self.tracer
-        try:
-            if tracer is None:
-                response = self.transport.send(request)
-                status = response.status
-                rejected = self.client.interpret(request, response)
+        name = self.client.name
+        answered = False  # the destination answered at least one request
+        retry_after: float | None = None  # a 429's reset (epoch seconds)
+        failed: RetriableError | None = None
+        fatal: FatalDestinationError | None = None
+        replacements: list[Request] = []
+        for request, sent in zip(group, self._send(group), strict=True):
+            if isinstance(sent, _Sent):
+                status: int | None = sent.response.status
+                outcome: _Sent | DeliveryError = sent
             else:
-                with tracer.request(request) as span:
-                    response = self.transport.send(request)
-                    status = response.status
-                    span.set_attribute("http.response.status_code", status)
-                    rejected = self.client.interpret(request, response)
-                    if rejected:
-                        span.set_attribute("streamsync.rejected", len(rejected))
-        except RateLimited as exc:
-            self.stats.rate_limited += 1
-            self.limiter.block_until(exc.not_before)
-            batch.attempt += 1
-            log.warning("%s: rate limited; nothing sent before the reset", self.client.name)
+                status, outcome = sent.status, sent.error
             if observer is not None:
-                observer.destination_request(self.client.name, status)
-                observer.destination_retry(self.client.name, "rate_limited")
-            return False
-        except RetriableError as exc:
-            self.stats.retries += 1
-            delay = self._backoff(batch.attempt)
-            batch.attempt += 1
-            batch.not_before = now + delay
-            log.warning("%s: %s; retrying in %.1fs", self.client.name, exc, delay)
-            if observer is not None:
-                observer.destination_request(self.client.name, status)
-                reason = "no_response" if status is None else "server_error"
-                observer.destination_retry(self.client.name, reason)
-            return False
-        except BatchRejected as exc:
-            if observer is not None:
-                observer.destination_request(self.client.name, status)
-            self._split(batch, request, exc.rejection)
+                observer.destination_request(name, status)
+            if isinstance(outcome, RateLimited):
+                self.stats.rate_limited += 1
+                retry_after = max(retry_after or 0.0, outcome.not_before)
+                replacements.append(request)
+                if observer is not None:
+                    observer.destination_retry(name, "rate_limited")
+            elif isinstance(outcome, RetriableError):
+                self.stats.retries += 1
+                failed = outcome
+                replacements.append(request)
+                if observer is not None:
+                    reason = "no_response" if status is None else "server_error"
+                    observer.destination_retry(name, reason)
+            elif isinstance(outcome, BatchRejected):
+                answered = True
+                replacements.extend(self._split(batch, request, outcome.rejection))
+            elif isinstance(outcome, FatalDestinationError):
+                fatal = fatal or outcome
+            elif isinstance(outcome, DeliveryError):
+                raise outcome
+            else:
+                answered = True
+                response = outcome.response
+                if response.headers.get("x-ratelimit-remaining") == "0":
+                    # Someone else (another replica, another integration on the same
+                    # workspace) used the window up: wait for its reset rather than
+                    # collect a 429.
+                    reset = self.client.reset_at(response, time.time())
+                    if reset is not None:
+                        self.limiter.block_until(reset)
+                self.stats.objects += request.objects
+                batch.rejected.extend(outcome.rejected)
+        if fatal is not None:
+            raise fatal
+        batch.requests[batch.index : batch.index + len(group)] = replacements
+        if retry_after is None and failed is None:
+            batch.attempt = 0
             return True
-        except FatalDestinationError:
-            if observer is not None:
-                observer.destination_request(self.client.name, status)
-            raise
-        if observer is not None:
-            observer.destination_request(self.client.name, status)
-        batch.attempt = 0
-        if response.headers.get("x-ratelimit-remaining") == "0":
-            # Someone else (another replica, another integration on the same workspace)
-            # used the window up: wait for its reset rather than collect a 429.
-            reset = self.client.reset_at(response, time.time())
-            if reset is not None:
-                self.limiter.block_until(reset)
-        self.stats.objects += request.objects
-        batch.rejected.extend(rejected)
-        batch.index += 1
-        return True
+        attempt = 0 if answered else batch.attempt
+        batch.attempt = attempt + 1
+        if retry_after is not None:
+            self.limiter.block_until(retry_after)
+            log.warning("%s: rate limited; nothing sent before the reset", name)
+        if failed is not None:
+            delay = self._backoff(attempt)
+            batch.not_before = now + delay
+            log.warning("%s: %s; retrying in %.1fs", name, failed, delay)
+        return False
 
-    def _split(self, batch: _Batch, request: Request, rejection: Rejection) -> None:
-        batch.attempt = 0
+    def _split(self, batch: _Batch, request: Request, rejection: Rejection) -> list[Request]:
+        """What replaces a request refused as a whole: its halves, planned again, until
+        the refused change is alone, which is then dead-lettered with the reason."""
         if len(request.changes) == 1:
             batch.rejected.append((request.changes[0], rejection))
-            batch.index += 1
-            return
+            return []
         self.stats.splits += 1
         half = len(request.changes) // 2
-        parts = self.client.plan(request.changes[:half]) + self.client.plan(request.changes[half:])
-        batch.requests[batch.index : batch.index + 1] = parts
+        return self.client.plan(request.changes[:half]) + self.client.plan(request.changes[half:])
 
     def _settle(self, batch: _Batch) -> None:
         refused = {id(change) for change, _ in batch.rejected}

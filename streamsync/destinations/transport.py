@@ -1,16 +1,19 @@
-"""HTTP/1.1 with a kept-alive connection per destination, from the standard library.
+"""HTTP/1.1 with kept-alive connections per destination, from the standard library.
 
-Delivery sends one request at a time per destination (that is what keeps each customer's
-changes in order), so a connection pool or an async client would add nothing. Every
-network failure - refused or dropped connection, timeout, a malformed response - becomes
-:class:`~streamsync.destinations.errors.RetriableError`, and the connection is reopened
-on the next request.
+The sink sends a few requests at once (``batching.max_in_flight``, to distinct
+customers), each from a thread of its own that waits for the answer with the GIL
+released; every request takes an idle connection or opens one, so there are about as
+many connections as requests in flight. Every network failure - refused or dropped
+connection, timeout, a malformed response - becomes
+:class:`~streamsync.destinations.errors.RetriableError`, and that connection is closed
+(the next request opens another).
 """
 
 from __future__ import annotations
 
 import http.client
 import ssl
+import threading
 import time
 from urllib.parse import urlsplit
 
@@ -28,30 +31,32 @@ class HttpTransport:
         self.port = parts.port or (443 if self.https else 80)
         self.prefix = parts.path.rstrip("/")
         self.timeout_s = timeout_s
-        self._conn: http.client.HTTPConnection | None = None
+        #: kept-alive connections not in use (safe to share between threads: see send)
+        self._idle: list[http.client.HTTPConnection] = []
+        self._lock = threading.Lock()
 
     def _connection(self) -> http.client.HTTPConnection:
-        if self._conn is None:
-            if self.https:
-                self._conn = http.client.HTTPSConnection(
-                    self.host, self.port, timeout=self.timeout_s,
-                    context=ssl.create_default_context(),
-                )  # fmt: skip
-            else:
-                self._conn = http.client.HTTPConnection(
-                    self.host, self.port, timeout=self.timeout_s
-                )
-        return self._conn
+        with self._lock:
+            if self._idle:
+                return self._idle.pop()
+        if self.https:
+            return http.client.HTTPSConnection(
+                self.host, self.port, timeout=self.timeout_s,
+                context=ssl.create_default_context(),
+            )  # fmt: skip
+        return http.client.HTTPConnection(self.host, self.port, timeout=self.timeout_s)
 
     def close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for conn in idle:
+            conn.close()
 
     def send(self, request: Request) -> Response:
         """One request, within ``timeout_s`` in all: the socket's timeout bounds each
         read only, so a server trickling its answer a byte at a time would otherwise
-        hold the destination (and a SIGTERM) for as long as it likes."""
+        hold the destination (and a SIGTERM) for as long as it likes. Safe to call from
+        several threads at once: each call has a connection to itself."""
         started = time.monotonic()
         deadline = started + self.timeout_s
         conn = self._connection()
@@ -75,8 +80,11 @@ class HttpTransport:
             body = b"".join(chunks)
             headers = {k.lower(): v for k, v in raw.getheaders()}
         except (OSError, http.client.HTTPException) as exc:  # TimeoutError is an OSError
-            self.close()
+            conn.close()
             raise RetriableError(f"{type(exc).__name__}: {exc}") from None
         if raw.will_close:
-            self.close()
+            conn.close()
+        else:
+            with self._lock:
+                self._idle.append(conn)
         return Response(raw.status, headers, body, time.monotonic() - started)

@@ -78,9 +78,10 @@ def harness(client: DestinationClient, url: str, **options: Any) -> Harness:
     offsets = OffsetTracker()
     dead = RecordingDeadLetters()
     timeout_s = options.pop("timeout_s", 2.0)
+    transport = options.pop("transport", None) or HttpTransport(url, timeout_s)
     h = Harness(
         DeliverySink(
-            client, HttpTransport(url, timeout_s), dead, offsets,
+            client, transport, dead, offsets,
             retry=Retry(initial_backoff_s=0.01, max_backoff_s=0.1, timeout_s=timeout_s),
             linger_s=options.pop("linger_s", 0.0), max_buffered=options.pop("max_buffered", 10_000),
             **options,
