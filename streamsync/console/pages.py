@@ -24,8 +24,9 @@ from aiohttp import web
 from streamsync.audiences.loader import AudienceDefinitionError, AudienceFileError
 from streamsync.config import AppConfig
 from streamsync.console.auth import Principal
-from streamsync.console.catalog import Catalog, load_catalog
-from streamsync.console.config import ConsoleConfig
+from streamsync.console.catalog import Catalog, CatalogEntry, load_catalog
+from streamsync.console.config import ConsoleConfig, SwingAlert
+from streamsync.console.exit_bound import STUCK_MARGIN_MS, exit_bound, stuck_members
 from streamsync.console.sources import (
     DestinationNumbers,
     ProcessReport,
@@ -38,6 +39,8 @@ from streamsync.deltas.membership import Member
 from streamsync.deltas.record import format_rfc3339_ms
 from streamsync.deltas.timeline import kafka_position, timeline_lines
 from streamsync.destinations.control import ControlFile
+from streamsync.destinations.deliver import routed_audiences
+from streamsync.destinations.errors import DeliverSetupError
 
 TEMPLATES = Path(__file__).parent / "templates"
 STATIC = Path(__file__).parent / "static"
@@ -48,6 +51,9 @@ NAV = (
     ("/preview", "Preview a change"),
     ("/health", "Health"),
 )
+#: Evaluate's defaults, for the stuck rule's slack when the file has no evaluate section.
+DEFAULT_LATENESS_MS = 5 * 60_000
+DEFAULT_IDLE_GRACE_MS = 500
 #: Operator actions remembered for the health page (all are also logged).
 AUDIT_KEPT = 100
 
@@ -104,6 +110,15 @@ class ConsoleState:
             return None, f"{path}: {len(exc.problems)} error(s); run streamsync validate {path}"
         except (AudienceFileError, OSError) as exc:
             return None, " ".join(str(exc).split())
+
+    @property
+    def stuck_slack_ms(self) -> int:
+        """How far past its bound a member's enter must be to count as stuck: evaluate's
+        allowed lateness and idle grace, and a minute (see :mod:`.exit_bound`)."""
+        settings = self.config.evaluate
+        if settings is None:
+            return DEFAULT_LATENESS_MS + DEFAULT_IDLE_GRACE_MS + STUCK_MARGIN_MS
+        return settings.allowed_lateness_ms + settings.idle_grace_ms + STUCK_MARGIN_MS
 
     def record(self, principal: Principal, action: str, outcome: str) -> None:
         entry = AuditEntry(
@@ -197,14 +212,41 @@ async def sizes_json(request: web.Request) -> web.Response:
     if resolution not in ("hour", "day"):
         raise web.HTTPBadRequest(text="resolution is hour or day")
     series = state.store.sizes(name, resolution)
+    low, high = swing_band(
+        series.sizes, 24 if resolution == "hour" else 1, state.console.swing_alert
+    )
     return web.json_response(
         {
             "audience": name,
             "resolution": resolution,
             "times_ms": series.times_ms,
             "sizes": series.sizes,
+            "swing_low": low,
+            "swing_high": high,
+            "swing_percent": state.console.swing_alert.percent,
+            "swing_min_members": state.console.swing_alert.min_members,
         }
     )
+
+
+def swing_band(
+    sizes: list[int], lag: int, rule: SwingAlert
+) -> tuple[list[float | None], list[float | None]]:
+    """The swing alert's band at each point: the size ``lag`` points (24 hours) earlier,
+    minus and plus ``rule.percent``; ``None`` where there is no earlier point or it is
+    below ``rule.min_members`` (the alert does not look at such sizes)."""
+    share = rule.percent / 100
+    low: list[float | None] = []
+    high: list[float | None] = []
+    for i in range(len(sizes)):
+        before = sizes[i - lag] if i >= lag else None
+        if before is None or before < rule.min_members or before == 0:
+            low.append(None)
+            high.append(None)
+        else:
+            low.append(max(0.0, before * (1 - share)))
+            high.append(before * (1 + share))
+    return low, high
 
 
 # Page 2: one audience.
@@ -221,7 +263,7 @@ async def audience_page(request: web.Request) -> web.Response:
     if resolution not in ("hour", "day"):
         resolution = "hour"
     members: list[Member] = []
-    member_count = 0
+    found: list[Member] = []
     members_error = None
     complete = True
     try:
@@ -231,11 +273,17 @@ async def audience_page(request: web.Request) -> web.Response:
             key=lambda m: (m.since_ms, m.customer_id),
             reverse=True,
         )
-        member_count = len(found)
         members = found[: state.console.member_sample]
         complete = table.complete
     except SourceError as exc:
         members_error = str(exc)
+    bound = None
+    stuck: list[Member] = []
+    slack = state.stuck_slack_ms
+    if entry is not None and catalog is not None:
+        audiences = {n: e.audience for n, e in catalog.entries.items()}
+        bound = exit_bound(entry.audience, audiences)
+        stuck = stuck_members(found, bound, state.store.status().newest_ms, slack)
     return render(
         request,
         "audience.html",
@@ -246,13 +294,67 @@ async def audience_page(request: web.Request) -> web.Response:
         stats=state.store.stats(name),
         resolution=resolution,
         members=members,
-        member_count=member_count,
+        member_count=len(found),
         members_complete=complete,
         members_error=members_error,
         members_topic=state.config.deltas.members,
         deltas_topic=state.config.deltas.topic,
         source=state.audiences_path,
+        bound=bound,
+        bound_text=None if bound is None or bound.ms is None else duration_text(bound.ms),
+        slack_text=duration_text(slack),
+        stuck=stuck[: state.console.member_sample],
+        stuck_count=len(stuck),
+        as_of=_as_of(state.store),
+        receivers=await _receivers(state, name, entry),
+        swing=state.console.swing_alert,
     )
+
+
+async def _receivers(
+    state: ConsoleState, name: str, entry: CatalogEntry | None
+) -> list[dict[str, Any]]:
+    """The configured destinations that receive audience ``name`` (as deliver routes
+    it), each with what its acknowledged topic holds for the audience."""
+    rows = []
+    for dest_name, dest in state.config.destinations.items():
+        try:
+            routed = routed_audiences(dest_name, dest)
+        except DeliverSetupError as exc:
+            rows.append({"name": dest_name, "kind": dest.kind, "error": str(exc)})
+            continue
+        if routed is not None and name not in routed:
+            continue
+        row: dict[str, Any] = {
+            "name": dest_name,
+            "kind": dest.kind,
+            "holdout": dest.holdout,
+            "routed": "every audience" if routed is None else "listed",
+            "error": None,
+            "counts": None,
+        }
+        try:
+            row["counts"] = await state.sources.acknowledged(dest_name)
+        except SourceError as exc:
+            row["error"] = str(exc)
+        rows.append(row)
+    return rows
+
+
+def duration_text(ms: int) -> str:
+    """``166h 30m``, ``3d 23h``: a duration as the page says it."""
+    minutes = ms // 60_000
+    days, rest = divmod(minutes, 24 * 60)
+    hours, minutes = divmod(rest, 60)
+    parts = [
+        f"{days}d" if days else "",
+        f"{hours}h" if hours else "",
+        f"{minutes}m" if minutes else "",
+    ]
+    seconds = (ms % 60_000) / 1000
+    if seconds and not days:
+        parts.append(f"{seconds:g}s")
+    return " ".join(p for p in parts if p) or "0s"
 
 
 # Page 3: one customer.

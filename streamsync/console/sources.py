@@ -23,6 +23,7 @@ import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
 from streamsync.config import AppConfig
+from streamsync.console.acknowledged_counts import AcknowledgedCounts, read_acknowledged
 from streamsync.console.config import ProcessEndpoint
 from streamsync.deltas.audit import CustomerAudit, audit_customer
 from streamsync.deltas.membership import (
@@ -53,6 +54,8 @@ class Sources(Protocol):
 
     async def audit(self, customer: str) -> CustomerAudit: ...
 
+    async def acknowledged(self, destination: str) -> AcknowledgedCounts: ...
+
 
 class KafkaSources:
     """:class:`Sources` on the cluster of ``config``."""
@@ -81,6 +84,11 @@ class KafkaSources:
                 max_records=EXPLAIN_MAX_RECORDS,
                 timeout_s=self.timeout_s,
             )
+        )
+
+    async def acknowledged(self, destination: str) -> AcknowledgedCounts:
+        return await _in_thread(
+            lambda: read_acknowledged(self.config, destination, timeout_s=self.timeout_s)
         )
 
 

@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 from aiohttp.test_utils import TestClient, TestServer
 
 from streamsync.config import AppConfig, parse_config
+from streamsync.console.acknowledged_counts import AcknowledgedCounts
 from streamsync.console.server import Console, create_console
 from streamsync.deltas.audit import CustomerAudit
 from streamsync.deltas.membership import Member, MembershipTable
@@ -89,6 +90,8 @@ class FakeSources:
     def __init__(self, deltas: list[MembershipDelta], records: dict[str, Event]) -> None:
         self.deltas = deltas
         self.records = records
+        #: destination -> what its acknowledged topic holds (absent: no topic yet)
+        self.acked: dict[str, AcknowledgedCounts] = {}
 
     def _table(self) -> MembershipTable:
         table = MembershipTable("d.members", [0])
@@ -112,6 +115,12 @@ class FakeSources:
         audit.deltas = [d for d in self.deltas if d.customer_id == customer]
         audit.records = {r: e for r, e in self.records.items() if r in audit.wanted}
         return audit
+
+    async def acknowledged(self, destination: str) -> AcknowledgedCounts:
+        found = self.acked.get(destination)
+        if found is None:
+            return AcknowledgedCounts(destination, f"{destination}.acknowledged", exists=False)
+        return found
 
 
 def make_console(
