@@ -74,6 +74,7 @@ def build_app(state: ConsoleState, auth: Authenticator) -> web.Application:
     app.router.add_get("/destinations", pages.destinations_page)
     app.router.add_post("/destinations/{name}/{action:pause|resume}", pages.control_action)
     app.router.add_get("/preview", pages.preview_page)
+    app.router.add_post("/preview", pages.preview_post)
     app.router.add_get("/health", pages.health_page)
     app.router.add_post("/store/rebuild", pages.rebuild_store)
     app.router.add_static("/static/", STATIC, show_index=False, follow_symlinks=False)

@@ -142,6 +142,9 @@ class ConsoleConfig(_Model):
     history_days: int = Field(default=90, ge=7, le=400)
     #: How long one read of the membership table or one explain may take.
     read_timeout_s: float = Field(default=60.0, gt=0, le=3600)
+    #: How long one preview of a change may read (the input topics are read whole, as
+    #: ``streamsync audiences diff`` reads them).
+    preview_timeout_s: float = Field(default=600.0, gt=0, le=24 * 3600)
     #: Members shown on an audience's page.
     member_sample: int = Field(default=50, ge=1, le=1000)
     #: The size-swing alert's rule, shown on the size plots.

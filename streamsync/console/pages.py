@@ -9,6 +9,7 @@ which the Content-Security-Policy forbids anyway.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections import deque
@@ -21,12 +22,15 @@ from urllib.parse import quote
 import jinja2
 from aiohttp import web
 
+from streamsync.audiences.diff import DEFAULT_SAMPLE as DIFF_SAMPLE
+from streamsync.audiences.diff import report_lines
 from streamsync.audiences.loader import AudienceDefinitionError, AudienceFileError
 from streamsync.config import AppConfig
 from streamsync.console.auth import Principal
 from streamsync.console.catalog import Catalog, CatalogEntry, load_catalog
 from streamsync.console.config import ConsoleConfig, SwingAlert
 from streamsync.console.exit_bound import STUCK_MARGIN_MS, exit_bound, stuck_members
+from streamsync.console.preview import PREVIEW_MAX_BYTES, PreviewRefused, preview_sets
 from streamsync.console.sources import (
     DestinationNumbers,
     ProcessReport,
@@ -54,6 +58,8 @@ NAV = (
 #: Evaluate's defaults, for the stuck rule's slack when the file has no evaluate section.
 DEFAULT_LATENESS_MS = 5 * 60_000
 DEFAULT_IDLE_GRACE_MS = 500
+#: Customers shown each way per audience on the preview page.
+PREVIEW_SAMPLE = 20
 #: Operator actions remembered for the health page (all are also logged).
 AUDIT_KEPT = 100
 
@@ -91,6 +97,8 @@ class ConsoleState:
     rebuild: Callable[[], None]
     env: jinja2.Environment = field(default_factory=environment)
     audit: deque[AuditEntry] = field(default_factory=lambda: deque(maxlen=AUDIT_KEPT))
+    #: held while a preview reads the cluster (one at a time: it reads the inputs whole)
+    preview_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     @property
     def audiences_path(self) -> Path | None:
@@ -519,11 +527,84 @@ async def control_action(request: web.Request) -> web.Response:
     )
 
 
-# Page 5: preview (not yet).
+# Page 5: preview a change.
 
 
 async def preview_page(request: web.Request) -> web.Response:
-    return render(request, "preview.html", title="Preview a change")
+    return render(request, "preview.html", **_preview_context(request.app[STATE_KEY], ""))
+
+
+async def preview_post(request: web.Request) -> web.Response:
+    """``audiences diff`` of a pasted or uploaded definition on the running data: open to
+    viewers (it writes nothing), CSRF-checked like every POST, one at a time (it reads
+    the input topics whole), off the event loop."""
+    state = request.app[STATE_KEY]
+    form = await request.post()
+    text = ""
+    upload = form.get("file")
+    if isinstance(upload, web.FileField):
+        raw = upload.file.read(PREVIEW_MAX_BYTES + 1)
+        if raw:
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                return _preview_refused(request, "", "the uploaded file is not UTF-8 text")
+    pasted = form.get("definition")
+    if not text and isinstance(pasted, str):
+        text = pasted.replace("\r\n", "\n")
+    catalog, error = state.catalog()
+    if catalog is None:
+        return _preview_refused(request, text, f"the running definitions: {error}")
+    if state.config.evaluate is None:
+        return _preview_refused(
+            request, text, "the configuration has no evaluate section: nothing runs to compare with"
+        )
+    try:
+        sets = preview_sets(catalog, text)
+    except PreviewRefused as exc:
+        return _preview_refused(request, text, str(exc))
+    if state.preview_lock.locked():
+        return _preview_refused(
+            request, text, "another preview is reading the cluster: try again when it is done"
+        )
+    async with state.preview_lock:
+        try:
+            report = await state.sources.diff(sets.current, sets.new)
+        except SourceError as exc:
+            return _preview_refused(request, text, str(exc), status=503)
+    context = _preview_context(state, text)
+    changed = [a for a in report.audiences if a.kind != "unchanged"]
+    context.update(
+        report=report,
+        changed=changed,
+        unchanged=[a.name for a in report.audiences if a not in changed],
+        pasted=sets.pasted,
+        instants=[format_rfc3339_ms(t) for t in sorted(set(report.instants))],
+        enter=sum(len(a.enter) for a in report.audiences),
+        leave=sum(len(a.leave) for a in report.audiences),
+        diff_text="\n".join(report_lines(report, DIFF_SAMPLE)),
+    )
+    return render(request, "preview.html", **context)
+
+
+def _preview_context(state: ConsoleState, text: str) -> dict[str, Any]:
+    return {
+        "title": "Preview a change",
+        "text": text,
+        "error": None,
+        "report": None,
+        "max_kib": PREVIEW_MAX_BYTES // 1024,
+        "sample": PREVIEW_SAMPLE,
+        "source": state.audiences_path,
+    }
+
+
+def _preview_refused(
+    request: web.Request, text: str, message: str, *, status: int = 422
+) -> web.Response:
+    context = _preview_context(request.app[STATE_KEY], text)
+    context["error"] = " ".join(message.split())
+    return render(request, "preview.html", status=status, **context)
 
 
 # Page 6: health.

@@ -22,6 +22,8 @@ from typing import Protocol, TypeVar
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
+from streamsync.audiences.definition import Audience
+from streamsync.audiences.diff import DiffReport
 from streamsync.config import AppConfig
 from streamsync.console.acknowledged_counts import AcknowledgedCounts, read_acknowledged
 from streamsync.console.config import ProcessEndpoint
@@ -33,6 +35,7 @@ from streamsync.deltas.membership import (
     read_members,
 )
 from streamsync.errors import StreamsyncError
+from streamsync.runtime.snapshot import predict, read_snapshot
 
 T = TypeVar("T")
 
@@ -56,13 +59,16 @@ class Sources(Protocol):
 
     async def acknowledged(self, destination: str) -> AcknowledgedCounts: ...
 
+    async def diff(self, current: list[Audience], new: list[Audience]) -> DiffReport: ...
+
 
 class KafkaSources:
     """:class:`Sources` on the cluster of ``config``."""
 
-    def __init__(self, config: AppConfig, timeout_s: float) -> None:
+    def __init__(self, config: AppConfig, timeout_s: float, diff_timeout_s: float) -> None:
         self.config = config
         self.timeout_s = timeout_s
+        self.diff_timeout_s = diff_timeout_s
 
     async def members(self) -> MembershipTable:
         return await _in_thread(lambda: read_members(self.config, timeout_s=self.timeout_s))
@@ -90,6 +96,20 @@ class KafkaSources:
         return await _in_thread(
             lambda: read_acknowledged(self.config, destination, timeout_s=self.timeout_s)
         )
+
+    async def diff(self, current: list[Audience], new: list[Audience]) -> DiffReport:
+        """``streamsync audiences diff`` on the cluster: the membership table, the
+        changelog's clocks and the input topics read (nothing written), in a thread."""
+
+        def work() -> DiffReport:
+            settings = self.config.evaluate
+            if settings is None:
+                raise StreamsyncError("the configuration has no evaluate section")
+            snapshot = read_snapshot(self.config, timeout_s=self.diff_timeout_s)
+            lateness = settings.allowed_lateness_ms
+            return predict(snapshot, current, new, allowed_lateness_ms=lateness)
+
+        return await _in_thread(work)
 
 
 async def _in_thread(work: Callable[[], T]) -> T:

@@ -9,6 +9,8 @@ from typing import Any, TypeVar
 
 from aiohttp.test_utils import TestClient, TestServer
 
+from streamsync.audiences.definition import Audience
+from streamsync.audiences.diff import DiffBuilder, DiffReport, membership
 from streamsync.config import AppConfig, parse_config
 from streamsync.console.acknowledged_counts import AcknowledgedCounts
 from streamsync.console.server import Console, create_console
@@ -50,6 +52,7 @@ def config(tmp: Path, **console: Any) -> AppConfig:
             "kafka": {"bootstrap_servers": "127.0.0.1:1"},
             "ingest": {"topics": [{"name": "in", "format": "pipelines_json"}]},
             "deltas": {"topic": "d"},
+            "evaluate": {"audiences": str(EXAMPLE_AUDIENCES), "state_dir": str(tmp / "state")},
             "destinations": {
                 "braze": {
                     "kind": "braze",
@@ -92,6 +95,8 @@ class FakeSources:
         self.records = records
         #: destination -> what its acknowledged topic holds (absent: no topic yet)
         self.acked: dict[str, AcknowledgedCounts] = {}
+        #: the definition sets each diff was asked for
+        self.diffs: list[tuple[list[str], list[Audience]]] = []
 
     def _table(self) -> MembershipTable:
         table = MembershipTable("d.members", [0])
@@ -121,6 +126,17 @@ class FakeSources:
         if found is None:
             return AcknowledgedCounts(destination, f"{destination}.acknowledged", exists=False)
         return found
+
+    async def diff(self, current: list[Audience], new: list[Audience]) -> DiffReport:
+        """``audiences diff`` as ``--input`` computes it: the records replayed with both
+        definition sets, the clock at the newest record."""
+        self.diffs.append(([a.name for a in current], new))
+        events = sorted(self.records.values(), key=lambda e: e.timestamp_ms)
+        builder = DiffBuilder(current, new, allowed_lateness_ms=0)
+        told = membership(current, events, allowed_lateness_ms=0)
+        builder.add(told, builder.evaluate(events))
+        newest = [events[-1].timestamp_ms] if events else []
+        return builder.report("replay of the test's records", newest, [])
 
 
 def make_console(
