@@ -76,6 +76,7 @@ def build_app(state: ConsoleState, auth: Authenticator) -> web.Application:
     app.router.add_get("/preview", pages.preview_page)
     app.router.add_post("/preview", pages.preview_post)
     app.router.add_get("/health", pages.health_page)
+    app.router.add_get("/dead-letters", pages.dead_letters_page)
     app.router.add_post("/store/rebuild", pages.rebuild_store)
     app.router.add_static("/static/", STATIC, show_index=False, follow_symlinks=False)
     return app

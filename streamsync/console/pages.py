@@ -29,6 +29,8 @@ from streamsync.config import AppConfig
 from streamsync.console.auth import Principal
 from streamsync.console.catalog import Catalog, CatalogEntry, load_catalog
 from streamsync.console.config import ConsoleConfig, SwingAlert
+from streamsync.console.dead_letters import KEPT as DEAD_LETTERS_KEPT
+from streamsync.console.dead_letters import DeadLetters
 from streamsync.console.exit_bound import STUCK_MARGIN_MS, exit_bound, stuck_members
 from streamsync.console.preview import PREVIEW_MAX_BYTES, PreviewRefused, preview_sets
 from streamsync.console.sources import (
@@ -54,6 +56,7 @@ NAV = (
     ("/destinations", "Destinations"),
     ("/preview", "Preview a change"),
     ("/health", "Health"),
+    ("/dead-letters", "Dead letters"),
 )
 #: Evaluate's defaults, for the stuck rule's slack when the file has no evaluate section.
 DEFAULT_LATENESS_MS = 5 * 60_000
@@ -622,6 +625,34 @@ async def health_page(request: web.Request) -> web.Response:
         as_of=_as_of(state.store),
         deltas_topic=state.config.deltas.topic,
         audit=list(state.audit),
+    )
+
+
+async def dead_letters_page(request: web.Request) -> web.Response:
+    """The newest dead letters of every stage with their reasons (see
+    :mod:`.dead_letters`)."""
+    state = request.app[STATE_KEY]
+    error = None
+    found = DeadLetters()
+    try:
+        found = await state.sources.dead_letters()
+    except SourceError as exc:
+        error = str(exc)
+    rows = [
+        {
+            "entry": e,
+            "at": "" if e.timestamp_ms is None else format_rfc3339_ms(e.timestamp_ms),
+        }
+        for e in found.entries
+    ]
+    return render(
+        request,
+        "dead_letters.html",
+        title="Dead letters",
+        rows=rows,
+        found=found,
+        error=error,
+        kept=DEAD_LETTERS_KEPT,
     )
 
 

@@ -27,6 +27,7 @@ from streamsync.audiences.diff import DiffReport
 from streamsync.config import AppConfig
 from streamsync.console.acknowledged_counts import AcknowledgedCounts, read_acknowledged
 from streamsync.console.config import ProcessEndpoint
+from streamsync.console.dead_letters import DeadLetters, read_dead_letters
 from streamsync.deltas.audit import CustomerAudit, audit_customer
 from streamsync.deltas.membership import (
     MembershipTable,
@@ -60,6 +61,8 @@ class Sources(Protocol):
     async def acknowledged(self, destination: str) -> AcknowledgedCounts: ...
 
     async def diff(self, current: list[Audience], new: list[Audience]) -> DiffReport: ...
+
+    async def dead_letters(self) -> DeadLetters: ...
 
 
 class KafkaSources:
@@ -110,6 +113,9 @@ class KafkaSources:
             return predict(snapshot, current, new, allowed_lateness_ms=lateness)
 
         return await _in_thread(work)
+
+    async def dead_letters(self) -> DeadLetters:
+        return await _in_thread(lambda: read_dead_letters(self.config, timeout_s=self.timeout_s))
 
 
 async def _in_thread(work: Callable[[], T]) -> T:

@@ -13,6 +13,7 @@ from streamsync.audiences.definition import Audience
 from streamsync.audiences.diff import DiffBuilder, DiffReport, membership
 from streamsync.config import AppConfig, parse_config
 from streamsync.console.acknowledged_counts import AcknowledgedCounts
+from streamsync.console.dead_letters import DeadLetters
 from streamsync.console.server import Console, create_console
 from streamsync.deltas.audit import CustomerAudit
 from streamsync.deltas.membership import Member, MembershipTable
@@ -97,6 +98,7 @@ class FakeSources:
         self.acked: dict[str, AcknowledgedCounts] = {}
         #: the definition sets each diff was asked for
         self.diffs: list[tuple[list[str], list[Audience]]] = []
+        self.dead: DeadLetters = DeadLetters(topics=["streamsync.dead-letter"])
 
     def _table(self) -> MembershipTable:
         table = MembershipTable("d.members", [0])
@@ -137,6 +139,9 @@ class FakeSources:
         builder.add(told, builder.evaluate(events))
         newest = [events[-1].timestamp_ms] if events else []
         return builder.report("replay of the test's records", newest, [])
+
+    async def dead_letters(self) -> DeadLetters:
+        return self.dead
 
 
 def make_console(

@@ -33,7 +33,7 @@ from tests.console.support import (
 Client = TestClient[Any, Any]
 
 PAGES = ["/audiences", "/audiences/ACT__CartAbandon__90m", "/customers", "/destinations",
-         "/preview", "/health"]  # fmt: skip
+         "/preview", "/health", "/dead-letters"]  # fmt: skip
 
 
 def _deltas() -> list[Any]:
