@@ -325,3 +325,39 @@ def test_health_and_destinations_read_the_admin_ports(tmp_path: Path) -> None:
             assert "BRAZE_KEY" not in dest
 
         run_client(console, work)
+
+
+def test_a_browsers_own_form_with_a_null_origin_is_accepted_and_another_sites_is_not(
+    tmp_path: Path,
+) -> None:
+    """Under ``Referrer-Policy: no-referrer`` browsers post the console's own forms with
+    ``Origin: null``; ``Sec-Fetch-Site`` tells them from another site's."""
+    console = make_console(tmp_path, _deltas())
+    rebuilt: list[bool] = []
+    console.state.rebuild = lambda: rebuilt.append(True)
+
+    async def work(client: Client) -> None:
+        operator = bearer(OPERATOR_TOKEN)
+        form = {"confirm": "yes", "csrf_token": await _csrf(client, operator)}
+        for site in ("cross-site", "same-site"):
+            refused = await client.post(
+                "/store/rebuild",
+                data=form,
+                headers={**operator, "Origin": "null", "Sec-Fetch-Site": site},
+            )
+            assert refused.status == 403
+        without = await client.post(
+            "/store/rebuild", data={"confirm": "yes"},
+            headers={**operator, "Origin": "null", "Sec-Fetch-Site": "same-origin"},
+        )  # fmt: skip
+        assert without.status == 403  # the token is still needed
+        assert not rebuilt
+        done = await client.post(
+            "/store/rebuild",
+            data=form,
+            headers={**operator, "Origin": "null", "Sec-Fetch-Site": "same-origin"},
+            allow_redirects=False,
+        )
+        assert done.status == 303 and rebuilt == [True]
+
+    run_client(console, work)
