@@ -24,7 +24,11 @@ from aiohttp import web
 
 from streamsync.audiences.diff import DEFAULT_SAMPLE as DIFF_SAMPLE
 from streamsync.audiences.diff import report_lines
-from streamsync.audiences.loader import AudienceDefinitionError, AudienceFileError
+from streamsync.audiences.loader import (
+    AudienceDefinitionError,
+    AudienceFileError,
+    audience_files,
+)
 from streamsync.config import AppConfig
 from streamsync.console.auth import Principal
 from streamsync.console.catalog import Catalog, CatalogEntry, load_catalog
@@ -102,6 +106,10 @@ class ConsoleState:
     audit: deque[AuditEntry] = field(default_factory=lambda: deque(maxlen=AUDIT_KEPT))
     #: held while a preview reads the cluster (one at a time: it reads the inputs whole)
     preview_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    #: the last catalog read, by the files' (path, mtime, size) it was read from
+    _catalogs: dict[tuple[tuple[str, int, int], ...], Catalog] = field(
+        default_factory=dict, repr=False
+    )
 
     @property
     def audiences_path(self) -> Path | None:
@@ -110,13 +118,25 @@ class ConsoleState:
         return self.config.evaluate.audiences if self.config.evaluate else None
 
     def catalog(self) -> tuple[Catalog | None, str | None]:
-        """The audience files as they are now (re-read per page: a file changed on disk
-        shows at once), or why they cannot be read."""
+        """The audience files as they are now, or why they cannot be read.
+
+        Checked per page (a file changed on disk shows at once), but read again only when
+        a file's size or modification time changed, or files came or went: loading
+        hundreds of definitions, with the YAML of each, is most of a page's time."""
         path = self.audiences_path
         if path is None:
             return None, "no audience files configured (console.audiences or evaluate.audiences)"
         try:
-            return load_catalog(path), None
+            signature = tuple(
+                (str(f), f.stat().st_mtime_ns, f.stat().st_size) for f in audience_files(path)
+            )
+            cached = self._catalogs.get(signature)
+            if cached is not None:
+                return cached, None
+            catalog = load_catalog(path)
+            self._catalogs.clear()
+            self._catalogs[signature] = catalog
+            return catalog, None
         except AudienceDefinitionError as exc:
             return None, f"{path}: {len(exc.problems)} error(s); run streamsync validate {path}"
         except (AudienceFileError, OSError) as exc:

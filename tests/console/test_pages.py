@@ -20,6 +20,7 @@ from streamsync.observability.admin import AdminServer
 from streamsync.observability.metrics import Telemetry
 from tests.console.support import (
     EVIL,
+    EXAMPLE_AUDIENCES,
     OPERATOR_TOKEN,
     PASSWORD,
     T0,
@@ -359,5 +360,33 @@ def test_a_browsers_own_form_with_a_null_origin_is_accepted_and_another_sites_is
             allow_redirects=False,
         )
         assert done.status == 303 and rebuilt == [True]
+
+    run_client(console, work)
+
+
+def test_a_changed_audience_file_shows_on_the_next_page(tmp_path: Path) -> None:
+    folder = tmp_path / "audiences"
+    folder.mkdir()
+    source = EXAMPLE_AUDIENCES / "cart_and_checkout.yaml"
+    target = folder / "cart_and_checkout.yaml"
+    target.write_text(source.read_text())
+    console = make_console(tmp_path, _deltas(), audiences=str(folder))
+
+    async def work(client: Client) -> None:
+        headers = bearer(VIEWER_TOKEN)
+        before = await (await client.get("/audiences", headers=headers)).text()
+        assert "ACT__CheckoutAbandon__HighIntent" in before and "expires in a week" not in before
+        text = target.read_text().replace(
+            "Checkout started, no order for 60 minutes; expires 3 days after the checkout.",
+            "Checkout started, no order for 60 minutes; expires in a week.",
+        )
+        target.write_text(text + "\n# edited\n")  # a different size: changed
+        after = await (await client.get("/audiences", headers=headers)).text()
+        assert "expires in a week" in after
+        (folder / "more.yaml").write_text(
+            "name: ACT__Added__Later\nversion: 1\nowner: o@example.com\ndescription: new\n"
+            "entry: {happened: {event: X}}\nsticky_for: 1d\n"
+        )
+        assert "ACT__Added__Later" in await (await client.get("/audiences", headers=headers)).text()
 
     run_client(console, work)
