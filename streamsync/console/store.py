@@ -213,15 +213,20 @@ class ConsoleStore:
             if series is None or self._newest is None:
                 return AudienceStats(audience, 0, 0, {label: (0, 0) for label, _ in WINDOWS})
             now_minute = self._newest // MINUTE_MS
-            changes = {}
-            for label, span in WINDOWS:
-                first = now_minute - span // MINUTE_MS + 1
-                enters = exits = 0
-                for minute, (e, x) in series.minutes.items():
+            # One pass over the minutes for every window (the audiences page asks this
+            # of every audience).
+            firsts = [(label, now_minute - span // MINUTE_MS + 1) for label, span in WINDOWS]
+            counts = {label: [0, 0] for label, _ in WINDOWS}
+            oldest = min(first for _, first in firsts)
+            for minute, (e, x) in series.minutes.items():
+                if minute < oldest:
+                    continue
+                for label, first in firsts:
                     if minute >= first:
-                        enters += e
-                        exits += x
-                changes[label] = (enters, exits)
+                        count = counts[label]
+                        count[0] += e
+                        count[1] += x
+            changes = {label: (c[0], c[1]) for label, c in counts.items()}
             return AudienceStats(audience, series.size, series.holdout, changes)
 
     def sizes(self, audience: str, resolution: str = "hour") -> SizeSeries:
