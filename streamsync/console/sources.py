@@ -14,6 +14,7 @@ format's own reader) into the few numbers the pages show.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -40,6 +41,8 @@ from streamsync.runtime.snapshot import predict, read_snapshot
 
 T = TypeVar("T")
 
+#: How long an acknowledged count read from Kafka is shown before it is read again.
+ACKNOWLEDGED_TTL_S = 30.0
 #: How long one admin endpoint may take to answer.
 PROBE_TIMEOUT_S = 3.0
 #: Input records an explain from the console reads at most, as ``explain``'s default.
@@ -68,10 +71,19 @@ class Sources(Protocol):
 class KafkaSources:
     """:class:`Sources` on the cluster of ``config``."""
 
-    def __init__(self, config: AppConfig, timeout_s: float, diff_timeout_s: float) -> None:
+    def __init__(
+        self,
+        config: AppConfig,
+        timeout_s: float,
+        diff_timeout_s: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.config = config
+        self.clock = clock
         self.timeout_s = timeout_s
         self.diff_timeout_s = diff_timeout_s
+        #: destination -> (when read, counts), see :meth:`acknowledged`
+        self._acknowledged: dict[str, tuple[float, AcknowledgedCounts]] = {}
 
     async def members(self) -> MembershipTable:
         return await _in_thread(lambda: read_members(self.config, timeout_s=self.timeout_s))
@@ -96,9 +108,18 @@ class KafkaSources:
         )
 
     async def acknowledged(self, destination: str) -> AcknowledgedCounts:
-        return await _in_thread(
+        """The destination's counts, read at most once per :data:`ACKNOWLEDGED_TTL_S`: the
+        topic is read whole (about one record per member), and an audience's page asks for
+        every destination that receives it."""
+        now = self.clock()
+        cached = self._acknowledged.get(destination)
+        if cached is not None and now - cached[0] < ACKNOWLEDGED_TTL_S:
+            return cached[1]
+        counts = await _in_thread(
             lambda: read_acknowledged(self.config, destination, timeout_s=self.timeout_s)
         )
+        self._acknowledged[destination] = (now, counts)
+        return counts
 
     async def diff(self, current: list[Audience], new: list[Audience]) -> DiffReport:
         """``streamsync audiences diff`` on the cluster: the membership table, the

@@ -5,6 +5,7 @@ alert's rule on the size plot."""
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -170,3 +171,31 @@ def test_the_swing_rule_is_the_charts_and_is_drawn_as_a_band(tmp_path: Path) -> 
         assert "at least 2 members" in body
 
     run_client(console, work)
+
+
+def test_acknowledged_counts_are_read_again_only_after_a_while(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from streamsync.console import sources
+
+    reads: list[str] = []
+
+    def read(_config: Any, destination: str, *, timeout_s: float) -> AcknowledgedCounts:
+        reads.append(destination)
+        return AcknowledgedCounts(destination, "t", Counter({CART: len(reads)}))
+
+    clock = [1000.0]
+    monkeypatch.setattr(sources, "read_acknowledged", read)
+    config = make_console(tmp_path).state.config
+    kafka = sources.KafkaSources(config, 1.0, 1.0, clock=lambda: clock[0])
+
+    async def work() -> list[int]:
+        seen = [(await kafka.acknowledged("braze")).acknowledged[CART]]
+        clock[0] += sources.ACKNOWLEDGED_TTL_S / 2
+        seen.append((await kafka.acknowledged("braze")).acknowledged[CART])
+        clock[0] += sources.ACKNOWLEDGED_TTL_S
+        seen.append((await kafka.acknowledged("braze")).acknowledged[CART])
+        return seen
+
+    assert asyncio.run(work()) == [1, 1, 2]
+    assert reads == ["braze", "braze"]
