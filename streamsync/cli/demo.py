@@ -63,11 +63,27 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="deliver the membership changes to local Braze and MoEngage stand-ins and "
         "check their profiles (--no-deliver stops after evaluation)",
     )
+    parser.add_argument(
+        "--console",
+        action="store_true",
+        help="afterwards, serve the web console on the demo's data on loopback, with a "
+        "token generated for the run and printed once, until Ctrl-C",
+    )
     parser.set_defaults(func=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
-    from streamsync.dev.demo import print_report, run_demo
+    from streamsync.config import AppConfig
+    from streamsync.dev.demo import DemoResult, print_report, run_demo
+
+    reported: list[bool] = []
+
+    def console(result: DemoResult, config: AppConfig) -> None:
+        from streamsync.dev.demo_console import serve_demo_console
+
+        print_report(result, sys.stdout)
+        reported.append(True)
+        serve_demo_console(config, sys.stdout)
 
     result = run_demo(
         customers=args.customers,
@@ -77,6 +93,8 @@ def _run(args: argparse.Namespace) -> int:
         idle_timeout_s=args.idle_timeout,
         deliver=args.deliver,
         out=sys.stdout,
+        then=console if args.console else None,
     )
-    print_report(result, sys.stdout)
+    if not reported:
+        print_report(result, sys.stdout)
     return 0 if result.passed else 1

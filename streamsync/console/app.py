@@ -74,7 +74,9 @@ def build_app(state: ConsoleState, auth: Authenticator) -> web.Application:
     app.router.add_get("/destinations", pages.destinations_page)
     app.router.add_post("/destinations/{name}/{action:pause|resume}", pages.control_action)
     app.router.add_get("/preview", pages.preview_page)
+    app.router.add_post("/preview", pages.preview_post)
     app.router.add_get("/health", pages.health_page)
+    app.router.add_get("/dead-letters", pages.dead_letters_page)
     app.router.add_post("/store/rebuild", pages.rebuild_store)
     app.router.add_static("/static/", STATIC, show_index=False, follow_symlinks=False)
     return app
@@ -156,9 +158,17 @@ def _challenge(auth: Authenticator) -> dict[str, str]:
 
 def _same_origin(request: web.Request) -> bool:
     """An ``Origin`` header, when present, names this console (a browser sends one with
-    every cross-site POST; scripts may send none)."""
+    every cross-site POST; scripts may send none), and ``Sec-Fetch-Site``, when present,
+    says the request came from this console's own page.
+
+    Under ``Referrer-Policy: no-referrer`` a browser submits the console's own forms with
+    ``Origin: null``, which names no site: then ``Sec-Fetch-Site`` (sent by every current
+    browser, and not settable by a page) and the CSRF token decide."""
+    site = request.headers.get("Sec-Fetch-Site")
+    if site is not None and site != "same-origin":
+        return False
     origin = request.headers.get("Origin")
-    if origin is None:
+    if origin is None or origin == "null":
         return True
     return urlsplit(origin).netloc == request.host
 

@@ -117,6 +117,17 @@ class ProcessEndpoint(_Model):
         return self
 
 
+class SwingAlert(_Model):
+    """The Helm chart's ``StreamsyncAudienceSizeSwing`` alert, drawn on the size plots: an
+    audience whose size changed by more than ``percent`` against its size 24 hours
+    earlier, when that was at least ``min_members``, for 30 minutes. The defaults are the
+    chart's (``prometheusRule.audienceSwingPercent`` and ``audienceSwingMinMembers``),
+    which the chart's console passes in, so the plot shows the rule that pages."""
+
+    percent: float = Field(default=50.0, gt=0, allow_inf_nan=False)
+    min_members: int = Field(default=100, ge=0)
+
+
 class ConsoleConfig(_Model):
     """The web console (``streamsync console --config FILE``)."""
 
@@ -131,5 +142,10 @@ class ConsoleConfig(_Model):
     history_days: int = Field(default=90, ge=7, le=400)
     #: How long one read of the membership table or one explain may take.
     read_timeout_s: float = Field(default=60.0, gt=0, le=3600)
+    #: How long one preview of a change may read (the input topics are read whole, as
+    #: ``streamsync audiences diff`` reads them).
+    preview_timeout_s: float = Field(default=600.0, gt=0, le=24 * 3600)
     #: Members shown on an audience's page.
     member_sample: int = Field(default=50, ge=1, le=1000)
+    #: The size-swing alert's rule, shown on the size plots.
+    swing_alert: SwingAlert = Field(default_factory=SwingAlert)

@@ -9,6 +9,7 @@ which the Content-Security-Policy forbids anyway.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections import deque
@@ -21,11 +22,21 @@ from urllib.parse import quote
 import jinja2
 from aiohttp import web
 
-from streamsync.audiences.loader import AudienceDefinitionError, AudienceFileError
+from streamsync.audiences.diff import DEFAULT_SAMPLE as DIFF_SAMPLE
+from streamsync.audiences.diff import report_lines
+from streamsync.audiences.loader import (
+    AudienceDefinitionError,
+    AudienceFileError,
+    audience_files,
+)
 from streamsync.config import AppConfig
 from streamsync.console.auth import Principal
-from streamsync.console.catalog import Catalog, load_catalog
-from streamsync.console.config import ConsoleConfig
+from streamsync.console.catalog import Catalog, CatalogEntry, load_catalog
+from streamsync.console.config import ConsoleConfig, SwingAlert
+from streamsync.console.dead_letters import KEPT as DEAD_LETTERS_KEPT
+from streamsync.console.dead_letters import DeadLetters
+from streamsync.console.exit_bound import STUCK_MARGIN_MS, exit_bound, stuck_members
+from streamsync.console.preview import PREVIEW_MAX_BYTES, PreviewRefused, preview_sets
 from streamsync.console.sources import (
     DestinationNumbers,
     ProcessReport,
@@ -38,6 +49,8 @@ from streamsync.deltas.membership import Member
 from streamsync.deltas.record import format_rfc3339_ms
 from streamsync.deltas.timeline import kafka_position, timeline_lines
 from streamsync.destinations.control import ControlFile
+from streamsync.destinations.deliver import routed_audiences
+from streamsync.destinations.errors import DeliverSetupError
 
 TEMPLATES = Path(__file__).parent / "templates"
 STATIC = Path(__file__).parent / "static"
@@ -47,7 +60,13 @@ NAV = (
     ("/destinations", "Destinations"),
     ("/preview", "Preview a change"),
     ("/health", "Health"),
+    ("/dead-letters", "Dead letters"),
 )
+#: Evaluate's defaults, for the stuck rule's slack when the file has no evaluate section.
+DEFAULT_LATENESS_MS = 5 * 60_000
+DEFAULT_IDLE_GRACE_MS = 500
+#: Customers shown each way per audience on the preview page.
+PREVIEW_SAMPLE = 20
 #: Operator actions remembered for the health page (all are also logged).
 AUDIT_KEPT = 100
 
@@ -85,6 +104,12 @@ class ConsoleState:
     rebuild: Callable[[], None]
     env: jinja2.Environment = field(default_factory=environment)
     audit: deque[AuditEntry] = field(default_factory=lambda: deque(maxlen=AUDIT_KEPT))
+    #: held while a preview reads the cluster (one at a time: it reads the inputs whole)
+    preview_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    #: the last catalog read, by the files' (path, mtime, size) it was read from
+    _catalogs: dict[tuple[tuple[str, int, int], ...], Catalog] = field(
+        default_factory=dict, repr=False
+    )
 
     @property
     def audiences_path(self) -> Path | None:
@@ -93,17 +118,38 @@ class ConsoleState:
         return self.config.evaluate.audiences if self.config.evaluate else None
 
     def catalog(self) -> tuple[Catalog | None, str | None]:
-        """The audience files as they are now (re-read per page: a file changed on disk
-        shows at once), or why they cannot be read."""
+        """The audience files as they are now, or why they cannot be read.
+
+        Checked per page (a file changed on disk shows at once), but read again only when
+        a file's size or modification time changed, or files came or went: loading
+        hundreds of definitions, with the YAML of each, is most of a page's time."""
         path = self.audiences_path
         if path is None:
             return None, "no audience files configured (console.audiences or evaluate.audiences)"
         try:
-            return load_catalog(path), None
+            signature = tuple(
+                (str(f), f.stat().st_mtime_ns, f.stat().st_size) for f in audience_files(path)
+            )
+            cached = self._catalogs.get(signature)
+            if cached is not None:
+                return cached, None
+            catalog = load_catalog(path)
+            self._catalogs.clear()
+            self._catalogs[signature] = catalog
+            return catalog, None
         except AudienceDefinitionError as exc:
             return None, f"{path}: {len(exc.problems)} error(s); run streamsync validate {path}"
         except (AudienceFileError, OSError) as exc:
             return None, " ".join(str(exc).split())
+
+    @property
+    def stuck_slack_ms(self) -> int:
+        """How far past its bound a member's enter must be to count as stuck: evaluate's
+        allowed lateness and idle grace, and a minute (see :mod:`.exit_bound`)."""
+        settings = self.config.evaluate
+        if settings is None:
+            return DEFAULT_LATENESS_MS + DEFAULT_IDLE_GRACE_MS + STUCK_MARGIN_MS
+        return settings.allowed_lateness_ms + settings.idle_grace_ms + STUCK_MARGIN_MS
 
     def record(self, principal: Principal, action: str, outcome: str) -> None:
         entry = AuditEntry(
@@ -197,14 +243,41 @@ async def sizes_json(request: web.Request) -> web.Response:
     if resolution not in ("hour", "day"):
         raise web.HTTPBadRequest(text="resolution is hour or day")
     series = state.store.sizes(name, resolution)
+    low, high = swing_band(
+        series.sizes, 24 if resolution == "hour" else 1, state.console.swing_alert
+    )
     return web.json_response(
         {
             "audience": name,
             "resolution": resolution,
             "times_ms": series.times_ms,
             "sizes": series.sizes,
+            "swing_low": low,
+            "swing_high": high,
+            "swing_percent": state.console.swing_alert.percent,
+            "swing_min_members": state.console.swing_alert.min_members,
         }
     )
+
+
+def swing_band(
+    sizes: list[int], lag: int, rule: SwingAlert
+) -> tuple[list[float | None], list[float | None]]:
+    """The swing alert's band at each point: the size ``lag`` points (24 hours) earlier,
+    minus and plus ``rule.percent``; ``None`` where there is no earlier point or it is
+    below ``rule.min_members`` (the alert does not look at such sizes)."""
+    share = rule.percent / 100
+    low: list[float | None] = []
+    high: list[float | None] = []
+    for i in range(len(sizes)):
+        before = sizes[i - lag] if i >= lag else None
+        if before is None or before < rule.min_members or before == 0:
+            low.append(None)
+            high.append(None)
+        else:
+            low.append(max(0.0, before * (1 - share)))
+            high.append(before * (1 + share))
+    return low, high
 
 
 # Page 2: one audience.
@@ -221,7 +294,7 @@ async def audience_page(request: web.Request) -> web.Response:
     if resolution not in ("hour", "day"):
         resolution = "hour"
     members: list[Member] = []
-    member_count = 0
+    found: list[Member] = []
     members_error = None
     complete = True
     try:
@@ -231,11 +304,17 @@ async def audience_page(request: web.Request) -> web.Response:
             key=lambda m: (m.since_ms, m.customer_id),
             reverse=True,
         )
-        member_count = len(found)
         members = found[: state.console.member_sample]
         complete = table.complete
     except SourceError as exc:
         members_error = str(exc)
+    bound = None
+    stuck: list[Member] = []
+    slack = state.stuck_slack_ms
+    if entry is not None and catalog is not None:
+        audiences = {n: e.audience for n, e in catalog.entries.items()}
+        bound = exit_bound(entry.audience, audiences)
+        stuck = stuck_members(found, bound, state.store.status().newest_ms, slack)
     return render(
         request,
         "audience.html",
@@ -246,13 +325,67 @@ async def audience_page(request: web.Request) -> web.Response:
         stats=state.store.stats(name),
         resolution=resolution,
         members=members,
-        member_count=member_count,
+        member_count=len(found),
         members_complete=complete,
         members_error=members_error,
         members_topic=state.config.deltas.members,
         deltas_topic=state.config.deltas.topic,
         source=state.audiences_path,
+        bound=bound,
+        bound_text=None if bound is None or bound.ms is None else duration_text(bound.ms),
+        slack_text=duration_text(slack),
+        stuck=stuck[: state.console.member_sample],
+        stuck_count=len(stuck),
+        as_of=_as_of(state.store),
+        receivers=await _receivers(state, name, entry),
+        swing=state.console.swing_alert,
     )
+
+
+async def _receivers(
+    state: ConsoleState, name: str, entry: CatalogEntry | None
+) -> list[dict[str, Any]]:
+    """The configured destinations that receive audience ``name`` (as deliver routes
+    it), each with what its acknowledged topic holds for the audience."""
+    rows = []
+    for dest_name, dest in state.config.destinations.items():
+        try:
+            routed = routed_audiences(dest_name, dest)
+        except DeliverSetupError as exc:
+            rows.append({"name": dest_name, "kind": dest.kind, "error": str(exc)})
+            continue
+        if routed is not None and name not in routed:
+            continue
+        row: dict[str, Any] = {
+            "name": dest_name,
+            "kind": dest.kind,
+            "holdout": dest.holdout,
+            "routed": "every audience" if routed is None else "listed",
+            "error": None,
+            "counts": None,
+        }
+        try:
+            row["counts"] = await state.sources.acknowledged(dest_name)
+        except SourceError as exc:
+            row["error"] = str(exc)
+        rows.append(row)
+    return rows
+
+
+def duration_text(ms: int) -> str:
+    """``166h 30m``, ``3d 23h``: a duration as the page says it."""
+    minutes = ms // 60_000
+    days, rest = divmod(minutes, 24 * 60)
+    hours, minutes = divmod(rest, 60)
+    parts = [
+        f"{days}d" if days else "",
+        f"{hours}h" if hours else "",
+        f"{minutes}m" if minutes else "",
+    ]
+    seconds = (ms % 60_000) / 1000
+    if seconds and not days:
+        parts.append(f"{seconds:g}s")
+    return " ".join(p for p in parts if p) or "0s"
 
 
 # Page 3: one customer.
@@ -417,11 +550,84 @@ async def control_action(request: web.Request) -> web.Response:
     )
 
 
-# Page 5: preview (not yet).
+# Page 5: preview a change.
 
 
 async def preview_page(request: web.Request) -> web.Response:
-    return render(request, "preview.html", title="Preview a change")
+    return render(request, "preview.html", **_preview_context(request.app[STATE_KEY], ""))
+
+
+async def preview_post(request: web.Request) -> web.Response:
+    """``audiences diff`` of a pasted or uploaded definition on the running data: open to
+    viewers (it writes nothing), CSRF-checked like every POST, one at a time (it reads
+    the input topics whole), off the event loop."""
+    state = request.app[STATE_KEY]
+    form = await request.post()
+    text = ""
+    upload = form.get("file")
+    if isinstance(upload, web.FileField):
+        raw = upload.file.read(PREVIEW_MAX_BYTES + 1)
+        if raw:
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                return _preview_refused(request, "", "the uploaded file is not UTF-8 text")
+    pasted = form.get("definition")
+    if not text and isinstance(pasted, str):
+        text = pasted.replace("\r\n", "\n")
+    catalog, error = state.catalog()
+    if catalog is None:
+        return _preview_refused(request, text, f"the running definitions: {error}")
+    if state.config.evaluate is None:
+        return _preview_refused(
+            request, text, "the configuration has no evaluate section: nothing runs to compare with"
+        )
+    try:
+        sets = preview_sets(catalog, text)
+    except PreviewRefused as exc:
+        return _preview_refused(request, text, str(exc))
+    if state.preview_lock.locked():
+        return _preview_refused(
+            request, text, "another preview is reading the cluster: try again when it is done"
+        )
+    async with state.preview_lock:
+        try:
+            report = await state.sources.diff(sets.current, sets.new)
+        except SourceError as exc:
+            return _preview_refused(request, text, str(exc), status=503)
+    context = _preview_context(state, text)
+    changed = [a for a in report.audiences if a.kind != "unchanged"]
+    context.update(
+        report=report,
+        changed=changed,
+        unchanged=[a.name for a in report.audiences if a not in changed],
+        pasted=sets.pasted,
+        instants=[format_rfc3339_ms(t) for t in sorted(set(report.instants))],
+        enter=sum(len(a.enter) for a in report.audiences),
+        leave=sum(len(a.leave) for a in report.audiences),
+        diff_text="\n".join(report_lines(report, DIFF_SAMPLE)),
+    )
+    return render(request, "preview.html", **context)
+
+
+def _preview_context(state: ConsoleState, text: str) -> dict[str, Any]:
+    return {
+        "title": "Preview a change",
+        "text": text,
+        "error": None,
+        "report": None,
+        "max_kib": PREVIEW_MAX_BYTES // 1024,
+        "sample": PREVIEW_SAMPLE,
+        "source": state.audiences_path,
+    }
+
+
+def _preview_refused(
+    request: web.Request, text: str, message: str, *, status: int = 422
+) -> web.Response:
+    context = _preview_context(request.app[STATE_KEY], text)
+    context["error"] = " ".join(message.split())
+    return render(request, "preview.html", status=status, **context)
 
 
 # Page 6: health.
@@ -439,6 +645,34 @@ async def health_page(request: web.Request) -> web.Response:
         as_of=_as_of(state.store),
         deltas_topic=state.config.deltas.topic,
         audit=list(state.audit),
+    )
+
+
+async def dead_letters_page(request: web.Request) -> web.Response:
+    """The newest dead letters of every stage with their reasons (see
+    :mod:`.dead_letters`)."""
+    state = request.app[STATE_KEY]
+    error = None
+    found = DeadLetters()
+    try:
+        found = await state.sources.dead_letters()
+    except SourceError as exc:
+        error = str(exc)
+    rows = [
+        {
+            "entry": e,
+            "at": "" if e.timestamp_ms is None else format_rfc3339_ms(e.timestamp_ms),
+        }
+        for e in found.entries
+    ]
+    return render(
+        request,
+        "dead_letters.html",
+        title="Dead letters",
+        rows=rows,
+        found=found,
+        error=error,
+        kept=DEAD_LETTERS_KEPT,
     )
 
 

@@ -62,7 +62,7 @@ def create_console(
         config=config,
         console=section,
         store=store,
-        sources=sources or KafkaSources(config, section.read_timeout_s),
+        sources=sources or KafkaSources(config, section.read_timeout_s, section.preview_timeout_s),
         csrf_for=auth.csrf_token,
         rebuild=deltas_feed.rebuild if deltas_feed is not None else (lambda: None),
     )

@@ -14,6 +14,7 @@ format's own reader) into the few numbers the pages show.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,8 +23,12 @@ from typing import Protocol, TypeVar
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
+from streamsync.audiences.definition import Audience
+from streamsync.audiences.diff import DiffReport
 from streamsync.config import AppConfig
+from streamsync.console.acknowledged_counts import AcknowledgedCounts, read_acknowledged
 from streamsync.console.config import ProcessEndpoint
+from streamsync.console.dead_letters import DeadLetters, read_dead_letters
 from streamsync.deltas.audit import CustomerAudit, audit_customer
 from streamsync.deltas.membership import (
     MembershipTable,
@@ -32,9 +37,12 @@ from streamsync.deltas.membership import (
     read_members,
 )
 from streamsync.errors import StreamsyncError
+from streamsync.runtime.snapshot import predict, read_snapshot
 
 T = TypeVar("T")
 
+#: How long an acknowledged count read from Kafka is shown before it is read again.
+ACKNOWLEDGED_TTL_S = 30.0
 #: How long one admin endpoint may take to answer.
 PROBE_TIMEOUT_S = 3.0
 #: Input records an explain from the console reads at most, as ``explain``'s default.
@@ -53,13 +61,29 @@ class Sources(Protocol):
 
     async def audit(self, customer: str) -> CustomerAudit: ...
 
+    async def acknowledged(self, destination: str) -> AcknowledgedCounts: ...
+
+    async def diff(self, current: list[Audience], new: list[Audience]) -> DiffReport: ...
+
+    async def dead_letters(self) -> DeadLetters: ...
+
 
 class KafkaSources:
     """:class:`Sources` on the cluster of ``config``."""
 
-    def __init__(self, config: AppConfig, timeout_s: float) -> None:
+    def __init__(
+        self,
+        config: AppConfig,
+        timeout_s: float,
+        diff_timeout_s: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.config = config
+        self.clock = clock
         self.timeout_s = timeout_s
+        self.diff_timeout_s = diff_timeout_s
+        #: destination -> (when read, counts), see :meth:`acknowledged`
+        self._acknowledged: dict[str, tuple[float, AcknowledgedCounts]] = {}
 
     async def members(self) -> MembershipTable:
         return await _in_thread(lambda: read_members(self.config, timeout_s=self.timeout_s))
@@ -82,6 +106,37 @@ class KafkaSources:
                 timeout_s=self.timeout_s,
             )
         )
+
+    async def acknowledged(self, destination: str) -> AcknowledgedCounts:
+        """The destination's counts, read at most once per :data:`ACKNOWLEDGED_TTL_S`: the
+        topic is read whole (about one record per member), and an audience's page asks for
+        every destination that receives it."""
+        now = self.clock()
+        cached = self._acknowledged.get(destination)
+        if cached is not None and now - cached[0] < ACKNOWLEDGED_TTL_S:
+            return cached[1]
+        counts = await _in_thread(
+            lambda: read_acknowledged(self.config, destination, timeout_s=self.timeout_s)
+        )
+        self._acknowledged[destination] = (now, counts)
+        return counts
+
+    async def diff(self, current: list[Audience], new: list[Audience]) -> DiffReport:
+        """``streamsync audiences diff`` on the cluster: the membership table, the
+        changelog's clocks and the input topics read (nothing written), in a thread."""
+
+        def work() -> DiffReport:
+            settings = self.config.evaluate
+            if settings is None:
+                raise StreamsyncError("the configuration has no evaluate section")
+            snapshot = read_snapshot(self.config, timeout_s=self.diff_timeout_s)
+            lateness = settings.allowed_lateness_ms
+            return predict(snapshot, current, new, allowed_lateness_ms=lateness)
+
+        return await _in_thread(work)
+
+    async def dead_letters(self) -> DeadLetters:
+        return await _in_thread(lambda: read_dead_letters(self.config, timeout_s=self.timeout_s))
 
 
 async def _in_thread(work: Callable[[], T]) -> T:

@@ -33,6 +33,9 @@ MINUTE_MS = 60_000
 WEEK_MS = 7 * DAY_MS
 #: The windows of the audiences page, by label.
 WINDOWS = (("hour", HOUR_MS), ("day", DAY_MS), ("week", WEEK_MS))
+#: How far (hours of event time) the window moves between two folds of old counts: memory
+#: holds at most this much beyond the history kept.
+FOLD_EVERY_HOURS = 24
 #: Identifier kinds indexed for the customer search (what deltas carry in ``identifiers``).
 SEARCHABLE = ("email", "phone")
 
@@ -175,8 +178,12 @@ class ConsoleStore:
         if self._newest is None:
             return
         oldest_hour = (self._newest - self.history_ms) // HOUR_MS + 1
-        if oldest_hour == self._folded_hour:
-            return  # the window has not moved: nothing to fold (the common case)
+        if self._folded_hour is not None and oldest_hour < self._folded_hour + FOLD_EVERY_HOURS:
+            # The window moved by less than FOLD_EVERY_HOURS: counts a little older than
+            # it are still held, which the readers leave out (sizes() adds older hours to
+            # the base, stats() counts only minutes in its windows); folding on every
+            # hour of event time scanned every audience's hours and minutes each time.
+            return
         self._folded_hour = oldest_hour
         oldest_minute = (self._newest - WEEK_MS) // MINUTE_MS + 1
         for series in self._series.values():
@@ -206,15 +213,20 @@ class ConsoleStore:
             if series is None or self._newest is None:
                 return AudienceStats(audience, 0, 0, {label: (0, 0) for label, _ in WINDOWS})
             now_minute = self._newest // MINUTE_MS
-            changes = {}
-            for label, span in WINDOWS:
-                first = now_minute - span // MINUTE_MS + 1
-                enters = exits = 0
-                for minute, (e, x) in series.minutes.items():
+            # One pass over the minutes for every window (the audiences page asks this
+            # of every audience).
+            firsts = [(label, now_minute - span // MINUTE_MS + 1) for label, span in WINDOWS]
+            counts = {label: [0, 0] for label, _ in WINDOWS}
+            oldest = min(first for _, first in firsts)
+            for minute, (e, x) in series.minutes.items():
+                if minute < oldest:
+                    continue
+                for label, first in firsts:
                     if minute >= first:
-                        enters += e
-                        exits += x
-                changes[label] = (enters, exits)
+                        count = counts[label]
+                        count[0] += e
+                        count[1] += x
+            changes = {label: (c[0], c[1]) for label, c in counts.items()}
             return AudienceStats(audience, series.size, series.holdout, changes)
 
     def sizes(self, audience: str, resolution: str = "hour") -> SizeSeries:

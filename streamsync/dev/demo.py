@@ -28,6 +28,7 @@ import tempfile
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -290,7 +291,11 @@ def run_demo(
     idle_timeout_s: float = 5.0,
     deliver: bool = True,
     out: TextIO,
+    then: Callable[[DemoResult, AppConfig], None] | None = None,
 ) -> DemoResult:
+    """The demo (see the README); ``then``, when given, is called with the result and the
+    run's configuration (its destinations included) while the broker is still up - what
+    ``--console`` serves the console from until Ctrl-C."""
     result = DemoResult()
     audiences = load_audiences(EXAMPLE_AUDIENCES)
     run = uuid.uuid4().hex[:8]
@@ -361,16 +366,19 @@ def run_demo(
             _say(out, "[4/5] Delivering the deltas to local Braze and MoEngage stand-ins")
             result.delivery = _deliver(config, run, idle_timeout_s, out)
 
-    _say(
-        out,
-        f"[{steps}/{steps}] Replaying the same records offline to check the live result"
-        + (" and the stand-ins' profiles" if deliver else ""),
-    )
-    # The produced records as lines of a file, through the same decoders as replay.
-    lines = (r if isinstance(r, bytes) else orjson.dumps(r) for r in records)
-    result.replay_deltas = list(replay(audiences, read_events(lines, "demo"), progress=None))
-    if result.delivery is not None:
-        _check_standins(result, _demo_destinations(run))
+        _say(
+            out,
+            f"[{steps}/{steps}] Replaying the same records offline to check the live result"
+            + (" and the stand-ins' profiles" if deliver else ""),
+        )
+        # The produced records as lines of a file, through the same decoders as replay.
+        lines = (r if isinstance(r, bytes) else orjson.dumps(r) for r in records)
+        result.replay_deltas = list(replay(audiences, read_events(lines, "demo"), progress=None))
+        if result.delivery is not None:
+            _check_standins(result, _demo_destinations(run))
+        if then is not None:
+            destinations = _demo_destinations(run) if deliver else {}
+            then(result, config.model_copy(update={"destinations": destinations}))
     return result
 
 

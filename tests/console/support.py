@@ -9,7 +9,11 @@ from typing import Any, TypeVar
 
 from aiohttp.test_utils import TestClient, TestServer
 
+from streamsync.audiences.definition import Audience
+from streamsync.audiences.diff import DiffBuilder, DiffReport, membership
 from streamsync.config import AppConfig, parse_config
+from streamsync.console.acknowledged_counts import AcknowledgedCounts
+from streamsync.console.dead_letters import DeadLetters
 from streamsync.console.server import Console, create_console
 from streamsync.deltas.audit import CustomerAudit
 from streamsync.deltas.membership import Member, MembershipTable
@@ -49,6 +53,7 @@ def config(tmp: Path, **console: Any) -> AppConfig:
             "kafka": {"bootstrap_servers": "127.0.0.1:1"},
             "ingest": {"topics": [{"name": "in", "format": "pipelines_json"}]},
             "deltas": {"topic": "d"},
+            "evaluate": {"audiences": str(EXAMPLE_AUDIENCES), "state_dir": str(tmp / "state")},
             "destinations": {
                 "braze": {
                     "kind": "braze",
@@ -89,6 +94,11 @@ class FakeSources:
     def __init__(self, deltas: list[MembershipDelta], records: dict[str, Event]) -> None:
         self.deltas = deltas
         self.records = records
+        #: destination -> what its acknowledged topic holds (absent: no topic yet)
+        self.acked: dict[str, AcknowledgedCounts] = {}
+        #: the definition sets each diff was asked for
+        self.diffs: list[tuple[list[str], list[Audience]]] = []
+        self.dead: DeadLetters = DeadLetters(topics=["streamsync.dead-letter"])
 
     def _table(self) -> MembershipTable:
         table = MembershipTable("d.members", [0])
@@ -112,6 +122,26 @@ class FakeSources:
         audit.deltas = [d for d in self.deltas if d.customer_id == customer]
         audit.records = {r: e for r, e in self.records.items() if r in audit.wanted}
         return audit
+
+    async def acknowledged(self, destination: str) -> AcknowledgedCounts:
+        found = self.acked.get(destination)
+        if found is None:
+            return AcknowledgedCounts(destination, f"{destination}.acknowledged", exists=False)
+        return found
+
+    async def diff(self, current: list[Audience], new: list[Audience]) -> DiffReport:
+        """``audiences diff`` as ``--input`` computes it: the records replayed with both
+        definition sets, the clock at the newest record."""
+        self.diffs.append(([a.name for a in current], new))
+        events = sorted(self.records.values(), key=lambda e: e.timestamp_ms)
+        builder = DiffBuilder(current, new, allowed_lateness_ms=0)
+        told = membership(current, events, allowed_lateness_ms=0)
+        builder.add(told, builder.evaluate(events))
+        newest = [events[-1].timestamp_ms] if events else []
+        return builder.report("replay of the test's records", newest, [])
+
+    async def dead_letters(self) -> DeadLetters:
+        return self.dead
 
 
 def make_console(

@@ -28,11 +28,14 @@ from typing import Any
 import orjson
 import pytest
 
+from streamsync.audiences.definition import Audience
+from streamsync.audiences.loader import load_audiences
 from streamsync.config import load_config
 from streamsync.console.feed import wait_live
 from streamsync.console.server import ConsoleServer, create_console
 from streamsync.deltas.record import MembershipDelta
 from streamsync.runtime.app import Application
+from streamsync.runtime.snapshot import predict, read_snapshot
 from tests.console.support import EVIL, OPERATOR_TOKEN, VIEWER_TOKEN
 from tests.runtime.evaluate_support import Stream, replay_deltas, synthetic
 
@@ -48,6 +51,7 @@ PAGES = {
     "/destinations": "Destinations",
     "/preview": "Preview a change",
     "/health": "Health",
+    "/dead-letters": "Dead letters",
 }
 
 
@@ -71,6 +75,8 @@ class Run:
     #: the audience with the most changes in the 90 days the store keeps
     audience: str
     customers: list[str]
+    #: the console's configuration file
+    path: Path
 
 
 class _Served:
@@ -133,7 +139,7 @@ def run(kafka_bootstrap_servers: str, tmp_path_factory: pytest.TempPathFactory) 
         customers = sorted({d.customer_id for d in expected if d.customer_id != EVIL})
         newest = max(d.at_ms for d in expected)
         recent = Counter(d.audience for d in expected if d.at_ms > newest - 90 * 86_400_000)
-        yield Run(server.url, expected, recent.most_common(1)[0][0], customers)
+        yield Run(server.url, expected, recent.most_common(1)[0][0], customers, path)
 
 
 @pytest.fixture(scope="module")
@@ -294,3 +300,63 @@ def test_a_viewer_cannot_rebuild_and_a_request_without_csrf_is_refused(
         assert no_csrf == 403
     finally:
         operator.page.context.close()
+
+
+CHANGED_CART = """\
+name: ACT__CartAbandon__90m
+version: 2
+owner: retention@example.com
+description: Added to cart, no order for 30 minutes.
+entry:
+  since_last: {event: Product Added, at_least: 30m, less_than: 7d}
+exit:
+  occurred_since_last: {event: Order Completed, since: {event: Product Added}}
+"""
+
+
+def test_preview_shows_audiences_diff_on_the_running_data(viewer: Session, run: Run) -> None:
+    page = viewer.page
+    page.goto(f"{run.url}/preview")
+    page.fill("textarea[name=definition]", CHANGED_CART)
+    page.click("#preview-form button[type=submit]")
+    page.wait_for_selector("#preview-result, #preview-error", timeout=120_000)
+    assert page.locator("#preview-error").count() == 0, page.locator("#preview-error").inner_text()
+    # The same prediction as streamsync audiences diff on the same cluster.
+    config = load_config(run.path)
+    assert config.evaluate is not None
+    audiences = load_audiences(config.evaluate.audiences)
+    changed = [
+        a.model_copy(update={"version": 2, "entry": _thirty_minutes(a)})
+        if a.name == AUDIENCE
+        else a
+        for a in audiences
+    ]
+    report = predict(
+        read_snapshot(config, timeout_s=120),
+        audiences,
+        changed,
+        allowed_lateness_ms=config.evaluate.allowed_lateness_ms,
+    )
+    result = page.locator("#preview-result")
+    assert result.get_attribute("data-enter") == str(sum(len(a.enter) for a in report.audiences))
+    assert result.get_attribute("data-leave") == str(sum(len(a.leave) for a in report.audiences))
+    cart = next(a for a in report.audiences if a.name == AUDIENCE)
+    row = page.locator(f'tr[data-audience="{AUDIENCE}"]')
+    assert row.locator(".before").inner_text() == f"{cart.size_before:,}"
+    assert row.locator(".after").inner_text() == f"{cart.size_after:,}"
+    _shot(page, "preview")
+    # Invalid YAML: the validator's line, on the page.
+    page.fill("textarea[name=definition]", "name: [unclosed")
+    page.click("#preview-form button[type=submit]")
+    page.wait_for_selector("#preview-error")
+    assert "not valid YAML" in page.locator("#preview-error").inner_text()
+    # The refusal is a 422, which the browser notes; nothing else went wrong.
+    others = [e for e in viewer.errors if "status of 422" not in e]
+    assert not others, others
+
+
+def _thirty_minutes(audience: Audience) -> Any:
+    entry = audience.entry
+    assert entry.since_last is not None
+    since = entry.since_last.model_copy(update={"at_least": 30 * 60_000})
+    return entry.model_copy(update={"since_last": since})

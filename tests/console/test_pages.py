@@ -20,6 +20,7 @@ from streamsync.observability.admin import AdminServer
 from streamsync.observability.metrics import Telemetry
 from tests.console.support import (
     EVIL,
+    EXAMPLE_AUDIENCES,
     OPERATOR_TOKEN,
     PASSWORD,
     T0,
@@ -33,7 +34,7 @@ from tests.console.support import (
 Client = TestClient[Any, Any]
 
 PAGES = ["/audiences", "/audiences/ACT__CartAbandon__90m", "/customers", "/destinations",
-         "/preview", "/health"]  # fmt: skip
+         "/preview", "/health", "/dead-letters"]  # fmt: skip
 
 
 def _deltas() -> list[Any]:
@@ -325,3 +326,67 @@ def test_health_and_destinations_read_the_admin_ports(tmp_path: Path) -> None:
             assert "BRAZE_KEY" not in dest
 
         run_client(console, work)
+
+
+def test_a_browsers_own_form_with_a_null_origin_is_accepted_and_another_sites_is_not(
+    tmp_path: Path,
+) -> None:
+    """Under ``Referrer-Policy: no-referrer`` browsers post the console's own forms with
+    ``Origin: null``; ``Sec-Fetch-Site`` tells them from another site's."""
+    console = make_console(tmp_path, _deltas())
+    rebuilt: list[bool] = []
+    console.state.rebuild = lambda: rebuilt.append(True)
+
+    async def work(client: Client) -> None:
+        operator = bearer(OPERATOR_TOKEN)
+        form = {"confirm": "yes", "csrf_token": await _csrf(client, operator)}
+        for site in ("cross-site", "same-site"):
+            refused = await client.post(
+                "/store/rebuild",
+                data=form,
+                headers={**operator, "Origin": "null", "Sec-Fetch-Site": site},
+            )
+            assert refused.status == 403
+        without = await client.post(
+            "/store/rebuild", data={"confirm": "yes"},
+            headers={**operator, "Origin": "null", "Sec-Fetch-Site": "same-origin"},
+        )  # fmt: skip
+        assert without.status == 403  # the token is still needed
+        assert not rebuilt
+        done = await client.post(
+            "/store/rebuild",
+            data=form,
+            headers={**operator, "Origin": "null", "Sec-Fetch-Site": "same-origin"},
+            allow_redirects=False,
+        )
+        assert done.status == 303 and rebuilt == [True]
+
+    run_client(console, work)
+
+
+def test_a_changed_audience_file_shows_on_the_next_page(tmp_path: Path) -> None:
+    folder = tmp_path / "audiences"
+    folder.mkdir()
+    source = EXAMPLE_AUDIENCES / "cart_and_checkout.yaml"
+    target = folder / "cart_and_checkout.yaml"
+    target.write_text(source.read_text())
+    console = make_console(tmp_path, _deltas(), audiences=str(folder))
+
+    async def work(client: Client) -> None:
+        headers = bearer(VIEWER_TOKEN)
+        before = await (await client.get("/audiences", headers=headers)).text()
+        assert "ACT__CheckoutAbandon__HighIntent" in before and "expires in a week" not in before
+        text = target.read_text().replace(
+            "Checkout started, no order for 60 minutes; expires 3 days after the checkout.",
+            "Checkout started, no order for 60 minutes; expires in a week.",
+        )
+        target.write_text(text + "\n# edited\n")  # a different size: changed
+        after = await (await client.get("/audiences", headers=headers)).text()
+        assert "expires in a week" in after
+        (folder / "more.yaml").write_text(
+            "name: ACT__Added__Later\nversion: 1\nowner: o@example.com\ndescription: new\n"
+            "entry: {happened: {event: X}}\nsticky_for: 1d\n"
+        )
+        assert "ACT__Added__Later" in await (await client.get("/audiences", headers=headers)).text()
+
+    run_client(console, work)

@@ -95,3 +95,16 @@ def test_the_console_deployment_reads_its_own_config_and_secrets(tmp_path: Path)
     # roll when the console changes.
     shared = one(docs, "ConfigMap", f"{RELEASE}-config")["data"]["streamsync.yaml"]
     assert "console" not in yaml.safe_load(shared)
+
+
+def test_the_console_draws_the_swing_alert_the_chart_pages_with(tmp_path: Path) -> None:
+    values = {
+        **VALUES,
+        "prometheusRule": {"audienceSwingPercent": 35, "audienceSwingMinMembers": 250},
+    }
+    docs = render(*_values(tmp_path, values))
+    text = one(docs, "ConfigMap", f"{CONSOLE}-config")["data"]["streamsync.yaml"]
+    config = parse_config(yaml.safe_load(text), env={})
+    assert config.console is not None
+    assert config.console.swing_alert.percent == 35
+    assert config.console.swing_alert.min_members == 250

@@ -25,8 +25,18 @@
           axes: small ? [{ show: false }, { show: false }] : [{}, { label: "members" }],
           series: [{}, { label: "members", stroke: "#1f5fbf", width: small ? 1 : 2, fill: "rgba(31,95,191,0.08)" }],
         };
+        var columns = [times, data.sizes];
+        var banded = !small && data.swing_low && data.swing_low.some(function (v) { return v !== null; });
+        if (banded) {
+          // The swing alert's band: the size 24 hours earlier, minus and plus its percent.
+          var dash = { stroke: "#c0392b", width: 1, dash: [6, 4], spanGaps: false };
+          opts.series.push(Object.assign({ label: "swing alert below" }, dash));
+          opts.series.push(Object.assign({ label: "swing alert above" }, dash));
+          columns.push(data.swing_low, data.swing_high);
+        }
+        el.setAttribute("data-swing-band", banded ? "true" : "false");
         if (times.length > 0) {
-          new uPlot(opts, [times, data.sizes], el);
+          new uPlot(opts, columns, el);
         } else {
           el.textContent = "no changes yet";
         }
