@@ -191,7 +191,7 @@ class DeliverLoop:
         self.routes = routed_audiences(name, self.dest, config.destinations)
         check_audience_names(config, name)
         #: which members belong on this destination (the desired state's filter)
-        self.want = DesiredFilter(self.routes, self.dest.holdout)
+        self.want = DesiredFilter(self.routes, self.dest.holdout, self.dest.rollout)
         #: the compacted changelog of what this destination acknowledged
         self.acknowledged_topic = acknowledged_topic(self.dest.consumer_group(name))
         self.transport: Transport = transport or HttpTransport(
@@ -376,12 +376,12 @@ class DeliverLoop:
             observer=self.observer,
             tracer=None if self.tracing is None else RequestTracer(self.tracing, self.client),
             acknowledged=acknowledged,
+            want=self.want,
         )
         keep_headers = sink.tracer is not None  # else no per-delta tracing work at all
         result = DeliverResult(self.name, sink.stats)
         started = last_activity = last_commit = last_progress = time.monotonic()
         last_error = ""
-        routes = self.routes
         decode = self._decode
         kafka_health = self.kafka_health
         try:
@@ -430,7 +430,7 @@ class DeliverLoop:
                         )
                         self.offsets.done(partition, [offset])
                         continue
-                    if routes is not None and delta.audience not in routes:
+                    if not self.want.routed(delta.audience):
                         result.skipped_not_routed += 1
                         self.offsets.track(partition, offset)
                         self.offsets.done(partition, [offset])

@@ -45,10 +45,11 @@ from typing import TYPE_CHECKING, Protocol
 
 from streamsync.dead_letter import ATTRIBUTE_REJECTED, REJECTED, UNMATCHED
 from streamsync.deltas.record import MembershipDelta
-from streamsync.destinations.acknowledged import AcknowledgedState
+from streamsync.destinations.acknowledged import Acked, AcknowledgedState
 from streamsync.destinations.client import Change, DestinationClient, Request, Response
 from streamsync.destinations.config import Retry
 from streamsync.destinations.dead_letter import DeliveryDeadLetters
+from streamsync.destinations.desired import DesiredFilter
 from streamsync.destinations.errors import (
     BatchRejected,
     FatalDestinationError,
@@ -58,7 +59,7 @@ from streamsync.destinations.errors import (
 )
 from streamsync.destinations.limiter import TokenBucket
 from streamsync.destinations.offsets import OffsetTracker
-from streamsync.destinations.reconcile import Repair
+from streamsync.destinations.reconcile import Repair, removal_delta
 
 if TYPE_CHECKING:
     from streamsync.destinations.tracing import RequestTracer
@@ -124,6 +125,9 @@ class SinkStats:
     #: repairs of assignments, per audience: adds (backfill) and removes (detach)
     backfilled: Counter[str] = field(default_factory=Counter)
     detached: Counter[str] = field(default_factory=Counter)
+    #: enters of customers the rollout leaves out, per audience (not sent, or sent as
+    #: the remove of a value acknowledged before the rollout shrank)
+    excluded: Counter[str] = field(default_factory=Counter)
 
     @property
     def delivered_total(self) -> int:
@@ -150,6 +154,7 @@ class SinkStats:
             "unchanged": self.unchanged,
             "backfilled": sum(self.backfilled.values()),
             "detached": sum(self.detached.values()),
+            "excluded": sum(self.excluded.values()),
             # A dry run sends nothing: what it would have sent, apart from "delivered".
             **(
                 {"would_deliver": self.would_deliver, "dry_run_requests": self.dry_run_requests}
@@ -186,6 +191,7 @@ class DeliverySink:
         observer: DeliveryObserver | None = None,
         tracer: RequestTracer | None = None,
         acknowledged: AcknowledgedState | None = None,
+        want: DesiredFilter | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
     ) -> None:
@@ -199,6 +205,10 @@ class DeliverySink:
         self.linger_s = linger_s
         self.max_buffered = max_buffered
         self.holdout = holdout
+        #: which changes belong on the destination (the rollout, detached audiences):
+        #: applied when a change is added and again when it is sent, so a change buffered
+        #: before the filter changed is not sent against it
+        self.want = want if want is not None else DesiredFilter(None, holdout)
         self.dry_run = dry_run
         self.on_ack = on_ack
         self.observer = observer
@@ -272,11 +282,22 @@ class DeliverySink:
                 repair.delta, partition, [], self._clock(), None, None, True,
             )  # fmt: skip
 
+    def _belongs(self, audience: str, customer_id: str) -> bool:
+        want = self.want
+        return want.routed(audience) and want.includes(audience, customer_id)
+
     def settled_already(self, change: Change) -> bool:
         """Whether the destination already holds what ``change`` would write: an add
         confirmed before, or a remove of a value never acknowledged for this profile. A
         remove that is sent is pointed at the value and identity that were acknowledged."""
         entry = self.acknowledged.get(change.partition, change.audience, change.customer_id)
+        if change.enter and not self._belongs(change.audience, change.customer_id):
+            self.stats.excluded[change.audience] += 1
+            change.enter = False  # it must not be there: a remove, if it ever was
+            change.delta = removal_delta(
+                change.audience, change.customer_id, entry or Acked(None, change.holdout),
+                int(time.time() * 1000),
+            )  # fmt: skip
         if change.enter:
             return entry is not None and not entry.pending
         if entry is None:
@@ -307,6 +328,14 @@ class DeliverySink:
             return
         key = (delta.customer_id, delta.audience)
         existing = self._buffer.get(key)
+        if delta.op == "enter" and not self._belongs(delta.audience, delta.customer_id):
+            self.stats.excluded[delta.audience] += 1
+            acked = self.acknowledged.get(partition, delta.audience, delta.customer_id)
+            if acked is None and existing is None:  # never there: nothing to send
+                self.offsets.done(partition, [offset])
+                return
+            delta = removal_delta(delta.audience, delta.customer_id,
+                                  acked or Acked(None, delta.holdout), delta.at_ms)  # fmt: skip
         identity = self.client.identify(delta)
         if identity is None and existing is not None:
             # The same customer, just without the identifier on this delta: the change it
