@@ -37,16 +37,20 @@ class DesiredFilter:
         holdout: str,
         rollout: Rollout = EVERYONE,
         detached: frozenset[str] = frozenset(),
+        detached_all: bool = False,
     ) -> None:
         self.routes = routes
         self.holdout = holdout
         self.rollout = rollout
         self.detached = detached
+        self.detached_all = detached_all
 
     def routed(self, audience: str) -> bool:
         """Whether ``audience`` belongs on the destination at all (values of an audience
         that is not are detached)."""
-        return (self.routes is None or audience in self.routes) and audience not in self.detached
+        if self.detached_all or audience in self.detached:
+            return False
+        return self.routes is None or audience in self.routes
 
     def includes(self, audience: str, customer_id: str) -> bool:
         """Whether the rollout includes ``customer_id`` in ``audience``."""

@@ -39,7 +39,7 @@ import logging
 import random
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
@@ -94,6 +94,12 @@ class DeliveryObserver(Protocol):
     ) -> None: ...
 
     def observe_delta_to_destination(self, destination: str, seconds: float) -> None: ...
+
+    def set_destination_members(
+        self, destination: str, audience: str, state: str, count: int
+    ) -> None: ...
+
+    def deltas_excluded(self, destination: str, audience: str, count: int = 1) -> None: ...
 
 
 @dataclass
@@ -218,6 +224,8 @@ class DeliverySink:
         self.stats = SinkStats()
         self.paused = False
         self.paused_audiences: frozenset[str] = frozenset()
+        #: the latest failure the destination answered with ("": none since start)
+        self.last_error = ""
         self._clock = clock
         self._buffer: dict[tuple[str, str], Change] = {}
         #: repairs waiting for room in the buffer, by (customer, audience)
@@ -249,6 +257,19 @@ class DeliverySink:
     def backlog(self) -> int:
         """Repairs not yet in the buffer."""
         return len(self._backlog)
+
+    @property
+    def sending(self) -> bool:
+        """A batch is in flight (its answer will change the acknowledged state)."""
+        return self._inflight is not None
+
+    def forget_repairs(self) -> None:
+        """Drop the repairs not sent yet (backlog and buffer), before a new comparison
+        replaces them: one planned under the previous filter may be wrong now."""
+        self._backlog.clear()
+        self._buffer = {
+            k: c for k, c in self._buffer.items() if not (c.reconciled and not c.offsets)
+        }
 
     def reconcile(self, partition: int, repairs: list[Repair]) -> None:
         """Take the repairs of ``partition`` (just assigned) to send as room allows."""
@@ -282,6 +303,25 @@ class DeliverySink:
                 repair.delta, partition, [], self._clock(), None, None, True,
             )  # fmt: skip
 
+    def _excluded(self, audience: str) -> None:
+        self.stats.excluded[audience] += 1
+        if self.observer is not None:
+            self.observer.deltas_excluded(self.client.name, audience)
+
+    def report_sizes(self, desired: Mapping[str, int]) -> None:
+        """Tell the observer each audience's desired (``desired``, as of the last
+        comparison), acknowledged and pending counts on the partitions owned here."""
+        if self.observer is None:
+            return
+        confirmed, pending = self.acknowledged.counts()
+        name = self.client.name
+        for audience in set(desired) | set(confirmed) | set(pending):
+            self.observer.set_destination_members(name, audience, "desired",
+                                                  desired.get(audience, 0))  # fmt: skip
+            self.observer.set_destination_members(name, audience, "acknowledged",
+                                                  confirmed[audience])  # fmt: skip
+            self.observer.set_destination_members(name, audience, "pending", pending[audience])
+
     def _belongs(self, audience: str, customer_id: str) -> bool:
         want = self.want
         return want.routed(audience) and want.includes(audience, customer_id)
@@ -292,7 +332,7 @@ class DeliverySink:
         remove that is sent is pointed at the value and identity that were acknowledged."""
         entry = self.acknowledged.get(change.partition, change.audience, change.customer_id)
         if change.enter and not self._belongs(change.audience, change.customer_id):
-            self.stats.excluded[change.audience] += 1
+            self._excluded(change.audience)
             change.enter = False  # it must not be there: a remove, if it ever was
             change.delta = removal_delta(
                 change.audience, change.customer_id, entry or Acked(None, change.holdout),
@@ -329,7 +369,7 @@ class DeliverySink:
         key = (delta.customer_id, delta.audience)
         existing = self._buffer.get(key)
         if delta.op == "enter" and not self._belongs(delta.audience, delta.customer_id):
-            self.stats.excluded[delta.audience] += 1
+            self._excluded(delta.audience)
             acked = self.acknowledged.get(partition, delta.audience, delta.customer_id)
             if acked is None and existing is None:  # never there: nothing to send
                 self.offsets.done(partition, [offset])
@@ -554,6 +594,7 @@ class DeliverySink:
                         span.set_attribute("streamsync.rejected", len(rejected))
         except RateLimited as exc:
             self.stats.rate_limited += 1
+            self.last_error = f"429: {exc}"
             self.limiter.block_until(exc.not_before)
             batch.attempt += 1
             log.warning("%s: rate limited; nothing sent before the reset", self.client.name)
@@ -563,6 +604,7 @@ class DeliverySink:
             return False
         except RetriableError as exc:
             self.stats.retries += 1
+            self.last_error = str(exc)
             delay = self._backoff(batch.attempt)
             batch.attempt += 1
             batch.not_before = now + delay
@@ -573,6 +615,7 @@ class DeliverySink:
                 observer.destination_retry(self.client.name, reason)
             return False
         except BatchRejected as exc:
+            self.last_error = f"rejected: {exc.rejection.message}"
             if observer is not None:
                 observer.destination_request(self.client.name, status)
             self._split(batch, request, exc.rejection)
