@@ -253,17 +253,18 @@ class AcknowledgedState:
             self.producer.flush(timeout_s)
 
 
-def ensure_topic(admin: AdminClient, topic: str, partitions: int) -> int:
+def ensure_topic(admin: AdminClient, topic: str, partitions: int, timeout_s: float = 30.0) -> int:
     """Create the changelog (compacted, ``partitions`` like the deltas topic) unless it
-    exists; its partition count."""
-    metadata = admin.list_topics(timeout=30)
+    exists; its partition count. ``KafkaException`` when Kafka does not answer within
+    ``timeout_s``."""
+    metadata = admin.list_topics(timeout=timeout_s)
     existing = metadata.topics.get(topic)
     if existing is not None and existing.error is None:
         return len(existing.partitions)
     futures = admin.create_topics([NewTopic(topic, partitions, -1, config=ACKNOWLEDGED_CONFIG)])
     for future in futures.values():
         try:
-            future.result(30)
+            future.result(timeout_s)
             log.info("created topic %s", topic)
         except KafkaException as exc:
             error = exc.args[0] if exc.args else None

@@ -44,13 +44,24 @@ log = logging.getLogger("streamsync.deliver")
 
 #: How long the first read of the topic (at start-up, or by a command) may take.
 READ_TIMEOUT_S = 30.0
+_NO_TOPIC = (
+    KafkaError.UNKNOWN_TOPIC_OR_PART,
+    KafkaError._UNKNOWN_TOPIC,
+    KafkaError._UNKNOWN_PARTITION,
+)
 
 
-def ensure_control_topic(config: AppConfig, topic: str) -> None:
-    """Create the (compacted, one partition) control topic unless it exists."""
+def ensure_control_topic(config: AppConfig, topic: str, timeout_s: float = READ_TIMEOUT_S) -> None:
+    """Create the (compacted, one partition) control topic unless it exists;
+    :class:`KafkaUnavailable` when Kafka does not answer within ``timeout_s``."""
     settings = config.kafka.client_config()
     admin = AdminClient(admin_config(config.kafka.bootstrap_servers, settings))
-    ensure_topic(admin, topic, 1)
+    try:
+        ensure_topic(admin, topic, 1, timeout_s)
+    except KafkaException as exc:
+        raise KafkaUnavailable(
+            f"cannot reach Kafka at {config.kafka.bootstrap_servers} for {topic}: {exc}"
+        ) from None
 
 
 class ControlFollower:
@@ -78,6 +89,9 @@ class ControlFollower:
         try:
             low, high = self.consumer.get_watermark_offsets(where, timeout=timeout_s)
         except KafkaException as exc:
+            error = exc.args[0] if exc.args else None
+            if isinstance(error, KafkaError) and error.code() in _NO_TOPIC:
+                return self.view  # nothing was ever written: nothing is asked for
             raise KafkaUnavailable(f"reading {self.topic}: {exc}") from None
         self.consumer.assign([TopicPartition(self.topic, 0, OFFSET_BEGINNING)])
         at_end = high <= low  # empty: nothing to wait for

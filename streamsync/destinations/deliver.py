@@ -394,6 +394,22 @@ class DeliverLoop:
                 self._resync.append(scope)
                 self._replan = True
 
+    def _start_control(self, follower: ControlFollower, sink: DeliverySink) -> None:
+        """Read the control topic before the first assignment (so a paused destination
+        sends nothing), waiting for the cluster as long as the loop is asked to run."""
+        while True:
+            try:
+                ensure_control_topic(self.config, self.control_topic)
+                self._apply_control(follower.start(), sink, first=True)
+                return
+            except KafkaUnavailable as exc:
+                if self._stop.is_set():
+                    raise
+                log.warning("control topic: %s; trying again", exc)
+                if self.health is not None:
+                    self.health.beat()
+                self._stop.wait(1.0)
+
     def _compare_again(self, sink: DeliverySink) -> None:
         """Plan the owned partitions anew under the current filter (the table read again),
         once no batch is in flight (its answer is part of what is compared)."""
@@ -475,10 +491,9 @@ class DeliverLoop:
             acknowledged=acknowledged,
             want=self.want,
         )
-        ensure_control_topic(self.config, self.control_topic)
         follower = ControlFollower(self.config, self.control_topic)
         reporter = ControlWriter(self.config, self.control_topic, by=self.replica_id)
-        self._apply_control(follower.start(), sink, first=True)
+        self._start_control(follower, sink)
         keep_headers = sink.tracer is not None  # else no per-delta tracing work at all
         result = DeliverResult(self.name, sink.stats)
         started = last_activity = last_commit = last_progress = time.monotonic()

@@ -29,6 +29,7 @@ from streamsync.destinations.checks import defined_audiences
 from streamsync.destinations.commands import ControlView, control_topic
 from streamsync.destinations.config import DestinationConfig
 from streamsync.destinations.control_topic import (
+    READ_TIMEOUT_S,
     ControlFollower,
     ControlWriter,
     ensure_control_topic,
@@ -73,14 +74,20 @@ def _topic(config: AppConfig, name: str) -> str:
 
 
 def apply(
-    config: AppConfig, name: str, action: Action, audience: str | None = None, *, by: str = ""
+    config: AppConfig,
+    name: str,
+    action: Action,
+    audience: str | None = None,
+    *,
+    by: str = "",
+    timeout_s: float = READ_TIMEOUT_S,
 ) -> str:
     """Write ``action`` for destination ``name`` (``audience``: only that one); what was
     done, as one line."""
     topic = _topic(config, name)
     if audience is not None:
         check_audience(config, name, audience)
-    ensure_control_topic(config, topic)
+    ensure_control_topic(config, topic, timeout_s)
     writer = ControlWriter(config, topic, by=by)
     what = f"{name}" + (f" audience {audience}" if audience else "")
     try:
@@ -108,6 +115,7 @@ def set_rollout(
     customers: list[str],
     *,
     by: str = "",
+    timeout_s: float = READ_TIMEOUT_S,
 ) -> str:
     """Override the rollout of ``name`` (or of its ``audience``) with ``percent`` and the
     allowlist ``customers``; ``percent`` ``None``: back to the configuration's."""
@@ -122,7 +130,7 @@ def set_rollout(
             first = exc.errors()[0]
             raise DeliverSetupError(f"rollout: {first['msg']}") from None
         value = {"customers": sorted(cohort.customers), "percent": cohort.percent}
-    ensure_control_topic(config, topic)
+    ensure_control_topic(config, topic, timeout_s)
     writer = ControlWriter(config, topic, by=by)
     try:
         writer.write("rollout", audience, value)
@@ -134,13 +142,17 @@ def set_rollout(
     return f"rollout of {what}: {len(customers)} listed customers and {percent:g}%"
 
 
-def read_view(config: AppConfig, name: str) -> ControlView:
-    """What the control topic of ``name`` says now."""
+def read_view(
+    config: AppConfig, name: str, *, timeout_s: float = READ_TIMEOUT_S, create: bool = True
+) -> ControlView:
+    """What the control topic of ``name`` says now (a topic not created yet says
+    nothing); :class:`KafkaUnavailable` when Kafka does not answer within ``timeout_s``."""
     topic = _topic(config, name)
-    ensure_control_topic(config, topic)
+    if create:
+        ensure_control_topic(config, topic)
     follower = ControlFollower(config, topic)
     try:
-        return follower.start()
+        return follower.start(timeout_s)
     finally:
         follower.close()
 
