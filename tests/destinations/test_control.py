@@ -6,7 +6,8 @@
 * pause and resume of a destination while two replicas share its partitions: nothing is
   sent while paused, everything held is sent after;
 * resync sends the whole desired state again (profiles the vendor lost are restored),
-  detach removes an audience from exactly the profiles it was on, resume backfills it;
+  detach removes an audience from exactly the profiles it was on, resume backfills it,
+  and a paused audience is held while the destination's others are sent;
 * status prints desired vs acknowledged per audience.
 
 The stand-in is strict throughout: a remove of a value a profile never had would be a
@@ -30,7 +31,7 @@ from streamsync.destinations.deliver import DeliverLoop
 from streamsync.destinations.rollout import Cohort, Rollout
 from streamsync.dev.standins import StandInAdmin, StandInServer
 from streamsync.dev.standins.compare import braze_members, expected_members
-from tests.destinations.conftest import BRAZE_KEY
+from tests.destinations.conftest import BRAZE_KEY, delta
 from tests.destinations.helpers import produce_with_members, synthetic_deltas
 from tests.destinations.test_reconcile import SUBSCRIBED, WINBACK, _config, _topics, _wait
 
@@ -185,7 +186,7 @@ def test_resync_detach_resume_and_status(
     def profiles() -> dict[str, set[str]]:
         return braze_members(admin.profiles())
 
-    with _replicas(path):
+    with _replicas(path) as loops:
         _wait(lambda: profiles() == everyone, "the backfill")
         lost = sorted(everyone)[:10]
         for customer in lost:  # the vendor lost these profiles' values
@@ -202,6 +203,7 @@ def test_resync_detach_resume_and_status(
         _cli(path, "status")
         out = capsys.readouterr().out
         assert "held: " + WINBACK in out
+        assert "1 replicas" in out.splitlines()[0]  # the running replica reported itself
         subscribed = sum(1 for v in everyone.values() if SUBSCRIBED in v)
         row = next(line.split() for line in out.splitlines() if SUBSCRIBED in line)
         assert row[1:4] == [str(subscribed), str(subscribed), "0"]  # desired, acked, pending
@@ -210,6 +212,21 @@ def test_resync_detach_resume_and_status(
 
         _cli(path, "resume", "--audience", WINBACK)
         _wait(lambda: profiles() == everyone, "the re-attach")
+
+        # one audience paused: its change is held, the other audience's is sent
+        (loop,) = loops
+        _cli(path, "pause", "--audience", WINBACK)
+        _wait(lambda: loop.sink is not None and WINBACK in loop.sink.paused_audiences,
+              "the audience pause")  # fmt: skip
+        later = [delta("newcomer", WINBACK, "enter"), delta("newcomer", SUBSCRIBED, "enter")]
+        produce_with_members(kafka_bootstrap_servers, topic, members_topic, 2, later)
+        sink = loop.sink
+        assert sink is not None
+        _wait(lambda: SUBSCRIBED in profiles().get("newcomer", set()) and sink.buffered == 1,
+              "the held audience")  # fmt: skip
+        assert profiles()["newcomer"] == {SUBSCRIBED}
+        _cli(path, "resume", "--audience", WINBACK)
+        _wait(lambda: profiles().get("newcomer") == {SUBSCRIBED, WINBACK}, "the audience resume")
     assert admin.report()["violations"] == []
     assert admin.report()["counters"].get("remove_never_added", 0) == 0
 
