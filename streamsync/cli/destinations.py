@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import time
 from pathlib import Path
 from typing import Any
 
@@ -137,6 +138,6 @@ def _status(args: argparse.Namespace) -> int:
             f"  {audience:<40} {desired:>9} {result.acknowledged[audience]:>12} "
             f"{result.pending[audience]:>8}"
         )
-    for line in result.last_errors:
-        print(f"  last error {line}")
+    for line in result.replica_lines(int(time.time() * 1000)):
+        print(f"  {line}")
     return 0

@@ -188,13 +188,20 @@ class DestinationStatus:
         held = sorted(view.paused_audiences | view.detached)
         return "running" + (f" (held: {', '.join(held)})" if held else "")
 
-    @property
-    def last_errors(self) -> list[str]:
-        return [
-            f"{replica}: {report.get('last_error')}"
-            for replica, report in sorted(self.view.replicas.items())
-            if report.get("last_error")
-        ]
+    def replica_lines(self, now_ms: int) -> list[str]:
+        """One line per replica that reported: its partitions, when, and its last error
+        (a replica killed without stopping keeps its line, growing older)."""
+        lines = []
+        for replica, report in sorted(self.view.replicas.items()):
+            age = max(0, now_ms - int(report.get("at_ms", now_ms))) // 1000
+            parts = ",".join(map(str, report.get("partitions", []))) or "none"
+            line = f"replica {replica}: partitions {parts}, reported {age}s ago"
+            if report.get("dry_run"):
+                line += " (dry run)"
+            if report.get("last_error"):
+                line += f", last error: {report['last_error']}"
+            lines.append(line)
+        return lines
 
 
 def _read_whole(config: AppConfig, topic: str, handle: Any) -> bool:

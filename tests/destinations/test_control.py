@@ -204,6 +204,7 @@ def test_resync_detach_resume_and_status(
         out = capsys.readouterr().out
         assert "held: " + WINBACK in out
         assert "1 replicas" in out.splitlines()[0]  # the running replica reported itself
+        assert "replica " in out and "partitions 0,1, reported" in out
         subscribed = sum(1 for v in everyone.values() if SUBSCRIBED in v)
         row = next(line.split() for line in out.splitlines() if SUBSCRIBED in line)
         assert row[1:4] == [str(subscribed), str(subscribed), "0"]  # desired, acked, pending
