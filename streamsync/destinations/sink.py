@@ -38,7 +38,7 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
@@ -229,7 +229,10 @@ class DeliverySink:
         self._clock = clock
         self._buffer: dict[tuple[str, str], Change] = {}
         #: repairs waiting for room in the buffer, by (customer, audience)
-        self._backlog: dict[tuple[str, str], tuple[int, Repair]] = {}
+        #: repairs waiting for room, oldest first. An OrderedDict, not a dict: taking the
+        #: oldest of a dict (``next(iter(d))``) after popping from its front scans the
+        #: freed slots, which made a backfill of 1M members quadratic.
+        self._backlog: OrderedDict[tuple[str, str], tuple[int, Repair]] = OrderedDict()
         self._inflight: _Batch | None = None
         self._random = random.Random()
 
@@ -286,8 +289,7 @@ class DeliverySink:
             return
         room = self.max_buffered // 2 - len(self._buffer)
         while room > 0 and backlog:
-            key = next(iter(backlog))
-            partition, repair = backlog.pop(key)
+            key, (partition, repair) = backlog.popitem(last=False)
             room -= 1
             if repair.enter:
                 identity = self.client.identify(repair.delta)
@@ -450,7 +452,9 @@ class DeliverySink:
         new owner re-reads them from the committed offsets; writes are idempotent)."""
         before = self.buffered
         self._buffer = {k: c for k, c in self._buffer.items() if c.partition not in partitions}
-        self._backlog = {k: r for k, r in self._backlog.items() if r[0] not in partitions}
+        self._backlog = OrderedDict(
+            (k, r) for k, r in self._backlog.items() if r[0] not in partitions
+        )
         batch = self._inflight
         if batch is not None and any(c.partition in partitions for c in batch.changes):
             keep = [c for c in batch.changes if c.partition not in partitions]
