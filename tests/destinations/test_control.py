@@ -2,7 +2,8 @@
 ``streamsync destinations ...`` changes running deliver replicas live.
 
 * a rollout grown from the configured allowlist to 10% to 100% and shrunk, by command,
-  while deliver runs: each step ends with the profiles equal to the desired state;
+  while one deliver replica or two run: each step ends with the profiles equal to the
+  desired state, each replica applying it to its own partitions;
 * pause and resume of a destination while two replicas share its partitions: nothing is
   sent while paused, everything held is sent after;
 * resync sends the whole desired state again (profiles the vendor lost are restored),
@@ -92,12 +93,13 @@ def _rolled(members: dict[str, set[str]], rollout: Rollout) -> dict[str, set[str
 
 
 @pytest.mark.kafka
+@pytest.mark.parametrize("replicas", [1, 2])
 def test_a_rollout_changed_by_command_reconciles_the_running_deliver(
-    tmp_path: Path, kafka_bootstrap_servers: str, standins: StandInServer
+    tmp_path: Path, kafka_bootstrap_servers: str, standins: StandInServer, replicas: int
 ) -> None:
     deltas = synthetic_deltas(customers=200, events=5000, seed=31)
-    topic, members_topic = _topics(kafka_bootstrap_servers, 2)
-    produce_with_members(kafka_bootstrap_servers, topic, members_topic, 2, deltas)
+    topic, members_topic = _topics(kafka_bootstrap_servers, 4)
+    produce_with_members(kafka_bootstrap_servers, topic, members_topic, 4, deltas)
     admin = StandInAdmin(standins.urls["braze"])
     admin.faults(strict=True)
     everyone = expected_members(deltas)
@@ -113,7 +115,8 @@ def test_a_rollout_changed_by_command_reconciles_the_running_deliver(
         assert admin.report()["violations"] == []
 
     allowlist = frozenset(testers)
-    with _replicas(path) as (loop,):
+    with _replicas(path, replicas) as loops:
+        _wait(lambda: all(loop.partitions for loop in loops), "every replica to own partitions")
         reaches(Rollout(customers=allowlist, percent=0), "the configured allowlist")
         _cli(path, "rollout", "--percent", "10", "--customers", ",".join(testers))
         reaches(Rollout(customers=allowlist, percent=10), "10%")
@@ -124,9 +127,9 @@ def test_a_rollout_changed_by_command_reconciles_the_running_deliver(
         _cli(path, "rollout", "--clear")  # back to the configuration: the testers only
         _cli(path, "rollout", "--audience", WINBACK, "--clear")
         reaches(Rollout(customers=allowlist, percent=0), "shrunk to the allowlist")
-        assert loop.sink is not None
-        stats = loop.sink.stats
-    assert sum(stats.detached.values()) > 0 and sum(stats.backfilled.values()) > 0
+        stats = [loop.sink.stats for loop in loops if loop.sink is not None]
+    # each replica applied the changes to its own partitions
+    assert all(sum(s.detached.values()) > 0 and sum(s.backfilled.values()) > 0 for s in stats)
     assert admin.report()["counters"].get("remove_never_added", 0) == 0
 
 
