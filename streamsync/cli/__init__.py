@@ -28,7 +28,16 @@ from streamsync.credentials import CredentialsError
 from streamsync.errors import NeedsRestart, StreamsyncError, UserMistake
 
 #: Modules under ``streamsync.cli`` that contribute sub-commands, in help order.
-_COMMAND_MODULES = ("demo", "audiences", "ingest", "evaluate", "deliver", "console", "dev")
+_COMMAND_MODULES = (
+    "demo",
+    "audiences",
+    "ingest",
+    "evaluate",
+    "deliver",
+    "destinations",
+    "console",
+    "dev",
+)
 
 #: The project's exceptions for a mistake in the user's input: one line, exit status 2.
 USER_ERRORS: tuple[type[Exception], ...] = (

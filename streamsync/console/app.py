@@ -72,7 +72,9 @@ def build_app(state: ConsoleState, auth: Authenticator) -> web.Application:
     app.router.add_get("/audiences/{name}/sizes.json", pages.sizes_json)
     app.router.add_get("/customers", pages.customer_page)
     app.router.add_get("/destinations", pages.destinations_page)
-    app.router.add_post("/destinations/{name}/{action:pause|resume}", pages.control_action)
+    app.router.add_post(
+        "/destinations/{name}/{action:pause|resume|detach|resync|rollout}", pages.control_action
+    )
     app.router.add_get("/preview", pages.preview_page)
     app.router.add_post("/preview", pages.preview_post)
     app.router.add_get("/health", pages.health_page)

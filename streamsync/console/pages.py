@@ -16,7 +16,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from urllib.parse import quote
 
 import jinja2
@@ -48,9 +48,12 @@ from streamsync.console.store import ConsoleStore
 from streamsync.deltas.membership import Member
 from streamsync.deltas.record import format_rfc3339_ms
 from streamsync.deltas.timeline import kafka_position, timeline_lines
+from streamsync.destinations import operations
+from streamsync.destinations.commands import ControlView
 from streamsync.destinations.control import ControlFile
 from streamsync.destinations.deliver import routed_audiences
 from streamsync.destinations.errors import DeliverSetupError
+from streamsync.errors import StreamsyncError
 
 TEMPLATES = Path(__file__).parent / "templates"
 STATIC = Path(__file__).parent / "static"
@@ -494,6 +497,7 @@ async def destinations_page(request: web.Request) -> web.Response:
                 else ("by audience files" if dest.audience_files else "all"),
                 "holdout": dest.holdout,
                 "paused": _paused(dest.control_file),
+                "control": await _control(state.config, name),
                 "numbers": numbers,
                 "lag": lag,
                 "why_no_numbers": why,
@@ -506,6 +510,11 @@ def _add(a: DestinationNumbers, b: DestinationNumbers) -> DestinationNumbers:
     rejected = dict(a.rejected)
     for reason, n in b.rejected.items():
         rejected[reason] = rejected.get(reason, 0.0) + n
+    members = {audience: dict(states) for audience, states in a.members.items()}
+    for audience, states in b.members.items():
+        mine = members.setdefault(audience, {})
+        for state, n in states.items():
+            mine[state] = mine.get(state, 0.0) + n
     return DestinationNumbers(
         a.requests + b.requests,
         a.throttled + b.throttled,
@@ -514,6 +523,7 @@ def _add(a: DestinationNumbers, b: DestinationNumbers) -> DestinationNumbers:
         rejected,
         a.matched + b.matched,
         a.unmatched + b.unmatched,
+        members,
     )
 
 
@@ -531,23 +541,103 @@ def _paused(path: Path | None) -> str:
     return f"no ({path})"
 
 
+#: How long the destinations page waits for a destination's control topic.
+CONTROL_READ_S = 2.0
+#: How long an operator's action waits for Kafka before it is reported as not done.
+CONTROL_WRITE_S = 5.0
+
+
+async def _control(config: AppConfig, name: str) -> str:
+    """What the destination's control topic says (paused, detached, rollout overrides),
+    or why it cannot be read."""
+    try:
+        view = await asyncio.to_thread(
+            operations.read_view, config, name, timeout_s=CONTROL_READ_S, create=False
+        )
+    except StreamsyncError as exc:
+        return f"unknown ({' '.join(str(exc).split())})"
+    return _describe(view)
+
+
+def _describe(view: ControlView) -> str:
+    parts = []
+    if view.paused:
+        parts.append("paused")
+    if view.detached_all:
+        parts.append("every audience detached")
+    if view.paused_audiences:
+        parts.append("paused: " + ", ".join(sorted(view.paused_audiences)))
+    if view.detached:
+        parts.append("detached: " + ", ".join(sorted(view.detached)))
+    if view.rollout is not None:
+        parts.append(f"rollout {view.rollout.percent:g}% + {len(view.rollout.customers)} listed")
+    for audience, cohort in sorted(view.audience_rollouts.items()):
+        parts.append(f"{audience} rollout {cohort.percent:g}% + {len(cohort.customers)} listed")
+    return "; ".join(parts) or "running"
+
+
+_EXPLAINED = {
+    "pause": "Nothing more is sent; the deltas wait in Kafka until it is resumed.",
+    "resume": "Sending starts again: held deltas are sent in order, and a detached "
+    "audience is attached again (its current members are backfilled).",
+    "detach": "The values are removed from exactly the profiles they were acknowledged "
+    "on, and nothing more is sent for them until it is resumed.",
+    "resync": "The whole desired state is sent again.",
+    "rollout": "Raising the percentage backfills the newly included customers; lowering "
+    "it removes the values of those excluded. An empty percentage goes back to the "
+    "configuration.",
+}
+
+
 async def control_action(request: web.Request) -> web.Response:
-    """Pause or resume: refused until a control path every replica reads exists."""
+    """An operator's pause, resume, detach, resync or rollout, written to the
+    destination's control topic with the same writer as ``streamsync destinations``:
+    first a confirmation page, then (``confirm=yes``) the record, in the audit log."""
     state = request.app[STATE_KEY]
     principal = request[PRINCIPAL]
-    action = f"{request.match_info['action']} destination {request.match_info['name']}"
-    state.record(principal, action, "refused: no control path shared by all replicas yet")
-    return render(
-        request,
-        "error.html",
-        status=409,
-        title="Not available yet",
-        message="Pause and resume from the console need a control path every deliver "
-        "replica reads; today each process reads its own control file. Use the control "
-        "file or scale the destination to zero.",
-        code=409,
-        next=request.path,
-    )
+    name, action = request.match_info["name"], request.match_info["action"]
+    form = await request.post()
+    audience = str(form.get("audience") or "").strip() or None
+    percent_text = str(form.get("percent") or "").strip()
+    customers = [c.strip() for c in str(form.get("customers") or "").split(",") if c.strip()]
+    what = f"{action} destination {name}" + (f" audience {audience}" if audience else "")
+    if action == "rollout":
+        what += f" to {percent_text}%" if percent_text else " back to the configuration"
+        if customers:
+            what += f" with {len(customers)} listed customers"
+    if name not in state.config.destinations:
+        raise web.HTTPNotFound(text=f"No destination named {name}.")
+    if form.get("confirm") != "yes":
+        return render(
+            request, "destination_confirm.html", title="Confirm", what=what, name=name,
+            action=action, audience=audience or "", percent=percent_text,
+            customers=",".join(customers), explained=_EXPLAINED[action],
+        )  # fmt: skip
+    try:
+        if action == "rollout":
+            try:
+                percent = float(percent_text) if percent_text else None
+            except ValueError:
+                raise DeliverSetupError(f"not a percentage: {percent_text!r}") from None
+            line = await asyncio.to_thread(
+                operations.set_rollout, state.config, name, audience, percent, customers,
+                by=principal.name, timeout_s=CONTROL_WRITE_S,
+            )  # fmt: skip
+        else:
+            line = await asyncio.to_thread(
+                operations.apply, state.config, name, cast(operations.Action, action),
+                audience, by=principal.name, timeout_s=CONTROL_WRITE_S,
+            )  # fmt: skip
+    except StreamsyncError as exc:
+        message = " ".join(str(exc).split())
+        state.record(principal, what, f"failed: {message}")
+        status = 400 if exc.exit_status == 2 else 503
+        return render(
+            request, "error.html", status=status, title="Not done", message=message,
+            code=status, next="/destinations",
+        )  # fmt: skip
+    state.record(principal, what, line)
+    raise web.HTTPSeeOther("/destinations")
 
 
 # Page 5: preview a change.

@@ -181,6 +181,8 @@ class DestinationNumbers:
     rejected: dict[str, float] = field(default_factory=dict)
     matched: float = 0.0
     unmatched: float = 0.0
+    #: audience -> state (desired, acknowledged, pending) -> values, over the replicas
+    members: dict[str, dict[str, float]] = field(default_factory=dict)
 
     @property
     def match_rate(self) -> float | None:
@@ -251,6 +253,10 @@ def _destination_sample(
     elif name == "streamsync_destination_rejected_total":
         reason = labels.get("reason", "?")
         numbers.rejected[reason] = numbers.rejected.get(reason, 0.0) + value
+    elif name == "streamsync_destination_members":
+        states = numbers.members.setdefault(labels.get("audience", "?"), {})
+        state = labels.get("state", "?")
+        states[state] = states.get(state, 0.0) + value
     elif name == "streamsync_identifier_lookups_total":
         if labels.get("result") == "matched":
             numbers.matched += value

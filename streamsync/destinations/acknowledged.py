@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -112,6 +113,15 @@ class AcknowledgedState:
 
     def count(self) -> int:
         return sum(len(e) for e in self._partitions.values())
+
+    def counts(self) -> tuple[Counter[str], Counter[str]]:
+        """Per audience: confirmed values and pending ones, on the partitions owned here."""
+        confirmed: Counter[str] = Counter()
+        pending: Counter[str] = Counter()
+        for entries in self._partitions.values():
+            for (audience, _), entry in entries.items():
+                (pending if entry.pending else confirmed)[audience] += 1
+        return confirmed, pending
 
     def restore(self, config: AppConfig, partitions: Iterable[int]) -> int:
         """Rebuild the map of ``partitions`` from the changelog (records read); a missing
@@ -222,23 +232,39 @@ class AcknowledgedState:
         if self.producer is not None:
             self.producer.poll(0)
 
+    def resend(self, partitions: Iterable[int], audience: str | None = None) -> int:
+        """Mark every confirmed entry of ``partitions`` (of ``audience``; ``None``: all)
+        as pending, so the next comparison sends each desired one again: a resync that
+        survives a restart or a rebalance half-way, since the marks are on the changelog.
+        The number marked."""
+        marked = 0
+        for partition in partitions:
+            for key, entry in list(self._partitions.get(partition, {}).items()):
+                if entry.pending or (audience is not None and key[0] != audience):
+                    continue
+                self._put(partition, key, Acked(entry.identity, entry.holdout, True))
+                marked += 1
+        self.flush()
+        return marked
+
     def flush(self, timeout_s: float = 30.0) -> None:
         """Wait until every record is written (before offsets are committed)."""
         if self.producer is not None:
             self.producer.flush(timeout_s)
 
 
-def ensure_topic(admin: AdminClient, topic: str, partitions: int) -> int:
+def ensure_topic(admin: AdminClient, topic: str, partitions: int, timeout_s: float = 30.0) -> int:
     """Create the changelog (compacted, ``partitions`` like the deltas topic) unless it
-    exists; its partition count."""
-    metadata = admin.list_topics(timeout=30)
+    exists; its partition count. ``KafkaException`` when Kafka does not answer within
+    ``timeout_s``."""
+    metadata = admin.list_topics(timeout=timeout_s)
     existing = metadata.topics.get(topic)
     if existing is not None and existing.error is None:
         return len(existing.partitions)
     futures = admin.create_topics([NewTopic(topic, partitions, -1, config=ACKNOWLEDGED_CONFIG)])
     for future in futures.values():
         try:
-            future.result(30)
+            future.result(timeout_s)
             log.info("created topic %s", topic)
         except KafkaException as exc:
             error = exc.args[0] if exc.args else None

@@ -27,6 +27,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from streamsync.credentials import Credentials
+from streamsync.destinations.rollout import Rollout
 
 DEFAULT_DEAD_LETTER_TOPIC = "streamsync.deliver.dead-letter"
 
@@ -104,6 +105,11 @@ class DestinationConfig(_Model):
         "audience name plus holdout_suffix, so reports can compare",
     )
     holdout_suffix: str = Field(default="__holdout", min_length=1)
+    rollout: Rollout = Field(
+        default_factory=Rollout,
+        description="test cohort and percentage rollout: {customers: [ids], percent: 10, "
+        "audiences: {NAME: {customers: [...], percent: 50}}}; unset: every customer",
+    )
     group_id: str | None = Field(
         default=None, description="consumer group; default streamsync-deliver-<name>"
     )
@@ -141,7 +147,8 @@ class DestinationConfig(_Model):
         """``(audience, setting)`` for every audience this entry names; kinds add those of
         their own settings (per-audience options), so a misspelt name in any of them is
         found at start-up (:func:`streamsync.destinations.checks.check_audience_names`)."""
-        return [(audience, "audiences") for audience in self.audiences or ()]
+        named = [(audience, "audiences") for audience in self.audiences or ()]
+        return named + [(audience, "rollout.audiences") for audience in self.rollout.audiences]
 
 
 def duplicate_names(named: list[tuple[str, str]]) -> None:

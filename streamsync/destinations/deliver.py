@@ -32,8 +32,12 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import socket
 import threading
 import time
+import uuid
+from collections import Counter
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, cast
@@ -51,8 +55,14 @@ from streamsync.destinations.acknowledged import (
 )
 from streamsync.destinations.checks import check_audience_names
 from streamsync.destinations.client import Change, DestinationClient
+from streamsync.destinations.commands import ControlView, control_topic
 from streamsync.destinations.config import DestinationConfig
 from streamsync.destinations.control import ControlFile
+from streamsync.destinations.control_topic import (
+    ControlFollower,
+    ControlWriter,
+    ensure_control_topic,
+)
 from streamsync.destinations.dead_letter import DeliveryDeadLetters
 from streamsync.destinations.desired import DesiredFilter, read_desired, table_partitions
 from streamsync.destinations.errors import DeliverSetupError, FatalDestinationError
@@ -70,6 +80,10 @@ from streamsync.observability.tracing import ReceivedHeaders, Tracing
 log = logging.getLogger("streamsync.deliver")
 
 COMMIT_INTERVAL_S = 0.5
+#: How often the destination's size (desired, acknowledged, pending) is reported.
+SIZE_EVERY_S = 15.0
+#: At most one report of a changed last error to the control topic per this many seconds.
+REPORT_EVERY_S = 5.0
 _CONSUME_BATCH = 500
 
 
@@ -191,7 +205,7 @@ class DeliverLoop:
         self.routes = routed_audiences(name, self.dest, config.destinations)
         check_audience_names(config, name)
         #: which members belong on this destination (the desired state's filter)
-        self.want = DesiredFilter(self.routes, self.dest.holdout)
+        self.want = DesiredFilter(self.routes, self.dest.holdout, self.dest.rollout)
         #: the compacted changelog of what this destination acknowledged
         self.acknowledged_topic = acknowledged_topic(self.dest.consumer_group(name))
         self.transport: Transport = transport or HttpTransport(
@@ -206,6 +220,19 @@ class DeliverLoop:
         #: see :mod:`streamsync.destinations.tracing`)
         self.tracing = tracing
         self.control = ControlFile(self.dest.control_file)
+        #: the destination's control topic (:mod:`~streamsync.destinations.commands`)
+        self.control_topic = control_topic(self.dest.consumer_group(name))
+        #: what the control topic said when last applied
+        self.view = ControlView()
+        #: the id this replica reports its state under in the control topic
+        self.replica_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        #: the filter changed or a resync came: compare the owned partitions again
+        self._replan = False
+        self._resync: list[str | None] = []
+        self._reported: tuple[object, ...] = ()
+        self._reported_at = float("-inf")
+        #: desired members per audience of each owned partition, as last compared
+        self._desired: dict[int, Counter[str]] = {}
         self.offsets = OffsetTracker()
         self._stop = threading.Event()
         #: the clients' errors and the outage (shared with evaluate and ingest; delivery
@@ -284,6 +311,7 @@ class DeliverLoop:
         repairs = 0
         for partition in numbers:
             desired = None if snapshot is None else snapshot.partitions[partition]
+            self._desired[partition] = Counter(a for a, _ in desired or ())
             planned = plan_repairs(desired, acknowledged.entries(partition), self.want)
             sink.reconcile(partition, planned)
             repairs += len(planned)
@@ -300,6 +328,8 @@ class DeliverLoop:
             self.sink.drop_partitions(gone)
             self.sink.acknowledged.forget(gone)
         self.offsets.forget(gone)
+        for partition in gone:
+            self._desired.pop(partition, None)
         self._assigned = [p for p in self._assigned if p.partition not in gone]
 
     # -- the loop ----------------------------------------------------------------------
@@ -344,6 +374,89 @@ class DeliverLoop:
         (consumer.pause if paused else consumer.resume)(self._assigned)
         self._paused = paused
 
+    # -- control -------------------------------------------------------------------
+
+    def _apply_control(self, view: ControlView, sink: DeliverySink, *, first: bool) -> None:
+        """Take a new view of the control topic: pauses at once; a changed filter or a new
+        resync makes the owned partitions be compared again (:meth:`_compare_again`)."""
+        previous, self.view = self.view, view
+        if first or not view.same_filter(previous):
+            rollout = view.effective_rollout(self.dest.rollout)
+            self.want = sink.want = DesiredFilter(
+                self.routes, self.dest.holdout, rollout, view.detached, view.detached_all
+            )
+            if not first:
+                log.info("control: the desired state changed; comparing again")
+                self._replan = True
+        for scope, request in view.resyncs.items():
+            if not first and previous.resyncs.get(scope) != request:
+                log.info("control: resync of %s requested", scope or "every audience")
+                self._resync.append(scope)
+                self._replan = True
+
+    def _start_control(self, follower: ControlFollower, sink: DeliverySink) -> None:
+        """Read the control topic before the first assignment (so a paused destination
+        sends nothing), waiting for the cluster as long as the loop is asked to run."""
+        while True:
+            try:
+                ensure_control_topic(self.config, self.control_topic)
+                self._apply_control(follower.start(), sink, first=True)
+                return
+            except KafkaUnavailable as exc:
+                if self._stop.is_set():
+                    raise
+                log.warning("control topic: %s; trying again", exc)
+                if self.health is not None:
+                    self.health.beat()
+                self._stop.wait(1.0)
+
+    def _compare_again(self, sink: DeliverySink) -> None:
+        """Plan the owned partitions anew under the current filter (the table read again),
+        once no batch is in flight (its answer is part of what is compared)."""
+        if sink.sending:
+            return
+        numbers = self.partitions
+        if numbers and not self.dry_run:
+            for scope in self._resync:
+                marked = sink.acknowledged.resend(numbers, scope)
+                log.info("resync: %d acknowledged values to send again", marked)
+        self._resync = []
+        self._replan = False
+        sink.forget_repairs()
+        if not numbers:
+            return
+        snapshot = None
+        if table_partitions(self.config) is not None:
+            snapshot = read_desired(self.config, numbers, self.want)
+        planned = 0
+        for partition in numbers:
+            desired = None if snapshot is None else snapshot.partitions[partition]
+            self._desired[partition] = Counter(a for a, _ in desired or ())
+            repairs = plan_repairs(desired, sink.acknowledged.entries(partition), self.want)
+            sink.reconcile(partition, repairs)
+            planned += len(repairs)
+        log.info("control: partitions %s compared again, %d to send",
+                 ",".join(map(str, numbers)), planned)  # fmt: skip
+
+    def _report(self, writer: ControlWriter, sink: DeliverySink) -> None:
+        """Tell the control topic what this replica does, when that changed (for
+        ``streamsync destinations status``)."""
+        state = (tuple(self.partitions), sink.paused, sink.paused_audiences, sink.last_error)
+        if state == self._reported:
+            return
+        now = time.monotonic()
+        if state[:3] == self._reported[:3] and now - self._reported_at < REPORT_EVERY_S:
+            return  # only the error changed: at most one report per interval
+        self._reported, self._reported_at = state, now
+        try:
+            writer.write("replica", self.replica_id, {
+                "partitions": list(state[0]), "paused": sink.paused,
+                "paused_audiences": sorted(sink.paused_audiences),
+                "last_error": sink.last_error, "dry_run": self.dry_run,
+            })  # fmt: skip
+        except KafkaUnavailable as exc:  # a report only: delivery goes on
+            log.warning("control: state not reported: %s", exc)
+
     def run(
         self,
         *,
@@ -377,12 +490,16 @@ class DeliverLoop:
             tracer=None if self.tracing is None else RequestTracer(self.tracing, self.client),
             acknowledged=acknowledged,
             max_in_flight=dest.batching.max_in_flight,
+            want=self.want,
         )
+        follower = ControlFollower(self.config, self.control_topic)
+        reporter = ControlWriter(self.config, self.control_topic, by=self.replica_id)
+        self._start_control(follower, sink)
         keep_headers = sink.tracer is not None  # else no per-delta tracing work at all
         result = DeliverResult(self.name, sink.stats)
         started = last_activity = last_commit = last_progress = time.monotonic()
+        last_size = started - SIZE_EVERY_S + 1.0  # first report once the assignment is read
         last_error = ""
-        routes = self.routes
         decode = self._decode
         kafka_health = self.kafka_health
         try:
@@ -399,9 +516,15 @@ class DeliverLoop:
                 if duration_s is not None and now - started >= duration_s:
                     result.stopped_by = "duration"
                     break
-                state = self.control.poll()
-                sink.paused = state.paused
-                sink.paused_audiences = state.paused_audiences
+                view = follower.poll()
+                if view is not self.view:
+                    self._apply_control(view, sink, first=False)
+                state = self.control.poll()  # the control file, where one is configured
+                sink.paused = state.paused or view.paused
+                sink.paused_audiences = state.paused_audiences | view.paused_audiences
+                if self._replan:
+                    self._compare_again(sink)
+                self._report(reporter, sink)
                 self._set_paused(consumer, sink.backpressure)
                 timeout = min(0.1, max(0.0, sink.next_wakeup(now)))
                 messages = consumer.consume(num_messages=_CONSUME_BATCH, timeout=timeout)
@@ -431,7 +554,7 @@ class DeliverLoop:
                         )
                         self.offsets.done(partition, [offset])
                         continue
-                    if routes is not None and delta.audience not in routes:
+                    if not self.want.routed(delta.audience):
                         result.skipped_not_routed += 1
                         self.offsets.track(partition, offset)
                         self.offsets.done(partition, [offset])
@@ -458,6 +581,9 @@ class DeliverLoop:
                 if now - last_commit >= COMMIT_INTERVAL_S:
                     self._commit(consumer)
                     last_commit = now
+                if now - last_size >= SIZE_EVERY_S:
+                    last_size = now
+                    sink.report_sizes(sum(self._desired.values(), Counter()))
                 if self.progress is not None and now - last_progress >= self.progress_interval_s:
                     last_progress = now
                     result.elapsed_s = now - started
@@ -483,6 +609,10 @@ class DeliverLoop:
             result.dead_letters = dead_letters.written
             with contextlib.suppress(KafkaException):
                 consumer.close()
+            with contextlib.suppress(KafkaException, KafkaUnavailable):
+                reporter.write("replica", self.replica_id, None)  # stopped
+            reporter.close()
+            follower.close()
             if producer is not None:
                 producer.flush(5)
             sink.close()

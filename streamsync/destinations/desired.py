@@ -4,7 +4,8 @@ The desired state of a destination is the current membership (the compacted memb
 table, :mod:`streamsync.deltas.membership`) passed through the destination's
 :class:`DesiredFilter`. The filter is the one place that decides whether a member belongs
 on the destination, so the snapshot read at assignment and the real-time deltas agree;
-test cohorts and percentage rollouts are further conditions of the same filter.
+the test cohort and percentage rollout (:mod:`~streamsync.destinations.rollout`) and the
+audiences detached by the control topic are further conditions of the same filter.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from confluent_kafka import Message
 
 from streamsync.config import AppConfig
 from streamsync.deltas.membership import Member, MemberKey, decode_member, parse_member_key
+from streamsync.destinations.rollout import EVERYONE, Rollout
 from streamsync.kafka.health import KafkaUnavailable
 from streamsync.kafka.reader import TopicReader
 
@@ -26,19 +28,40 @@ READ_TIMEOUT_S = 300.0
 
 class DesiredFilter:
     """Which members a destination should have: the routed audiences (``None``: every
-    audience), and holdout members only when they are delivered as a marker."""
+    audience) not detached, holdout members only when they are delivered as a marker, and
+    only customers the rollout includes."""
 
-    def __init__(self, routes: frozenset[str] | None, holdout: str) -> None:
+    def __init__(
+        self,
+        routes: frozenset[str] | None,
+        holdout: str,
+        rollout: Rollout = EVERYONE,
+        detached: frozenset[str] = frozenset(),
+        detached_all: bool = False,
+    ) -> None:
         self.routes = routes
         self.holdout = holdout
+        self.rollout = rollout
+        self.detached = detached
+        self.detached_all = detached_all
 
     def routed(self, audience: str) -> bool:
+        """Whether ``audience`` belongs on the destination at all (values of an audience
+        that is not are detached)."""
+        if self.detached_all or audience in self.detached:
+            return False
         return self.routes is None or audience in self.routes
+
+    def includes(self, audience: str, customer_id: str) -> bool:
+        """Whether the rollout includes ``customer_id`` in ``audience``."""
+        return self.rollout.includes(audience, customer_id)
 
     def wants(self, member: Member) -> bool:
         if not self.routed(member.audience):
             return False
-        return not (member.holdout and self.holdout == "skip")
+        if member.holdout and self.holdout == "skip":
+            return False
+        return self.includes(member.audience, member.customer_id)
 
 
 @dataclass

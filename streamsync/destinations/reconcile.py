@@ -12,7 +12,8 @@ each difference becomes a :class:`Repair` the sink sends like any other change:
   in the table), and exits whose tombstones compaction already dropped.
 
 Without the table (no evaluate has written it yet) nothing is desired but what the deltas
-say; the only repairs then are detaches of audiences no longer routed.
+say; the only repairs then are detaches of audiences no longer routed, and of customers
+the rollout no longer includes.
 
 The same comparison, per change, runs in the sink before anything is sent
 (:meth:`~streamsync.destinations.sink.DeliverySink.settled_already`): an add already
@@ -82,7 +83,7 @@ def plan_repairs(
         if desired is not None:
             if (audience, customer) in desired:
                 continue
-        elif want.routed(audience):
+        elif want.routed(audience) and want.includes(audience, customer):
             continue
         repairs.append(
             Repair(customer, audience, False, entry.holdout,

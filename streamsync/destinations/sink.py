@@ -41,17 +41,18 @@ import logging
 import random
 import time
 from collections import Counter, OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 from streamsync.dead_letter import ATTRIBUTE_REJECTED, REJECTED, UNMATCHED
 from streamsync.deltas.record import MembershipDelta
-from streamsync.destinations.acknowledged import AcknowledgedState
+from streamsync.destinations.acknowledged import Acked, AcknowledgedState
 from streamsync.destinations.client import Change, DestinationClient, Request, Response
 from streamsync.destinations.config import Retry
 from streamsync.destinations.dead_letter import DeliveryDeadLetters
+from streamsync.destinations.desired import DesiredFilter
 from streamsync.destinations.errors import (
     BatchRejected,
     DeliveryError,
@@ -62,7 +63,7 @@ from streamsync.destinations.errors import (
 )
 from streamsync.destinations.limiter import TokenBucket
 from streamsync.destinations.offsets import OffsetTracker
-from streamsync.destinations.reconcile import Repair
+from streamsync.destinations.reconcile import Repair, removal_delta
 
 if TYPE_CHECKING:
     from streamsync.destinations.tracing import RequestTracer
@@ -98,6 +99,12 @@ class DeliveryObserver(Protocol):
 
     def observe_delta_to_destination(self, destination: str, seconds: float) -> None: ...
 
+    def set_destination_members(
+        self, destination: str, audience: str, state: str, count: int
+    ) -> None: ...
+
+    def deltas_excluded(self, destination: str, audience: str, count: int = 1) -> None: ...
+
 
 @dataclass
 class SinkStats:
@@ -128,6 +135,9 @@ class SinkStats:
     #: repairs of assignments, per audience: adds (backfill) and removes (detach)
     backfilled: Counter[str] = field(default_factory=Counter)
     detached: Counter[str] = field(default_factory=Counter)
+    #: enters of customers the rollout leaves out, per audience (not sent, or sent as
+    #: the remove of a value acknowledged before the rollout shrank)
+    excluded: Counter[str] = field(default_factory=Counter)
 
     @property
     def delivered_total(self) -> int:
@@ -154,6 +164,7 @@ class SinkStats:
             "unchanged": self.unchanged,
             "backfilled": sum(self.backfilled.values()),
             "detached": sum(self.detached.values()),
+            "excluded": sum(self.excluded.values()),
             # A dry run sends nothing: what it would have sent, apart from "delivered".
             **(
                 {"would_deliver": self.would_deliver, "dry_run_requests": self.dry_run_requests}
@@ -206,6 +217,7 @@ class DeliverySink:
         observer: DeliveryObserver | None = None,
         tracer: RequestTracer | None = None,
         acknowledged: AcknowledgedState | None = None,
+        want: DesiredFilter | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
         max_in_flight: int = 1,
@@ -225,6 +237,10 @@ class DeliverySink:
         self.linger_s = linger_s
         self.max_buffered = max_buffered
         self.holdout = holdout
+        #: which changes belong on the destination (the rollout, detached audiences):
+        #: applied when a change is added and again when it is sent, so a change buffered
+        #: before the filter changed is not sent against it
+        self.want = want if want is not None else DesiredFilter(None, holdout)
         self.dry_run = dry_run
         self.on_ack = on_ack
         self.observer = observer
@@ -234,6 +250,8 @@ class DeliverySink:
         self.stats = SinkStats()
         self.paused = False
         self.paused_audiences: frozenset[str] = frozenset()
+        #: the latest failure the destination answered with ("": none since start)
+        self.last_error = ""
         self._clock = clock
         self._buffer: dict[tuple[str, str], Change] = {}
         #: repairs waiting for room in the buffer, by (customer, audience)
@@ -269,6 +287,19 @@ class DeliverySink:
         """Repairs not yet in the buffer."""
         return len(self._backlog)
 
+    @property
+    def sending(self) -> bool:
+        """A batch is in flight (its answer will change the acknowledged state)."""
+        return self._inflight is not None
+
+    def forget_repairs(self) -> None:
+        """Drop the repairs not sent yet (backlog and buffer), before a new comparison
+        replaces them: one planned under the previous filter may be wrong now."""
+        self._backlog.clear()
+        self._buffer = {
+            k: c for k, c in self._buffer.items() if not (c.reconciled and not c.offsets)
+        }
+
     def reconcile(self, partition: int, repairs: list[Repair]) -> None:
         """Take the repairs of ``partition`` (just assigned) to send as room allows."""
         backlog = self._backlog
@@ -300,11 +331,41 @@ class DeliverySink:
                 repair.delta, partition, [], self._clock(), None, None, True,
             )  # fmt: skip
 
+    def _excluded(self, audience: str) -> None:
+        self.stats.excluded[audience] += 1
+        if self.observer is not None:
+            self.observer.deltas_excluded(self.client.name, audience)
+
+    def report_sizes(self, desired: Mapping[str, int]) -> None:
+        """Tell the observer each audience's desired (``desired``, as of the last
+        comparison), acknowledged and pending counts on the partitions owned here."""
+        if self.observer is None:
+            return
+        confirmed, pending = self.acknowledged.counts()
+        name = self.client.name
+        for audience in set(desired) | set(confirmed) | set(pending):
+            self.observer.set_destination_members(name, audience, "desired",
+                                                  desired.get(audience, 0))  # fmt: skip
+            self.observer.set_destination_members(name, audience, "acknowledged",
+                                                  confirmed[audience])  # fmt: skip
+            self.observer.set_destination_members(name, audience, "pending", pending[audience])
+
+    def _belongs(self, audience: str, customer_id: str) -> bool:
+        want = self.want
+        return want.routed(audience) and want.includes(audience, customer_id)
+
     def settled_already(self, change: Change) -> bool:
         """Whether the destination already holds what ``change`` would write: an add
         confirmed before, or a remove of a value never acknowledged for this profile. A
         remove that is sent is pointed at the value and identity that were acknowledged."""
         entry = self.acknowledged.get(change.partition, change.audience, change.customer_id)
+        if change.enter and not self._belongs(change.audience, change.customer_id):
+            self._excluded(change.audience)
+            change.enter = False  # it must not be there: a remove, if it ever was
+            change.delta = removal_delta(
+                change.audience, change.customer_id, entry or Acked(None, change.holdout),
+                int(time.time() * 1000),
+            )  # fmt: skip
         if change.enter:
             return entry is not None and not entry.pending
         if entry is None:
@@ -335,6 +396,14 @@ class DeliverySink:
             return
         key = (delta.customer_id, delta.audience)
         existing = self._buffer.get(key)
+        if delta.op == "enter" and not self._belongs(delta.audience, delta.customer_id):
+            self._excluded(delta.audience)
+            acked = self.acknowledged.get(partition, delta.audience, delta.customer_id)
+            if acked is None and existing is None:  # never there: nothing to send
+                self.offsets.done(partition, [offset])
+                return
+            delta = removal_delta(delta.audience, delta.customer_id,
+                                  acked or Acked(None, delta.holdout), delta.at_ms)  # fmt: skip
         identity = self.client.identify(delta)
         if identity is None and existing is not None:
             # The same customer, just without the identifier on this delta: the change it
@@ -604,12 +673,14 @@ class DeliverySink:
                 observer.destination_request(name, status)
             if isinstance(outcome, RateLimited):
                 self.stats.rate_limited += 1
+                self.last_error = f"429: {outcome}"
                 retry_after = max(retry_after or 0.0, outcome.not_before)
                 replacements.append(request)
                 if observer is not None:
                     observer.destination_retry(name, "rate_limited")
             elif isinstance(outcome, RetriableError):
                 self.stats.retries += 1
+                self.last_error = str(outcome)
                 failed = outcome
                 replacements.append(request)
                 if observer is not None:
@@ -617,6 +688,7 @@ class DeliverySink:
                     observer.destination_retry(name, reason)
             elif isinstance(outcome, BatchRejected):
                 answered = True
+                self.last_error = f"rejected: {outcome.rejection.message}"
                 replacements.extend(self._split(batch, request, outcome.rejection))
             elif isinstance(outcome, FatalDestinationError):
                 fatal = fatal or outcome

@@ -344,6 +344,23 @@ class Telemetry:
             "(matched/unmatched).",
             callbacks=[self._identifiers.observe],
         )
+        self._destination_members = _Table(("destination", "audience", "state"))
+        meter.create_observable_gauge(
+            "streamsync.destination.members",
+            unit="1",
+            description="Values a destination holds per audience, by state: desired (the "
+            "membership table through its audiences, holdout and rollout, as of the last "
+            "comparison), acknowledged (confirmed), pending (sent, no answer on record).",
+            callbacks=[self._destination_members.observe],
+        )
+        self._excluded = _Table(("destination", "audience"))
+        meter.create_observable_counter(
+            "streamsync.destination.excluded",
+            unit="1",
+            description="Enters of customers the destination's rollout leaves out (not "
+            "sent, or sent as the remove of a value acknowledged before it shrank).",
+            callbacks=[self._excluded.observe],
+        )
         self._delta_to_destination = meter.create_histogram(
             "streamsync.delta_to_destination",
             unit="s",
@@ -455,6 +472,17 @@ class Telemetry:
         ``destination`` needs; the match rate is matched over all."""
         result = "matched" if matched else "unmatched"
         self._identifiers.add((destination, audience, result), count)
+
+    def set_destination_members(
+        self, destination: str, audience: str, state: str, count: int
+    ) -> None:
+        """``count`` values of ``audience`` on ``destination`` in ``state`` (desired,
+        acknowledged, pending): the destination's size, and how far it is from desired."""
+        self._destination_members.set((destination, audience, state), count)
+
+    def deltas_excluded(self, destination: str, audience: str, count: int = 1) -> None:
+        """``count`` enters of ``audience`` left out by ``destination``'s rollout."""
+        self._excluded.add((destination, audience), count)
 
     def observe_delta_to_destination(self, destination: str, seconds: float) -> None:
         """Wall clock at the destination's acknowledgement minus the delta's commit time."""

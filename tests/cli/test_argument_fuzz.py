@@ -35,6 +35,9 @@ _COMMANDS = [
     ["ingest", "decode"],
     ["dev", "generate"],
     ["dev", "kafka", "start"],
+    ["destinations", "rollout"],
+    ["destinations", "pause"],
+    ["destinations", "status"],
 ]
 _OPTIONS = [
     "--audiences",
@@ -60,6 +63,9 @@ _OPTIONS = [
     "--startup-timeout",
     "--timeout",
     "--version",
+    "--percent",
+    "--clear",
+    "--destination",
 ]
 _VALUES = st.one_of(
     st.sampled_from(
@@ -117,6 +123,8 @@ def test_parsing_exits_2_with_one_line_or_succeeds(
     for name in ("idle_timeout", "progress_interval", "startup_timeout", "bad_fraction", "timeout"):
         value = getattr(args, name, None)
         assert value is None or (math.isfinite(value) and value >= 0), (name, value)
+    percent = getattr(args, "percent", None)
+    assert percent is None or 0 <= percent <= 100, percent
     lateness = getattr(args, "allowed_lateness", None)
     assert lateness is None or lateness >= 0
 

@@ -191,11 +191,24 @@ def test_a_viewer_cannot_act_and_a_request_without_csrf_is_refused(tmp_path: Pat
         )
         assert done.status == 303
         assert rebuilt == [True]
-        # Pause is refused until a control path every replica reads exists, and logged.
-        paused = await client.post(
+        # Pause asks for confirmation first; confirmed, it is written to the control
+        # topic (Kafka is not reachable here: "not done", and logged either way).
+        asked = await client.post(
             "/destinations/braze/pause", headers={**operator, "X-CSRF-Token": operator_csrf}
         )
-        assert paused.status == 409
+        assert asked.status == 200
+        assert "Confirm: pause destination braze" in await asked.text()
+        paused = await client.post(
+            "/destinations/braze/pause", data={"confirm": "yes", "csrf_token": operator_csrf},
+            headers=operator,
+        )  # fmt: skip
+        assert paused.status == 503
+        assert "Not done" in await paused.text()
+        unknown = await client.post(
+            "/destinations/nope/pause", data={"confirm": "yes", "csrf_token": operator_csrf},
+            headers=operator,
+        )  # fmt: skip
+        assert unknown.status == 404
         health = await (await client.get("/health", headers=operator)).text()
         assert "pause destination braze" in health and "rebuild the store" in health
 

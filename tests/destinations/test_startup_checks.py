@@ -132,6 +132,8 @@ def _definitions(tmp_path: Path, *names: str) -> Path:
         ({"audiences": ["SUP__VIP__LTV5000"]}, "audiences"),
         ({"audience_options": {"SUP__VIP__LTV5000": {"boolean_attribute": "vip"}}},
          "audience_options"),
+        ({"rollout": {"audiences": {"SUP__VIP__LTV5000": {"percent": 10}}}},
+         "rollout.audiences"),
     ],
 )  # fmt: skip
 def test_an_audience_no_definition_has_stops_deliver(

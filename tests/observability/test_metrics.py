@@ -194,3 +194,16 @@ def test_late_records_and_corrections(telemetry: Telemetry, admin: AdminServer) 
     corrections = "streamsync_audience_corrections_total"
     assert value(s, corrections, audience="ACT__CartAbandon__90m", op="exit") == 2
     assert value(s, corrections, audience="ACT__CartAbandon__90m", op="enter") is None
+
+
+def test_destination_size_and_excluded(telemetry: Telemetry, admin: AdminServer) -> None:
+    telemetry.set_destination_members("braze", "SUP__Winback", "desired", 40)
+    telemetry.set_destination_members("braze", "SUP__Winback", "acknowledged", 38)
+    telemetry.deltas_excluded("braze", "SUP__Winback", 3)
+    s = scrape(admin.url)
+    members = "streamsync_destination_members"
+    assert value(s, members, destination="braze", audience="SUP__Winback", state="desired") == 40
+    assert value(s, members, destination="braze", audience="SUP__Winback",
+                 state="acknowledged") == 38  # fmt: skip
+    excluded = "streamsync_destination_excluded_total"
+    assert value(s, excluded, destination="braze", audience="SUP__Winback") == 3
