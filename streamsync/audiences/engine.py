@@ -245,12 +245,16 @@ class Engine:
                 self._advance(limit)
         return self._take()
 
-    def process_held(self, event: Event, hold: Callable[[Event], None]) -> list[MembershipDelta]:
+    def process_held(
+        self, event: Event, hold: Callable[[Event, int], None]
+    ) -> list[MembershipDelta]:
         """Take one record that a stage in front of the engine holds until the clock
         reaches it (an anonymous record, a link): deduplicated, timed (late, too late,
         ahead) and moving the clock exactly as :meth:`process` would, but given to
-        ``hold`` instead of the reorder buffer; the stage hands it back through
-        :meth:`attribute` from :attr:`before_advance`, or never."""
+        ``hold`` with its arrival number instead of the reorder buffer; the stage hands
+        it back through :meth:`attribute` from :attr:`before_advance`, or never. The
+        arrival number keeps its place among records of the same instant (the later in
+        the log wins a tie, wherever it waited)."""
         rid = event.record_id
         if rid is not None:
             seen = self._seen
@@ -268,7 +272,8 @@ class Engine:
                 self._too_late += 1
                 event = replace(event, timestamp_ms=closed)
             ts = closed
-        hold(event)
+        hold(event, self._arrivals)
+        self._arrivals += 1
         received = event.received_ms
         if received is not None and ts > received + self.lateness:
             self._ahead += 1
@@ -282,15 +287,15 @@ class Engine:
                 self._advance(limit)
         return self._take()
 
-    def attribute(self, event: Event, from_ms: int) -> None:
+    def attribute(self, event: Event, from_ms: int, arrival: int) -> None:
         """Buffer ``event`` (already accepted, by :meth:`process_held`) as a record of
         its customer from instant ``from_ms`` on: applied at ``max(own time, from_ms)``,
         or at the open instant if that has passed, with its own time for facts and
         windows, as a late record is, but never turned too late: a record held until its
-        id was linked is as old as it is. Called from :attr:`before_advance`."""
+        id was linked is as old as it is. ``arrival`` is the one :meth:`process_held`
+        gave it. Called from :attr:`before_advance`."""
         at = max(event.timestamp_ms, from_ms, self._closed)
-        heapq.heappush(self._buffer, (at, self._arrivals, event))
-        self._arrivals += 1
+        heapq.heappush(self._buffer, (at, arrival, event))
 
     def advance_to(self, t: int) -> list[MembershipDelta]:
         """Treat the clock as standing at ``t``: apply every buffered record at or before

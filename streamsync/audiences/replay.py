@@ -90,12 +90,15 @@ def replay(
     ``identity`` resolves identity links (:mod:`streamsync.identity`; the records must
     be read with ``links=True``); ``None``: every record counts as its own key's, and
     anonymous records and aliases, if any, are skipped. ``on_resolver`` is given the
-    resolver before the first record (``explain`` reads its links).
+    resolver before the first record (``explain`` reads its links); ``on_event`` is also
+    given each record attributed through a link, as the person's (``Event.via`` set).
     """
     engine = Engine(audiences, allowed_lateness_ms=allowed_lateness_ms)
     resolver = None
     if identity is not None and identity.resolves:
         resolver = IdentityResolver(engine, identity)
+        if on_event is not None:
+            resolver.on_forward = on_event
         if on_resolver is not None:
             on_resolver(resolver)
     process = engine.process if resolver is None else resolver.process

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import heapq
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from streamsync.audiences.engine import Engine
@@ -69,8 +70,13 @@ class Link:
     record_id: str | None
 
 
-#: a pending item: (event time, arrival, id, the linking event or None, the record or None)
-_Pending = tuple[int, int, str, "Event | None", "Event | None"]
+def _nothing(event: Event) -> None:
+    """The default :attr:`IdentityResolver.on_forward`."""
+
+
+#: a pending item: (event time, order here, id, the linking event or None, the record or
+#: None, the record's arrival number in the engine)
+_Pending = tuple[int, int, str, "Event | None", "Event | None", int]
 
 
 class IdentityResolver:
@@ -88,11 +94,17 @@ class IdentityResolver:
         self.links: dict[str, Link] = {}
         self._pending: list[_Pending] = []
         self._arrivals = 0
-        #: unlinked id -> its records, in the order they were released (event time)
-        self._held: dict[str, list[Event]] = {}
+        #: unlinked id -> its records with their arrival numbers, in the order they were
+        #: released (event time)
+        self._held: dict[str, list[tuple[Event, int]]] = {}
         self._expiry: deque[tuple[int, str]] = deque()
         self._linked = self._forwarded = self._expired = self._ids_expired = 0
         self._conflicts = self._records_held = 0
+        #: ids of the records of conflicting links counted (only conflicts are kept)
+        self._conflict_ids: set[str] = set()
+        #: given each record attributed through a link, as the person's (``via`` set):
+        #: ``explain`` lists them among the person's records
+        self.on_forward: Callable[[Event], None] = _nothing
         engine.before_advance = self._release
 
     def process(self, event: Event) -> list[MembershipDelta]:
@@ -103,7 +115,7 @@ class IdentityResolver:
         if event.kind == ALIAS:
             if not self._alias:
                 return []
-            return self.engine.process_held(event, self._hold_link)
+            return self.engine.process_held(event, self._hold_alias)
         if event.linked_id and self._anonymous:
             self._hold_link(event)
         if self._email and event.kind == IDENTIFY:
@@ -112,12 +124,17 @@ class IdentityResolver:
                 self._push(event.timestamp_ms, email, event, None)
         return self.engine.process(event)
 
-    def _push(self, ts: int, xid: str, link: Event | None, record: Event | None) -> None:
-        heapq.heappush(self._pending, (ts, self._arrivals, xid, link, record))
+    def _push(
+        self, ts: int, xid: str, link: Event | None, record: Event | None, arrival: int = -1
+    ) -> None:
+        heapq.heappush(self._pending, (ts, self._arrivals, xid, link, record, arrival))
         self._arrivals += 1
 
-    def _hold_record(self, event: Event) -> None:
-        self._push(event.timestamp_ms, event.customer_id, None, event)
+    def _hold_record(self, event: Event, arrival: int) -> None:
+        self._push(event.timestamp_ms, event.customer_id, None, event, arrival)
+
+    def _hold_alias(self, event: Event, arrival: int) -> None:
+        self._hold_link(event)
 
     def _hold_link(self, event: Event) -> None:
         # A link further behind the clock than the allowed lateness takes effect at the
@@ -135,7 +152,7 @@ class IdentityResolver:
         pending = self._pending
         pop = heapq.heappop
         while pending and pending[0][0] < limit:
-            ts, _, xid, link, record = pop(pending)
+            ts, _, xid, link, record, arrival = pop(pending)
             if link is not None:
                 self._link(xid, link, ts)
                 continue
@@ -144,13 +161,13 @@ class IdentityResolver:
             if found is None:
                 held = self._held.get(xid)
                 if held is None:
-                    self._held[xid] = [record]
+                    self._held[xid] = [(record, arrival)]
                 else:
-                    held.append(record)
+                    held.append((record, arrival))
                 self._records_held += 1
                 self._expiry.append((ts, xid))
             else:
-                self._forward(record, xid, found)
+                self._forward(record, arrival, xid, found)
         self._expire(limit - self.engine.lateness - self._horizon)
 
     def _link(self, xid: str, event: Event, ts: int) -> None:
@@ -158,7 +175,12 @@ class IdentityResolver:
         found = self.links.get(xid)
         if found is not None:
             if found.person != person:
-                self._conflicts += 1
+                # Once per record: a re-sent identify is one link, not two.
+                rid = event.record_id
+                if rid is None or rid not in self._conflict_ids:
+                    self._conflicts += 1
+                    if rid is not None:
+                        self._conflict_ids.add(rid)
             return
         link = self.links[xid] = Link(person, ts, event.id_kind, event.record_id)
         self._linked += 1
@@ -167,17 +189,17 @@ class IdentityResolver:
             return
         self._records_held -= len(held)
         oldest = ts - self._horizon
-        for record in held:
+        for record, arrival in held:
             if record.timestamp_ms <= oldest:
                 self._expired += 1
             else:
-                self._forward(record, xid, link)
+                self._forward(record, arrival, xid, link)
 
-    def _forward(self, record: Event, xid: str, link: Link) -> None:
+    def _forward(self, record: Event, arrival: int, xid: str, link: Link) -> None:
         self._forwarded += 1
-        self.engine.attribute(
-            replace(record, customer_id=link.person, id_kind=link.id_kind, via=xid), link.at_ms
-        )
+        stitched = replace(record, customer_id=link.person, id_kind=link.id_kind, via=xid)
+        self.on_forward(stitched)
+        self.engine.attribute(stitched, link.at_ms, arrival)
 
     def _expire(self, cutoff: int) -> None:
         """Drop held records at or before ``cutoff``: every link still to come is later
@@ -186,13 +208,17 @@ class IdentityResolver:
         while expiry and expiry[0][0] <= cutoff:
             _, xid = expiry.popleft()
             records = held.get(xid)
-            if records and records[0].timestamp_ms <= cutoff:
+            if records and records[0][0].timestamp_ms <= cutoff:
                 del records[0]
                 self._expired += 1
                 self._records_held -= 1
                 if not records:
                     del held[xid]
                     self._ids_expired += 1
+
+    def links_of(self, person: str) -> dict[str, Link]:
+        """The ids linked to ``person``, each with its link (a scan: for ``explain``)."""
+        return {xid: link for xid, link in self.links.items() if link.person == person}
 
     @property
     def stats(self) -> IdentityStats:
