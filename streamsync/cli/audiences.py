@@ -116,7 +116,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 _CONFIG_HELP = (
     "configuration file: its ingest topic settings (identity, size, clock skew) decode "
-    "the file and its evaluate.allowed_lateness is the default lateness, as in the live run"
+    "the file, its identity: section says which ids are linked to a person (default: "
+    "anonymousId and alias links on, email links off), and its evaluate.allowed_lateness "
+    "is the default lateness, as in the live run"
 )
 
 
