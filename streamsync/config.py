@@ -7,6 +7,7 @@ Each package owns its section's models, beside the code that reads them:
 ``ingest:``        :class:`~streamsync.ingest.config.IngestConfig`
 ``deltas:``        :class:`~streamsync.deltas.config.DeltasConfig`
 ``evaluate:``      :class:`~streamsync.runtime.config.EvaluateConfig`
+``identity:``      :class:`~streamsync.identity.config.IdentityConfig`
 ``destinations:``  :mod:`streamsync.destinations.kinds` (one model per ``kind``)
 ``observability:`` :class:`~streamsync.observability.config.ObservabilityConfig`
 ``console:``       :class:`~streamsync.console.config.ConsoleConfig`
@@ -32,6 +33,7 @@ from streamsync.credentials import resolve_credential_files
 from streamsync.deltas.config import DeltasConfig
 from streamsync.destinations.config import DestinationConfig, resolve_paths
 from streamsync.destinations.kinds import parse_destinations
+from streamsync.identity.config import IdentityConfig
 from streamsync.ingest.avro import FileSchemaRegistry
 from streamsync.ingest.config import IngestConfig
 from streamsync.kafka.config import BOOTSTRAP_ENV, KafkaConfig
@@ -57,6 +59,7 @@ class AppConfig(BaseModel):
     ingest: IngestConfig
     deltas: DeltasConfig = Field(default_factory=DeltasConfig)
     evaluate: EvaluateConfig | None = None
+    identity: IdentityConfig = Field(default_factory=IdentityConfig)
     #: name -> settings; each entry's ``kind`` picks its model (streamsync/destinations/kinds.py).
     destinations: dict[str, DestinationConfig] = Field(default_factory=dict)
 

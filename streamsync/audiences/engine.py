@@ -77,6 +77,10 @@ Loader = Callable[[str], "Customer | None"]
 SeenBefore = Callable[[str], bool]
 
 
+def _nothing(limit: int) -> None:
+    """The default :attr:`Engine.before_advance`: nothing is held in front."""
+
+
 def in_holdout(audience: str, customer_id: str, percent: float) -> bool:
     """Deterministic holdout assignment: the same answer on every instance and replay.
 
@@ -193,6 +197,15 @@ class Engine:
         self.last_accepted: tuple[int, int, Event] | None = None
         #: customers changed since :meth:`take_touched` (state export, runtime only)
         self._touched: set[str] = set()
+        #: customers given, at the open instant, a record behind its own time that came
+        #: through an identity link (their deltas are ``stitched``), and those given a late
+        #: record of their own (their deltas are ``correction``s)
+        self._stitched: set[str] = set()
+        self._own_late: set[str] = set()
+        self._stitching = False
+        #: called with the limit before the clock moves to it: a stage in front of the
+        #: engine (identity resolution) hands over what it holds until then
+        self.before_advance: Callable[[int], None] = _nothing
 
     # -- input -----------------------------------------------------------------------------
 
@@ -231,6 +244,58 @@ class Engine:
             if self.auto_advance and limit > self._closed:
                 self._advance(limit)
         return self._take()
+
+    def process_held(
+        self, event: Event, hold: Callable[[Event, int], None]
+    ) -> list[MembershipDelta]:
+        """Take one record that a stage in front of the engine holds until the clock
+        reaches it (an anonymous record, a link): deduplicated, timed (late, too late,
+        ahead) and moving the clock exactly as :meth:`process` would, but given to
+        ``hold`` with its arrival number instead of the reorder buffer; the stage hands
+        it back through :meth:`attribute` from :attr:`before_advance`, or never. The
+        arrival number keeps its place among records of the same instant (the later in
+        the log wins a tie, wherever it waited)."""
+        rid = event.record_id
+        if rid is not None:
+            seen = self._seen
+            before = self._seen_before
+            if rid in seen or rid in self._seen_old or (before is not None and before(rid)):
+                self._duplicates += 1
+                return []
+            seen.add(rid)
+        ts = event.timestamp_ms
+        closed = self._closed
+        if ts < closed:
+            if ts >= closed - self.lateness:
+                self._late += 1
+            else:
+                self._too_late += 1
+                event = replace(event, timestamp_ms=closed)
+            ts = closed
+        hold(event, self._arrivals)
+        self._arrivals += 1
+        received = event.received_ms
+        if received is not None and ts > received + self.lateness:
+            self._ahead += 1
+            ts = received + self.lateness
+        if ts > self._max_seen:
+            self._max_seen = ts
+            if self.dedup_horizon is not None:
+                self._rotate_seen(ts)
+            limit = ts - self.lateness
+            if self.auto_advance and limit > self._closed:
+                self._advance(limit)
+        return self._take()
+
+    def attribute(self, event: Event, from_ms: int, arrival: int) -> None:
+        """Buffer ``event`` (already accepted, by :meth:`process_held`) as a record of
+        its customer from instant ``from_ms`` on: applied at ``max(own time, from_ms)``,
+        or at the open instant if that has passed, with its own time for facts and
+        windows, as a late record is, but never turned too late: a record held until its
+        id was linked is as old as it is. ``arrival`` is the one :meth:`process_held`
+        gave it. Called from :attr:`before_advance`."""
+        at = max(event.timestamp_ms, from_ms, self._closed)
+        heapq.heappush(self._buffer, (at, arrival, event))
 
     def advance_to(self, t: int) -> list[MembershipDelta]:
         """Treat the clock as standing at ``t``: apply every buffered record at or before
@@ -305,11 +370,13 @@ class Engine:
         the engine's hot loop, so applying a record is written out here rather than
         called.
         """
+        self.before_advance(limit)
         buffer, timers, dirty, pop = self._buffer, self._timers, self._dirty, heapq.heappop
         customers, dispatch, evaluate = self.customers, self._dispatch, self._evaluate
         new_customer = self.program.new_customer
         touch = self._touched.add
         late = self._late_customers
+        stitched, own_late = self._stitched, self._own_late
         context = self.program.context
         current = self._current
         while True:
@@ -321,16 +388,21 @@ class Engine:
                     rids = c[RIDS]
                     c[RIDS] = None
                     if late and c[CUSTOMER_ID] in late:
-                        self._correcting = True
-                        context.late = late[c[CUSTOMER_ID]]
+                        cid = c[CUSTOMER_ID]
+                        self._correcting = cid in own_late
+                        self._stitching = cid in stitched
+                        context.late = late[cid]
                         evaluate(c, current, mask, rids)
                         context.late = _NO_LATE
                         context.started = None
-                        self._correcting = False
+                        self._correcting = self._stitching = False
                     else:
                         evaluate(c, current, mask, rids)
                 dirty.clear()
-                late.clear()
+                if late:
+                    late.clear()
+                    stitched.clear()
+                    own_late.clear()
             tt = timers[0][0] if timers else NEVER
             if tt < te:
                 if tt >= limit:
@@ -361,6 +433,10 @@ class Engine:
                 touch(cid)
             if event.timestamp_ms < current:  # a late record: see the module docstring
                 late.setdefault(cid, set()).add((event.timestamp_ms, compact_id(event.record_id)))
+                if event.via:
+                    stitched.add(cid)
+                else:
+                    own_late.add(cid)
             found = event.identifiers
             if found:
                 packed = c[IDS]
@@ -546,6 +622,7 @@ class Engine:
                 bool(percent) and in_holdout(self._names[i], cid, percent),
                 c[ID_KIND],
                 self._correcting,
+                stitched=self._stitching,
             )
         )
 

@@ -16,7 +16,9 @@ from typing import TextIO
 from streamsync.audiences.definition import Audience
 from streamsync.audiences.engine import DEFAULT_ALLOWED_LATENESS_MS, Engine
 from streamsync.deltas.record import MembershipDelta
-from streamsync.ingest.event import NO_CUSTOMER, Event
+from streamsync.identity.config import IdentityConfig
+from streamsync.identity.resolver import IdentityResolver, IdentityStats
+from streamsync.ingest.event import ALIAS, ANONYMOUS, NO_CUSTOMER, Event
 from streamsync.ingest.jsonl import LineError, Skipped
 
 
@@ -37,6 +39,8 @@ class ReplaySummary:
     ahead: int = 0
     errors: Counter[str] = field(default_factory=Counter)
     deltas: Counter[tuple[str, str]] = field(default_factory=Counter)
+    #: identity resolution (all zero when it is off)
+    identity: IdentityStats = field(default_factory=IdentityStats)
 
 
 class Progress:
@@ -75,13 +79,29 @@ def replay(
     on_error: Callable[[LineError], None] | None = None,
     progress: TextIO | None = sys.stderr,
     summary: ReplaySummary | None = None,
+    identity: IdentityConfig | None = None,
+    on_resolver: Callable[[IdentityResolver], None] | None = None,
 ) -> Iterator[MembershipDelta]:
     """Yield the deltas of ``audiences`` over ``records`` (in arrival order).
 
     Records after ``until_ms`` are ignored; every deadline at or before it fires. The
     default is the latest timestamp in the input.
+
+    ``identity`` resolves identity links (:mod:`streamsync.identity`; the records must
+    be read with ``links=True``); ``None``: every record counts as its own key's, and
+    anonymous records and aliases, if any, are skipped. ``on_resolver`` is given the
+    resolver before the first record (``explain`` reads its links); ``on_event`` is also
+    given each record attributed through a link, as the person's (``Event.via`` set).
     """
     engine = Engine(audiences, allowed_lateness_ms=allowed_lateness_ms)
+    resolver = None
+    if identity is not None and identity.resolves:
+        resolver = IdentityResolver(engine, identity)
+        if on_event is not None:
+            resolver.on_forward = on_event
+        if on_resolver is not None:
+            on_resolver(resolver)
+    process = engine.process if resolver is None else resolver.process
     stats = summary if summary is not None else ReplaySummary()
     ticker = Progress(progress)
     for item in records:
@@ -89,10 +109,15 @@ def replay(
         if isinstance(item, Event):
             if until_ms is not None and item.timestamp_ms > until_ms:
                 continue
+            if resolver is None and (item.id_kind == ANONYMOUS or item.kind == ALIAS):
+                reason = ALIAS if item.kind == ALIAS else NO_CUSTOMER
+                stats.skipped[reason] += 1
+                stats.skipped_no_customer += reason == NO_CUSTOMER
+                continue
             stats.events += 1
             if on_event is not None:
                 on_event(item)
-            for delta in engine.process(item):
+            for delta in process(item):
                 stats.deltas[(delta.audience, delta.op)] += 1
                 yield delta
         elif isinstance(item, Skipped):
@@ -112,3 +137,5 @@ def replay(
     stats.late = engine.stats.late
     stats.too_late = engine.stats.too_late
     stats.ahead = engine.stats.ahead
+    if resolver is not None:
+        stats.identity = resolver.stats

@@ -39,8 +39,10 @@ from streamsync.deltas.membership import (
     MembersTopicMissing,
     read_customer_members,
 )
-from streamsync.deltas.record import MembershipDelta
+from streamsync.deltas.record import MembershipDelta, format_rfc3339_ms
 from streamsync.deltas.timeline import kafka_position, timeline_lines
+from streamsync.identity.config import IdentityConfig
+from streamsync.identity.resolver import IdentityResolver, IdentityStats
 from streamsync.ingest.event import Event
 from streamsync.ingest.jsonl import InputPolicy, LineError, Skipped, open_events, read_events
 from streamsync.kafka.reader import TIMEOUT
@@ -114,7 +116,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 _CONFIG_HELP = (
     "configuration file: its ingest topic settings (identity, size, clock skew) decode "
-    "the file and its evaluate.allowed_lateness is the default lateness, as in the live run"
+    "the file, its identity: section says which ids are linked to a person (default: "
+    "anonymousId and alias links on, email links off), and its evaluate.allowed_lateness "
+    "is the default lateness, as in the live run"
 )
 
 
@@ -180,12 +184,28 @@ def _records(
     args: argparse.Namespace, config: AppConfig | None
 ) -> Iterator[Event | LineError | Skipped]:
     policy = None if config is None else InputPolicy.from_config(config.ingest)
+    links = _identity(config).resolves
     handle = open_events(args.events)  # checked by _file_setup before any work
     try:
-        yield from read_events(handle, str(args.events), policy=policy)
+        yield from read_events(handle, str(args.events), policy=policy, links=links)
     finally:
         if handle is not sys.stdin.buffer:
             handle.close()
+
+
+def _identity(config: AppConfig | None) -> IdentityConfig:
+    """The configuration's ``identity:`` section, or its defaults without one."""
+    return IdentityConfig() if config is None else config.identity
+
+
+def _identity_line(stats: IdentityStats) -> str:
+    return (
+        f"  identity: {stats.ids_linked:,} ids linked, "
+        f"{stats.records_forwarded:,} records attributed through a link, "
+        f"{stats.conflicting_links:,} conflicting links ignored, "
+        f"{stats.ids_held:,} ids never linked ({stats.records_held:,} records, no deltas), "
+        f"{stats.records_expired:,} held records dropped at the horizon"
+    )
 
 
 def _print_summary(summary: ReplaySummary) -> None:
@@ -204,6 +224,8 @@ def _print_summary(summary: ReplaySummary) -> None:
         print(f"  skipped {reason}: {count:,}", file=err)
     for reason, count in sorted(summary.errors.items()):
         print(f"  undecodable {reason}: {count:,}", file=err)
+    if summary.identity != IdentityStats():
+        print(_identity_line(summary.identity), file=err)
     for (audience, op), count in sorted(summary.deltas.items()):
         print(f"  {audience} {op}: {count:,}", file=err)
 
@@ -234,6 +256,7 @@ def _replay(args: argparse.Namespace) -> int:
         on_error=_ErrorReporter(str(args.events)),
         progress=None if args.quiet else sys.stderr,
         summary=summary,
+        identity=_identity(config),
     ):
         out.write(orjson.dumps(delta.to_json()) + b"\n")
     out.flush()
@@ -273,6 +296,7 @@ def _explain_file(args: argparse.Namespace) -> int:
         raise UserError(f"no audience named {args.audience!r} in {args.audiences}")
     records: dict[str, Event] = {}
     history: list[Event] = []
+    resolvers: list[IdentityResolver] = []
 
     def keep(event: Event) -> None:
         if event.customer_id == args.customer:
@@ -289,10 +313,19 @@ def _explain_file(args: argparse.Namespace) -> int:
             allowed_lateness_ms=lateness,
             on_event=keep,
             progress=sys.stderr,
+            identity=_identity(config),
+            on_resolver=resolvers.append,
         )
         if d.customer_id == args.customer and (args.audience is None or d.audience == args.audience)
     ]
     print(f"customer {args.customer}: {len(history)} record(s), {len(deltas)} change(s)")
+    for resolver in resolvers:
+        for xid, link in sorted(resolver.links_of(args.customer).items()):
+            through = sum(1 for e in history if e.via == xid)
+            print(
+                f"  linked id {xid} from {format_rfc3339_ms(link.at_ms)} "
+                f"(record {link.record_id}): {through} record(s) through it"
+            )
     definitions = {a.name: a for a in audiences}
     for line in timeline_lines(deltas, records, audience=args.audience, definitions=definitions):
         print(line)

@@ -78,6 +78,12 @@ def register(subparsers: Any) -> None:
         action="store_true",
         help="print e-mail addresses and phone numbers as they are (default: masked)",
     )
+    decode.add_argument(
+        "--identity-links",
+        action="store_true",
+        help="decode anonymous records and aliases as identity links, as replay does "
+        "(default: skipped, as the evaluate service does)",
+    )
     decode.set_defaults(func=run_decode)
 
 
@@ -152,7 +158,7 @@ def run_decode(args: argparse.Namespace) -> int:
     if args.schema_registry is not None:
         check_schema_registry(args.schema_registry, "--schema-registry")
     registry = FileSchemaRegistry.from_path(args.schema_registry) if args.schema_registry else None
-    decoder = Decoder(topic, registry)
+    decoder = Decoder(topic, registry, links=args.identity_links)
     data = args.file.read_bytes()
     values = [data] if topic.is_avro else [line for line in data.splitlines() if line.strip()]
     failures = 0

@@ -41,6 +41,7 @@ def encode_json(delta: MembershipDelta) -> bytes:
             "id_kind": delta.id_kind,
             "correction": delta.correction,
             "definition_change": delta.definition_change,
+            "stitched": delta.stitched,
         }
     )
 

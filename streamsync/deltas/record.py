@@ -84,7 +84,11 @@ class MembershipDelta:
     (../shared/audiences.md, "Live clock and late records"). ``definition_change`` marks
     a transition caused by a changed, added or removed audience definition: the
     difference between what the old definition had emitted and what the new one gives
-    now, emitted once when evaluate starts with the new definitions.
+    now, emitted once when evaluate starts with the new definitions. ``stitched`` marks
+    a transition caused by records that came through an identity link (an anonymous
+    cart counted once its id is linked to the customer), emitted at the link's instant
+    because the records' own instants had already been emitted
+    (../shared/audiences.md, "Identity").
     """
 
     audience: str
@@ -99,6 +103,7 @@ class MembershipDelta:
     id_kind: str = "id"
     correction: bool = False
     definition_change: bool = False
+    stitched: bool = False
 
     def to_json(self) -> dict[str, Any]:
         """The JSON form (also the shape of the ``replay`` output lines)."""
@@ -116,6 +121,7 @@ class MembershipDelta:
             "id_kind": self.id_kind,
             "correction": self.correction,
             "definition_change": self.definition_change,
+            "stitched": self.stitched,
         }
 
     @classmethod
@@ -139,4 +145,5 @@ class MembershipDelta:
             id_kind=str(data.get("id_kind") or "id"),
             correction=bool(data.get("correction", False)),
             definition_change=bool(data.get("definition_change", False)),
+            stitched=bool(data.get("stitched", False)),
         )

@@ -2,9 +2,10 @@
 
 Both modes of ``streamsync explain`` print the same lines for the same deltas: one line
 per change (time, ENTER or EXIT, audience, the definition version it was made under,
-seq, and whether it was a definition change or a correction), under it the records that
-qualified the change and the reason of a change no record caused (a deadline, derived
-from the definition: see :mod:`streamsync.audiences.reasons`), and the audiences the
+seq, and whether it was a definition change, a correction or stitched), under it the
+records that qualified the change (and the linked id a record came through) and the
+reason of a change no record caused (a deadline, derived from the definition: see
+:mod:`streamsync.audiences.reasons`), and the audiences the
 customer is a member of after the last change. Only where a record was found differs
 (``line 12`` in a file, ``topic[0]@41`` on Kafka), so a live answer can be compared line
 by line with a replay of the same records.
@@ -56,6 +57,7 @@ def timeline_lines(
             (
                 ", definition change" if delta.definition_change else "",
                 ", correction" if delta.correction else "",
+                ", stitched" if delta.stitched else "",
             )
         )
         yield (
@@ -70,9 +72,11 @@ def timeline_lines(
                 continue
             gap = delta.at_ms - event.timestamp_ms
             after = "" if gap == 0 else f", {format_duration(gap)} before this change"
+            through = f", through linked id {event.via}" if event.via else ""
             yield (
                 f"    because of {event.kind} {event.name!r} at "
-                f"{format_rfc3339_ms(event.timestamp_ms)} ({where(event)}, record {rid}{after})"
+                f"{format_rfc3339_ms(event.timestamp_ms)} ({where(event)}, record {rid}{after}"
+                f"{through})"
             )
         if definitions is not None:
             found = [e for rid in delta.record_ids if (e := records.get(rid)) is not None]

@@ -119,6 +119,10 @@ class Decoder:
     when a record exceeds it: while the clock moves forward the cached bound is never
     more lenient than a fresh one, and a rejection is always confirmed with a fresh one
     (a wall clock stepped back keeps the bound it had).
+
+    ``links`` decodes anonymous records and aliases as identity links
+    (:func:`streamsync.ingest.pipelines.pipelines_event`), for a consumer that resolves
+    them (:mod:`streamsync.identity`); without it they are skipped.
     """
 
     def __init__(
@@ -127,6 +131,7 @@ class Decoder:
         registry: SchemaRegistry | None = None,
         *,
         clock_ms: Callable[[], int] = wall_clock_ms,
+        links: bool = False,
     ) -> None:
         self.topic = topic.name
         self.max_record_bytes = topic.max_record_bytes
@@ -136,7 +141,7 @@ class Decoder:
         self.rule = rule_for(topic)
         self.batches = topic.record_kind == "pipelines" and not topic.is_avro
         self._build: _Builder = (
-            pipelines.pipelines_event
+            (pipelines.linking_event if links else pipelines.pipelines_event)
             if topic.record_kind == "pipelines"
             else webhooks.webhook_event
         )

@@ -26,6 +26,9 @@ ALIAS = "alias"
 #: ``identifiers.id``: the workspace's own person id), ``cio_id`` (Customer.io's internal
 #: id), ``email``, or ``customer_id`` (the deprecated webhook field, a last fallback).
 ID_KINDS = ("id", "cio_id", "email", "customer_id")
+#: ``id_kind`` of a record whose only id is its ``anonymousId``: decoded only where
+#: identity links are resolved (:mod:`streamsync.identity`), never a customer of its own.
+ANONYMOUS = "anonymous"
 
 #: ``Skipped.reason`` for a valid record that names no customer.
 NO_CUSTOMER = "no_customer"
@@ -62,6 +65,10 @@ class Event:
     ``cio_id`` (from traits, context.traits or webhook ``data.identifiers``).
     ``id_kind`` names what ``customer_id`` is (see :data:`ID_KINDS`), so the delivery
     side can map it to the identifier a destination expects.
+    ``linked_id`` is an id the record links to ``customer_id`` (the ``anonymousId``
+    beside a ``userId``, an alias's ``previousId``; ``""``: none), filled only where
+    identity links are resolved. ``via`` is the linked id a record was attributed
+    through (``""``: the customer's own record); see :mod:`streamsync.identity`.
     ``received_ms`` is when the pipeline received the record (``receivedAt``, or the
     Kafka record's timestamp; ``None``: not known): a bound on how far the record's own
     time may move its partition's clock (see :func:`progress_ms`).
@@ -79,6 +86,8 @@ class Event:
     id_kind: str = "id"
     #: not part of what the record says (the same record received twice is equal)
     received_ms: int | None = field(default=None, compare=False)
+    linked_id: str = ""
+    via: str = ""
 
 
 def progress_ms(event: Event, tolerance_ms: int) -> int:

@@ -86,12 +86,15 @@ def is_webhook_record(record: dict[str, Any]) -> bool:
 
 class LineDecoder:
     """Decodes JSON lines of either kind under one :class:`InputPolicy` and one fixed
-    reference clock (``now_ms``, default: the wall clock when it is built)."""
+    reference clock (``now_ms``, default: the wall clock when it is built); ``links``
+    decodes identity links (see :class:`~streamsync.ingest.decoder.Decoder`)."""
 
-    def __init__(self, policy: InputPolicy | None = None, now_ms: int | None = None) -> None:
+    def __init__(
+        self, policy: InputPolicy | None = None, now_ms: int | None = None, *, links: bool = False
+    ) -> None:
         policy = policy or InputPolicy()
         now = wall_clock_ms() if now_ms is None else now_ms
-        self.pipelines = Decoder(policy.pipelines, clock_ms=lambda: now)
+        self.pipelines = Decoder(policy.pipelines, clock_ms=lambda: now, links=links)
         self.webhooks = Decoder(policy.webhooks, clock_ms=lambda: now)
         self.max_record_bytes = policy.pipelines.max_record_bytes
 
@@ -138,11 +141,13 @@ def read_events(
     *,
     policy: InputPolicy | None = None,
     now_ms: int | None = None,
+    links: bool = False,
 ) -> Iterator[Event | LineError | Skipped]:
     """Decode every non-blank line (an open file, or any iterable of lines) in order;
     ``policy`` is the configuration's (:meth:`InputPolicy.from_config`), default the
-    default topic settings."""
-    decoder = LineDecoder(policy, now_ms)
+    default topic settings. ``links`` decodes anonymous records and aliases as identity
+    links, for a reader that resolves them (``replay`` with an identity section)."""
+    decoder = LineDecoder(policy, now_ms, links=links)
     for number, raw in enumerate(lines, start=1):
         if not raw.strip():
             continue

@@ -23,6 +23,7 @@ from streamsync.ingest.bounds import check_skew, check_values
 from streamsync.ingest.errors import DecodeError, DecodeReason, type_name
 from streamsync.ingest.event import (
     ALIAS,
+    ANONYMOUS,
     GROUP,
     IDENTIFY,
     NO_CUSTOMER,
@@ -39,6 +40,7 @@ from streamsync.ingest.record_ids import derived_record_id
 __all__ = [
     "CustomerKeyRule",
     "event_time_ms",
+    "linking_event",
     "parse_timestamp_ms",
     "pipelines_event",
     "type_name",
@@ -47,7 +49,8 @@ __all__ = [
 PIPELINES_TYPES = frozenset({TRACK, IDENTIFY, PAGE, SCREEN})
 #: Documented call types that are counted as skipped, with the type as the reason: a
 #: ``group`` associates a person with an account and an ``alias`` merges two ids, and
-#: neither is an event an audience can match (identity linking is not built).
+#: neither is an event an audience can match. Where identity links are resolved
+#: (``links=True``) an alias is decoded instead, as the link it is.
 SKIPPED_TYPES = {GROUP: Skipped(GROUP), ALIAS: Skipped(ALIAS)}
 _NO_CUSTOMER = Skipped(NO_CUSTOMER)
 #: Identifier traits copied into ``Event.identifiers`` (first from ``traits``, then from
@@ -199,8 +202,18 @@ def pipelines_event(
     rule: CustomerKeyRule = DEFAULT_RULE,
     latest_ms: int | None = None,
     record_ms: int | None = None,
+    *,
+    links: bool = False,
 ) -> Event | Skipped:
     """Validate one Data Pipelines record and build its ``Event``.
+
+    With ``links`` (where identity links are resolved, :mod:`streamsync.identity`) a
+    record without a customer key but with an ``anonymousId`` is an ``Event`` of kind
+    :data:`ANONYMOUS` keyed by that id, a record with both carries the ``anonymousId`` as
+    ``linked_id``, and an alias is an ``Event`` of kind ``alias`` (``userId`` the
+    customer, ``previousId`` the ``linked_id``). Without it they are skipped as before:
+    a consumer that does not resolve links must not evaluate an anonymous id as a
+    customer.
 
     ``name``: track -> ``event``; page/screen -> ``name`` (``""`` when unnamed, so an
     unnamed page never collides with a page literally called "page"); identify ->
@@ -220,6 +233,8 @@ def pipelines_event(
             raise missing("type")
         raise wrong_type("type", "a string", kind)
     if kind not in PIPELINES_TYPES:
+        if links and kind == ALIAS:
+            return _alias(record, kafka_key, source, rule, latest_ms, record_ms)
         skipped = SKIPPED_TYPES.get(kind)
         if skipped is not None:
             return skipped
@@ -276,8 +291,13 @@ def pipelines_event(
     if context_traits:
         traits = {**context_traits, **traits}
     key = rule.resolve(record, kafka_key)
+    linked = ""
     if key is None:
-        return _NO_CUSTOMER
+        if not links or not anonymous_id:
+            return _NO_CUSTOMER
+        key = (anonymous_id, ANONYMOUS)
+    elif links and anonymous_id and anonymous_id != key[0]:
+        linked = anonymous_id
     return Event(
         customer_id=key[0],
         kind=kind,
@@ -289,5 +309,56 @@ def pipelines_event(
         identifiers=identifiers,
         source=source,
         id_kind=key[1],
+        linked_id=linked,
         received_ms=received_ms,
+    )
+
+
+def linking_event(
+    record: object,
+    kafka_key: bytes | None = None,
+    source: SourcePosition | None = None,
+    rule: CustomerKeyRule = DEFAULT_RULE,
+    latest_ms: int | None = None,
+    record_ms: int | None = None,
+) -> Event | Skipped:
+    """:func:`pipelines_event` with ``links``: the decoder of a stage that resolves
+    identity links."""
+    return pipelines_event(record, kafka_key, source, rule, latest_ms, record_ms, links=True)
+
+
+def _alias(
+    record: dict[str, Any],
+    kafka_key: bytes | None,
+    source: SourcePosition | None,
+    rule: CustomerKeyRule,
+    latest_ms: int | None,
+    record_ms: int | None,
+) -> Event | Skipped:
+    """An alias as a link: ``previousId`` becomes an id of ``userId`` at the record's
+    time. Validated like any record (id, time, bound); an alias naming no customer, or
+    itself, links nothing and is skipped as an alias."""
+    record_id = record.get("messageId")
+    if type(record_id) is not str or not record_id:
+        if record_id is not None and record_id != "":
+            raise wrong_type("messageId", "a string", record_id)
+        record_id = derived_record_id(record)
+    timestamp_ms = event_time_ms(record, record_ms)
+    if latest_ms is not None and timestamp_ms > latest_ms:
+        check_skew(timestamp_ms, latest_ms)
+    previous = require_str(record, "previousId")
+    key = rule.resolve(record, kafka_key)
+    if key is None or key[0] == previous:
+        return SKIPPED_TYPES[ALIAS]
+    received = record.get("receivedAt")
+    return Event(
+        customer_id=key[0],
+        kind=ALIAS,
+        name=ALIAS,
+        timestamp_ms=timestamp_ms,
+        record_id=record_id,
+        source=source,
+        id_kind=key[1],
+        linked_id=previous,
+        received_ms=record_ms if received is None else parse_timestamp_ms(received, "receivedAt"),
     )

@@ -355,6 +355,92 @@ def oracle_transitions(
     return result
 
 
+# --------------------------------------------------------------------------- identity
+# The spec's "Identity" section, brute force: links decided in event-time order (first
+# wins), then for every instant the records attributed to each person at that instant.
+
+ANONYMOUS_KIND = "anonymous"
+IDENTITY_HORIZON = 30 * DAY
+
+
+def identity_links(
+    log: Log, *, anonymous: bool = True, alias: bool = True, email: bool = False
+) -> tuple[dict[str, tuple[str, int]], int]:
+    """``(linked id -> (person, link time), conflicting links)`` over a deduped, sorted
+    log (``events`` decoded with identity links)."""
+    links: dict[str, tuple[str, int]] = {}
+    conflicts = 0
+    for event in log:
+        found: list[str] = []
+        if event.kind == "alias":
+            if alias:
+                found.append(event.linked_id)
+        elif event.linked_id and anonymous and event.id_kind != ANONYMOUS_KIND:
+            found.append(event.linked_id)
+        address = event.identifiers.get("email")
+        if email and event.kind == "identify" and address and address != event.customer_id:
+            found.append(address)
+        for xid in found:
+            if xid not in links:
+                links[xid] = (event.customer_id, event.timestamp_ms)
+            elif links[xid][0] != event.customer_id:
+                conflicts += 1
+    return links, conflicts
+
+
+def identity_transitions(
+    events: Sequence[Event],
+    until_ms: int,
+    *,
+    anonymous: bool = True,
+    alias: bool = True,
+    email: bool = False,
+    horizon_ms: int = IDENTITY_HORIZON,
+) -> dict[tuple[str, str], list[Transition]]:
+    """Like :func:`oracle_transitions`, with identity attribution: at ``t`` a person's
+    records are their own at or before ``t`` plus, for every id linked to them by a link
+    at or before ``t``, that id's records at or before ``t``, except those older than
+    ``horizon_ms`` at the link (held too long, dropped). Ids never linked give
+    nothing."""
+    log = dedup_and_sort(events)
+    links, _ = identity_links(log, anonymous=anonymous, alias=alias, email=email)
+    own: dict[str, list[tuple[int, Event]]] = defaultdict(list)
+    linked: dict[str, list[tuple[int, int, Event]]] = defaultdict(list)  # (link, order, e)
+    for order, event in enumerate(log):
+        if event.kind == "alias":
+            continue
+        if event.id_kind == ANONYMOUS_KIND or (email and event.id_kind == "email"):
+            link = links.get(event.customer_id)
+            if link is None or event.timestamp_ms <= link[1] - horizon_ms:
+                continue
+            linked[link[0]].append((link[1], order, event))
+        else:
+            own[event.customer_id].append((order, event))
+    result: dict[tuple[str, str], list[Transition]] = {}
+    for person in set(own) | set(linked):
+        mine = own.get(person, [])
+        theirs = linked.get(person, [])
+        every = [e for _, e in sorted([*mine, *((o, e) for _, o, e in theirs)], key=_first)]
+        instants = set(candidate_instants(sorted(every, key=lambda e: e.timestamp_ms)))
+        instants.update(at for at, _, _ in theirs)
+        previous = dict.fromkeys(AUDIENCES, False)
+        for t in sorted(instants):
+            if t > until_ms:
+                break
+            attributed = [(o, e) for o, e in mine] + [(o, e) for at, o, e in theirs if at <= t]
+            at_t = [e for _, e in sorted(attributed, key=_first)]
+            for audience in AUDIENCES:
+                now = member(audience, at_t, t)
+                if now != previous[audience]:
+                    result.setdefault((audience, person), []).append((t, ENTER if now else EXIT))
+                    previous[audience] = now
+    return result
+
+
+def _first(pair: tuple[int, Event]) -> int:
+    return pair[0]
+
+
 # --------------------------------------------------------------------------- sticky with an exit
 # Not canonical: audience (13) with an exit, once for each ``exit_during_sticky`` choice.
 # A starter-kit order at ``k`` at which the exit does not hold starts a 30-day period

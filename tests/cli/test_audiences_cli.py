@@ -32,6 +32,7 @@ _FIELDS = {
     "id_kind",
     "correction",
     "definition_change",
+    "stitched",
 }
 _AT = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
 

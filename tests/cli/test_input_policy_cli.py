@@ -133,11 +133,24 @@ def test_replay_summary_lists_skipped_records_by_reason(
     lines = (FIXTURES / "pipelines_calls.jsonl").read_bytes().splitlines()
     anonymous = {**orjson.loads(lines[0]), "userId": None, "messageId": "anon-1"}
     events.write_bytes(b"\n".join([*lines, orjson.dumps(anonymous), b'{"batch": []}']) + b"\n")
-    rc, _, err = _replay(capsys, "--audiences", str(tmp_path / "a.yaml"), "--events", str(events))
+    base = ("--audiences", str(tmp_path / "a.yaml"), "--events", str(events))
+    # With identity links off, the alias and the anonymous record are skipped too.
+    config = orjson.loads(_config(tmp_path).read_bytes())
+    config["identity"] = {"anonymous": False, "alias": False, "email": False}
+    path = tmp_path / "no-identity.yaml"
+    path.write_bytes(orjson.dumps(config))
+    rc, _, err = _replay(capsys, *base, "--config", str(path))
     assert rc == 0
     assert "4 skipped" in err
     for reason in ("alias", "empty_batch", "group", "no_customer"):
         assert f"  skipped {reason}: 1" in err.splitlines()
+    # By default the alias is a link and the anonymous record is held for one.
+    rc, _, err = _replay(capsys, *base)
+    assert rc == 0
+    assert "2 skipped" in err
+    for reason in ("empty_batch", "group"):
+        assert f"  skipped {reason}: 1" in err.splitlines()
+    assert "  identity: 4 ids linked, 1 records attributed through a link" in err
 
 
 def test_a_missing_config_is_one_line(

@@ -98,6 +98,7 @@ def test_json_shape_matches_readme() -> None:
         "id_kind": "id",
         "correction": False,
         "definition_change": False,
+        "stitched": False,
     }
 
 
@@ -240,6 +241,7 @@ def test_avro_schema_parses_and_has_the_delta_fields() -> None:
         "id_kind",
         "correction",
         "definition_change",
+        "stitched",
     ]
     by_name = {f["name"]: f for f in fields}
     assert by_name["op"]["type"]["symbols"] == ["enter", "exit"]
