@@ -5,7 +5,8 @@ partitioned alike). A destination started afterwards is backfilled from the tabl
 ends with exactly replay's current members; changing its audience list backfills the
 added audience and detaches the removed one from exactly the profiles it was on; an
 audience retired from the table is detached; a deliver killed mid-backfill resumes from
-its acknowledged state. The stand-ins run in strict mode throughout: a remove of a value
+its acknowledged state; of two replicas, the one left when the other is killed
+mid-backfill is given its partitions and converges. The stand-ins run in strict mode throughout: a remove of a value
 a profile never had would be a violation.
 """
 
@@ -288,3 +289,65 @@ def test_a_deliver_killed_mid_backfill_resumes_and_converges_exactly(
     assert confirmed and confirmed < desired
     summary = orjson.loads(out.decode().strip().splitlines()[-1])
     assert summary["backfilled"] == len(desired - confirmed)
+
+
+def _owned(log: Path) -> list[set[int]]:
+    """Every set of partitions a deliver reconciled on assignment, in order, from its
+    log's "partitions 0,2: ..." lines."""
+    sets = []
+    for line in log.read_text(errors="replace").splitlines():
+        _, found, rest = line.partition("partitions ")
+        head = rest.split(":", 1)[0]
+        if found and rest.count(":") and head.replace(",", "").isdigit():
+            sets.append({int(p) for p in head.split(",")})
+    return sets
+
+
+def test_two_replicas_one_killed_mid_backfill_the_other_takes_over_and_converges(
+    tmp_path: Path, kafka_bootstrap_servers: str, standins: StandInServer
+) -> None:
+    deltas: list[MembershipDelta] = synthetic_deltas(customers=400, events=8000, seed=21)
+    topic, members_topic = _topics(kafka_bootstrap_servers, 4)
+    produce_with_members(kafka_bootstrap_servers, topic, members_topic, 4, deltas)
+    admin = StandInAdmin(standins.urls["braze"])
+    admin.faults(strict=True)
+    expected = expected_members(deltas)
+    group = f"pair-{uuid.uuid4().hex[:8]}"
+    # slow enough that the backfill is still going when one replica dies (217 profiles, 5
+    # a request, 3 requests a second per replica: about 15 s for one alone); a short
+    # session, so the group notices the death without waiting long
+    path = _config(
+        tmp_path / "c.yaml", kafka_bootstrap_servers, topic, standins.urls["braze"],
+        group, max_objects_per_request=5, rate_limit={"limit": 3, "window_s": 1.0},
+        consumer={"session.timeout.ms": 6000, "heartbeat.interval.ms": 500},
+    )  # fmt: skip
+    logs = [tmp_path / "a.log", tmp_path / "b.log"]
+    first = _start(path, logs[0])
+    procs = [first]
+    try:
+        _wait(lambda: _owned(logs[0]) == [{0, 1, 2, 3}], "the first replica's assignment")
+        procs.append(_start(path, logs[1]))
+        # the group splits the partitions between the two
+        _wait(lambda: bool(_owned(logs[1])), "the second replica's assignment")
+        _wait(lambda: _owned(logs[0])[-1] | _owned(logs[1])[-1] == {0, 1, 2, 3}
+              and not _owned(logs[0])[-1] & _owned(logs[1])[-1],
+              "a split of the partitions")  # fmt: skip
+        killed = _owned(logs[0])[-1]
+        procs[0].send_signal(signal.SIGKILL)
+        procs[0].wait(10)
+        assert differences(expected, braze_members(admin.profiles())), "backfill already done"
+        # the survivor is given the dead replica's partitions and finishes its backfill
+        _wait(lambda: _owned(logs[1])[-1] == {0, 1, 2, 3}, "the rebalance", timeout_s=60)
+        _wait(lambda: not differences(expected, braze_members(admin.profiles())),
+              "the survivor to converge", timeout_s=180)  # fmt: skip
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in procs:
+            proc.communicate(timeout=60)
+    assert procs[1].returncode == 0, logs[1].read_text()
+    assert killed, "the killed replica owned partitions"
+    assert braze_members(admin.profiles()) == expected
+    assert admin.report()["violations"] == []
+    assert admin.report()["counters"].get("remove_never_added", 0) == 0
