@@ -45,14 +45,17 @@ def test_demo_live_run_equals_replay(
         assert done.result.stats.delivered_total > 0 and done.result.stats.requests > 0, name
         assert done.report["counters"]["requests"] >= done.result.stats.requests, name
         assert done.differences == [] and done.violations == [], name
+        assert done.table_differences == [], name
         assert done.result.dead_letters == 0, name
         assert done.memberships == result.expected[name] and done.members > 0, name
-    assert result.standins_match_replay and result.passed
+    assert result.standins_match_replay and result.standins_match_table and result.passed
+    assert len(result.table) == sum(len(v) for v in result.expected["braze"].values())
 
     print_report(result, out)
     text = out.getvalue()
     assert "Live deltas vs offline replay: identical" in text
     assert "Stand-in profiles vs offline replay: identical" in text
+    assert "Stand-in profiles vs the membership table: identical" in text
     assert "[4/5] Delivering" in text and "[5/5]" in text
     assert "moengage:" in text and "braze:" in text  # per-destination progress
 
@@ -62,7 +65,9 @@ def test_demo_live_run_equals_replay(
     braze.memberships[customer] = set(sorted(braze.memberships[customer])[1:])
     _check_standins(result, _demo_destinations("check"))
     assert braze.differences and braze.differences[0].startswith(customer)
-    assert not result.standins_match_replay and not result.passed
+    assert braze.table_differences and braze.table_differences[0].startswith(customer)
+    assert not result.standins_match_replay and not result.standins_match_table
+    assert not result.passed
     out = io.StringIO()
     print_report(result, out)
     assert "Stand-in profiles vs offline replay: DIFFERENT" in out.getvalue()

@@ -19,7 +19,8 @@ Steps (each reported on the output stream):
    ``admin_port`` settings are for separate processes), so nothing here can clash with
    a streamsync already running on the machine.
 5. Replay the same records offline and compare: the deltas must be identical, and so
-   must every stand-in profile's memberships and what replay says it should hold.
+   must every stand-in profile's memberships, what replay says it should hold and what
+   the membership table (what deliver reconciles to) says.
 """
 
 from __future__ import annotations
@@ -42,18 +43,20 @@ from streamsync.audiences.replay import replay
 from streamsync.config import AppConfig, load_config
 from streamsync.deltas.codec import decode_json
 from streamsync.deltas.config import DeltasConfig
+from streamsync.deltas.membership import Member, read_members
 from streamsync.deltas.record import MembershipDelta
 from streamsync.destinations.config import DestinationConfig
 from streamsync.destinations.deliver import DeliverResult
 from streamsync.destinations.sink import DeliverySink
 from streamsync.dev.broker import kafka_bootstrap, kafka_bootstrap_from_env
-from streamsync.dev.standins.compare import differences, expected_members
+from streamsync.dev.standins.compare import differences, expected_members, table_members
 from streamsync.dev.standins.session import StandInDelivery, deliver_to_standins
 from streamsync.dev.synthetic import generate_records, mix_bad_records
 from streamsync.ingest.avro import confluent_frame, encode_avro
 from streamsync.ingest.config import IngestConfig, TopicConfig
 from streamsync.ingest.jsonl import is_webhook_record, read_events
 from streamsync.kafka.config import KafkaConfig, consumer_config, producer_config
+from streamsync.kafka.health import KafkaUnavailable
 from streamsync.resources import project_path
 from streamsync.runtime.app import Application, EvaluateStats
 from streamsync.runtime.config import EvaluateConfig
@@ -84,6 +87,8 @@ class DemoResult:
     delivery: dict[str, StandInDelivery] | None = None
     #: per destination name: the memberships replay says its profiles should hold
     expected: dict[str, dict[str, set[str]]] = field(default_factory=dict)
+    #: the membership table evaluate wrote, read after delivery (what deliver reconciles to)
+    table: list[Member] = field(default_factory=list)
 
     @property
     def matches_replay(self) -> bool:
@@ -97,8 +102,16 @@ class DemoResult:
         )
 
     @property
+    def standins_match_table(self) -> bool:
+        """Every stand-in's profiles hold what the membership table says (true when not
+        delivered)."""
+        return self.delivery is None or all(
+            d.result.error is None and not d.table_differences for d in self.delivery.values()
+        )
+
+    @property
     def passed(self) -> bool:
-        return self.matches_replay and self.standins_match_replay
+        return self.matches_replay and self.standins_match_replay and self.standins_match_table
 
 
 def _delta_keys(deltas: list[MembershipDelta]) -> Counter[tuple[str, str, str, int, int]]:
@@ -280,6 +293,8 @@ def _check_standins(result: DemoResult, destinations: dict[str, DestinationConfi
         )
         result.expected[name] = expected
         done.differences = differences(expected, done.memberships)
+        from_table = table_members(result.table, holdout=dest.holdout, suffix=dest.holdout_suffix)
+        done.table_differences = differences(from_table, done.memberships)
 
 
 def run_demo(
@@ -375,6 +390,10 @@ def run_demo(
         lines = (r if isinstance(r, bytes) else orjson.dumps(r) for r in records)
         result.replay_deltas = list(replay(audiences, read_events(lines, "demo"), progress=None))
         if result.delivery is not None:
+            table = read_members(config)
+            if not table.complete:
+                raise KafkaUnavailable(f"reading {table.topic} took too long")
+            result.table = list(table.members.values())
             _check_standins(result, _demo_destinations(run))
         if then is not None:
             destinations = _demo_destinations(run) if deliver else {}
@@ -472,4 +491,13 @@ def print_delivery_report(result: DemoResult, out: TextIO) -> None:
         if done.result.error:
             _say(out, f"  {name}: delivery failed: {done.result.error}")
         for line in done.differences:
+            _say(out, f"  {name}: {line}")
+    verdict = "identical" if result.standins_match_table else "DIFFERENT"
+    _say(
+        out,
+        f"Stand-in profiles vs the membership table: {verdict} "
+        f"({len(result.table):,} current members in the table)",
+    )
+    for name in names:
+        for line in delivery[name].table_differences:
             _say(out, f"  {name}: {line}")

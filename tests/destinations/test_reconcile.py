@@ -6,8 +6,8 @@ ends with exactly replay's current members; changing its audience list backfills
 added audience and detaches the removed one from exactly the profiles it was on; an
 audience retired from the table is detached; a deliver killed mid-backfill resumes from
 its acknowledged state; of two replicas, the one left when the other is killed
-mid-backfill is given its partitions and converges. The stand-ins run in strict mode throughout: a remove of a value
-a profile never had would be a violation.
+mid-backfill is given its partitions and converges. The stand-ins run in strict mode
+throughout: a remove of a value a profile never had would be a violation.
 """
 
 from __future__ import annotations

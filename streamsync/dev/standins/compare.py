@@ -1,7 +1,8 @@
 """Comparing what the stand-ins hold with what replay says (tests, the demo's final check).
 
 :func:`expected_members` folds deltas into the memberships a destination should show at
-the end of the log; :func:`braze_members` / :func:`moengage_members` read them off a
+the end of the log, :func:`table_members` reads them off the membership table;
+:func:`braze_members` / :func:`moengage_members` read them off a
 stand-in's ``/_standin/profiles``; :func:`differences` says where they disagree.
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable, Mapping
 from typing import Any
 
+from streamsync.deltas.membership import Member
 from streamsync.deltas.record import MembershipDelta
 
 
@@ -56,6 +58,20 @@ def moengage_members(
 ) -> dict[str, set[str]]:
     """customer_id -> values of ``attribute``, from the MoEngage stand-in's profiles."""
     return _members(profiles["users"], attribute, "")
+
+
+def table_members(
+    members: Iterable[Member], *, holdout: str = "skip", suffix: str = "__holdout"
+) -> dict[str, set[str]]:
+    """customer -> the values in its membership attribute that the membership table's
+    ``members`` call for (what :func:`expected_members` computes from the deltas)."""
+    out: dict[str, set[str]] = {}
+    for member in members:
+        if member.holdout and holdout == "skip":
+            continue
+        value = member.audience + suffix if member.holdout else member.audience
+        out.setdefault(member.customer_id, set()).add(value)
+    return out
 
 
 def differences(

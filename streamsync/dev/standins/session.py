@@ -51,6 +51,8 @@ class StandInDelivery:
     memberships: dict[str, set[str]] = field(default_factory=dict)
     #: customers whose profile differs from replay (empty when it matches, or unchecked)
     differences: list[str] = field(default_factory=list)
+    #: customers whose profile differs from the membership table (likewise)
+    table_differences: list[str] = field(default_factory=list)
 
     @property
     def violations(self) -> list[dict[str, Any]]:
