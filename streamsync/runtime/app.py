@@ -83,6 +83,7 @@ from streamsync.runtime.task import Task
 from streamsync.runtime.task_manager import TaskManager
 from streamsync.runtime.telemetry import EvaluateTelemetry, NoTelemetry
 from streamsync.runtime.topics import TopicPlan, ensure_topics, topic_names
+from streamsync.state.directory_lock import StateDirLock
 
 __all__ = [
     "ENGINE_ERROR",
@@ -297,7 +298,13 @@ class Application:
         """Evaluate until :meth:`stop` (or, with ``idle_timeout_s``, until every task is
         caught up and no record arrived for that long, counted only once partitions are
         assigned). ``finish`` then fires every deadline up to the newest record before
-        the last commit, as ``replay`` does at the end of its input."""
+        the last commit, as ``replay`` does at the end of its input. The state directory
+        is locked for the run (:mod:`streamsync.state.directory_lock`): a second process
+        on it stops at once instead of fencing this one."""
+        with StateDirLock(self.settings.state_dir):
+            return self._run(idle_timeout_s, finish)
+
+    def _run(self, idle_timeout_s: float | None, finish: bool) -> EvaluateStats:
         config, settings = self.config, self.settings
         health = ClientHealth(config.kafka.bootstrap_servers)
         admin = open_admin(self.clients, config, health)
