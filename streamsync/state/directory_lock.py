@@ -20,6 +20,7 @@ from pathlib import Path
 from types import TracebackType
 
 from streamsync.errors import NeedsOperator
+from streamsync.state.disk import write_failure
 
 #: The lock file's name inside the state directory.
 LOCK_NAME = "lock"
@@ -60,8 +61,12 @@ class StateDirLock:
         except BaseException:
             os.close(fd)
             raise
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        except OSError as exc:  # a full disk: said in one line
+            os.close(fd)
+            raise (write_failure(self.state_dir, exc) or exc) from None
         self._fd = fd
         return self
 
