@@ -84,6 +84,7 @@ from streamsync.runtime.task_manager import TaskManager
 from streamsync.runtime.telemetry import EvaluateTelemetry, NoTelemetry
 from streamsync.runtime.topics import TopicPlan, ensure_topics, topic_names
 from streamsync.state.directory_lock import StateDirLock
+from streamsync.state.recovery import RestoreStopped
 
 __all__ = [
     "ENGINE_ERROR",
@@ -135,6 +136,7 @@ class Runtime:
         watchdog: Watchdog,
         dead_letter_max: int | None,
         encode: Callable[[MembershipDelta], bytes] | None = None,
+        stopping: Callable[[], bool] = lambda: False,
     ) -> Runtime:
         """Wire the parts; ``admin`` (for purging repartition topics) may be ``None``."""
         settings = _settings(config)
@@ -174,6 +176,7 @@ class Runtime:
             telemetry=telemetry,
             repartitioner=repartitioner,
             decoders=decoders,
+            stopping=stopping,
         )
         router = Router(
             decoders=decoders,
@@ -326,10 +329,18 @@ class Application:
             health=health,
             watchdog=watchdog_for(settings),
             dead_letter_max=dead_letter_max,
+            stopping=lambda: self._stop,
         )
         started = time.monotonic()
         try:
             self._loop(clients, runtime, started, idle_timeout_s, finish)
+        except RestoreStopped as stopped:
+            # A stop during a restore (a rebalance's, a rewind's): nothing was evaluated
+            # since the last commit (a revoke commits, a rewind aborted), so nothing is
+            # committed now, and the tasks not restored are never opened.
+            log.info("%s", stopped)
+            self.stats.stopped_by = "stop"
+            runtime.failed = True
         except BaseException:
             runtime.failed = True  # closing must not try to commit a doomed transaction
             raise
