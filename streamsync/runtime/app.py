@@ -53,9 +53,10 @@ from streamsync.config import AppConfig
 from streamsync.dead_letter import topic_max_message_bytes
 from streamsync.deltas.membership import member_partitioner
 from streamsync.deltas.record import MembershipDelta
-from streamsync.ingest.avro import FileSchemaRegistry, SchemaRegistry
+from streamsync.ingest.avro import SchemaRegistry
 from streamsync.ingest.decoder import Decoder
 from streamsync.ingest.outcomes import TopicStats
+from streamsync.ingest.registry_client import configured_registry
 from streamsync.kafka.health import ClientHealth, KafkaUnavailable
 from streamsync.runtime import gc_policy
 from streamsync.runtime.checkpoint import Checkpoint, Watchdog, watchdog_for
@@ -275,8 +276,8 @@ class Application:
         )
         self.clients = clients or ConfluentClients()
         ingest = config.ingest
-        if registry is None and ingest.schema_registry_dir is not None:
-            registry = FileSchemaRegistry.from_path(ingest.schema_registry_dir)
+        if registry is None:
+            registry = configured_registry(ingest)
         self.decoders = {topic.name: Decoder(topic, registry) for topic in ingest.topics}
         self.names = topic_names(config)
         #: the configured input topics
