@@ -17,7 +17,7 @@ from typing import Any
 
 import fastavro
 import orjson
-from confluent_kafka.schema_registry import SchemaRegistryClient
+from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 from confluent_kafka.schema_registry.error import SchemaRegistryError
 from fastavro.schema import SchemaParseException
 
@@ -101,6 +101,34 @@ class ConfluentSchemaRegistry:
             raise bad from None
         self._parsed[schema_id] = parsed
         return parsed
+
+
+def register_subject(
+    config: SchemaRegistryConfig,
+    subject: str,
+    schema_text: str,
+    env: Mapping[str, str] | None = None,
+) -> int:
+    """The id of the Avro ``schema_text`` under ``subject``, registered if it is not
+    yet (the registry answers with the existing id for a schema it holds)."""
+    registry = ConfluentSchemaRegistry.from_config(config, env)
+    try:
+        return int(registry._client.register_schema(subject, Schema(schema_text, "AVRO")))
+    except SchemaRegistryError as exc:
+        if exc.http_status_code in (401, 403):
+            raise RegistryRefused(
+                f"schema registry {config.url} refused the credentials "
+                f"(HTTP {exc.http_status_code}); check ingest.schema_registry"
+            ) from None
+        raise RegistryUnavailable(
+            f"schema registry {config.url} refused subject {subject} "
+            f"(HTTP {exc.http_status_code}): {exc.error_message}"
+        ) from None
+    except Exception as exc:  # the HTTP client's connection errors
+        raise RegistryUnavailable(
+            f"schema registry {config.url} did not answer registering subject {subject} "
+            f"({type(exc).__name__}: {exc})"
+        ) from None
 
 
 def configured_registry(

@@ -3,7 +3,8 @@ Registry on loopback, fetched from Maven Central and started by
 :mod:`streamsync.dev.registry`): schemas are registered under a subject with
 ``confluent_kafka.schema_registry``, records framed with the id it gave decode as
 their JSON twins do, an id the registry does not hold is a bad record, and a registry
-that does not answer stops the service in one line instead."""
+that does not answer stops the service in one line instead; Avro deltas are framed
+with the id of the schema registered under their subject."""
 
 from __future__ import annotations
 
@@ -14,7 +15,9 @@ from pathlib import Path
 import pytest
 from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 
-from streamsync.config import load_config
+from streamsync.config import ConfigError, load_config
+from streamsync.deltas.codec import decode_avro_framed
+from streamsync.deltas.record import ENTER, MembershipDelta
 from streamsync.dev.registry import schema_registry
 from streamsync.ingest.avro import (
     PIPELINES_SCHEMA_PATH,
@@ -30,6 +33,7 @@ from streamsync.ingest.registry_client import (
     RegistryUnavailable,
     configured_registry,
 )
+from streamsync.runtime.collector import delta_encoder
 from tests.ingest.samples import IDENTIFY, ORDER_COMPLETED
 
 pytestmark = pytest.mark.schema_registry
@@ -118,3 +122,45 @@ def test_the_registry_and_the_folder_are_exclusive() -> None:
         )
     with pytest.raises(ValueError, match="neither schema_registry nor"):
         IngestConfig.model_validate({"topics": topics})
+
+
+def test_avro_deltas_are_framed_with_the_id_of_their_subject(
+    tmp_path: Path, registry_url: str
+) -> None:
+    """``deltas.subject``: evaluate registers membership_delta.avsc under it and frames
+    every delta with the id the registry gave; a reader finds the writer schema there."""
+    path = tmp_path / "config.yaml"
+    path.write_text(
+        json.dumps(
+            {
+                "ingest": {
+                    "topics": [{"name": "in", "format": "pipelines_json"}],
+                    "schema_registry": {"url": registry_url},
+                },
+                "deltas": {"topic": "d", "format": "avro", "subject": "d-value"},
+            }
+        )
+    )
+    config = load_config(path)
+    change = MembershipDelta("ACT__A", 1, "c1", ENTER, 1_767_000_000_000, 1)
+    value = delta_encoder(config)(change)
+    client = SchemaRegistryClient({"url": registry_url})
+    registered = client.get_latest_version("d-value")
+    assert int.from_bytes(value[1:5], "big") == registered.schema_id
+    assert json.loads(registered.schema.schema_str or "")["name"] == "MembershipDelta"
+    assert decode_avro_framed(value) == change
+    assert delta_encoder(config)(change) == value  # registered once: the same id again
+
+
+def test_a_subject_needs_avro_deltas_and_a_registry(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text(
+        json.dumps(
+            {
+                "ingest": {"topics": [{"name": "in", "format": "pipelines_json"}]},
+                "deltas": {"format": "avro", "subject": "d-value"},
+            }
+        )
+    )
+    with pytest.raises(ConfigError, match=r"deltas\.subject needs"):
+        load_config(path)
