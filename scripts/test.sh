@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The test command: set up .venv, then lint (ruff), type-check (mypy) and run the tests.
 # The tests start a real single-node Kafka broker (fetched from Maven Central on first use
-# and cached in ~/.cache/streamsync) unless KAFKA_BOOTSTRAP_SERVERS names a cluster.
+# and cached in ~/.cache/streamsync) unless KAFKA_BOOTSTRAP_SERVERS names a cluster, and
+# the schema-registry tests an Apicurio Registry fetched and cached the same way unless
+# STREAMSYNC_SCHEMA_REGISTRY_URL names a running Confluent-compatible registry.
 # Extra arguments go to pytest.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

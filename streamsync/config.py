@@ -26,7 +26,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from streamsync.console.config import ConsoleConfig
 from streamsync.credentials import resolve_credential_files
@@ -69,6 +69,14 @@ class AppConfig(BaseModel):
     observability: ObservabilityConfig = Field(default_factory=ObservabilityConfig)
     #: Only ``streamsync console`` reads it; the other commands ignore it.
     console: ConsoleConfig | None = None
+
+    @model_validator(mode="after")
+    def _check_subject(self) -> AppConfig:
+        if self.deltas.subject is not None and (
+            self.deltas.format != "avro" or self.ingest.schema_registry is None
+        ):
+            raise ValueError("deltas.subject needs deltas.format avro and ingest.schema_registry")
+        return self
 
     def observability_for(self, destination: str | None = None) -> ObservabilityConfig:
         """The ``observability:`` section as the process runs it: evaluate's and ingest's

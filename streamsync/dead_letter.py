@@ -16,7 +16,10 @@ undecodable delta record byte for byte). The headers (UTF-8 strings) of all thre
   position; evaluate and ingest add ``.timestamp`` (its Kafka timestamp, epoch ms, ``-1``
   if it had none) and, for an item of a batch envelope, ``.index``;
 * ``streamsync.error.truncated`` - present when the value was cut to fit the dead-letter
-  topic's ``max.message.bytes``: the original size in bytes.
+  topic's ``max.message.bytes``: the original size in bytes; with it
+  ``streamsync.error.sha256``, the original value's SHA-256 (hex). The original record
+  stays addressable by its ``streamsync.source.*`` position (while the source topic's
+  retention keeps it), and the hash says whether a copy found there is the same record.
 
 Reasons: a :class:`~streamsync.ingest.errors.DecodeReason` code (a record the decoder
 refused; a repartition record not written by the re-keying stage is ``malformed_json``),
@@ -33,6 +36,7 @@ its open transaction instead (``send``), whose commit says whether they were wri
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -60,6 +64,8 @@ TIMESTAMP_HEADER = "streamsync.source.timestamp"
 INDEX_HEADER = "streamsync.source.index"
 #: Present when the value was cut to fit the dead-letter topic: the original size in bytes.
 TRUNCATED_HEADER = "streamsync.error.truncated"
+#: With :data:`TRUNCATED_HEADER`: the SHA-256 (hex) of the original, uncut value.
+SHA256_HEADER = "streamsync.error.sha256"
 
 #: Evaluate: the audience engine raised applying the record.
 ENGINE_ERROR = "engine_error"
@@ -130,15 +136,18 @@ def fit_dead_letter(
 ) -> bytes | None:
     """``value``, cut so the whole dead letter fits in ``max_bytes`` (the dead-letter
     topic's ``max.message.bytes``); when cut, :data:`TRUNCATED_HEADER` is appended to
-    ``headers`` with the original size. A record too large for its dead letter would
-    otherwise fail on every retry and block its partition."""
+    ``headers`` with the original size, and :data:`SHA256_HEADER` with the original's
+    hash. A record too large for its dead letter would otherwise fail on every retry and
+    block its partition."""
     if max_bytes is None or value is None:
         return value
-    size = sum(len(k) + len(v or b"") for k, v in headers) + len(TRUNCATED_HEADER) + 20
+    added = len(TRUNCATED_HEADER) + 20 + len(SHA256_HEADER) + 64
+    size = sum(len(k) + len(v or b"") for k, v in headers) + added
     room = max_bytes - _FRAMING_BYTES - size - (len(key) if key else 0)
     if len(value) <= room:
         return value
     headers.append((TRUNCATED_HEADER, str(len(value)).encode()))
+    headers.append((SHA256_HEADER, hashlib.sha256(value).hexdigest().encode()))
     return value[: max(room, 0)]
 
 

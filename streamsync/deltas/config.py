@@ -29,6 +29,13 @@ class DeltasConfig(_Model):
         description="json: the README's JSON form; avro: schemas/membership_delta.avsc in the "
         "Confluent wire format.",
     )
+    subject: str | None = Field(
+        default=None,
+        min_length=1,
+        description="avro with ingest.schema_registry: the subject evaluate registers "
+        "schemas/membership_delta.avsc under at start-up, framing deltas with the id the "
+        "registry gives (instead of evaluate.delta_schema_id).",
+    )
     members_topic: str | None = Field(
         default=None,
         min_length=1,

@@ -33,10 +33,18 @@ from streamsync.ingest.event import SourcePosition
 
 class DeliveryDeadLetters(DeadLetterWriter):
     """The dead letters of one destination (``producer`` ``None``: a dry run, counted
-    only), for deltas read from ``source_topic``."""
+    only), for deltas read from ``source_topic``; values cut to ``max_bytes`` (the
+    dead-letter topic's ``max.message.bytes``), so that an oversized malformed record
+    on the deltas topic does not fail its dead letter, and delivery, forever."""
 
-    def __init__(self, producer: Producer | None, topic: str, source_topic: str) -> None:
-        super().__init__(producer, topic)
+    def __init__(
+        self,
+        producer: Producer | None,
+        topic: str,
+        source_topic: str,
+        max_bytes: int | None = None,
+    ) -> None:
+        super().__init__(producer, topic, max_bytes)
         self.source_topic = source_topic
 
     def delta(

@@ -47,6 +47,7 @@ from confluent_kafka.admin import AdminClient, OffsetSpec  # type: ignore[attr-d
 
 from streamsync.config import AppConfig
 from streamsync.credentials import CredentialsError
+from streamsync.dead_letter import DEAD_LETTER_PRODUCER_OVERRIDES, topic_max_message_bytes
 from streamsync.deltas.codec import delta_decoder
 from streamsync.destinations.acknowledged import (
     AcknowledgedState,
@@ -346,8 +347,18 @@ class DeliverLoop:
         )
         producer = None
         if not self.dry_run:
-            producer = Producer(producer_config(bootstrap, extra=base))
+            # The dead letters' overrides: an oversized malformed record is the kind that
+            # is dead-lettered, above librdkafka's default 1 MB message.max.bytes.
+            producer = Producer(
+                producer_config(bootstrap, extra={**base, **DEAD_LETTER_PRODUCER_OVERRIDES})
+            )
         return consumer, producer
+
+    def _dead_letter_max(self) -> int:
+        """The dead-letter topic's ``max.message.bytes``, which its values are cut to."""
+        admin = AdminClient(admin_config(self.config.kafka.bootstrap_servers,
+                                         self._kafka_settings))  # fmt: skip
+        return topic_max_message_bytes(admin, self.dest.dead_letter_topic)
 
     def _commit(self, consumer: Consumer) -> None:
         if self.sink is None or self.dry_run:  # a dry run must not skip real delivery later
@@ -472,7 +483,10 @@ class DeliverLoop:
         dest = self.dest
         consumer, producer = self._clients()
         dead_letters = DeliveryDeadLetters(
-            producer, dest.dead_letter_topic, self.config.deltas.topic
+            producer,
+            dest.dead_letter_topic,
+            self.config.deltas.topic,
+            max_bytes=None if producer is None else self._dead_letter_max(),
         )
         acknowledged = AcknowledgedState(producer, self.acknowledged_topic)
         sink = self.sink = DeliverySink(

@@ -27,7 +27,10 @@ entered and exited over the default 180-day window:
 
 Everything is generated as compact tuples first (a "plan"), sorted by event time, and
 turned into JSON-ready dicts only as they are yielded: that keeps generation above
-100k records/s and memory at roughly 150 bytes per record.
+100k records/s. The plan is sorted in bounded runs spilled to temporary files
+(:mod:`streamsync.dev.plan_runs`), so memory does not grow with the number of records:
+what does is one customer's plan at a time, and the 1.5% of records that arrive late or
+twice, held until they are released.
 """
 
 from __future__ import annotations
@@ -43,6 +46,8 @@ from pathlib import Path
 from typing import Any, BinaryIO, Final
 
 import orjson
+
+from streamsync.dev.plan_runs import RUN_ENTRIES, PlanRuns, read, spill
 
 __all__ = [
     "BAD_RECORD_LABELS",
@@ -544,6 +549,7 @@ def generate_records(
     anonymous_fraction: float = 0.01,
     out_of_order_fraction: float = 0.01,
     duplicate_fraction: float = 0.005,
+    run_entries: int = RUN_ENTRIES,
 ) -> Iterator[dict[str, Any]]:
     """Yield exactly ``events`` Customer.io records for ``customers`` customers, in arrival order.
 
@@ -555,6 +561,8 @@ def generate_records(
     views by visitors with only an ``anonymousId`` (no customer key).
 
     The same arguments always yield the same records, on any machine and Python 3.11+.
+    ``run_entries`` bounds the plan entries held in memory while sorting (the rest wait
+    in temporary files, see :mod:`streamsync.dev.plan_runs`); it changes no record.
     """
     if customers < 1:
         raise ValueError("customers must be at least 1")
@@ -569,9 +577,11 @@ def generate_records(
     ):
         if not 0.0 <= fraction < 1.0:
             raise ValueError(f"{name} must be in [0, 1)")
+    if run_entries < 1:
+        raise ValueError("run_entries must be at least 1")
     return _generate(
         customers, events, seed, start_ms, duration_ms,
-        anonymous_fraction, out_of_order_fraction, duplicate_fraction,
+        anonymous_fraction, out_of_order_fraction, duplicate_fraction, run_entries,
     )  # fmt: skip
 
 
@@ -584,6 +594,7 @@ def _generate(
     anonymous_fraction: float,
     out_of_order_fraction: float,
     duplicate_fraction: float,
+    run_entries: int = RUN_ENTRIES,
 ) -> Iterator[dict[str, Any]]:
     rng = random.Random(seed)
     duplicates = round(events * duplicate_fraction)
@@ -593,42 +604,58 @@ def _generate(
     # Decided up front because the planner (which events) and the renderer (which
     # context, whether an anonymousId rides along) must agree on it.
     app_users = [rng.random() < 0.6 for _ in range(customers)]
-    plan: list[_Plan] = []
+    plan = PlanRuns(run_entries)
     planner = _CustomerPlanner(rng, start_ms, duration_ms)
+    events_of: list[_Plan] = []
     for customer, budget in enumerate(_zipf_budgets(rng, customers, originals - anonymous)):
         if budget:
-            planner.plan(customer, budget, app_users[customer], plan)
+            planner.plan(customer, budget, app_users[customer], events_of)
+            plan.extend(events_of)
+            events_of.clear()
     r = rng.random
     visitors = max(1, anonymous // 3)
     for _ in range(anonymous):
         plan.append(
             (start_ms + int(r() * duration_ms), -1, _ANONYMOUS, int(r() * visitors), int(r() * 4))
         )
-    plan.sort(key=itemgetter(0))
 
     # Displaced records wait in a heap keyed by arrival time and are released just before
-    # the first on-time record whose timestamp reaches that arrival time.
-    count = len(plan)
-    late = set(rng.sample(range(count), round(count * out_of_order_fraction)))
-    pending: list[tuple[int, int]] = [
-        (plan[i][0] + _SEC + int(r() * 119 * _SEC), i) for i in sorted(late)
-    ]
+    # the first on-time record whose timestamp reaches that arrival time. Which records,
+    # and by how much, is drawn before the plan is read (the draws do not depend on the
+    # entries); each one joins the heap when the sorted plan reaches it, which releases
+    # them in the same order as a heap filled up front, since a record always arrives
+    # after its own timestamp.
+    count = plan.count
+    late = rng.sample(range(count), round(count * out_of_order_fraction))
+    late.sort()
+    # (index, delay, whether it is late rather than re-sent), by index, kept on disk.
+    delays = [(i, _SEC + int(r() * 119 * _SEC), True) for i in late]
+    del late
     for i in sorted(rng.sample(range(count), min(count, duplicates))):
-        pending.append((plan[i][0] + 10 * _SEC + int(r() * 290 * _SEC), i))
-    heapq.heapify(pending)
+        delays.append((i, 10 * _SEC + int(r() * 290 * _SEC), False))
+    delays.sort(key=itemgetter(0))  # stable: a record both late and re-sent keeps both
+    waiting = read(spill(delays))
+    del delays
+    pending: list[tuple[int, int, _Plan]] = []
+    upcoming = next(waiting, None)
 
     renderer = _Renderer(seed, app_users)
     render = renderer.render
-    for seq, entry in enumerate(plan):
+    for seq, entry in enumerate(plan.sorted()):
         ts = entry[0]
+        displaced = False
+        while upcoming is not None and upcoming[0] == seq:
+            heapq.heappush(pending, (ts + upcoming[1], seq, entry))
+            displaced = displaced or upcoming[2]
+            upcoming = next(waiting, None)
         while pending and pending[0][0] <= ts:
-            j = heapq.heappop(pending)[1]
-            yield render(plan[j], j)
-        if seq not in late:
+            _, j, held = heapq.heappop(pending)
+            yield render(held, j)
+        if not displaced:
             yield render(entry, seq)
     while pending:
-        j = heapq.heappop(pending)[1]
-        yield render(plan[j], j)
+        _, j, held = heapq.heappop(pending)
+        yield render(held, j)
 
 
 #: Labels of :func:`bad_records`, in the order they first appear.

@@ -14,6 +14,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from streamsync.credentials import Credentials
+
 TopicFormat = Literal["pipelines_json", "webhook_json", "pipelines_avro", "webhook_avro"]
 #: Identifier kinds a webhook topic's identity policy may list (``Event.id_kind``).
 IdKind = Literal["id", "cio_id", "email", "customer_id"]
@@ -103,6 +105,25 @@ class TopicConfig(_Model):
         return "pipelines" if self.format.startswith("pipelines") else "webhook"
 
 
+class SchemaRegistryConfig(_Model):
+    """A Confluent-compatible Schema Registry for Confluent-framed Avro input."""
+
+    url: str = Field(
+        pattern=r"^https?://\S+$",
+        description="The registry's base URL (Apicurio: .../apis/ccompat/v7).",
+    )
+    username: str | None = Field(default=None, min_length=1)
+    password_from: Credentials | None = Field(
+        default=None, description="HTTP basic auth password: {env: VAR} or {file: PATH}."
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> SchemaRegistryConfig:
+        if (self.username is None) != (self.password_from is None):
+            raise ValueError("schema_registry needs both username and password_from, or neither")
+        return self
+
+
 class IngestConfig(_Model):
     """The ingest stage: input topics, where bad records go, the consumer group."""
 
@@ -114,6 +135,10 @@ class IngestConfig(_Model):
         description="Directory of <id>.avsc files and/or registry.yaml (id -> file); "
         "relative paths are relative to the configuration file.",
     )
+    schema_registry: SchemaRegistryConfig | None = Field(
+        default=None,
+        description="A Confluent-compatible Schema Registry (instead of schema_registry_dir).",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> IngestConfig:
@@ -123,8 +148,14 @@ class IngestConfig(_Model):
             raise ValueError(f"topics listed twice: {', '.join(duplicates)}")
         if self.dead_letter_topic in names:
             raise ValueError("dead_letter_topic must not be an input topic")
-        if self.schema_registry_dir is None and any(t.framing == "confluent" for t in self.topics):
-            raise ValueError("a topic uses the confluent framing but schema_registry_dir is unset")
+        if self.schema_registry is not None and self.schema_registry_dir is not None:
+            raise ValueError("set schema_registry or schema_registry_dir, not both")
+        confluent = any(t.framing == "confluent" for t in self.topics)
+        if confluent and self.schema_registry_dir is None and self.schema_registry is None:
+            raise ValueError(
+                "a topic uses the confluent framing but neither schema_registry nor "
+                "schema_registry_dir is set"
+            )
         return self
 
     def topic(self, name: str) -> TopicConfig:

@@ -53,9 +53,10 @@ from streamsync.config import AppConfig
 from streamsync.dead_letter import topic_max_message_bytes
 from streamsync.deltas.membership import member_partitioner
 from streamsync.deltas.record import MembershipDelta
-from streamsync.ingest.avro import FileSchemaRegistry, SchemaRegistry
+from streamsync.ingest.avro import SchemaRegistry
 from streamsync.ingest.decoder import Decoder
 from streamsync.ingest.outcomes import TopicStats
+from streamsync.ingest.registry_client import configured_registry
 from streamsync.kafka.health import ClientHealth, KafkaUnavailable
 from streamsync.runtime import gc_policy
 from streamsync.runtime.checkpoint import Checkpoint, Watchdog, watchdog_for
@@ -83,6 +84,8 @@ from streamsync.runtime.task import Task
 from streamsync.runtime.task_manager import TaskManager
 from streamsync.runtime.telemetry import EvaluateTelemetry, NoTelemetry
 from streamsync.runtime.topics import TopicPlan, ensure_topics, topic_names
+from streamsync.state.directory_lock import StateDirLock
+from streamsync.state.recovery import RestoreStopped
 
 __all__ = [
     "ENGINE_ERROR",
@@ -134,6 +137,7 @@ class Runtime:
         watchdog: Watchdog,
         dead_letter_max: int | None,
         encode: Callable[[MembershipDelta], bytes] | None = None,
+        stopping: Callable[[], bool] = lambda: False,
     ) -> Runtime:
         """Wire the parts; ``admin`` (for purging repartition topics) may be ``None``."""
         settings = _settings(config)
@@ -173,6 +177,7 @@ class Runtime:
             telemetry=telemetry,
             repartitioner=repartitioner,
             decoders=decoders,
+            stopping=stopping,
         )
         router = Router(
             decoders=decoders,
@@ -271,8 +276,8 @@ class Application:
         )
         self.clients = clients or ConfluentClients()
         ingest = config.ingest
-        if registry is None and ingest.schema_registry_dir is not None:
-            registry = FileSchemaRegistry.from_path(ingest.schema_registry_dir)
+        if registry is None:
+            registry = configured_registry(ingest)
         self.decoders = {topic.name: Decoder(topic, registry) for topic in ingest.topics}
         self.names = topic_names(config)
         #: the configured input topics
@@ -297,7 +302,13 @@ class Application:
         """Evaluate until :meth:`stop` (or, with ``idle_timeout_s``, until every task is
         caught up and no record arrived for that long, counted only once partitions are
         assigned). ``finish`` then fires every deadline up to the newest record before
-        the last commit, as ``replay`` does at the end of its input."""
+        the last commit, as ``replay`` does at the end of its input. The state directory
+        is locked for the run (:mod:`streamsync.state.directory_lock`): a second process
+        on it stops at once instead of fencing this one."""
+        with StateDirLock(self.settings.state_dir):
+            return self._run(idle_timeout_s, finish)
+
+    def _run(self, idle_timeout_s: float | None, finish: bool) -> EvaluateStats:
         config, settings = self.config, self.settings
         health = ClientHealth(config.kafka.bootstrap_servers)
         admin = open_admin(self.clients, config, health)
@@ -319,10 +330,18 @@ class Application:
             health=health,
             watchdog=watchdog_for(settings),
             dead_letter_max=dead_letter_max,
+            stopping=lambda: self._stop,
         )
         started = time.monotonic()
         try:
             self._loop(clients, runtime, started, idle_timeout_s, finish)
+        except RestoreStopped as stopped:
+            # A stop during a restore (a rebalance's, a rewind's): nothing was evaluated
+            # since the last commit (a revoke commits, a rewind aborted), so nothing is
+            # committed now, and the tasks not restored are never opened.
+            log.info("%s", stopped)
+            self.stats.stopped_by = "stop"
+            runtime.failed = True
         except BaseException:
             runtime.failed = True  # closing must not try to commit a doomed transaction
             raise

@@ -31,6 +31,7 @@ from streamsync.dead_letter import DEAD_LETTER_PRODUCER_OVERRIDES
 from streamsync.kafka.config import admin_config, consumer_config, producer_config
 from streamsync.kafka.health import BrokerOutage, ClientHealth, KafkaUnavailable, client_settings
 from streamsync.runtime.config import EvaluateConfig
+from streamsync.state.disk import write_failure
 
 
 class KafkaClients(Protocol):
@@ -89,8 +90,11 @@ def instance_id(state_dir: Path) -> str:
     except FileNotFoundError:
         value = uuid.uuid4().hex[:12]
         tmp = path.with_suffix(".tmp")
-        tmp.write_text(value)
-        os.replace(tmp, path)
+        try:
+            tmp.write_text(value)
+            os.replace(tmp, path)
+        except OSError as exc:
+            raise (write_failure(state_dir, exc) or exc) from None
         return value
 
 

@@ -21,10 +21,11 @@ from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from streamsync.config import AppConfig
 from streamsync.dead_letter import DeadLetterWriter
-from streamsync.deltas.codec import encode_avro, encode_json
+from streamsync.deltas.codec import SCHEMA_PATH, encode_avro, encode_json
 from streamsync.deltas.membership import encode_member, member_key
 from streamsync.deltas.record import ENTER, MembershipDelta
 from streamsync.ingest.avro import confluent_frame
+from streamsync.ingest.registry_client import register_subject
 from streamsync.runtime.errors import RestartRequired
 from streamsync.runtime.stats import EvaluateStats
 from streamsync.runtime.telemetry import EvaluateTelemetry, Headers
@@ -37,6 +38,11 @@ def delta_encoder(config: AppConfig) -> Callable[[MembershipDelta], bytes]:
     if config.deltas.format == "json":
         return encode_json
     schema_id = config.evaluate.delta_schema_id if config.evaluate is not None else 1
+    registry = config.ingest.schema_registry
+    if config.deltas.subject is not None and registry is not None:
+        # The id the registry gives the schema under the subject: readers find it there.
+        text = SCHEMA_PATH.read_text("utf-8")
+        schema_id = register_subject(registry, config.deltas.subject, text)
     return lambda d: confluent_frame(schema_id, encode_avro(d))
 
 

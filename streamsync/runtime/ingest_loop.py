@@ -29,11 +29,12 @@ from streamsync.dead_letter import (
     DeadLetterWriter,
     topic_max_message_bytes,
 )
-from streamsync.ingest.avro import FileSchemaRegistry, SchemaRegistry
+from streamsync.ingest.avro import SchemaRegistry
 from streamsync.ingest.config import IngestConfig
 from streamsync.ingest.decoder import Decoder, record_time_ms
 from streamsync.ingest.event import Event, SourcePosition
 from streamsync.ingest.outcomes import Outcomes, TopicStats
+from streamsync.ingest.registry_client import configured_registry
 from streamsync.kafka.config import KafkaConfig, admin_config, consumer_config, producer_config
 from streamsync.kafka.health import ClientHealth, KafkaUnavailable, client_settings
 
@@ -92,7 +93,8 @@ def _ignore(_event: Event) -> None:
 class IngestLoop:
     """Consumes the configured topics until a stop condition; see the module docstring.
 
-    ``registry`` defaults to a :class:`FileSchemaRegistry` on ``schema_registry_dir``.
+    ``registry`` defaults to the one the configuration names (``schema_registry`` or
+    ``schema_registry_dir``).
     ``progress`` is called about every ``progress_interval_s`` with the running stats.
     """
 
@@ -112,8 +114,8 @@ class IngestLoop:
         partitions: PartitionListener | None = None,
         broker_timeout_s: float = 60.0,
     ) -> None:
-        if registry is None and config.schema_registry_dir is not None:
-            registry = FileSchemaRegistry.from_path(config.schema_registry_dir)
+        if registry is None:
+            registry = configured_registry(config)
         self.config = config
         self.kafka = kafka
         self.on_event = on_event or _ignore

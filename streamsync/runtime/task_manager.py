@@ -14,7 +14,7 @@ The manager also moves every task's time on (:meth:`TaskManager.advance`,
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
 import orjson
@@ -35,7 +35,7 @@ from streamsync.runtime.stats import EvaluateStats
 from streamsync.runtime.task import Task
 from streamsync.runtime.telemetry import EvaluateTelemetry
 from streamsync.runtime.topics import TopicNames
-from streamsync.state.recovery import restore_partition
+from streamsync.state.recovery import RestoreStopped, restore_partition
 from streamsync.state.store import PartitionStore, StoreDamaged
 
 log = logging.getLogger(__name__)
@@ -66,8 +66,11 @@ class TaskManager:
         telemetry: EvaluateTelemetry,
         repartitioner: Repartitioner | None,
         decoders: Mapping[str, Decoder],
+        stopping: Callable[[], bool] = lambda: False,
     ) -> None:
         self.settings = settings
+        #: whether a stop was asked for: checked between restore steps (see ``open``)
+        self.stopping = stopping
         self.decoders = decoders
         #: audiences whose definition change was reported already (once per process)
         self._reported: set[str] = set()
@@ -97,13 +100,17 @@ class TaskManager:
     # -- rebalances ----------------------------------------------------------------------
 
     def assign(self, numbers: list[int]) -> None:
-        """Open the tasks of ``numbers`` not open yet; close parked tasks not among them."""
+        """Open the tasks of ``numbers`` not open yet; close parked tasks not among them.
+        A stop asked for meanwhile raises :class:`RestoreStopped` before the next task
+        (or inside a restore), instead of after every partition was restored."""
         self.telemetry.restoring(numbers)
         for number in list(self.parked):
             if number not in numbers:
                 _close(self.parked.pop(number)[0])
         for number in numbers:
             if number not in self.tasks:
+                if self.stopping():
+                    raise RestoreStopped(f"stopped before restoring partition {number}")
                 self.tasks[number] = self.open(number)
         log.info("assigned partitions %s", numbers)
         gc_policy.rescan()  # tasks may have been dropped or replaced
@@ -252,9 +259,13 @@ class TaskManager:
                     on_offsets=lambda done, total: telemetry.restore_progress(
                         partition, done, total
                     ),
+                    stopping=self.stopping,
                 )
                 customers = task.load(store, f"{self.names.changelog}[{partition}]")
                 break
+            except RestoreStopped:
+                store.close()  # what was read is written: the next start goes on from it
+                raise
             except StoreDamaged as exc:
                 store.close()
                 if attempt == 2:

@@ -5,6 +5,10 @@ it are read (all of them when the local copy is missing, or when its offset is o
 the changelog's current range, which means the topic was recreated or the copy belongs
 elsewhere). The restore consumer reads ``read_committed``, so changes of transactions
 that were aborted (a crash before a commit) are never restored.
+
+A restore can take minutes; a stop asked for meanwhile (SIGTERM) is checked between
+batches and ends it with :class:`RestoreStopped` after writing what was read, so the
+next start goes on from there instead of the stop waiting for every partition.
 """
 
 from __future__ import annotations
@@ -27,6 +31,11 @@ class RecoveryError(Unavailable):
     """The changelog could not be read to its end in time."""
 
 
+class RestoreStopped(Exception):
+    """A stop was asked for while a partition was being restored: not an error; the
+    service stops cleanly (exit status 0) without opening the remaining tasks."""
+
+
 class ChangelogLost(NeedsOperator):
     """The changelog no longer holds what the local copy (and the committed input
     offsets) were built on: exit status 1, never a silent start from empty state."""
@@ -41,11 +50,14 @@ def restore_partition(
     timeout_s: float = 300.0,
     progress: Callable[[str], None] | None = None,
     on_offsets: Callable[[int, int], None] | None = None,
+    stopping: Callable[[], bool] | None = None,
 ) -> int:
     """Apply the changelog tail of ``topic[partition]`` to ``store``; return the number
     of changelog records read. ``consumer`` is a group-less ``read_committed`` consumer
     used only for restores. ``on_offsets(done, total)`` follows the restore in changelog
-    offsets (for the restore-progress metric), from ``(0, total)`` to ``(total, total)``."""
+    offsets (for the restore-progress metric), from ``(0, total)`` to ``(total, total)``.
+    ``stopping()`` true between batches raises :class:`RestoreStopped`, what was read so
+    far written to the store with its offset."""
     say = progress or log.info
     low, high = consumer.get_watermark_offsets(
         TopicPartition(topic, partition), timeout=30, cached=False
@@ -89,6 +101,13 @@ def restore_partition(
                 on_offsets(max(0, min(position, high) - start), high - start)
             if position >= high:
                 break
+            if stopping is not None and stopping():
+                if batch:
+                    store.apply(batch, last_offset)
+                raise RestoreStopped(
+                    f"{identity}: stopped while restoring, at offset {position} of {high}; "
+                    "the next start goes on from there"
+                )
             now = time.monotonic()
             if now - started > timeout_s:
                 raise RecoveryError(

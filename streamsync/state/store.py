@@ -12,6 +12,8 @@ memory, so the store, not the heap, is what bounds the customers an instance can
 If the configured directory cannot be opened (another process holds it, or it is
 damaged) the partition is restored from the changelog alone into a throwaway copy in a
 temporary directory: the local copy is an accelerator, never the source of truth.
+A write the filesystem refuses (a full disk) raises
+:class:`~streamsync.state.disk.StateWriteFailed`, one line in the operator's group.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from streamsync.state.codec import (
     timer_bound,
     timer_key,
 )
+from streamsync.state.disk import write_failure
 
 log = logging.getLogger(__name__)
 
@@ -94,8 +97,11 @@ class PartitionStore:
             except Exception as exc:  # rocksdict raises plain Exception (lock, corruption)
                 log.warning("local state %s unavailable (%s); using the changelog only", path, exc)
         if db is None:
-            self._scratch = Path(tempfile.mkdtemp(prefix="streamsync-state-"))
-            db = Rdict(str(self._scratch), _options())
+            try:
+                self._scratch = Path(tempfile.mkdtemp(prefix="streamsync-state-"))
+                db = Rdict(str(self._scratch), _options())
+            except Exception as exc:  # rocksdict raises plain Exception
+                raise self._write_failed(exc) from None
         self._db: Rdict | None = db
 
     @property
@@ -120,7 +126,10 @@ class PartitionStore:
     def claim(self, identity: str) -> None:
         """Record that this copy holds the state of changelog partition ``identity``:
         a directory moved to another partition's place is then recognised."""
-        self._open.put(_IDENTITY_KEY, identity.encode())
+        try:
+            self._open.put(_IDENTITY_KEY, identity.encode())
+        except Exception as exc:  # rocksdict raises plain Exception
+            raise self._write_failed(exc) from None
 
     def apply(
         self,
@@ -156,16 +165,23 @@ class PartitionStore:
                     batch.put(RECORD_ID_PREFIX + rid.encode(), b"")
         if changelog_offset is not None:
             batch.put(_OFFSET_KEY, str(changelog_offset).encode())
-        self._open.write(batch)
+        try:
+            db.write(batch)
+        except Exception as exc:  # rocksdict raises plain Exception
+            raise self._write_failed(exc) from None
 
     def clear(self) -> None:
         """Forget everything (the local copy is stale or belongs to other definitions)."""
         path = self._scratch or self.path
         assert path is not None
         self._open.close()
-        Rdict.destroy(str(path))
-        shutil.rmtree(path, ignore_errors=True)
-        self._db = Rdict(str(path), _options())
+        self._db = None
+        try:
+            Rdict.destroy(str(path))
+            shutil.rmtree(path, ignore_errors=True)
+            self._db = Rdict(str(path), _options())
+        except Exception as exc:  # rocksdict raises plain Exception
+            raise self._write_failed(exc) from None
 
     def has_record_id(self, record_id: str) -> bool:
         """Whether a live id segment holds ``record_id``."""
@@ -182,6 +198,12 @@ class PartitionStore:
         except Exception as exc:  # rocksdict raises plain Exception
             raise self._damaged(exc) from None
         return value
+
+    def _write_failed(self, exc: Exception) -> Exception:
+        """What a failed write raises: :class:`~streamsync.state.disk.StateWriteFailed`
+        when the filesystem refused it (a full disk), else ``exc`` itself."""
+        where = self._scratch or self.path or Path(tempfile.gettempdir())
+        return write_failure(where, exc) or exc
 
     def _damaged(self, exc: Exception) -> Exception:
         """What a failed read raises: for a damaged file (a flipped bit, a truncated
@@ -222,9 +244,17 @@ class PartitionStore:
             yield due, customer, key
 
     def close(self) -> None:
+        """Close the store; a flush the filesystem refuses on the way (a full disk,
+        while the service stops for it) is logged, not raised over the error that
+        stopped it: what was not flushed is in the changelog."""
         if self._db is not None:
-            self._db.close()
-            self._db = None
+            db, self._db = self._db, None
+            try:
+                db.close()
+            except Exception as exc:  # rocksdict raises plain Exception
+                if write_failure(self.path or Path("."), exc) is None:
+                    raise
+                log.warning("closing local state %s: %s", self._scratch or self.path, exc)
         if self._scratch is not None:
             shutil.rmtree(self._scratch, ignore_errors=True)
             self._scratch = None
