@@ -36,9 +36,11 @@ def _console(tmp: Path, key: str | None) -> Console:
         auth["session_key"] = {"env": "SESSION_KEY"}
     section = base.console.model_copy(update={"auth": AuthConfig.model_validate(auth)})
     env = {**ENV, **({"SESSION_KEY": key} if key is not None else {})}
+    sources = FakeSources([], {})
+    sources.config = base.model_copy(update={"console": section})
     made = create_console(
-        base.model_copy(update={"console": section}),
-        sources=FakeSources([], {}),
+        sources.config,
+        sources=sources,
         feed=False,
         env=env,
     )
