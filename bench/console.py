@@ -40,6 +40,7 @@ from streamsync.audiences.definition import Audience
 from streamsync.audiences.diff import DiffReport
 from streamsync.config import AppConfig, parse_config
 from streamsync.console.acknowledged_counts import AcknowledgedCounts
+from streamsync.console.customer_destinations import CustomerAcknowledged
 from streamsync.console.dead_letters import DeadLetters
 from streamsync.console.feed import DeltasFeed, wait_live
 from streamsync.console.server import create_console
@@ -48,6 +49,7 @@ from streamsync.deltas.audit import CustomerAudit
 from streamsync.deltas.codec import encode_json
 from streamsync.deltas.membership import Member, MembershipTable
 from streamsync.deltas.record import MembershipDelta
+from streamsync.destinations.desired import DesiredFilter
 from streamsync.dev.broker import kafka_bootstrap
 from streamsync.kafka.reader import TopicReader
 
@@ -127,6 +129,12 @@ class _MemorySources:
 
     async def acknowledged(self, destination: str) -> AcknowledgedCounts:
         return AcknowledgedCounts(destination, f"{destination}.acknowledged", exists=False)
+
+    async def customer_acknowledged(self, destination: str, customer: str) -> CustomerAcknowledged:
+        return CustomerAcknowledged(destination, f"{destination}.acknowledged", exists=False)
+
+    async def desired_filter(self, destination: str) -> tuple[DesiredFilter, str]:
+        return DesiredFilter(None, "skip"), ""
 
     async def diff(self, current: list[Audience], new: list[Audience]) -> DiffReport:
         return DiffReport([], "bench", [], [])

@@ -54,6 +54,14 @@ def run_console(args: argparse.Namespace) -> int:
     return 0
 
 
+def _session_note(console: Any) -> str:
+    """Said at start when sign-ins are signed with a key made by this process: they end
+    with a restart, and another replica refuses them (docs/console.md)."""
+    if console.auth.shared_key or not (console.auth.token_enabled or console.auth.basic_enabled):
+        return ""
+    return "; no console.auth.session_key: sign-ins last until this process stops"
+
+
 async def _serve(server: Any, prog: str) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -64,7 +72,8 @@ async def _serve(server: Any, prog: str) -> None:
     section = server.console.state.console
     print(
         f"{prog}: serving on {server.url} (bound to {section.host}); "
-        f"reading {server.console.state.config.deltas.topic} into the size history",
+        f"reading {server.console.state.config.deltas.topic} into the size history"
+        + _session_note(server.console),
         file=sys.stderr,
         flush=True,
     )

@@ -13,12 +13,19 @@ Three ways in, each only when configured (``console.auth``):
 Secrets are read once at start (:meth:`Credentials.read`, which registers them with the
 log redactor) and compared in constant time; no page ever renders one.
 
+A sign-in on ``/login`` is kept in a signed, expiring cookie
+(:mod:`streamsync.console.session_cookie`) rather than in this process, so any replica
+with the same ``auth.session_key`` accepts it. A cookie is believed only while its user
+is still configured with the role it names: removing a user or changing their role in
+the configuration ends their sessions at the next restart of each replica.
+
 Two roles: a ``viewer`` reads every page; an ``operator`` may also act. CSRF: every
 request that is not GET or HEAD needs the token of the signed-in principal (form field
-``csrf_token`` or header ``X-CSRF-Token``), an HMAC of who they are and their session
-under a key made at start - it cannot be guessed from another site, and a page of the
-console carries it in its forms. Basic auth and proxy headers are sent by the browser on
-their own, which is what makes this necessary for them as much as for the cookie.
+``csrf_token`` or header ``X-CSRF-Token``), an HMAC of who they are and their session id
+under a key derived from the session key - it cannot be guessed from another site, a
+page of the console carries it in its forms, and every replica computes the same one.
+Basic auth and proxy headers are sent by the browser on their own, which is what makes
+this necessary for them as much as for the cookie.
 """
 
 from __future__ import annotations
@@ -30,18 +37,23 @@ import hmac
 import ipaddress
 import secrets
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from streamsync.console.config import AuthConfig, Role
+from streamsync.console.session_cookie import MIN_KEY_LENGTH, SessionSigner, derive_key
+from streamsync.credentials import CredentialsError
 
 SESSION_COOKIE = "streamsync_console"
 #: Double-submit cookie of the sign-in form (there is no session to bind it to yet).
 LOGIN_COOKIE = "streamsync_console_login"
 CSRF_FIELD = "csrf_token"
 CSRF_HEADER = "X-CSRF-Token"
-#: Sessions held at most (oldest dropped first): a bound on memory, not a policy.
-MAX_SESSIONS = 10_000
+
+
+class SessionKeyError(CredentialsError):
+    """The configured session key is too short to sign with (reported like any other
+    unusable credential: the command stops before it serves anything)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,8 +77,15 @@ class _Secret:
 
 
 class Authenticator:
-    def __init__(self, config: AuthConfig, env: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        config: AuthConfig,
+        env: Mapping[str, str] | None = None,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.config = config
+        self._clock = clock
         self._tokens: list[_Secret] = []
         self._passwords: dict[str, _Secret] = {}
         for user in config.users:
@@ -77,8 +96,24 @@ class Authenticator:
                 value = user.password.read(env).get_secret_value().encode()
                 self._passwords[user.name] = _Secret(user.name, user.role, value)
         self._proxy_networks = config.proxy.networks() if config.proxy else []
-        self._key = secrets.token_bytes(32)
-        self._sessions: dict[str, tuple[Principal, float]] = {}
+        #: who may hold a session: the users with a token or password, and their role
+        self._roles: dict[str, Role] = {s.name: s.role for s in self._tokens}
+        self._roles.update({s.name: s.role for s in self._passwords.values()})
+        if config.session_key is not None:
+            key = config.session_key.read(env).get_secret_value()
+            if len(key) < MIN_KEY_LENGTH:
+                raise SessionKeyError(
+                    f"console.auth.session_key ({config.session_key.describe()}) has "
+                    f"{len(key)} characters; give at least {MIN_KEY_LENGTH} "
+                    "(e.g. openssl rand -hex 32)"
+                )
+            raw = key.encode()
+            self.shared_key = True
+        else:
+            raw = secrets.token_bytes(32)
+            self.shared_key = False
+        self._signer = SessionSigner(raw)
+        self._csrf_key = derive_key(raw, "csrf token")
 
     @property
     def basic_enabled(self) -> bool:
@@ -153,27 +188,17 @@ class Authenticator:
     # Sessions (a token or password given once on /login).
 
     def open_session(self, principal: Principal) -> str:
-        now = time.monotonic()
-        if len(self._sessions) >= MAX_SESSIONS:
-            self._sessions = {k: v for k, v in self._sessions.items() if v[1] > now}
-            while len(self._sessions) >= MAX_SESSIONS:
-                self._sessions.pop(next(iter(self._sessions)))  # the oldest
-        session = secrets.token_urlsafe(32)
-        held = Principal(principal.name, principal.role, "session", session)
-        self._sessions[session] = (held, now + self.config.session_hours * 3600)
-        return session
+        """The signed cookie value of a sign-in by ``principal``, valid for
+        ``auth.session_hours``."""
+        expires = self._clock() + self.config.session_hours * 3600
+        cookie, _ = self._signer.issue(principal.name, principal.role, expires)
+        return cookie
 
-    def close_session(self, session: str) -> None:
-        self._sessions.pop(session, None)
-
-    def _session(self, session: str) -> Principal | None:
-        held = self._sessions.get(session)
-        if held is None:
+    def _session(self, cookie: str) -> Principal | None:
+        claims = self._signer.verify(cookie, self._clock())
+        if claims is None or self._roles.get(claims.user) != claims.role:
             return None
-        if held[1] <= time.monotonic():
-            del self._sessions[session]
-            return None
-        return held[0]
+        return Principal(claims.user, claims.role, "session", claims.session)
 
     def sign_in(self, name: str, secret: str) -> Principal | None:
         """The principal a sign-in form names: a token alone, or a name and password."""
@@ -186,7 +211,7 @@ class Authenticator:
 
     def csrf_token(self, principal: Principal) -> str:
         message = f"{principal.method}\x00{principal.name}\x00{principal.session}".encode()
-        return hmac.new(self._key, message, hashlib.sha256).hexdigest()
+        return hmac.new(self._csrf_key, message, hashlib.sha256).hexdigest()
 
     def check_csrf(self, principal: Principal, given: str | None) -> bool:
         return bool(given) and hmac.compare_digest(

@@ -83,6 +83,11 @@ class AuthConfig(_Model):
     #: (behind an ingress); a plain-HTTP loopback run needs it off.
     secure_cookies: bool = False
     session_hours: float = Field(default=12.0, gt=0, le=24 * 7)
+    #: The key session cookies are signed with (HMAC-SHA256), from a Secret: every
+    #: replica given the same key accepts the others' sign-ins. Without it one process
+    #: makes a random key at start, so its sign-ins end with a restart and are refused
+    #: by any other replica (docs/console.md).
+    session_key: Credentials | None = None
 
     @model_validator(mode="after")
     def _someone(self) -> AuthConfig:

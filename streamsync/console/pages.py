@@ -33,6 +33,7 @@ from streamsync.config import AppConfig
 from streamsync.console.auth import Principal
 from streamsync.console.catalog import Catalog, CatalogEntry, load_catalog
 from streamsync.console.config import ConsoleConfig, SwingAlert
+from streamsync.console.customer_destinations import compare
 from streamsync.console.dead_letters import KEPT as DEAD_LETTERS_KEPT
 from streamsync.console.dead_letters import DeadLetters
 from streamsync.console.exit_bound import STUCK_MARGIN_MS, exit_bound, stuck_members
@@ -451,9 +452,11 @@ async def _customer(state: ConsoleState, customer: str) -> dict[str, Any]:
         not_found=" (not found in the input topics)",
         definitions=definitions,
     )
+    members = None if table is None else table.audiences_of(customer)
     return {
         "customer": customer,
-        "members": None if table is None else table.audiences_of(customer),
+        "destinations": await _told(state, customer, members or []),
+        "members": members,
         "members_complete": True if table is None else table.complete,
         "changes": changes,
         "found": len(audit.records),
@@ -461,6 +464,26 @@ async def _customer(state: ConsoleState, customer: str) -> dict[str, Any]:
         "input_topics": ", ".join(audit.input_topics),
         "explain_text": "\n".join(explain),
     }
+
+
+async def _told(state: ConsoleState, customer: str, members: list[Member]) -> list[dict[str, Any]]:
+    """Per configured destination, what it was told and acknowledged for ``customer``
+    next to what its filter wants (:mod:`streamsync.console.customer_destinations`)."""
+    out = []
+    for name, dest in state.config.destinations.items():
+        row: dict[str, Any] = {"name": name, "kind": dest.kind, "holdout": dest.holdout,
+                               "error": None, "note": "", "acked": None, "rows": []}  # fmt: skip
+        try:
+            want, row["note"] = await state.sources.desired_filter(name)
+            acked = await state.sources.customer_acknowledged(name, customer)
+        except (SourceError, DeliverSetupError) as exc:
+            row["error"] = str(exc)
+            out.append(row)
+            continue
+        row["acked"] = acked
+        row["rows"] = compare(members, acked, want)
+        out.append(row)
+    return out
 
 
 # Page 4: destinations.

@@ -28,6 +28,11 @@ from streamsync.audiences.diff import DiffReport
 from streamsync.config import AppConfig
 from streamsync.console.acknowledged_counts import AcknowledgedCounts, read_acknowledged
 from streamsync.console.config import ProcessEndpoint
+from streamsync.console.customer_destinations import (
+    CustomerAcknowledged,
+    desired_filter,
+    read_customer_acknowledged,
+)
 from streamsync.console.dead_letters import DeadLetters, read_dead_letters
 from streamsync.deltas.audit import CustomerAudit, audit_customer
 from streamsync.deltas.membership import (
@@ -36,6 +41,9 @@ from streamsync.deltas.membership import (
     read_customer_members,
     read_members,
 )
+from streamsync.destinations import operations
+from streamsync.destinations.commands import ControlView
+from streamsync.destinations.desired import DesiredFilter
 from streamsync.errors import StreamsyncError
 from streamsync.runtime.snapshot import predict, read_snapshot
 
@@ -43,6 +51,8 @@ T = TypeVar("T")
 
 #: How long an acknowledged count read from Kafka is shown before it is read again.
 ACKNOWLEDGED_TTL_S = 30.0
+#: How long the customer page waits for a destination's control topic.
+CONTROL_READ_S = 2.0
 #: How long one admin endpoint may take to answer.
 PROBE_TIMEOUT_S = 3.0
 #: Input records an explain from the console reads at most, as ``explain``'s default.
@@ -62,6 +72,12 @@ class Sources(Protocol):
     async def audit(self, customer: str) -> CustomerAudit: ...
 
     async def acknowledged(self, destination: str) -> AcknowledgedCounts: ...
+
+    async def customer_acknowledged(
+        self, destination: str, customer: str
+    ) -> CustomerAcknowledged: ...
+
+    async def desired_filter(self, destination: str) -> tuple[DesiredFilter, str]: ...
 
     async def diff(self, current: list[Audience], new: list[Audience]) -> DiffReport: ...
 
@@ -120,6 +136,31 @@ class KafkaSources:
         )
         self._acknowledged[destination] = (now, counts)
         return counts
+
+    async def customer_acknowledged(self, destination: str, customer: str) -> CustomerAcknowledged:
+        """``customer``'s entries in the destination's acknowledged topic: one partition,
+        read each time (not cached: the page is asked for to see what is true now)."""
+        return await _in_thread(
+            lambda: read_customer_acknowledged(
+                self.config, destination, customer, timeout_s=self.timeout_s
+            )
+        )
+
+    async def desired_filter(self, destination: str) -> tuple[DesiredFilter, str]:
+        """The destination's filter under its control topic, and a note ("" when the
+        control topic was read; else why the configured filter alone is shown)."""
+        try:
+            view = await _in_thread(
+                lambda: operations.read_view(
+                    self.config, destination, timeout_s=CONTROL_READ_S, create=False
+                )
+            )
+            note = ""
+        except SourceError as exc:
+            view = ControlView()
+            note = f"control topic not read ({exc}): "
+            note += "detached audiences and rollout overrides are not applied"
+        return desired_filter(self.config, destination, view), note
 
     async def diff(self, current: list[Audience], new: list[Audience]) -> DiffReport:
         """``streamsync audiences diff`` on the cluster: the membership table, the

@@ -13,11 +13,15 @@ from streamsync.audiences.definition import Audience
 from streamsync.audiences.diff import DiffBuilder, DiffReport, membership
 from streamsync.config import AppConfig, parse_config
 from streamsync.console.acknowledged_counts import AcknowledgedCounts
+from streamsync.console.customer_destinations import CustomerAcknowledged, desired_filter
 from streamsync.console.dead_letters import DeadLetters
 from streamsync.console.server import Console, create_console
 from streamsync.deltas.audit import CustomerAudit
 from streamsync.deltas.membership import Member, MembershipTable
 from streamsync.deltas.record import MembershipDelta
+from streamsync.destinations.acknowledged import Acked
+from streamsync.destinations.commands import ControlView
+from streamsync.destinations.desired import DesiredFilter
 from streamsync.ingest.event import Event
 from streamsync.resources import project_path
 
@@ -99,6 +103,11 @@ class FakeSources:
         #: the definition sets each diff was asked for
         self.diffs: list[tuple[list[str], list[Audience]]] = []
         self.dead: DeadLetters = DeadLetters(topics=["streamsync.dead-letter"])
+        #: destination -> customer -> audience -> entry (absent destination: no topic yet)
+        self.customer_acked: dict[str, dict[str, dict[str, Acked]]] = {}
+        #: destination -> the control topic's view (absent: it says nothing)
+        self.views: dict[str, ControlView] = {}
+        self.config: AppConfig | None = None
 
     def _table(self) -> MembershipTable:
         table = MembershipTable("d.members", [0])
@@ -129,6 +138,18 @@ class FakeSources:
             return AcknowledgedCounts(destination, f"{destination}.acknowledged", exists=False)
         return found
 
+    async def customer_acknowledged(self, destination: str, customer: str) -> CustomerAcknowledged:
+        topic = f"{destination}.acknowledged"
+        held = self.customer_acked.get(destination)
+        if held is None:
+            return CustomerAcknowledged(destination, topic, exists=False)
+        return CustomerAcknowledged(destination, topic, dict(held.get(customer, {})), 0)
+
+    async def desired_filter(self, destination: str) -> tuple[DesiredFilter, str]:
+        assert self.config is not None, "make_console sets the configuration"
+        view = self.views.get(destination, ControlView())
+        return desired_filter(self.config, destination, view), ""
+
     async def diff(self, current: list[Audience], new: list[Audience]) -> DiffReport:
         """``audiences diff`` as ``--input`` computes it: the records replayed with both
         definition sets, the clock at the newest record."""
@@ -151,9 +172,11 @@ def make_console(
     **console: Any,
 ) -> Console:
     deltas = deltas or []
+    sources = FakeSources(deltas, records or {})
+    sources.config = config(tmp, **console)
     made = create_console(
-        config(tmp, **console),
-        sources=FakeSources(deltas, records or {}),
+        sources.config,
+        sources=sources,
         feed=False,
         env=ENV,
     )

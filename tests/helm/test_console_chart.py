@@ -108,3 +108,28 @@ def test_the_console_draws_the_swing_alert_the_chart_pages_with(tmp_path: Path) 
     assert config.console is not None
     assert config.console.swing_alert.percent == 35
     assert config.console.swing_alert.min_members == 250
+
+
+def test_more_than_one_replica_needs_the_session_key(tmp_path: Path) -> None:
+    with pytest.raises(RenderError, match=r"needs console\.sessionKeySecret"):
+        render(*_values(tmp_path, VALUES), "--set", "console.replicas=2")
+    # One replica without it: each pod signs with a key of its own.
+    single = one(render(*_values(tmp_path, VALUES)), "ConfigMap", f"{CONSOLE}-config")
+    assert "session_key" not in yaml.safe_load(single["data"]["streamsync.yaml"])["console"]["auth"]
+    key = {"secretName": "streamsync-console", "key": "session-key"}
+    values = {"console": {**VALUES["console"], "replicas": 3, "sessionKeySecret": key}}
+    docs = render(*_values(tmp_path, values))
+    deployment = one(docs, "Deployment", CONSOLE)
+    assert deployment["spec"]["replicas"] == 3
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e.get("valueFrom", {}).get("secretKeyRef") for e in container["env"]}
+    assert env["STREAMSYNC_CONSOLE_SESSION_KEY"] == {
+        "name": "streamsync-console",
+        "key": "session-key",
+    }
+    text = one(docs, "ConfigMap", f"{CONSOLE}-config")["data"]["streamsync.yaml"]
+    config = parse_config(yaml.safe_load(text), env={})
+    assert config.console is not None and config.console.auth.session_key is not None
+    assert config.console.auth.session_key.env == "STREAMSYNC_CONSOLE_SESSION_KEY"
+    done = run_helm("lint", "--strict", str(CHART), *_values(tmp_path, values))
+    assert done.returncode == 0, done.stdout + done.stderr
