@@ -9,7 +9,6 @@ with the id of the schema registered under their subject."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,7 +17,6 @@ from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 from streamsync.config import ConfigError, load_config
 from streamsync.deltas.codec import decode_avro_framed
 from streamsync.deltas.record import ENTER, MembershipDelta
-from streamsync.dev.registry import schema_registry
 from streamsync.ingest.avro import (
     PIPELINES_SCHEMA_PATH,
     AvroRecordDecoder,
@@ -37,12 +35,6 @@ from streamsync.runtime.collector import delta_encoder
 from tests.ingest.samples import IDENTIFY, ORDER_COMPLETED
 
 pytestmark = pytest.mark.schema_registry
-
-
-@pytest.fixture(scope="module")
-def registry_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with schema_registry(tmp_path_factory.mktemp("registry") / "apicurio.log") as url:
-        yield url
 
 
 @pytest.fixture(scope="module")

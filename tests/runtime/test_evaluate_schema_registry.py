@@ -1,0 +1,135 @@
+"""Evaluate end to end with a real Confluent-compatible Schema Registry on the real
+broker: the input is Confluent-framed Avro as a producer team writes it with
+``confluent_kafka``'s own serializer (which registers the schema under the topic's
+subject), and the deltas are Avro under ``deltas.subject``, read back by
+``confluent_kafka``'s own deserializer. Nothing on either side uses streamsync's
+encoders, so what is proved is that the ids and bytes agree with the standard client,
+not merely with themselves."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from confluent_kafka import Producer
+from confluent_kafka.schema_registry import SchemaRegistryClient
+from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerializer
+from confluent_kafka.serialization import MessageField, SerializationContext
+
+from streamsync.config import load_config
+from streamsync.dead_letter import REASON_HEADER
+from streamsync.deltas.record import MembershipDelta
+from streamsync.ingest.avro import PIPELINES_SCHEMA_PATH
+from streamsync.ingest.jsonl import is_webhook_record
+from streamsync.runtime.app import Application
+from tests.runtime.evaluate_support import (
+    Stream,
+    check_seq,
+    customer_of,
+    keys,
+    read_committed,
+    replay_deltas,
+    synthetic,
+    wait_until_committed,
+)
+
+pytestmark = [pytest.mark.kafka, pytest.mark.schema_registry]
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+#: The Data Pipelines fields the schema carries as JSON text (objects of any shape).
+_JSON_TEXT_FIELDS = ("properties", "traits", "context")
+
+
+def _datum(record: dict[str, Any]) -> dict[str, Any]:
+    """A Data Pipelines record in the shape of customerio_pipelines_event.avsc, as a
+    producer writes it: the named fields as they are, the free-form objects as JSON."""
+    datum: dict[str, Any] = {
+        field: record.get(field)
+        for field in ("type", "messageId", "timestamp", "userId", "anonymousId", "event", "name")
+    }
+    for field in _JSON_TEXT_FIELDS:
+        value = record.get(field)
+        datum[field] = None if value is None else orjson.dumps(value).decode()
+    return datum
+
+
+def _delta(value: dict[str, Any]) -> MembershipDelta:
+    """A delta as AvroDeserializer returns it (``timestamp-millis`` as a datetime)."""
+    at = value["at_ms"]
+    if isinstance(at, datetime):
+        value["at_ms"] = (at - _EPOCH) // timedelta(milliseconds=1)
+    return MembershipDelta.from_json(value)
+
+
+def _config(stream: Stream, tmp_path: Path, registry_url: str, subject: str) -> Path:
+    path = stream.config(tmp_path)
+    config = orjson.loads(path.read_bytes())
+    config["ingest"]["topics"] = [
+        {"name": stream.pipelines, "format": "pipelines_avro", "framing": "confluent"}
+    ]
+    config["ingest"]["schema_registry"] = {"url": registry_url}
+    config["deltas"] = {"topic": stream.deltas, "format": "avro", "subject": subject}
+    path.write_bytes(orjson.dumps(config))
+    return path
+
+
+def test_registry_framed_records_evaluate_as_replay_and_deltas_decode_with_the_standard_client(
+    kafka_bootstrap_servers: str, tmp_path: Path, registry_url: str
+) -> None:
+    """Avro Data Pipelines records framed with the id the registry gave evaluate to
+    exactly replay's transitions of the same records; one record framed with an id the
+    registry does not hold, in the middle of a partition, is dead-lettered
+    ``unknown_schema_id`` and the records after it are evaluated and committed; every
+    delta carries the id registered under ``deltas.subject`` and decodes with a plain
+    AvroDeserializer."""
+    stream = Stream(kafka_bootstrap_servers, partitions=2)
+    client = SchemaRegistryClient({"url": registry_url})
+    serializer = AvroSerializer(client, PIPELINES_SCHEMA_PATH.read_text("utf-8"))
+    context = SerializationContext(stream.pipelines, MessageField.VALUE)
+    producer = Producer(
+        {"bootstrap.servers": kafka_bootstrap_servers, "linger.ms": 5, "enable.idempotence": True}
+    )
+    records = [r for r in synthetic(150, 4000, seed=23) if not is_webhook_record(r)]
+    unknown: bytes | None = None
+    for index, record in enumerate(records):
+        customer = customer_of(record)
+        value = serializer(_datum(record), context)
+        assert value is not None
+        partition = stream.partition_of(customer)
+        if index == len(records) // 2:
+            # The same body under an id the registry has never given out.
+            schema_id = int.from_bytes(value[1:5], "big")
+            unknown = value[:1] + (schema_id + 4242).to_bytes(4, "big") + value[5:]
+            producer.produce(stream.pipelines, unknown, b"unknown-id", partition=partition)
+        producer.produce(stream.pipelines, value, customer.encode(), partition=partition)
+        stream.lines.append(orjson.dumps(record))
+    assert producer.flush(30) == 0 and unknown is not None
+    registered = client.get_latest_version(f"{stream.pipelines}-value")
+    assert int.from_bytes(value[1:5], "big") == registered.schema_id
+
+    subject = f"{stream.deltas}-value"
+    app = Application(load_config(_config(stream, tmp_path, registry_url, subject)))
+    stats = app.run(idle_timeout_s=2.0)
+    assert stats.records == len(records) + 1 and stats.dead_lettered == 1
+    wait_until_committed(stream, timeout_s=30)
+
+    [letter] = read_committed(kafka_bootstrap_servers, stream.dead_letters, count=1)
+    assert letter.value() == unknown
+    assert dict(letter.headers() or [])[REASON_HEADER] == b"unknown_schema_id"
+
+    delta_id = client.get_latest_version(subject).schema_id
+    deserializer = AvroDeserializer(client)
+    delta_context = SerializationContext(stream.deltas, MessageField.VALUE)
+    live: list[MembershipDelta] = []
+    for message in read_committed(kafka_bootstrap_servers, stream.deltas):
+        raw = message.value()
+        assert raw is not None and int.from_bytes(raw[1:5], "big") == delta_id
+        live.append(_delta(deserializer(raw, delta_context)))
+    expected = replay_deltas(stream.lines, until_ms=int(time.time() * 1000))
+    assert len(expected) > 500
+    assert keys(live) == keys(expected)
+    check_seq(live)
