@@ -4,19 +4,31 @@ broker: the input is Confluent-framed Avro as a producer team writes it with
 subject), and the deltas are Avro under ``deltas.subject``, read back by
 ``confluent_kafka``'s own deserializer. Nothing on either side uses streamsync's
 encoders, so what is proved is that the ids and bytes agree with the standard client,
-not merely with themselves."""
+not merely with themselves. Credentials are checked by a basic-auth gate in front of
+the registry (Apicurio 2.6 authenticates only through an OpenID Connect server): the
+configured ones are sent, and refused ones stop evaluate with one line."""
 
 from __future__ import annotations
 
+import base64
+import os
+import subprocess
+import sys
+import threading
 import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
 from confluent_kafka import Producer
-from confluent_kafka.schema_registry import SchemaRegistryClient
+from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerializer
 from confluent_kafka.serialization import MessageField, SerializationContext
 
@@ -24,7 +36,9 @@ from streamsync.config import load_config
 from streamsync.dead_letter import REASON_HEADER
 from streamsync.deltas.record import MembershipDelta
 from streamsync.ingest.avro import PIPELINES_SCHEMA_PATH
+from streamsync.ingest.config import SchemaRegistryConfig
 from streamsync.ingest.jsonl import is_webhook_record
+from streamsync.ingest.registry_client import ConfluentSchemaRegistry, RegistryRefused
 from streamsync.runtime.app import Application
 from tests.runtime.evaluate_support import (
     Stream,
@@ -133,3 +147,123 @@ def test_registry_framed_records_evaluate_as_replay_and_deltas_decode_with_the_s
     assert len(expected) > 500
     assert keys(live) == keys(expected)
     check_seq(live)
+
+
+#: What the registry in front of Apicurio accepts (Apicurio 2.6 authenticates only
+#: through an OpenID Connect server; HTTP basic auth is what the client sends).
+_USER, _PASSWORD = "svc", "s3cret"
+
+
+class _BasicAuthProxy(BaseHTTPRequestHandler):
+    """Apicurio behind HTTP basic auth: the right credentials are forwarded, any other
+    (or none) answered 401 as the Confluent registry does."""
+
+    upstream = ""
+
+    def _handle(self) -> None:
+        expected = "Basic " + base64.b64encode(f"{_USER}:{_PASSWORD}".encode()).decode()
+        if self.headers.get("Authorization") != expected:
+            body = orjson.dumps({"error_code": 40101, "message": "Unauthorized"})
+            self._answer(401, body, "application/json")
+            return
+        length = int(self.headers.get("Content-Length") or 0)
+        request = urllib.request.Request(
+            self.upstream + self.path,
+            data=self.rfile.read(length) if length else None,
+            method=self.command,
+            headers={"Content-Type": self.headers.get("Content-Type") or "application/json"},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                status, body, kind = response.status, response.read(), response.headers
+        except urllib.error.HTTPError as error:
+            status, body, kind = error.code, error.read(), error.headers
+        self._answer(status, body, kind.get("Content-Type") or "application/json")
+
+    def _answer(self, status: int, body: bytes, kind: str) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", kind)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_GET = do_POST = do_PUT = do_DELETE = _handle
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Quiet: the test reads the service's output, not the proxy's."""
+
+
+@pytest.fixture(scope="module")
+def guarded_url(registry_url: str) -> Iterator[str]:
+    """The registry's URL behind basic auth."""
+    parts = urllib.parse.urlsplit(registry_url)
+    handler = type("Handler", (_BasicAuthProxy,), {"upstream": f"{parts.scheme}://{parts.netloc}"})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}{parts.path}"
+    finally:
+        server.shutdown()
+        thread.join(10)
+        server.server_close()
+
+
+def _guarded(registry: str, password: str) -> SchemaRegistryClient:
+    return SchemaRegistryClient({"url": registry, "basic.auth.user.info": f"{_USER}:{password}"})
+
+
+def test_the_configured_credentials_are_sent(guarded_url: str) -> None:
+    """ingest.schema_registry's username and password_from reach the registry as HTTP
+    basic auth: the right ones are let through, others refused."""
+    settings = {"url": guarded_url, "username": _USER, "password_from": {"env": "SR_PASSWORD"}}
+    config = SchemaRegistryConfig.model_validate(settings)
+    schema_id = _guarded(guarded_url, _PASSWORD).register_schema(
+        f"guarded-{time.time_ns()}-value", Schema(PIPELINES_SCHEMA_PATH.read_text("utf-8"), "AVRO")
+    )
+    right = ConfluentSchemaRegistry.from_config(config, env={"SR_PASSWORD": _PASSWORD})
+    assert right.schema(schema_id) is not None
+    wrong = ConfluentSchemaRegistry.from_config(config, env={"SR_PASSWORD": "nope"})
+    with pytest.raises(RegistryRefused, match="refused the credentials"):
+        wrong.schema(schema_id)
+
+
+@pytest.mark.parametrize("when", ["registering-the-delta-subject", "reading-an-input-schema"])
+def test_refused_credentials_stop_evaluate_with_one_line(
+    kafka_bootstrap_servers: str, tmp_path: Path, guarded_url: str, when: str
+) -> None:
+    """At start-up (``deltas.subject``) or at the first Confluent-framed record, a
+    registry that refuses the credentials stops ``streamsync evaluate`` with one line
+    naming the registry and exit status 1: a person must fix the credentials, and
+    every record would meet the same refusal."""
+    stream = Stream(kafka_bootstrap_servers, partitions=1)
+    path = _config(stream, tmp_path, guarded_url, f"{stream.deltas}-value")
+    config = orjson.loads(path.read_bytes())
+    config["ingest"]["schema_registry"].update(
+        {"username": _USER, "password_from": {"env": "SR_PASSWORD"}}
+    )
+    if when == "reading-an-input-schema":
+        del config["deltas"]["subject"]
+        client = _guarded(guarded_url, _PASSWORD)
+        serializer = AvroSerializer(client, PIPELINES_SCHEMA_PATH.read_text("utf-8"))
+        context = SerializationContext(stream.pipelines, MessageField.VALUE)
+        [record] = [r for r in synthetic(1, 5, seed=3) if not is_webhook_record(r)][:1]
+        producer = Producer({"bootstrap.servers": kafka_bootstrap_servers})
+        producer.produce(stream.pipelines, serializer(_datum(record), context), b"k")
+        assert producer.flush(30) == 0
+    path.write_bytes(orjson.dumps(config))
+    result = subprocess.run(
+        [sys.executable, "-m", "streamsync", "evaluate", "--config", str(path)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "SR_PASSWORD": "not-the-password"},
+        timeout=120,
+    )
+    assert result.returncode == 1, result.stderr
+    lines = result.stderr.splitlines()
+    refused = [line for line in lines if "refused the credentials" in line]
+    assert refused == [
+        f"streamsync evaluate: schema registry {guarded_url} refused the credentials "
+        "(HTTP 401); check ingest.schema_registry"
+    ], result.stderr
+    assert "Traceback" not in result.stderr and "not-the-password" not in result.stderr
