@@ -34,11 +34,16 @@ from confluent_kafka.serialization import MessageField, SerializationContext
 
 from streamsync.config import load_config
 from streamsync.dead_letter import REASON_HEADER
+from streamsync.deltas.codec import decode_avro_framed
 from streamsync.deltas.record import MembershipDelta
 from streamsync.ingest.avro import PIPELINES_SCHEMA_PATH
 from streamsync.ingest.config import SchemaRegistryConfig
 from streamsync.ingest.jsonl import is_webhook_record
-from streamsync.ingest.registry_client import ConfluentSchemaRegistry, RegistryRefused
+from streamsync.ingest.registry_client import (
+    ConfluentSchemaRegistry,
+    RegistryRefused,
+    RegistryUnavailable,
+)
 from streamsync.runtime.app import Application
 from tests.runtime.evaluate_support import (
     Stream,
@@ -267,3 +272,46 @@ def test_refused_credentials_stop_evaluate_with_one_line(
         "(HTTP 401); check ingest.schema_registry"
     ], result.stderr
     assert "Traceback" not in result.stderr and "not-the-password" not in result.stderr
+
+
+def test_a_registry_that_does_not_answer_stops_evaluate_and_loses_no_record(
+    kafka_bootstrap_servers: str, tmp_path: Path, registry_url: str
+) -> None:
+    """Looking up a writer schema the registry does not answer for is not a bad
+    record: evaluate stops (exit status 1) with nothing committed and nothing
+    dead-lettered, and the next run, with the registry back, evaluates every record as
+    replay does."""
+    stream = Stream(kafka_bootstrap_servers, partitions=1)
+    client = SchemaRegistryClient({"url": registry_url})
+    serializer = AvroSerializer(client, PIPELINES_SCHEMA_PATH.read_text("utf-8"))
+    context = SerializationContext(stream.pipelines, MessageField.VALUE)
+    producer = Producer({"bootstrap.servers": kafka_bootstrap_servers, "enable.idempotence": True})
+    records = [r for r in synthetic(40, 800, seed=31) if not is_webhook_record(r)]
+    for record in records:
+        value = serializer(_datum(record), context)
+        producer.produce(stream.pipelines, value, customer_of(record).encode(), partition=0)
+        stream.lines.append(orjson.dumps(record))
+    assert producer.flush(30) == 0
+
+    def config(url: str) -> Path:
+        path = _config(stream, tmp_path, url, "unused")
+        settings = orjson.loads(path.read_bytes())
+        del settings["deltas"]["subject"]  # the input's lookup is what is tested
+        path.write_bytes(orjson.dumps(settings))
+        return path
+
+    with pytest.raises(RegistryUnavailable) as stopped:
+        Application(load_config(config("http://127.0.0.1:1"))).run(idle_timeout_s=2.0)
+    assert stopped.value.exit_status == 1 and "did not answer" in str(stopped.value)
+    assert all(offset < 0 for offset in stream.committed().values())
+
+    stats = Application(load_config(config(registry_url))).run(idle_timeout_s=2.0)
+    assert stats.records == len(records) and stats.dead_lettered == 0
+    wait_until_committed(stream, timeout_s=30)
+    live = [
+        decode_avro_framed(m.value())
+        for m in read_committed(kafka_bootstrap_servers, stream.deltas)
+    ]
+    expected = replay_deltas(stream.lines, until_ms=int(time.time() * 1000))
+    assert len(expected) > 50
+    assert keys(live) == keys(expected)
