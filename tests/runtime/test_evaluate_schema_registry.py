@@ -34,6 +34,7 @@ from confluent_kafka.serialization import MessageField, SerializationContext
 
 from streamsync.config import load_config
 from streamsync.dead_letter import REASON_HEADER
+from streamsync.deltas.audit import audit_customer
 from streamsync.deltas.codec import decode_avro_framed
 from streamsync.deltas.record import MembershipDelta
 from streamsync.ingest.avro import PIPELINES_SCHEMA_PATH
@@ -45,6 +46,7 @@ from streamsync.ingest.registry_client import (
     RegistryUnavailable,
 )
 from streamsync.runtime.app import Application
+from streamsync.runtime.snapshot import read_snapshot
 from tests.runtime.evaluate_support import (
     Stream,
     check_seq,
@@ -315,3 +317,37 @@ def test_a_registry_that_does_not_answer_stops_evaluate_and_loses_no_record(
     expected = replay_deltas(stream.lines, until_ms=int(time.time() * 1000))
     assert len(expected) > 50
     assert keys(live) == keys(expected)
+
+
+def test_explain_live_and_diff_read_registry_framed_input(
+    kafka_bootstrap_servers: str, tmp_path: Path, registry_url: str
+) -> None:
+    """``audiences explain --live`` (:func:`audit_customer`) and ``diff``
+    (:func:`read_snapshot`) read the input topics as evaluate does, with the writer
+    schemas of ``ingest.schema_registry``: the records behind a customer's deltas are
+    found, and every record read is decoded."""
+    stream = Stream(kafka_bootstrap_servers, partitions=1)
+    client = SchemaRegistryClient({"url": registry_url})
+    serializer = AvroSerializer(client, PIPELINES_SCHEMA_PATH.read_text("utf-8"))
+    context = SerializationContext(stream.pipelines, MessageField.VALUE)
+    producer = Producer({"bootstrap.servers": kafka_bootstrap_servers, "enable.idempotence": True})
+    records = [r for r in synthetic(30, 600, seed=41) if not is_webhook_record(r)]
+    for record in records:
+        value = serializer(_datum(record), context)
+        producer.produce(stream.pipelines, value, customer_of(record).encode(), partition=0)
+    assert producer.flush(30) == 0
+    config = load_config(_config(stream, tmp_path, registry_url, f"{stream.deltas}-value"))
+    assert Application(config).run(idle_timeout_s=2.0).dead_lettered == 0
+    deltas = [
+        decode_avro_framed(m.value())
+        for m in read_committed(kafka_bootstrap_servers, stream.deltas)
+    ]
+    customer = next(d.customer_id for d in deltas if d.record_ids)
+
+    audit = audit_customer(config, customer, timeout_s=60)
+    assert audit.stopped_by is None and audit.deltas and audit.records
+    assert not audit.not_found, audit.not_found
+
+    snapshot = read_snapshot(config, timeout_s=60)
+    assert snapshot.records_read == len(records) and snapshot.undecodable == 0
+    assert sum(len(task.events) for task in snapshot.tasks.values()) > 0
