@@ -156,3 +156,18 @@ def test_a_subject_needs_avro_deltas_and_a_registry(tmp_path: Path) -> None:
     )
     with pytest.raises(ConfigError, match=r"deltas\.subject needs"):
         load_config(path)
+
+
+def test_an_id_of_a_schema_that_is_not_avro_is_a_bad_schema(registry_url: str) -> None:
+    """A producer's JSON Schema under some subject: its id is answered, but no Avro
+    body can be read with it (asked once: the second answer comes from the cache)."""
+    client = SchemaRegistryClient({"url": registry_url})
+    draft = "http://json-schema.org/draft-07/schema#"
+    json_schema = Schema(json.dumps({"$schema": draft, "type": "object"}), "JSON")
+    schema_id = int(client.register_schema("not-avro-value", json_schema))
+    registry = ConfluentSchemaRegistry.from_config(SchemaRegistryConfig(url=registry_url))
+    decoder = AvroRecordDecoder("pipelines", "confluent", registry)
+    for _ in range(2):
+        with pytest.raises(DecodeError) as info:
+            decoder.decode(confluent_frame(schema_id, encode_avro("pipelines", ORDER_COMPLETED)))
+        assert info.value.reason == DecodeReason.BAD_SCHEMA
