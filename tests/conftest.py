@@ -1,4 +1,5 @@
-"""Shared fixtures: one real Kafka broker for the whole test session.
+"""Shared fixtures: one real Kafka broker (and, for the tests that ask, one schema
+registry) for the whole test session.
 
 The broker is ``KAFKA_BOOTSTRAP_SERVERS`` when that is set, otherwise a local KRaft
 broker that streamsync fetches from Maven Central and starts on loopback.
@@ -14,6 +15,7 @@ from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from streamsync.dev.broker import kafka_bootstrap
+from streamsync.dev.registry import schema_registry
 from tests.topics import create_topics
 
 
@@ -21,6 +23,14 @@ from tests.topics import create_topics
 def kafka_bootstrap_servers() -> Iterator[str]:
     with kafka_bootstrap() as bootstrap:
         yield bootstrap
+
+
+@pytest.fixture(scope="session")
+def registry_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A Confluent-compatible Schema Registry (see :mod:`streamsync.dev.registry`), one
+    for the session: it takes seconds to start, and every test names its own subjects."""
+    with schema_registry(tmp_path_factory.mktemp("registry") / "apicurio.log") as url:
+        yield url
 
 
 @pytest.fixture

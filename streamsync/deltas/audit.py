@@ -34,9 +34,9 @@ from streamsync.config import AppConfig
 from streamsync.deltas.codec import delta_decoder
 from streamsync.deltas.record import MembershipDelta
 from streamsync.errors import UserMistake
-from streamsync.ingest.avro import FileSchemaRegistry
 from streamsync.ingest.decoder import Decoder, record_time_ms
 from streamsync.ingest.event import Event, SourcePosition
+from streamsync.ingest.registry_client import configured_registry
 from streamsync.kafka.partitioner import DEFAULT_PARTITIONER, partition_for
 from streamsync.kafka.reader import TopicReader
 
@@ -198,8 +198,8 @@ def _audit(
 
     phase[0] = "records"
     audit.missing_topics = [t for t in audit.input_topics if t not in topics]
-    registry_dir = config.ingest.schema_registry_dir
-    registry = FileSchemaRegistry.from_path(registry_dir) if registry_dir is not None else None
+    # The registry evaluate decodes with (a Schema Registry or a folder of .avsc files).
+    registry = configured_registry(config.ingest)
     decoders = {t.name: Decoder(t, registry) for t in config.ingest.topics if t.name in topics}
     plain = prefilter_needle(customer)
     needles = {t.name: None if t.is_avro else plain for t in config.ingest.topics}

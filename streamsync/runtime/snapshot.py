@@ -37,9 +37,9 @@ from streamsync.audiences.diff import REBUILT, DiffBuilder, DiffReport
 from streamsync.config import AppConfig
 from streamsync.deltas.membership import MemberKey, MembersProgress, read_members
 from streamsync.errors import UserMistake
-from streamsync.ingest.avro import FileSchemaRegistry
 from streamsync.ingest.decoder import Decoder, record_time_ms
 from streamsync.ingest.event import Event, Skipped, SourcePosition
+from streamsync.ingest.registry_client import configured_registry
 from streamsync.kafka.health import KafkaUnavailable
 from streamsync.kafka.reader import TIMEOUT, TopicReader
 from streamsync.runtime.history import Coverage, uncovered
@@ -205,8 +205,8 @@ def _read_inputs(
     """Every input record, decoded as evaluate decodes it, into its task."""
     settings = config.evaluate
     assert settings is not None
-    registry_dir = config.ingest.schema_registry_dir
-    registry = FileSchemaRegistry.from_path(registry_dir) if registry_dir is not None else None
+    # The registry evaluate decodes with (a Schema Registry or a folder of .avsc files).
+    registry = configured_registry(config.ingest)
     topics = config.ingest.topics
     decoders = {t.name: Decoder(t, registry) for t in topics}
     rekeyed = {t.name for t in topics if t.repartition}

@@ -9,7 +9,6 @@ with the id of the schema registered under their subject."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,7 +17,6 @@ from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 from streamsync.config import ConfigError, load_config
 from streamsync.deltas.codec import decode_avro_framed
 from streamsync.deltas.record import ENTER, MembershipDelta
-from streamsync.dev.registry import schema_registry
 from streamsync.ingest.avro import (
     PIPELINES_SCHEMA_PATH,
     AvroRecordDecoder,
@@ -37,12 +35,6 @@ from streamsync.runtime.collector import delta_encoder
 from tests.ingest.samples import IDENTIFY, ORDER_COMPLETED
 
 pytestmark = pytest.mark.schema_registry
-
-
-@pytest.fixture(scope="module")
-def registry_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with schema_registry(tmp_path_factory.mktemp("registry") / "apicurio.log") as url:
-        yield url
 
 
 @pytest.fixture(scope="module")
@@ -164,3 +156,18 @@ def test_a_subject_needs_avro_deltas_and_a_registry(tmp_path: Path) -> None:
     )
     with pytest.raises(ConfigError, match=r"deltas\.subject needs"):
         load_config(path)
+
+
+def test_an_id_of_a_schema_that_is_not_avro_is_a_bad_schema(registry_url: str) -> None:
+    """A producer's JSON Schema under some subject: its id is answered, but no Avro
+    body can be read with it (asked once: the second answer comes from the cache)."""
+    client = SchemaRegistryClient({"url": registry_url})
+    draft = "http://json-schema.org/draft-07/schema#"
+    json_schema = Schema(json.dumps({"$schema": draft, "type": "object"}), "JSON")
+    schema_id = int(client.register_schema("not-avro-value", json_schema))
+    registry = ConfluentSchemaRegistry.from_config(SchemaRegistryConfig(url=registry_url))
+    decoder = AvroRecordDecoder("pipelines", "confluent", registry)
+    for _ in range(2):
+        with pytest.raises(DecodeError) as info:
+            decoder.decode(confluent_frame(schema_id, encode_avro("pipelines", ORDER_COMPLETED)))
+        assert info.value.reason == DecodeReason.BAD_SCHEMA
