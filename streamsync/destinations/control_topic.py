@@ -38,7 +38,7 @@ from streamsync.destinations.commands import (
     fold,
 )
 from streamsync.kafka.config import admin_config, consumer_config, producer_config
-from streamsync.kafka.health import QUIET_CLIENT, KafkaUnavailable
+from streamsync.kafka.health import QUIET_CLIENT, ClientHealth, KafkaUnavailable, client_settings
 
 log = logging.getLogger("streamsync.deliver")
 
@@ -51,14 +51,24 @@ _NO_TOPIC = (
 )
 
 
-def ensure_control_topic(config: AppConfig, topic: str, timeout_s: float = READ_TIMEOUT_S) -> None:
+def ensure_control_topic(
+    config: AppConfig,
+    topic: str,
+    timeout_s: float = READ_TIMEOUT_S,
+    health: ClientHealth | None = None,
+) -> None:
     """Create the (compacted, one partition) control topic unless it exists;
-    :class:`KafkaUnavailable` when Kafka does not answer within ``timeout_s``."""
+    :class:`KafkaUnavailable` when Kafka does not answer within ``timeout_s``. With
+    ``health`` (a loop's), the client's errors go there, so a cluster that refuses the
+    client (credentials) is told apart from one that does not answer."""
     settings = config.kafka.client_config()
+    if health is not None:
+        settings = client_settings(settings, health)
     admin = AdminClient(admin_config(config.kafka.bootstrap_servers, settings))
     try:
         ensure_topic(admin, topic, 1, timeout_s)
     except KafkaException as exc:
+        admin.poll(0)  # serve the error callback: what the cluster said, for ``health``
         raise KafkaUnavailable(
             f"cannot reach Kafka at {config.kafka.bootstrap_servers} for {topic}: {exc}"
         ) from None
@@ -69,16 +79,18 @@ class ControlFollower:
     :meth:`poll` (no blocking). :meth:`start` reads the topic to its end first, so the
     first assignment already sees what the operators asked for."""
 
-    def __init__(self, config: AppConfig, topic: str) -> None:
+    def __init__(self, config: AppConfig, topic: str, health: ClientHealth | None = None) -> None:
         self.topic = topic
         self._records: dict[ControlKey, bytes] = {}
         self.view = ControlView()
+        settings = {**config.kafka.client_config(), **QUIET_CLIENT}
+        if health is not None:  # the loop's: a refused client stops it (see ClientHealth)
+            settings = client_settings(settings, health)
         self.consumer = Consumer(
             consumer_config(
                 config.kafka.bootstrap_servers,
                 f"streamsync-control-{uuid.uuid4().hex}",
-                extra={**config.kafka.client_config(), **QUIET_CLIENT,
-                       "enable.partition.eof": True},
+                extra={**settings, "enable.partition.eof": True},
             )
         )  # fmt: skip
 

@@ -81,6 +81,8 @@ from streamsync.observability.tracing import ReceivedHeaders, Tracing
 log = logging.getLogger("streamsync.deliver")
 
 COMMIT_INTERVAL_S = 0.5
+#: How long one attempt to reach the control topic at start-up may take.
+_CONTROL_ATTEMPT_S = 5.0
 #: How often the destination's size (desired, acknowledged, pending) is reported.
 SIZE_EVERY_S = 15.0
 #: At most one report of a changed last error to the control topic per this many seconds.
@@ -410,10 +412,15 @@ class DeliverLoop:
         sends nothing), waiting for the cluster as long as the loop is asked to run."""
         while True:
             try:
-                ensure_control_topic(self.config, self.control_topic)
+                # short attempts, each followed by the clients' health: a refused
+                # client (credentials) stops the loop instead of being retried for ever
+                ensure_control_topic(
+                    self.config, self.control_topic, _CONTROL_ATTEMPT_S, self.kafka_health
+                )
                 self._apply_control(follower.start(), sink, first=True)
                 return
             except KafkaUnavailable as exc:
+                self.kafka_health.check()
                 if self._stop.is_set():
                     raise
                 log.warning("control topic: %s; trying again", exc)
@@ -506,7 +513,7 @@ class DeliverLoop:
             max_in_flight=dest.batching.max_in_flight,
             want=self.want,
         )
-        follower = ControlFollower(self.config, self.control_topic)
+        follower = ControlFollower(self.config, self.control_topic, self.kafka_health)
         reporter = ControlWriter(self.config, self.control_topic, by=self.replica_id)
         self._start_control(follower, sink)
         keep_headers = sink.tracer is not None  # else no per-delta tracing work at all
