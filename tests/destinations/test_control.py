@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -34,7 +34,8 @@ from streamsync.dev.standins import StandInAdmin, StandInServer
 from streamsync.dev.standins.compare import braze_members, expected_members
 from tests.destinations.conftest import BRAZE_KEY, delta
 from tests.destinations.helpers import produce_with_members, synthetic_deltas
-from tests.destinations.test_reconcile import SUBSCRIBED, WINBACK, _config, _topics, _wait
+from tests.destinations.test_reconcile import SUBSCRIBED, WINBACK, _config, _topics
+from tests.destinations.test_reconcile import _wait as _wait_for
 
 
 def test_the_control_records_fold_into_one_view() -> None:
@@ -62,29 +63,49 @@ def _cli(path: Path, *args: str) -> None:
     assert main(["destinations", *args, "--config", str(path), "--destination", "braze"]) == 0
 
 
+#: the replicas of the running test and how each ended (an error, or a result whose
+#: ``error`` is set), so a wait fails at once naming a replica that stopped
+_RUNNING: list[tuple[DeliverLoop, threading.Thread, list[object]]] = []
+
+
+def _wait(condition: Callable[[], bool], what: str, timeout_s: float = 60.0) -> None:
+    def checked() -> bool:
+        for index, (_, thread, ended) in enumerate(_RUNNING):
+            assert thread.is_alive(), f"replica {index} stopped: {ended!r}"
+        return condition()
+
+    _wait_for(checked, what, timeout_s)
+
+
 @contextmanager
 def _replicas(path: Path, count: int = 1) -> Iterator[list[DeliverLoop]]:
     config = load_config(path, env={})
     loops = [DeliverLoop(config, "braze", env={"K1": BRAZE_KEY}) for _ in range(count)]
-    errors: list[BaseException] = []
+    outcomes: list[list[object]] = [[] for _ in loops]
 
-    def run(loop: DeliverLoop) -> None:
+    def run(loop: DeliverLoop, ended: list[object]) -> None:
         try:
-            loop.run(drain_timeout_s=5)
+            result = loop.run(drain_timeout_s=5)
+            ended.append(result.error if result.error is not None else "stopped")
         except BaseException as exc:  # reported by the test thread
-            errors.append(exc)
+            ended.append(exc)
 
-    threads = [threading.Thread(target=run, args=(loop,)) for loop in loops]
+    threads = [
+        threading.Thread(target=run, args=(loop, ended))
+        for loop, ended in zip(loops, outcomes, strict=True)
+    ]
+    _RUNNING[:] = list(zip(loops, threads, outcomes, strict=True))
     for thread in threads:
         thread.start()
     try:
         yield loops
     finally:
+        _RUNNING.clear()
         for loop in loops:
             loop.stop()
         for thread in threads:
             thread.join(60)
-    assert not errors, errors
+    assert all(ended == ["stopped"] for ended in outcomes), outcomes
 
 
 def _rolled(members: dict[str, set[str]], rollout: Rollout) -> dict[str, set[str]]:
