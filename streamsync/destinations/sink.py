@@ -373,6 +373,8 @@ class DeliverySink:
         """Whether the destination already holds what ``change`` would write: an add
         confirmed before, or a remove of a value never acknowledged for this profile. A
         remove that is sent is pointed at the value and identity that were acknowledged."""
+        if change.then is not None:  # a move decided against an earlier state: again
+            self._unmove(change)
         entry = self.acknowledged.get(change.partition, change.audience, change.customer_id)
         if change.enter and not self._belongs(change.audience, change.customer_id):
             self._excluded(change.audience)
@@ -399,7 +401,6 @@ class DeliverySink:
         value name) into the remove of ``entry``, the add to follow once it is
         acknowledged (see the module docstring). A move is no entry: the add fires no
         "entered" event."""
-        self.stats.moved[change.audience] += 1
         change.then = Change(
             change.customer_id, change.audience, True, change.holdout, change.identity,
             change.delta, change.partition, change.offsets, change.added_at,
@@ -414,6 +415,22 @@ class DeliverySink:
         change.committed_ms = None
         change.traces = None
         change.reconciled = True
+
+    @staticmethod
+    def _unmove(change: Change) -> None:
+        """Make the remove half of a move the add it was again (with every offset), to
+        be compared anew: the acknowledged state may have changed since, or a newer
+        delta replaces it."""
+        add = change.then
+        assert add is not None
+        change.then = None
+        change.enter = True
+        change.identity = add.identity
+        change.holdout = add.holdout
+        change.delta = add.delta
+        change.offsets = add.offsets + change.offsets
+        change.committed_ms = add.committed_ms
+        change.traces = add.traces
 
     def add(
         self,
@@ -489,9 +506,8 @@ class DeliverySink:
             self._attribute_rejected(delta, partition, offset, attribute, reason)
         if existing is not None:
             self.stats.collapsed += 1
-            if existing.then is not None:  # a move not sent yet: compared again
-                existing.offsets = existing.then.offsets + existing.offsets
-                existing.then = None
+            if existing.then is not None:  # a move not sent yet: this delta replaces it
+                self._unmove(existing)
             existing.enter = delta.op == "enter"
             existing.delta = delta
             existing.identity = identity
@@ -809,6 +825,8 @@ class DeliverySink:
             self.offsets.done(change.partition, change.offsets)
         for change in acked:
             if change.then is not None:
+                if not self.dry_run:
+                    self.stats.moved[change.audience] += 1
                 self._follow(change.then)
                 change.then = None
         self._inflight = None
