@@ -77,6 +77,23 @@ class Acked:
     pending: bool = False
 
 
+def same_identity(a: Any, b: Any) -> bool:
+    """Whether two identities name the same profile. Compared as JSON: an identity read
+    back from the changelog is a list where ``identify`` returned a tuple."""
+    return orjson.dumps(a, option=orjson.OPT_SORT_KEYS) == orjson.dumps(
+        b, option=orjson.OPT_SORT_KEYS
+    )
+
+
+def holds(entry: Acked, identity: Any, holdout: bool) -> bool:
+    """Whether the confirmed ``entry`` is the value an add of ``identity`` and ``holdout``
+    would write: same profile, same value name (the audience, or its holdout marker). An
+    entry that is not is moved: removed where it is, added where it should be."""
+    return (
+        not entry.pending and entry.holdout == holdout and same_identity(entry.identity, identity)
+    )
+
+
 def encode_acked(entry: Acked) -> bytes:
     return orjson.dumps({"identity": entry.identity, "holdout": entry.holdout,
                          "pending": entry.pending})  # fmt: skip

@@ -340,9 +340,11 @@ class BrazeClient(DestinationClient):
         return attributes, events
 
     def plan(self, changes: list[Change]) -> list[Request]:
-        by_customer: dict[str, list[Change]] = {}
+        by_customer: dict[tuple[str, bytes], list[Change]] = {}
         for change in changes:
-            by_customer.setdefault(change.customer_id, []).append(change)
+            # one object per profile: the halves of a move name two profiles of a customer
+            profile = orjson.dumps(change.identity, option=orjson.OPT_SORT_KEYS)
+            by_customer.setdefault((change.customer_id, profile), []).append(change)
         requests: list[Request] = []
         attrs: list[dict[str, Any]] = []
         events: list[dict[str, Any]] = []

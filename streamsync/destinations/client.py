@@ -56,6 +56,9 @@ class Change:
     #: a repair of reconciliation (backfill, detach), not a delta: the membership is
     #: not new, so clients send no "entered" event for it
     reconciled: bool = False
+    #: for the remove half of a move (the value acknowledged under another identity or
+    #: value name): the add sent once the remove is acknowledged, carrying the offsets
+    then: Change | None = None
 
 
 @dataclass(slots=True)

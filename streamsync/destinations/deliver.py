@@ -315,7 +315,9 @@ class DeliverLoop:
         for partition in numbers:
             desired = None if snapshot is None else snapshot.partitions[partition]
             self._desired[partition] = Counter(a for a, _ in desired or ())
-            planned = plan_repairs(desired, acknowledged.entries(partition), self.want)
+            planned = plan_repairs(
+                desired, acknowledged.entries(partition), self.want, sink.client.identify
+            )
             sink.reconcile(partition, planned)
             repairs += len(planned)
         log.info(
@@ -450,7 +452,9 @@ class DeliverLoop:
         for partition in numbers:
             desired = None if snapshot is None else snapshot.partitions[partition]
             self._desired[partition] = Counter(a for a, _ in desired or ())
-            repairs = plan_repairs(desired, sink.acknowledged.entries(partition), self.want)
+            repairs = plan_repairs(
+                desired, sink.acknowledged.entries(partition), self.want, sink.client.identify
+            )
             sink.reconcile(partition, repairs)
             planned += len(repairs)
         log.info("control: partitions %s compared again, %d to send",

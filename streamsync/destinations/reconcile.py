@@ -9,11 +9,17 @@ each difference becomes a :class:`Repair` the sink sends like any other change:
   of an audience added to its list, of what was missed while it was away;
 * acknowledged (or pending), not desired -> a remove, to the identity the value was
   acknowledged under: *detach* of an audience taken off the list or retired (no longer
-  in the table), and exits whose tombstones compaction already dropped.
+  in the table), and exits whose tombstones compaction already dropped;
+* acknowledged, desired, but not as that value -> an add that the sink turns into a
+  *move*: the member's identity for this destination changed (another identifier came
+  first in ``identifiers.order``, or was learnt since), or the value name did (the member
+  is a holdout now, or no longer). The sink removes the acknowledged value from the
+  profile it was acknowledged on, then adds the desired one
+  (:meth:`~streamsync.destinations.sink.DeliverySink.settled_already`).
 
 Without the table (no evaluate has written it yet) nothing is desired but what the deltas
-say; the only repairs then are detaches of audiences no longer routed, and of customers
-the rollout no longer includes.
+say; the only repairs then are detaches of audiences no longer routed, of customers the
+rollout no longer includes, and of holdout markers when holdouts are now skipped.
 
 The same comparison, per change, runs in the sink before anything is sent
 (:meth:`~streamsync.destinations.sink.DeliverySink.settled_already`): an add already
@@ -23,12 +29,13 @@ confirmed, or a remove of a value never acknowledged, is not sent.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from streamsync.deltas.membership import Member, MemberKey
 from streamsync.deltas.record import MembershipDelta
-from streamsync.destinations.acknowledged import Acked
+from streamsync.destinations.acknowledged import Acked, holds
 from streamsync.destinations.desired import DesiredFilter
 
 
@@ -65,25 +72,35 @@ def plan_repairs(
     desired: Mapping[MemberKey, Member] | None,
     acked: Mapping[MemberKey, Acked],
     want: DesiredFilter,
+    identify: Callable[[MembershipDelta], Any | None] | None = None,
 ) -> list[Repair]:
     """The repairs that bring one partition from ``acked`` to ``desired`` (members that
     passed ``want``; ``None``: no table, see the module docstring). Adds first, in the
-    table's order, then removes."""
+    table's order, then removes. ``identify`` is the client's: with it, a value confirmed
+    under another identity (or value name) than the member's now is planned as an add,
+    which the sink sends as a move; a member it finds no identity for keeps its value."""
     repairs: list[Repair] = []
     now_ms = int(time.time() * 1000)
     if desired is not None:
         for key, member in desired.items():
             entry = acked.get(key)
-            if entry is None or entry.pending:
-                repairs.append(
-                    Repair(member.customer_id, member.audience, True, member.holdout,
-                           member_delta(member))
-                )  # fmt: skip
+            add = member_delta(member)
+            if entry is not None and not entry.pending:
+                if identify is None:
+                    continue
+                identity = identify(add)
+                if identity is None or holds(entry, identity, member.holdout):
+                    continue
+            repairs.append(Repair(member.customer_id, member.audience, True, member.holdout, add))
     for (audience, customer), entry in acked.items():
         if desired is not None:
             if (audience, customer) in desired:
                 continue
-        elif want.routed(audience) and want.includes(audience, customer):
+        elif (
+            want.routed(audience)
+            and want.includes(audience, customer)
+            and not (entry.holdout and want.holdout == "skip")
+        ):
             continue
         repairs.append(
             Repair(customer, audience, False, entry.holdout,

@@ -21,6 +21,12 @@ Guarantees, and how:
   an add already confirmed is not sent again, a remove of a value the destination never
   acknowledged for that profile is never sent, and a remove goes to the identity the
   value was acknowledged under. Each answer is recorded there.
+* *Moves.* An add of a value confirmed under another identity (the member's identifier
+  for this destination changed) or another value name (holdout marker or not) is sent as
+  a remove from the acknowledged profile, then, once that is acknowledged, the add. Remove
+  first, because the record names one profile: it always names every profile that may
+  hold the value, so nothing is left behind by a crash in between (the add is then
+  backfilled, or re-read with its uncommitted delta).
 * *Reconciliation.* :meth:`DeliverySink.reconcile` takes the repairs of an assignment
   (:mod:`~streamsync.destinations.reconcile`: backfill and detach) into a backlog that
   feeds the buffer up to half its size, so real-time deltas keep flowing meanwhile; a
@@ -48,7 +54,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from streamsync.dead_letter import ATTRIBUTE_REJECTED, REJECTED, UNMATCHED
 from streamsync.deltas.record import MembershipDelta
-from streamsync.destinations.acknowledged import Acked, AcknowledgedState
+from streamsync.destinations.acknowledged import Acked, AcknowledgedState, holds
 from streamsync.destinations.client import Change, DestinationClient, Request, Response
 from streamsync.destinations.config import Retry
 from streamsync.destinations.dead_letter import DeliveryDeadLetters
@@ -70,6 +76,11 @@ if TYPE_CHECKING:
     from streamsync.observability.tracing import ReceivedHeaders
 
 log = logging.getLogger("streamsync.deliver")
+
+
+def _offsets(change: Change) -> list[int]:
+    """The delta offsets a buffered change holds, its move's add's included."""
+    return change.offsets + change.then.offsets if change.then is not None else change.offsets
 
 
 class Transport(Protocol):
@@ -138,6 +149,9 @@ class SinkStats:
     #: enters of customers the rollout leaves out, per audience (not sent, or sent as
     #: the remove of a value acknowledged before the rollout shrank)
     excluded: Counter[str] = field(default_factory=Counter)
+    #: values moved, per audience: removed from the profile (or value name) they were
+    #: acknowledged under, then added under the member's current one
+    moved: Counter[str] = field(default_factory=Counter)
 
     @property
     def delivered_total(self) -> int:
@@ -165,6 +179,7 @@ class SinkStats:
             "backfilled": sum(self.backfilled.values()),
             "detached": sum(self.detached.values()),
             "excluded": sum(self.excluded.values()),
+            "moved": sum(self.moved.values()),
             # A dry run sends nothing: what it would have sent, apart from "delivered".
             **(
                 {"would_deliver": self.would_deliver, "dry_run_requests": self.dry_run_requests}
@@ -297,7 +312,7 @@ class DeliverySink:
         replaces them: one planned under the previous filter may be wrong now."""
         self._backlog.clear()
         self._buffer = {
-            k: c for k, c in self._buffer.items() if not (c.reconciled and not c.offsets)
+            k: c for k, c in self._buffer.items() if not (c.reconciled and not _offsets(c))
         }
 
     def reconcile(self, partition: int, repairs: list[Repair]) -> None:
@@ -358,6 +373,8 @@ class DeliverySink:
         """Whether the destination already holds what ``change`` would write: an add
         confirmed before, or a remove of a value never acknowledged for this profile. A
         remove that is sent is pointed at the value and identity that were acknowledged."""
+        if change.then is not None:  # a move decided against an earlier state: again
+            self._unmove(change)
         entry = self.acknowledged.get(change.partition, change.audience, change.customer_id)
         if change.enter and not self._belongs(change.audience, change.customer_id):
             self._excluded(change.audience)
@@ -367,12 +384,53 @@ class DeliverySink:
                 int(time.time() * 1000),
             )  # fmt: skip
         if change.enter:
-            return entry is not None and not entry.pending
+            if entry is None or entry.pending:
+                return False
+            if holds(entry, change.identity, change.holdout):
+                return True
+            self._move(change, entry)
+            return False
         if entry is None:
             return True
         change.identity = entry.identity
         change.holdout = entry.holdout
         return False
+
+    def _move(self, change: Change, entry: Acked) -> None:
+        """Turn the add ``change`` of a value confirmed as ``entry`` (another identity or
+        value name) into the remove of ``entry``, the add to follow once it is
+        acknowledged (see the module docstring). A move is no entry: the add fires no
+        "entered" event."""
+        change.then = Change(
+            change.customer_id, change.audience, True, change.holdout, change.identity,
+            change.delta, change.partition, change.offsets, change.added_at,
+            change.committed_ms, change.traces, True,
+        )  # fmt: skip
+        change.enter = False
+        change.identity = entry.identity
+        change.holdout = entry.holdout
+        change.delta = removal_delta(change.audience, change.customer_id, entry,
+                                     int(time.time() * 1000))  # fmt: skip
+        change.offsets = []
+        change.committed_ms = None
+        change.traces = None
+        change.reconciled = True
+
+    @staticmethod
+    def _unmove(change: Change) -> None:
+        """Make the remove half of a move the add it was again (with every offset), to
+        be compared anew: the acknowledged state may have changed since, or a newer
+        delta replaces it."""
+        add = change.then
+        assert add is not None
+        change.then = None
+        change.enter = True
+        change.identity = add.identity
+        change.holdout = add.holdout
+        change.delta = add.delta
+        change.offsets = add.offsets + change.offsets
+        change.committed_ms = add.committed_ms
+        change.traces = add.traces
 
     def add(
         self,
@@ -390,12 +448,18 @@ class DeliverySink:
         self.offsets.track(partition, offset)
         if self._backlog:  # this delta is newer than the table record behind a repair
             self._backlog.pop((delta.customer_id, delta.audience), None)
-        if delta.holdout and self.holdout == "skip":
-            self.stats.holdout_skipped[delta.audience] += 1
-            self.offsets.done(partition, [offset])
-            return
         key = (delta.customer_id, delta.audience)
         existing = self._buffer.get(key)
+        if delta.holdout and self.holdout == "skip":
+            self.stats.holdout_skipped[delta.audience] += 1
+            acked = self.acknowledged.get(partition, delta.audience, delta.customer_id)
+            if acked is None and existing is None:
+                self.offsets.done(partition, [offset])
+                return
+            # A value acknowledged before the member was a holdout, or before holdouts
+            # were skipped, must not stay: a remove of exactly that value.
+            delta = removal_delta(delta.audience, delta.customer_id,
+                                  acked or Acked(None, False), delta.at_ms)  # fmt: skip
         if delta.op == "enter" and not self._belongs(delta.audience, delta.customer_id):
             self._excluded(delta.audience)
             acked = self.acknowledged.get(partition, delta.audience, delta.customer_id)
@@ -442,6 +506,8 @@ class DeliverySink:
             self._attribute_rejected(delta, partition, offset, attribute, reason)
         if existing is not None:
             self.stats.collapsed += 1
+            if existing.then is not None:  # a move not sent yet: this delta replaces it
+                self._unmove(existing)
             existing.enter = delta.op == "enter"
             existing.delta = delta
             existing.identity = identity
@@ -737,6 +803,9 @@ class DeliverySink:
         refused = {id(change) for change, _ in batch.rejected}
         for change, rejection in batch.rejected:
             self.stats.rejected[change.audience] += 1
+            if change.then is not None:  # the value stays where it was acknowledged
+                self.offsets.done(change.partition, change.then.offsets)
+                change.then = None
             for offset in change.offsets[:-1]:
                 self.offsets.done(change.partition, [offset])
             last = change.offsets[-1] if change.offsets else -1  # -1: a repair, no record
@@ -754,6 +823,12 @@ class DeliverySink:
             if not self.dry_run:
                 self.stats.delivered[(change.audience, "enter" if change.enter else "exit")] += 1
             self.offsets.done(change.partition, change.offsets)
+        for change in acked:
+            if change.then is not None:
+                if not self.dry_run:
+                    self.stats.moved[change.audience] += 1
+                self._follow(change.then)
+                change.then = None
         self._inflight = None
         now = time.time()
         observer = self.observer
@@ -772,6 +847,20 @@ class DeliverySink:
                     )
         if self.on_ack is not None:
             self.on_ack(acked, now)
+
+    def _follow(self, add: Change) -> None:
+        """Queue the add half of a move whose remove was acknowledged. A change of the
+        same customer and audience buffered meanwhile is newer: it inherits the offsets
+        instead. A dry run recorded nothing, so it would only move again: not queued."""
+        key = (add.customer_id, add.audience)
+        newer = self._buffer.get(key)
+        if newer is not None:
+            newer.offsets[:0] = add.offsets
+        elif self.dry_run:
+            self.offsets.done(add.partition, add.offsets)
+        else:
+            add.added_at = self._clock()
+            self._buffer[key] = add
 
     def _log_dry_run(self, request: Request) -> None:
         self.stats.dry_run_requests += 1

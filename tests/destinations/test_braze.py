@@ -314,3 +314,34 @@ def test_the_sink_reports_to_the_process_telemetry(standins: StandInServer) -> N
     assert 'reason="server_error"' in text and 'reason="unmatched"' in text
     assert "streamsync_destination_delivered" in text
     assert "streamsync_delta_to_destination" in text
+
+
+def test_a_refused_move_keeps_the_value_where_it_was_acknowledged(
+    standins: StandInServer,
+) -> None:
+    client = braze_client(standins.urls["braze"], identifiers={"order": ["email", "external_id"]})
+    h = harness(client, standins.urls["braze"])
+    h.admin.faults(strict=True)
+    h.add(delta("c1", "ACT__A", "enter"))  # no email yet: known by external_id
+    h.drain()
+    assert _members(h, "c1") == ["ACT__A"]
+    # the member is given an email, but the old profile refuses the remove: the value
+    # stays on the profile on record, nothing is added elsewhere, the offset is released
+    h.admin.faults(strict=True, reject_ids=["c1"])
+    h.add(delta("c1", "ACT__A", "enter", seq=2, identifiers={"email": "c1@example.com"}))
+    h.drain()
+    assert _members(h, "c1") == ["ACT__A"]
+    assert "email:c1@example.com" not in h.admin.profiles()["users"]
+    assert h.sink.stats.moved["ACT__A"] == 0 and h.sink.stats.rejected["ACT__A"] == 1
+    assert h.offsets.position(0) == 2
+    entry = h.sink.acknowledged.get(0, "ACT__A", "c1")
+    assert entry is not None and list(entry.identity) == ["external_id", "c1"]
+    # accepted again: the next enter moves it
+    h.admin.faults(strict=True, reject_ids=[])
+    h.add(delta("c1", "ACT__A", "enter", seq=3, identifiers={"email": "c1@example.com"}))
+    h.drain()
+    assert _members(h, "c1") == []
+    users = h.admin.profiles()["users"]
+    assert users["email:c1@example.com"]["streamsync_audiences"] == ["ACT__A"]
+    assert h.sink.stats.moved["ACT__A"] == 1 and h.offsets.position(0) == 3
+    assert h.admin.report()["violations"] == []

@@ -108,3 +108,20 @@ def test_rate_limit_reset_is_seconds_left(standins: StandInServer) -> None:
     h.drain()
     report = h.admin.report()
     assert report["counters"]["rate_limited_storm"] == 1 and report["violations"] == []
+
+
+def test_a_new_identifier_moves_the_value_to_its_profile(standins: StandInServer) -> None:
+    url = standins.urls["moengage"]
+    h = harness(moe_client(url, identifiers=["email", "customer_id"]), url)
+    h.admin.faults(strict=True)
+    h.add(delta("c1", "ACT__A", "enter"))  # no email yet: uid c1
+    h.add(delta("c1", "ACT__B", "enter"))
+    h.drain()
+    # c1 is given an email: ACT__A's enter moves it; ACT__B stays until its own delta
+    h.add(delta("c1", "ACT__A", "enter", seq=2, identifiers={"email": "c1@example.com"}))
+    h.drain()
+    users = h.admin.profiles()["users"]
+    assert users["c1"]["streamsync_audiences"] == ["ACT__B"]
+    assert users["c1@example.com"]["streamsync_audiences"] == ["ACT__A"]
+    assert h.sink.stats.moved["ACT__A"] == 1 and h.offsets.position(0) == 3
+    assert h.admin.report()["violations"] == []

@@ -22,6 +22,7 @@ import uuid
 import zlib
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -349,5 +350,167 @@ def test_two_replicas_one_killed_mid_backfill_the_other_takes_over_and_converges
     assert procs[1].returncode == 0, logs[1].read_text()
     assert killed, "the killed replica owned partitions"
     assert braze_members(admin.profiles()) == expected
+    assert admin.report()["violations"] == []
+    assert admin.report()["counters"].get("remove_never_added", 0) == 0
+
+
+def _profiles(admin: StandInAdmin) -> dict[str, set[str]]:
+    """Braze stand-in profile key (``external_id:…``, ``email:…``) -> its values, for every
+    profile that holds any."""
+    users = admin.profiles()["users"]
+    found = {key: set(p.get("streamsync_audiences") or ()) for key, p in users.items()}
+    return {key: values for key, values in found.items() if values}
+
+
+def _current(deltas: list[MembershipDelta]) -> dict[tuple[str, str], MembershipDelta]:
+    """(customer, audience) -> its latest delta, for the memberships that are current."""
+    last = {(d.customer_id, d.audience): d for d in deltas}
+    return {key: d for key, d in last.items() if d.op == "enter"}
+
+
+def _by_identity(deltas: list[MembershipDelta], order: list[str]) -> dict[str, set[str]]:
+    """What each Braze profile should hold: every current membership under the first
+    identifier of ``order`` its latest enter carries (holdouts are not in these tests)."""
+    out: dict[str, set[str]] = {}
+    for (customer, audience), last in _current(deltas).items():
+        ids = {"external_id": customer, "email": last.identifiers.get("email")}
+        kind = next(k for k in order if ids[k])
+        out.setdefault(f"{kind}:{ids[kind]}", set()).add(audience)
+    return out
+
+
+def test_an_identifier_change_moves_the_value_to_the_new_profile(
+    tmp_path: Path, kafka_bootstrap_servers: str, standins: StandInServer
+) -> None:
+    # a quarter of the customers have no email yet: under [email, external_id] they are
+    # known by external_id, the others by email
+    no_email = lambda customer: zlib.crc32(customer.encode()) % 4 == 0  # noqa: E731
+    deltas = [
+        replace(d, identifiers={k: v for k, v in d.identifiers.items() if k != "email"})
+        if no_email(d.customer_id) else d
+        for d in synthetic_deltas(customers=150, events=4000, seed=31)
+    ]  # fmt: skip
+    topic, members_topic = _topics(kafka_bootstrap_servers, 2)
+    produce_with_members(kafka_bootstrap_servers, topic, members_topic, 2, deltas)
+    admin = StandInAdmin(standins.urls["braze"])
+    admin.faults(strict=True)
+    group = f"ids-{uuid.uuid4().hex[:8]}"
+
+    def config(order: list[str]) -> Path:
+        return _config(
+            tmp_path / "c.yaml", kafka_bootstrap_servers, topic, standins.urls["braze"],
+            group, identifiers={"order": order},
+        )  # fmt: skip
+
+    email_first = ["email", "external_id"]
+    with _delivering(config(email_first)) as results:
+        want = _by_identity(deltas, email_first)
+        _wait(lambda: _profiles(admin) == want, "the profiles under email first")
+        # in real time: a member known by external_id is given an email, so its value
+        # leaves the external_id profile for the email one
+        (customer, audience), last = next(
+            (key, d) for key, d in sorted(_current(deltas).items()) if no_email(key[0])
+        )
+        email = f"{customer}@example.org"
+        learnt = replace(last, identifiers={**last.identifiers, "email": email}, seq=10**6)
+        produce_with_members(kafka_bootstrap_servers, topic, members_topic, 2, [learnt])
+        deltas.append(learnt)
+        want = _by_identity(deltas, email_first)
+        assert audience in want[f"email:{email}"]
+        assert audience not in want.get(f"external_id:{customer}", set())
+        _wait(lambda: _profiles(admin) == want, "the real-time move")
+    assert results[0].stats.moved[audience] == 1
+    assert admin.report()["violations"] == []
+
+    # at start-up: external_id now comes first, so every value on an email profile moves
+    id_first = ["external_id", "email"]
+    want = _by_identity(deltas, id_first)
+    before = _by_identity(deltas, email_first)
+    moving = sum(len(v) for key, v in before.items() if key.startswith("email:"))
+    with _delivering(config(id_first)) as results:
+        _wait(lambda: _profiles(admin) == want, "the profiles under external_id first")
+    assert all(key.startswith("external_id:") for key in want)
+    assert sum(results[0].stats.moved.values()) == moving > 0
+    assert sum(results[0].stats.backfilled.values()) == moving
+    assert admin.report()["violations"] == []
+    assert admin.report()["counters"].get("remove_never_added", 0) == 0
+
+
+def _holdout_values(deltas: list[MembershipDelta], mode: str) -> dict[str, set[str]]:
+    """customer -> what its profile should hold with ``holdout: mode``: a holdout member
+    nothing (skip) or ``<audience>__holdout`` (marker), from its latest delta."""
+    out: dict[str, set[str]] = {}
+    for (customer, audience), last in _current(deltas).items():
+        if last.holdout and mode == "skip":
+            continue
+        out.setdefault(customer, set()).add(audience + "__holdout" if last.holdout else audience)
+    return out
+
+
+def test_switching_the_holdout_setting_moves_the_existing_values(
+    tmp_path: Path, kafka_bootstrap_servers: str, standins: StandInServer
+) -> None:
+    held = lambda d: zlib.crc32(f"{d.audience}/{d.customer_id}".encode()) % 3 == 0  # noqa: E731
+    deltas = [
+        replace(d, holdout=True) if held(d) else d
+        for d in synthetic_deltas(customers=150, events=4000, seed=37)
+    ]
+    topic, members_topic = _topics(kafka_bootstrap_servers, 2)
+    produce_with_members(kafka_bootstrap_servers, topic, members_topic, 2, deltas)
+    admin = StandInAdmin(standins.urls["braze"])
+    admin.faults(strict=True)
+    group = f"holdout-{uuid.uuid4().hex[:8]}"
+
+    def config(mode: str) -> Path:
+        return _config(
+            tmp_path / "c.yaml", kafka_bootstrap_servers, topic, standins.urls["braze"],
+            group, holdout=mode,
+        )  # fmt: skip
+
+    def profiles() -> dict[str, set[str]]:
+        return braze_members(admin.profiles())
+
+    def now_held(mode: str) -> MembershipDelta:
+        """A member delivered as itself is made a holdout member in real time."""
+        key, last = next(
+            (k, d) for k, d in sorted(_current(deltas).items())
+            if not d.holdout and not any(x.customer_id == k[0] and x.seq >= 10**6 for x in deltas)
+        )  # fmt: skip
+        later = replace(last, holdout=True, seq=10**6 + len(deltas))
+        produce_with_members(kafka_bootstrap_servers, topic, members_topic, 2, [later])
+        deltas.append(later)
+        assert (key[1] + "__holdout" in _holdout_values(deltas, mode).get(key[0], set())) == (
+            mode == "marker"
+        )
+        return later
+
+    def holdouts() -> int:
+        return sum(1 for d in _current(deltas).values() if d.holdout)
+
+    with _delivering(config("marker")) as results:
+        _wait(lambda: profiles() == _holdout_values(deltas, "marker"), "the markers")
+        assert holdouts() > 0
+        renamed = now_held("marker")  # its value becomes the marker, on the same profile
+        _wait(lambda: profiles() == _holdout_values(deltas, "marker"), "the renamed value")
+    assert results[0].stats.moved[renamed.audience] == 1
+    assert admin.report()["violations"] == []
+
+    # skip: every marker is removed from exactly the profiles it is on
+    markers = holdouts()
+    with _delivering(config("skip")) as results:
+        _wait(lambda: profiles() == _holdout_values(deltas, "skip"), "no markers")
+        dropped = now_held("skip")  # and in real time, a new holdout member loses its value
+        _wait(lambda: profiles() == _holdout_values(deltas, "skip"), "the dropped value")
+    skipped = results[0].stats
+    assert sum(skipped.detached.values()) == markers
+    exits = sum(n for (_, op), n in skipped.delivered.items() if op == "exit")
+    assert exits == markers + 1  # the detached markers and the dropped value
+    assert skipped.holdout_skipped[dropped.audience] >= 1
+    assert admin.report()["violations"] == []
+
+    # marker again: the markers are backfilled
+    with _delivering(config("marker")) as results:
+        _wait(lambda: profiles() == _holdout_values(deltas, "marker"), "the markers again")
+    assert sum(results[0].stats.backfilled.values()) == holdouts()
     assert admin.report()["violations"] == []
     assert admin.report()["counters"].get("remove_never_added", 0) == 0
