@@ -16,7 +16,20 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from streamsync.dev.broker import kafka_bootstrap
 from streamsync.dev.registry import schema_registry
+from streamsync.observability.logs import REDACTOR
 from tests.topics import create_topics
+
+
+@pytest.fixture(autouse=True)
+def _redactor_per_test() -> Iterator[None]:
+    """The log redactor is process-wide: a process registers its configuration's secrets
+    once. Tests run many configurations in one process, so each test's secrets are
+    forgotten after it; otherwise a short secret of one test ("key") is masked in the
+    output another test checks, and the outcome depends on the order tests run in."""
+    saved = (REDACTOR._secrets, REDACTOR._short, REDACTOR._short_pattern)
+    yield
+    with REDACTOR._lock:
+        REDACTOR._secrets, REDACTOR._short, REDACTOR._short_pattern = saved
 
 
 @pytest.fixture(scope="session")
