@@ -211,39 +211,14 @@ class Engine:
 
     def process(self, event: Event) -> list[MembershipDelta]:
         """Take one record (in arrival order); return the deltas it lets the engine emit."""
-        rid = event.record_id
-        if rid is not None:
-            seen = self._seen
-            before = self._seen_before
-            if rid in seen or rid in self._seen_old or (before is not None and before(rid)):
-                self._duplicates += 1
-                return []
-            seen.add(rid)
-        ts = event.timestamp_ms
-        closed = self._closed
-        if ts < closed:
-            if ts >= closed - self.lateness:
-                self._late += 1  # applied at the open instant with its own time
-            else:
-                self._too_late += 1
-                event = replace(event, timestamp_ms=closed)
-            ts = closed
+        accepted = self._accept(event)
+        if accepted is None:
+            return []
+        event, ts = accepted
         entry = (ts, self._arrivals, event)
         heapq.heappush(self._buffer, entry)
         self.last_accepted = entry
-        self._arrivals += 1
-        received = event.received_ms
-        if received is not None and ts > received + self.lateness:
-            self._ahead += 1  # its own time waits; the clock moves as far as received
-            ts = received + self.lateness
-        if ts > self._max_seen:
-            self._max_seen = ts
-            if self.dedup_horizon is not None:
-                self._rotate_seen(ts)
-            limit = ts - self.lateness
-            if self.auto_advance and limit > self._closed:
-                self._advance(limit)
-        return self._take()
+        return self._arrived(event, ts)
 
     def process_held(
         self, event: Event, hold: Callable[[Event, int], None]
@@ -255,28 +230,43 @@ class Engine:
         it back through :meth:`attribute` from :attr:`before_advance`, or never. The
         arrival number keeps its place among records of the same instant (the later in
         the log wins a tie, wherever it waited)."""
+        accepted = self._accept(event)
+        if accepted is None:
+            return []
+        event, ts = accepted
+        hold(event, self._arrivals)
+        return self._arrived(event, ts)
+
+    def _accept(self, event: Event) -> tuple[Event, int] | None:
+        """The first half of taking a record: ``None`` for a duplicate, else the record
+        (moved to the open instant when too late) and the instant it is buffered at."""
         rid = event.record_id
         if rid is not None:
             seen = self._seen
             before = self._seen_before
             if rid in seen or rid in self._seen_old or (before is not None and before(rid)):
                 self._duplicates += 1
-                return []
+                return None
             seen.add(rid)
         ts = event.timestamp_ms
         closed = self._closed
         if ts < closed:
             if ts >= closed - self.lateness:
-                self._late += 1
+                self._late += 1  # applied at the open instant with its own time
             else:
                 self._too_late += 1
                 event = replace(event, timestamp_ms=closed)
             ts = closed
-        hold(event, self._arrivals)
+        return event, ts
+
+    def _arrived(self, event: Event, ts: int) -> list[MembershipDelta]:
+        """The second half, once the record is buffered or held at ``ts``: count the
+        arrival and move the clock (a record stamped ahead only as far as it was
+        received, plus the lateness)."""
         self._arrivals += 1
         received = event.received_ms
         if received is not None and ts > received + self.lateness:
-            self._ahead += 1
+            self._ahead += 1  # its own time waits; the clock moves as far as received
             ts = received + self.lateness
         if ts > self._max_seen:
             self._max_seen = ts
