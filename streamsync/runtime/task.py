@@ -169,7 +169,7 @@ class Task:
         self._new: list[tuple[int, int, Event]] = []
         self._new_ids: list[str] = []
         self._event_segments: dict[int, int] = {}  # segment -> newest effective timestamp
-        self._id_segments: dict[int, int] = {}  # segment -> newest timestamp
+        self._id_segments: dict[int, int] = {}  # segment -> newest record time seen when written
         self._next_segment = 0
         self.store: PartitionStore | None = None
         #: customers in the store (or about to be: created since the last commit)
@@ -488,19 +488,24 @@ class Task:
                 segment = self._segment()
                 out[segment_key(EVENTS_PREFIX, segment)] = value
                 self._event_segments[segment] = max(entry[0] for entry in chunk)
+        clock = engine.clock()
+        max_seen = clock["max_seen"]
         if self._new_ids:
-            newest = max(self.newest.values())
+            # Stamped with the newest record time seen, which these records moved, not
+            # with the inputs' progress: that can lag them by any amount (a repartition
+            # input moves only with the marks that follow its records, a keyed input
+            # read behind the others), and a segment dropped early lets a copy of its
+            # records through as new.
             for _, value in _sized(self._new_ids, encode_ids):
                 segment = self._segment()
                 out[segment_key(IDS_PREFIX, segment)] = value
-                self._id_segments[segment] = newest
+                self._id_segments[segment] = max_seen
             self._new_ids = []
         for segment, newest in list(self._event_segments.items()):
             if newest < closed:  # every record in it has been applied
                 del self._event_segments[segment]
                 out[segment_key(EVENTS_PREFIX, segment)] = None
-        clock = engine.clock()
-        forget = clock["max_seen"] - 2 * self.horizon
+        forget = max_seen - 2 * self.horizon
         for segment, newest in list(self._id_segments.items()):
             if newest < forget:
                 del self._id_segments[segment]

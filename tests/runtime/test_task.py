@@ -456,6 +456,53 @@ def test_record_ids_are_remembered_in_the_store_not_in_memory(tmp_path: Path) ->
     store.close()
 
 
+def test_record_ids_of_rekeyed_records_stay_indexed_while_the_inputs_lag(
+    tmp_path: Path,
+) -> None:
+    """A task's input progress can lag far behind the records it accepts: re-keyed
+    records move a repartition input only through the marks that follow them, and a
+    backlog read unevenly leaves a keyed input behind. The id segment of those records
+    must still live two dedup horizons of the records' own time, so a copy of one read
+    after the commit (a raw record re-keyed twice across a crash, a producer's resend)
+    is a duplicate. It used to be stamped with the inputs' progress and dropped with the
+    same commit, its ids never indexed: a repeated view was counted twice live."""
+    horizon = 60_000
+    store = PartitionStore(tmp_path / "p0")
+
+    def task() -> Task:
+        t = Task(
+            0,
+            ["a", "r"],
+            AUDIENCES,
+            allowed_lateness_ms=0,
+            dedup_horizon_ms=horizon,
+            wall_clock=False,
+            idle_grace_ms=0,
+            merged={"r": frozenset({"raw[0]"})},
+        )
+        t.load(store, "test")
+        return t
+
+    live = task()
+    live.process(Event("x", "track", "Tick", 1_000, "tick-0", source=SourcePosition("a", 0, 0)))
+    rekeyed = [
+        Event(f"c{n % 7}", "track", "Product Viewed", 1_000 + n * horizon, f"view-{n}",
+              properties={"product_id": "p1"}, source=SourcePosition("r", 0, n))
+        for n in range(1, 9)
+    ]  # fmt: skip
+    for event in rekeyed:
+        live.process(event)
+    live.advance(0)
+    live.persist(live.changes(), 1)
+    assert store.has_record_id("view-8")
+    for again in (live, task()):  # the same process, and after a restart
+        before = again.engine.stats.duplicates
+        for event in rekeyed[-2:]:
+            assert again.process(event) == []
+        assert again.engine.stats.duplicates - before == 2
+    store.close()
+
+
 def test_record_ids_leave_the_index_with_their_segment(tmp_path: Path) -> None:
     """Also when the segment's removal comes from the changelog into a fresh copy."""
     store = PartitionStore(tmp_path / "p0")
