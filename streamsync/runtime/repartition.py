@@ -170,9 +170,11 @@ class MergedInput:
         self.confirmed.discard(key)
         self.dirty = True
 
-    def at_end(self) -> list[tuple[str, int]]:
-        """``(source key, end offset)`` of the raw partitions last reported at their end."""
-        return [(key, mark[2]) for key, mark in self.marks.items() if mark[1]]
+    def empty_at_end(self) -> list[tuple[str, int]]:
+        """``(source key, end offset)`` of the raw partitions last reported at their end
+        without having given a record: the only ones whose end the broker must confirm
+        (see :meth:`newest`)."""
+        return [(key, mark[2]) for key, mark in self.marks.items() if mark[1] and mark[0] == _NONE]
 
     def confirm(self, key: str, end: int) -> None:
         """The broker reports ``end`` as raw partition ``key``'s end now: its mark's
@@ -186,12 +188,15 @@ class MergedInput:
     def newest(self, *, trust_ends: bool) -> int | None:
         """The progress of the merged input: the lowest newest event time of the raw
         partitions that may still give records; ``None`` while one of those has not
-        reported any. A raw partition at its end holds nothing back (with or without
-        the wall clock), as a keyed input at its end does not: live (``trust_ends``)
-        as soon as it is reported at its end; without the wall clock once the broker
-        confirmed that end after the task's latest records were read (:meth:`confirm`),
-        so records produced to it together with those are never passed by the clock.
-        When all hold nothing back, the newest of them all."""
+        reported any. Live (``trust_ends``) a raw partition reported at its end holds
+        nothing back, as a keyed input at its end does not. Without the wall clock
+        (replaying history exactly) it is treated as a keyed input is: one that has
+        given records still counts with its newest, since only each partition's own
+        order is certain (a producer's batch for it may be appended after records of
+        other partitions produced later, so the broker confirming its end proves
+        nothing about them), and one that has given nothing holds nothing back once
+        the broker confirmed its end after the task's latest records were read
+        (:meth:`confirm`). When all hold nothing back, the newest of them all."""
         low: int | None = None
         high: int | None = None
         confirmed = self.confirmed
@@ -200,7 +205,7 @@ class MergedInput:
             if mark is None:
                 return None
             newest, caught_up, _ = mark
-            if caught_up and (trust_ends or newest == _NONE or key in confirmed):
+            if caught_up and (trust_ends or (newest == _NONE and key in confirmed)):
                 if newest != _NONE and (high is None or newest > high):
                     high = newest
                 continue
@@ -211,9 +216,9 @@ class MergedInput:
 
     def settled(self, *, trust_ends: bool) -> bool:
         """Every raw partition was last reported at its end and, unless ``trust_ends``,
-        each end that had records was confirmed (see :meth:`newest`)."""
+        each that has given nothing had its end confirmed (see :meth:`newest`)."""
         return self.caught_up() and (
-            trust_ends or all(m[0] == _NONE or k in self.confirmed for k, m in self.marks.items())
+            trust_ends or all(m[0] != _NONE or k in self.confirmed for k, m in self.marks.items())
         )
 
     def caught_up(self) -> bool:

@@ -189,11 +189,12 @@ class Router:
         Without the wall clock, history is replayed exactly: for each task that read
         records since the last commit, every input at its known end that has never
         given a record, and every raw partition behind a repartition input reported at
-        its end, is asked of the broker (``query_end``, once per partition per call). A
-        fetch reports a partition's end only with records of it, so a known end may be
-        older than the records just read: records produced to that partition together
-        with them must not find the clock already past them. (A keyed input that has
-        given records holds the clock at its newest anyway: see :meth:`Task.watermark`.)"""
+        its end without a record, is asked of the broker (``query_end``, once per
+        partition per call). A fetch reports a partition's end only with records of
+        it, so a known end may be older than the records just read: records produced
+        to that partition together with them must not find the clock already past
+        them. (An input that has given records, keyed or raw, holds the clock at its
+        newest anyway: see :meth:`Task.watermark`.)"""
         end_offset = self.end_offset
         positions = self.positions
         asked: dict[Position, int] = {}
@@ -224,9 +225,8 @@ class Router:
                 task.place(topic, position, end)
                 merged = task.merged.get(topic)
                 if merged is not None:
-                    ends = {
-                        key: self._ask(asked, *parse_source_key(key)) for key, _ in merged.at_end()
-                    }
+                    empty = merged.empty_at_end()
+                    ends = {key: self._ask(asked, *parse_source_key(key)) for key, _ in empty}
                     task.confirm_sources(topic, ends)
 
     def _ask(self, asked: dict[Position, int], topic: str, partition: int) -> int:

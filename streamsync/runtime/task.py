@@ -19,9 +19,12 @@ the wall clock (replaying history exactly) a keyed input at its end still counts
 its newest record (only each partition's own order is certain: its producer may append
 records older than another topic's newest); one that has given nothing counts as
 caught up only once the broker confirmed its end after the task's latest records were
-read (the router asks). The raw partitions behind a repartition input, which one that
-finished early would otherwise pin for good, hold nothing back once their end is
-confirmed that way. While a backlog is being read
+read (the router asks). The raw partitions behind a repartition input count the same
+way: one that has given records holds the clock at its newest, even at its end (a
+producer's batch for it can be appended after records of other partitions produced
+later, so a confirmed end proves nothing about those), so without the wall clock a raw
+partition that finished early holds the clock, as a keyed one does, until the run's
+end. While a backlog is being read
 only event time moves it, so evaluating a finished log from the start gives what
 ``replay`` gives. A repartition input (see :mod:`streamsync.runtime.repartition`)
 merges many raw partitions: its progress is what the raw partitions' marks report, and
@@ -268,17 +271,17 @@ class Task:
         """Instants before this are final for this task (``UNKNOWN`` if none is): see
         the module docstring. A partition that has given nothing yet and is not caught
         up holds it (its first records may be old); a caught-up one holds nothing back,
-        except, without the wall clock, a keyed input that has given records: it still
-        counts with its newest, since its producer may append records older than
-        another topic's newest (only each partition's own order is certain)."""
+        except, without the wall clock, an input that has given records (a keyed input,
+        or a raw partition behind a repartition input): it still counts with its
+        newest, since its producer may append records older than another topic's
+        newest (only each partition's own order is certain)."""
         lateness = self.lateness
         wall_clock = self.wall_clock
-        merged = self.merged
         low = NEVER
         high = UNKNOWN
         for topic in self.topics:
             newest = self.newest[topic]
-            if self.caught_up[topic] and (wall_clock or newest == UNKNOWN or topic in merged):
+            if self.caught_up[topic] and (wall_clock or newest == UNKNOWN):
                 if newest != UNKNOWN and newest - lateness > high:
                     high = newest - lateness
                 continue

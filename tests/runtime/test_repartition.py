@@ -95,33 +95,48 @@ def test_the_repartition_input_waits_for_every_raw_partition() -> None:
     assert task.watermark(now_ms=10**13) == 690
 
 
-def test_an_empty_raw_partition_at_its_end_holds_nothing_back() -> None:
+def test_an_empty_raw_partition_at_its_end_holds_nothing_back_once_its_end_is_confirmed() -> None:
+    """Without the wall clock, as an empty keyed input: only once the broker confirmed
+    its end after the task's latest records were read."""
     task = _task()
     task.process(_event("keyed", 1_000))
     task.mark(INTERNAL, encode_mark(RAW, 0, 2_000, False))
-    task.mark(INTERNAL, encode_mark(RAW, 1, UNKNOWN, True))
+    task.mark(INTERNAL, encode_mark(RAW, 1, UNKNOWN, True, 0))
+    assert task.watermark(now_ms=10**13) == UNKNOWN
+    task.confirm_sources(INTERNAL, {source_key(RAW, 1): 0})
     assert task.watermark(now_ms=10**13) == 990
 
 
-@pytest.mark.parametrize("wall_clock", [False, True])
-def test_a_raw_partition_at_its_end_holds_nothing_back(wall_clock: bool) -> None:
-    """A raw partition that finished early (its newest record months behind the other)
-    must not pin the merged input: the one still being read decides."""
-    task = _task(wall_clock=wall_clock)
+def test_live_a_raw_partition_at_its_end_holds_nothing_back() -> None:
+    """With the wall clock, a raw partition that finished early (its newest record
+    months behind the other) does not pin the merged input: the one still being read
+    decides."""
+    task = _task(wall_clock=True)
     task.mark(INTERNAL, encode_mark(RAW, 0, 100, True, 7))
     task.mark(INTERNAL, encode_mark(RAW, 1, 5_000, False))
     task.process(_event("keyed", 9_000))
-    if not wall_clock:  # its end must be confirmed after the latest records were read
-        assert task.watermark(now_ms=10**13) == 90
-        task.confirm_sources(INTERNAL, {source_key(RAW, 0): 9})  # appended to since
-        assert task.watermark(now_ms=10**13) == 90
-        task.confirm_sources(INTERNAL, {source_key(RAW, 0): 7})
     assert task.watermark(now_ms=10**13) == 4_990
     task.mark(INTERNAL, encode_mark(RAW, 1, 8_000, True, 40))  # both at their end
-    if not wall_clock:
-        task.confirm_sources(INTERNAL, {source_key(RAW, 0): 7, source_key(RAW, 1): 40})
     assert task.newest[INTERNAL] == 8_000
     assert task.watermark(now_ms=10**13) == 7_990  # the merged input is now at 8000
+
+
+def test_without_the_wall_clock_a_raw_partition_at_its_end_counts_with_its_newest() -> None:
+    """As a keyed input at its end does: a producer's batch for it may be appended after
+    records of other partitions produced later, so even an end the broker confirmed
+    after the task's latest records were read does not release the clock past it."""
+    task = _task()
+    task.mark(INTERNAL, encode_mark(RAW, 0, 100, True, 7))
+    task.mark(INTERNAL, encode_mark(RAW, 1, 5_000, False))
+    task.process(_event("keyed", 9_000))
+    assert task.watermark(now_ms=10**13) == 90
+    task.confirm_sources(INTERNAL, {source_key(RAW, 0): 7})
+    assert task.watermark(now_ms=10**13) == 90
+    task.mark(INTERNAL, encode_mark(RAW, 0, 6_000, True, 9))  # it gave more records
+    assert task.watermark(now_ms=10**13) == 4_990  # raw[1] decides now
+    task.mark(INTERNAL, encode_mark(RAW, 1, 8_000, True, 40))  # both at their end
+    assert task.newest[INTERNAL] == 6_000
+    assert task.watermark(now_ms=10**13) == 5_990
 
 
 def test_caught_up_only_when_every_raw_partition_was_at_its_end() -> None:
@@ -150,7 +165,7 @@ def test_marks_read_are_part_of_the_tasks_state(tmp_path: Path) -> None:
     finally:
         store.close()
     assert restored.merged[INTERNAL].marks == task.merged[INTERNAL].marks
-    # raw[0] is at its end, but without the wall clock only a confirmed end is trusted
+    # without the wall clock raw[0] counts with its newest although at its end
     assert restored.newest[INTERNAL] == 2_000
     assert task.changes() == {}  # nothing new since
 
