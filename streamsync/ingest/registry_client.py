@@ -56,8 +56,9 @@ from streamsync.ingest.config import (
     SchemaRegistryConfig,
 )
 
-#: More references than this behind one writer schema is not a schema a producer wrote.
-MAX_REFERENCES = 1000
+#: More references than this behind one writer schema is not a schema a producer wrote
+#: (and resolving them recurses once per level, well inside Python's stack).
+MAX_REFERENCES = 200
 
 
 class RegistryUnavailable(Unavailable):
@@ -223,11 +224,13 @@ class ConfluentSchemaRegistry:
 
         def visit(schema: Schema) -> None:
             for reference in schema.references or ():
-                if reference.subject is None or reference.version is None:
+                version_number = reference.version
+                if reference.subject is None or type(version_number) is not int:
                     raise BadSchemaError(
-                        f"schema id {schema_id} has a reference without a subject or version"
+                        f"schema id {schema_id} has a reference without a subject or a "
+                        "version number"
                     )
-                key = (reference.subject, int(reference.version))
+                key = (reference.subject, version_number)
                 if key in done:
                     continue
                 if key in on_path:

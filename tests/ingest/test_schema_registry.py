@@ -48,6 +48,7 @@ from streamsync.ingest.config import IngestConfig, SchemaRegistryConfig
 from streamsync.ingest.errors import DecodeError, DecodeReason
 from streamsync.ingest.pipelines import pipelines_event
 from streamsync.ingest.registry_client import (
+    MAX_REFERENCES,
     ConfluentSchemaRegistry,
     RegistryUnavailable,
     configured_registry,
@@ -518,3 +519,23 @@ def test_the_readme_shows_every_schema_registry_setting_with_its_default() -> No
     defaults = SchemaRegistryConfig(url=shown.url)
     assert shown.unknown_id_retry_ms == defaults.unknown_id_retry_ms
     assert shown.max_lookups_per_s == defaults.max_lookups_per_s
+
+
+def test_a_chain_of_references_longer_than_the_bound_is_a_bad_schema() -> None:
+    """Resolving recurses once per level: a chain longer than ``MAX_REFERENCES`` is
+    refused as a bad schema, before Python's own stack limit could turn it into a
+    traceback."""
+    length = MAX_REFERENCES + 1
+    recorded = _RecordedRegistry({1: _recorded({"type": "string"}, [("T0", "s0")])})
+    for level in range(length):
+        refs = [(f"T{level + 1}", f"s{level + 1}")] if level + 1 < length else []
+        schema = {"type": "fixed", "name": f"T{level}", "size": 1}
+        recorded.versions[(f"s{level}", 1)] = {
+            "subject": f"s{level}",
+            "version": 1,
+            "id": level + 2,
+            **_recorded(schema, refs),
+        }
+    registry = ConfluentSchemaRegistry(cast(SchemaRegistryClient, recorded), "http://r")
+    with pytest.raises(BadSchemaError, match=f"more than {MAX_REFERENCES} references"):
+        registry.schema(1)
