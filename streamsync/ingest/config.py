@@ -15,6 +15,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from streamsync.credentials import Credentials
+from streamsync.runtime.config import Duration
 
 TopicFormat = Literal["pipelines_json", "webhook_json", "pipelines_avro", "webhook_avro"]
 #: Identifier kinds a webhook topic's identity policy may list (``Event.id_kind``).
@@ -26,6 +27,13 @@ DEFAULT_WEBHOOK_IDENTITY: tuple[IdKind, ...] = ("id", "email", "cio_id", "custom
 #: Default for how far an event time may be ahead of the reference clock: one day.
 DEFAULT_MAX_CLOCK_SKEW_S = 24 * 60 * 60
 DEFAULT_DEAD_LETTER_TOPIC = "streamsync.dead-letter"
+#: Default for how long a schema id the registry did not hold is answered "unknown"
+#: before it is asked for again: long enough that a flood of records with a bad id costs
+#: one lookup per interval, short enough that a replica that lagged behind a producer's
+#: registration is caught up with within seconds.
+DEFAULT_UNKNOWN_ID_RETRY_MS = 10_000
+#: Default bound on the registry lookups of ids not yet known, per second.
+DEFAULT_MAX_LOOKUPS_PER_S = 50
 
 
 class _Model(BaseModel):
@@ -116,6 +124,25 @@ class SchemaRegistryConfig(_Model):
     password_from: Credentials | None = Field(
         default=None, description="HTTP basic auth password: {env: VAR} or {file: PATH}."
     )
+    unknown_id_retry_ms: Duration = Field(
+        default=DEFAULT_UNKNOWN_ID_RETRY_MS,
+        ge=100,
+        le=3_600_000,
+        alias="unknown_id_retry",
+        description="An id the registry did not hold is answered unknown (its records "
+        "dead-lettered unknown_schema_id) for this long, then asked for again: a "
+        "registry replica that lags behind a producer's registration is caught up with.",
+    )
+    max_lookups_per_s: int = Field(
+        default=DEFAULT_MAX_LOOKUPS_PER_S,
+        gt=0,
+        le=10_000,
+        description="At most this many lookups of ids not yet known a second (a burst of "
+        "as many): beyond it an id is answered unknown without asking, so a flood of "
+        "bad ids cannot load the registry.",
+    )
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
     @model_validator(mode="after")
     def _check(self) -> SchemaRegistryConfig:

@@ -176,6 +176,38 @@ def event_time_ms(record: dict[str, Any], record_ms: int | None = None) -> int:
 DEFAULT_RULE = PIPELINES_RULE
 
 
+# The record-id and time lines every Data Pipelines record shares (track and the other
+# call types in pipelines_event, aliases in _alias). Each caller keeps its own order of
+# them and of the skew check, so which error a record with several faults gets is as it
+# was; the common case (a messageId, a timestamp) is a dict lookup and a type check.
+
+
+def _record_id(record: dict[str, Any]) -> str:
+    """``messageId``, or the content-derived id when it is absent or empty."""
+    record_id = record.get("messageId")
+    if type(record_id) is str and record_id:
+        return record_id
+    if record_id is not None and record_id != "":
+        raise wrong_type("messageId", "a string", record_id)
+    return derived_record_id(record)
+
+
+def _event_ms(record: dict[str, Any], record_ms: int | None) -> int:
+    """The event time: ``timestamp`` at once, else the spec's derivation
+    (:func:`event_time_ms`)."""
+    timestamp = record.get("timestamp")
+    if timestamp is not None:
+        return parse_timestamp_ms(timestamp)
+    return event_time_ms(record, record_ms)
+
+
+def _received_ms(record: dict[str, Any], record_ms: int | None) -> int | None:
+    """When the record reached the server: ``receivedAt``, else the Kafka record's time
+    (``None`` for a file record without one)."""
+    received = record.get("receivedAt")
+    return record_ms if received is None else parse_timestamp_ms(received, "receivedAt")
+
+
 def _identifiers(
     traits: dict[str, Any], context_traits: dict[str, Any], prefix: str
 ) -> dict[str, str]:
@@ -242,19 +274,11 @@ def pipelines_event(
             DecodeReason.UNKNOWN_TYPE,
             "type is not one of track, identify, page, screen, group, alias",
         )
-    # Each field is read inline with its common case first; the helpers only run for the
+    # Each field is read with its common case first; the helpers only run for the
     # unusual cases (absent, null, wrong type), which keeps the hot path to dict lookups.
-    record_id = record.get("messageId")
-    if type(record_id) is not str or not record_id:
-        if record_id is not None and record_id != "":
-            raise wrong_type("messageId", "a string", record_id)
-        record_id = derived_record_id(record)
-    timestamp = record.get("timestamp")
-    timestamp_ms = (
-        parse_timestamp_ms(timestamp) if timestamp is not None else event_time_ms(record, record_ms)
-    )
-    received = record.get("receivedAt")
-    received_ms = record_ms if received is None else parse_timestamp_ms(received, "receivedAt")
+    record_id = _record_id(record)
+    timestamp_ms = _event_ms(record, record_ms)
+    received_ms = _received_ms(record, record_ms)
     if latest_ms is not None and timestamp_ms > latest_ms:
         check_skew(timestamp_ms, latest_ms)
     anonymous_id = record.get("anonymousId")
@@ -338,19 +362,14 @@ def _alias(
     """An alias as a link: ``previousId`` becomes an id of ``userId`` at the record's
     time. Validated like any record (id, time, bound); an alias naming no customer, or
     itself, links nothing and is skipped as an alias."""
-    record_id = record.get("messageId")
-    if type(record_id) is not str or not record_id:
-        if record_id is not None and record_id != "":
-            raise wrong_type("messageId", "a string", record_id)
-        record_id = derived_record_id(record)
-    timestamp_ms = event_time_ms(record, record_ms)
+    record_id = _record_id(record)
+    timestamp_ms = _event_ms(record, record_ms)
     if latest_ms is not None and timestamp_ms > latest_ms:
         check_skew(timestamp_ms, latest_ms)
     previous = require_str(record, "previousId")
     key = rule.resolve(record, kafka_key)
     if key is None or key[0] == previous:
         return SKIPPED_TYPES[ALIAS]
-    received = record.get("receivedAt")
     return Event(
         customer_id=key[0],
         kind=ALIAS,
@@ -360,5 +379,5 @@ def _alias(
         source=source,
         id_kind=key[1],
         linked_id=previous,
-        received_ms=record_ms if received is None else parse_timestamp_ms(received, "receivedAt"),
+        received_ms=_received_ms(record, record_ms),
     )

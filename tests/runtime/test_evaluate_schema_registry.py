@@ -4,7 +4,8 @@ broker: the input is Confluent-framed Avro as a producer team writes it with
 subject), and the deltas are Avro under ``deltas.subject``, read back by
 ``confluent_kafka``'s own deserializer. Nothing on either side uses streamsync's
 encoders, so what is proved is that the ids and bytes agree with the standard client,
-not merely with themselves. Credentials are checked by a basic-auth gate in front of
+not merely with themselves; a writer schema with references to another subject is
+resolved as the serializer resolved it. Credentials are checked by a basic-auth gate in front of
 the registry (Apicurio 2.6 authenticates only through an OpenID Connect server): the
 configured ones are sent, and refused ones stop evaluate with one line."""
 
@@ -28,7 +29,7 @@ from typing import Any
 import orjson
 import pytest
 from confluent_kafka import Producer
-from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
+from confluent_kafka.schema_registry import Schema, SchemaReference, SchemaRegistryClient
 from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerializer
 from confluent_kafka.serialization import MessageField, SerializationContext
 
@@ -351,3 +352,48 @@ def test_explain_live_and_diff_read_registry_framed_input(
     snapshot = read_snapshot(config, timeout_s=60)
     assert snapshot.records_read == len(records) and snapshot.undecodable == 0
     assert sum(len(task.events) for task in snapshot.tasks.values()) > 0
+
+
+def test_input_whose_writer_schema_references_another_subject_evaluates_as_replay(
+    kafka_bootstrap_servers: str, tmp_path: Path, registry_url: str
+) -> None:
+    """A producer team's writer schema carries a field of a type registered under
+    another subject (Confluent ``references``), written by confluent_kafka's own
+    AvroSerializer: evaluate resolves the reference, dead-letters nothing and emits
+    exactly replay's transitions of the same records."""
+    stream = Stream(kafka_bootstrap_servers, partitions=1)
+    client = SchemaRegistryClient({"url": registry_url})
+    namespace = f"io.example.t{time.time_ns()}"
+    device = {
+        "type": "record",
+        "name": "Device",
+        "namespace": namespace,
+        "fields": [{"name": "model", "type": "string"}],
+    }
+    device_subject = f"{stream.pipelines}-device"
+    client.register_schema(device_subject, Schema(orjson.dumps(device).decode(), "AVRO"))
+    writer = orjson.loads(PIPELINES_SCHEMA_PATH.read_bytes())
+    writer["fields"].append({"name": "device", "type": f"{namespace}.Device"})
+    reference = SchemaReference(f"{namespace}.Device", device_subject, 1)
+    serializer = AvroSerializer(client, Schema(orjson.dumps(writer).decode(), "AVRO", [reference]))
+    context = SerializationContext(stream.pipelines, MessageField.VALUE)
+    producer = Producer({"bootstrap.servers": kafka_bootstrap_servers, "enable.idempotence": True})
+    records = [r for r in synthetic(40, 800, seed=43) if not is_webhook_record(r)]
+    for record in records:
+        value = serializer({**_datum(record), "device": {"model": "p9"}}, context)
+        producer.produce(stream.pipelines, value, customer_of(record).encode(), partition=0)
+        stream.lines.append(orjson.dumps(record))
+    assert producer.flush(30) == 0
+    assert client.get_latest_version(f"{stream.pipelines}-value").schema.references
+
+    config = load_config(_config(stream, tmp_path, registry_url, f"{stream.deltas}-value"))
+    stats = Application(config).run(idle_timeout_s=2.0)
+    assert stats.records == len(records) and stats.dead_lettered == 0
+    wait_until_committed(stream, timeout_s=30)
+    live = [
+        decode_avro_framed(m.value())
+        for m in read_committed(kafka_bootstrap_servers, stream.deltas)
+    ]
+    expected = replay_deltas(stream.lines, until_ms=int(time.time() * 1000))
+    assert len(expected) > 50
+    assert keys(live) == keys(expected)
