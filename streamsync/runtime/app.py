@@ -152,9 +152,10 @@ class Runtime:
                 plan.raw_partitions,
                 settings.repartition_partitioner,
             )
-            if admin is not None:
-                interval_s = settings.repartition_purge_interval_ms / 1000
-                purger = Purger(admin, names.rekeyed.values(), interval_s)
+        internal = [*names.rekeyed.values(), *names.identity_topics]
+        if internal and admin is not None:
+            interval_s = settings.repartition_purge_interval_ms / 1000
+            purger = Purger(admin, internal, interval_s)
         identity = None
         if names.identity:
             identity = IdentityStage(

@@ -152,7 +152,11 @@ def test_live_identity_survives_sigkill_and_rebalance(
     # Below the lowest clock any task can have reached (without the wall clock, every
     # task's clock waits for the slowest input partition, through the identity topics).
     cut = min(stream.newest.values()) - 2 * LATENESS_MS
-    expected = {k for k in keys(replay_identity(stream.lines)) if k[3] < cut}
+    replayed = replay_identity(stream.lines)
+    expected = {k for k in keys(replayed) if k[3] < cut}
     assert len(expected) > 200
+    assert len({k for k in keys([d for d in replayed if d.stitched]) if k[3] < cut}) > 10
     got = {k for k in counted if k[3] < cut}
     assert got == expected, (sorted(got - expected)[:5], sorted(expected - got)[:5])
+    stitched = {k for d in live if d.stitched for k in keys([d]) if k[3] < cut}
+    assert stitched == {k for k in keys([d for d in replayed if d.stitched]) if k[3] < cut}
