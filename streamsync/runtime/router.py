@@ -17,6 +17,10 @@ outcome has one place:
   consumer returns while a broker restarts;
 * a record of a re-keyed topic: decoded and produced, keyed by customer, to its
   repartition topic (see :mod:`streamsync.runtime.repartition`);
+* with identity resolved live (:mod:`.identity_stage`): each event of an input is its
+  customer's own record, a record or link of another id (produced to the identity
+  topic, keyed by that id), or both; a record of the identity topic goes to its task's
+  identity table, one of the forward topic to its task's engine;
 * a record of a partition this process no longer holds (revoked within this very
   batch): skipped;
 * a record of a task input: decoded and handed to its task; the deltas the task emits

@@ -27,6 +27,11 @@ only event time moves it, so evaluating a finished log from the start gives what
 merges many raw partitions: its progress is what the raw partitions' marks report, and
 it is caught up only when they all were at their end.
 
+Identity (``identity.live``; see :mod:`streamsync.runtime.identity_stage`). The task
+also keeps the identity table of partition ``p`` of the identity topic. That input holds
+only the table's clock (:meth:`Task.decide_identity`); the forward topic, which brings
+what links attribute to the task's customers, holds the customers' clock like any input.
+
 State. After each commit the task hands over its changes as store keys (see
 :mod:`streamsync.state.codec`): the customers the engine changed, the records accepted
 in this commit that are still in the reorder buffer (one segment), their record ids,
