@@ -22,6 +22,7 @@ from streamsync.deltas.record import MembershipDelta
 from streamsync.identity.config import IdentityConfig
 from streamsync.identity.resolver import IdentityResolver, IdentityStats
 from streamsync.ingest.jsonl import read_events
+from streamsync.runtime.repartition import repartition_topic
 from streamsync.runtime.topics import forward_topic, identity_topic
 from tests.runtime.evaluate_support import EXAMPLE_AUDIENCES, Stream
 from tests.topics import create_topics
@@ -145,11 +146,15 @@ class IdentityStream(Stream):
     """:class:`Stream`'s topics plus one of anonymous records keyed by ``anonymousId``
     (co-partitioned: an input like any other); identity is resolved live."""
 
-    def __init__(self, bootstrap: str, partitions: int = 3) -> None:
+    def __init__(self, bootstrap: str, partitions: int = 3, *, rekeyed: bool = False) -> None:
         super().__init__(bootstrap, partitions)
         self.anonymous = f"ev-{self.run}.anonymous"
+        #: the anonymous topic is ``repartition: true`` (2 partitions, keyed by
+        #: ``anonymousId`` with another count than the tasks'): re-keyed, not an input
+        self.rekeyed = rekeyed
+        self.anonymous_partitions = 2 if rekeyed else partitions
         admin = AdminClient({"bootstrap.servers": bootstrap})
-        create_topics(admin, [NewTopic(self.anonymous, partitions, 1)])
+        create_topics(admin, [NewTopic(self.anonymous, self.anonymous_partitions, 1)])
         self.routed: dict[str, int] = {}
 
     @property
@@ -162,7 +167,8 @@ class IdentityStream(Stream):
             user = record.get("userId")
             key = str(user or record["anonymousId"])
             topic = self.pipelines if user else self.anonymous
-            partition = zlib.crc32(key.encode()) % self.partitions
+            count = self.partitions if user else self.anonymous_partitions
+            partition = zlib.crc32(key.encode()) % count
             value = orjson.dumps(record)
             producer.produce(topic, value, key.encode(), partition=partition)
             self.routed[topic] = self.routed.get(topic, 0) + 1
@@ -176,7 +182,8 @@ class IdentityStream(Stream):
     def config(self, tmp: Path, state: str = "state", **evaluate: Any) -> Path:
         path = super().config(tmp, state, **evaluate)
         data = orjson.loads(path.read_bytes())
-        data["ingest"]["topics"].append({"name": self.anonymous, "format": "pipelines_json"})
+        topic = {"name": self.anonymous, "format": "pipelines_json", "repartition": self.rekeyed}
+        data["ingest"]["topics"].append(topic)
         data["identity"] = {"live": True}
         path.write_bytes(orjson.dumps(data))
         return path
@@ -190,8 +197,13 @@ class IdentityStream(Stream):
             tps = [
                 TopicPartition(topic, p)
                 for topic in self.inputs + internal
-                for p in range(self.partitions)
+                for p in range(
+                    self.anonymous_partitions if topic == self.anonymous else self.partitions
+                )
             ]
+            if self.rekeyed:
+                internal.append(repartition_topic(self.group, self.anonymous))
+                tps += [TopicPartition(internal[-1], p) for p in range(self.partitions)]
             committed = {(tp.topic, tp.partition): tp.offset for tp in consumer.committed(tps, 10)}
             lag = 0
             for tp in tps:

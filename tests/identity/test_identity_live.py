@@ -39,8 +39,14 @@ def _start() -> int:
     return (int(time.time() * 1000) // DAY - 3) * DAY
 
 
-def test_live_identity_equals_replay(kafka_bootstrap_servers: str, tmp_path: Path) -> None:
-    stream = IdentityStream(kafka_bootstrap_servers)
+@pytest.mark.parametrize("rekeyed", [False, True], ids=["keyed", "rekeyed"])
+def test_live_identity_equals_replay(
+    kafka_bootstrap_servers: str, tmp_path: Path, rekeyed: bool
+) -> None:
+    """The anonymous topic keyed by ``anonymousId`` as an input co-partitioned with the
+    others, or (``rekeyed``) with another partition count, re-keyed by the re-keying
+    stage: its records go to the identity topic from there."""
+    stream = IdentityStream(kafka_bootstrap_servers, rekeyed=rekeyed)
     stream.produce(sessions(seed=31, visitors=160, people=60, start_ms=_start()))
     assert min(stream.routed.values()) > 100
     config = load_config(stream.config(tmp_path))
