@@ -36,7 +36,7 @@ from streamsync.runtime.stats import EvaluateStats
 from streamsync.runtime.task import Task
 from streamsync.runtime.telemetry import EvaluateTelemetry
 from streamsync.runtime.topics import TopicNames
-from streamsync.state.recovery import RestoreStopped, restore_partition
+from streamsync.state.recovery import RestoreStopped, partition_range, restore_partition
 from streamsync.state.store import PartitionStore, StoreDamaged
 
 log = logging.getLogger(__name__)
@@ -172,9 +172,7 @@ class TaskManager:
             task = self.tasks.get(tp.partition)
             if task is None or tp.topic in rekeyed or tp.topic not in task.caught_up:
                 continue
-            low, high = self.restorer.get_watermark_offsets(
-                TopicPartition(tp.topic, tp.partition), timeout=30, cached=False
-            )
+            low, high = partition_range(self.restorer, tp.topic, tp.partition)
             position = tp.offset if tp.offset >= 0 else int(low)
             task.place(tp.topic, position, int(high))
             ranges.setdefault(tp.partition, {})[tp.topic] = (int(low), position)
@@ -305,10 +303,8 @@ class TaskManager:
         return self.settings.state_dir / self.names.changelog / str(partition)
 
     def _changelog_end(self, partition: int) -> int:
-        _, high = self.restorer.get_watermark_offsets(
-            TopicPartition(self.names.changelog, partition), timeout=30, cached=False
-        )
-        return int(high)
+        _, high = partition_range(self.restorer, self.names.changelog, partition)
+        return high
 
     # -- time ----------------------------------------------------------------------------
 

@@ -54,12 +54,13 @@ _LEADERSHIP = frozenset(
 )
 
 
-def changelog_range(
+def partition_range(
     consumer: Consumer, topic: str, partition: int, *, budget_s: float = 30.0
 ) -> tuple[int, int]:
     """``(low, high)`` watermarks of ``topic[partition]``, asked again for up to
     ``budget_s`` while the broker answers with an error that passes once leadership
-    settles (the metadata shows a new topic before its leaders are known everywhere)."""
+    settles (the metadata shows a new topic before its leaders are known everywhere):
+    for the changelog here, for every task input when a task is placed."""
     deadline = time.monotonic() + budget_s
     while True:
         try:
@@ -94,7 +95,7 @@ def restore_partition(
     ``stopping()`` true between batches raises :class:`RestoreStopped`, what was read so
     far written to the store with its offset."""
     say = progress or log.info
-    low, high = changelog_range(consumer, topic, partition)
+    low, high = partition_range(consumer, topic, partition)
     identity = f"{topic}[{partition}]"
     claimed = store.identity
     if claimed is not None and claimed != identity:
