@@ -287,6 +287,25 @@ class Engine:
         at = max(event.timestamp_ms, from_ms, self._closed)
         heapq.heappush(self._buffer, (at, arrival, event))
 
+    def process_attributed(self, event: Event, from_ms: int) -> list[MembershipDelta]:
+        """Take a record of another id that a link attributes to ``event.customer_id``
+        from instant ``from_ms`` on, handed over by a stage that held it elsewhere (the
+        live identity task, which decided its timing): deduplicated as any record, then
+        buffered as :meth:`attribute` does. It moves no clock: the task's watermark
+        does. :attr:`last_accepted` is the buffered entry when it was taken."""
+        rid = event.record_id
+        if rid is not None:
+            before = self._seen_before
+            if rid in self._seen or rid in self._seen_old or (before is not None and before(rid)):
+                self._duplicates += 1
+                return []
+            self._seen.add(rid)
+        entry = (max(event.timestamp_ms, from_ms, self._closed), self._arrivals, event)
+        heapq.heappush(self._buffer, entry)
+        self._arrivals += 1
+        self.last_accepted = entry
+        return self._take()
+
     def advance_to(self, t: int) -> list[MembershipDelta]:
         """Treat the clock as standing at ``t``: apply every buffered record at or before
         ``t`` and fire every deadline at or before ``t``.

@@ -88,12 +88,13 @@ def run_evaluate(args: argparse.Namespace) -> int:
         file=sys.stderr,
         flush=True,
     )
-    if config.identity.resolves:
+    if config.identity.resolves and not config.identity.live:
         # replay and explain stitch by default: say so here, or their answers and this
         # service's would differ on anonymous records without a word
         print(
-            "evaluate: identity links are resolved by replay and explain only; this "
-            'service skips anonymous records and aliases (README, "Identity")',
+            "evaluate: identity links are resolved by replay and explain only "
+            "(identity.live is off); this service skips anonymous records and aliases "
+            '(README, "Identity")',
             file=sys.stderr,
             flush=True,
         )

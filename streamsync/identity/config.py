@@ -41,6 +41,12 @@ class IdentityConfig(BaseModel):
         "the userId, so a webhook whose only identifier is the email counts as the "
         "person's (and an email never linked is no customer of its own).",
     )
+    live: bool = Field(
+        default=False,
+        description="The evaluate service resolves links too (an identity task per "
+        "partition of ids, through the internal topics <group_id>.identity and "
+        "<group_id>.identity.forward); off, it skips anonymous records and aliases.",
+    )
     anonymous_horizon_ms: Annotated[int, BeforeValidator(_duration_ms)] = Field(
         default=DEFAULT_ANONYMOUS_HORIZON_MS,
         gt=0,
@@ -48,6 +54,11 @@ class IdentityConfig(BaseModel):
         description="Records of an id not linked yet are kept this long: at the link, "
         "those older than this are dropped and counted.",
     )
+
+    @property
+    def resolves_live(self) -> bool:
+        """Whether the evaluate service resolves links (:attr:`live` and a link kind)."""
+        return self.live and self.resolves
 
     @property
     def resolves(self) -> bool:

@@ -25,7 +25,7 @@ from __future__ import annotations
 import bisect
 import math
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Literal
 
 from opentelemetry.exporter.prometheus import PrometheusMetricReader
@@ -283,6 +283,16 @@ class Telemetry:
             "exactly (from state, or from complete input history), 0 if the input topics "
             "no longer held all the history their definition needs.",
         )
+        self._identity = _Table(("partition", "count"))
+        meter.create_observable_gauge(
+            "streamsync.identity",
+            callbacks=[self._identity.observe],
+            unit="1",
+            description="Identity resolution of each partition of ids held by this process "
+            "(identity.live), by count: ids_held and records_held (now, waiting for a "
+            "link), ids_linked, records_forwarded, conflicting_links, ids_expired and "
+            "records_expired (since the partition's state began; they move with it).",
+        )
         self._restored = _Table(("partition",))
         meter.create_observable_gauge(
             "streamsync.state.restored_records",
@@ -437,6 +447,12 @@ class Telemetry:
         """Audience ``audience`` was ``change``d (changed or added) at start-up."""
         self._rebuild_exact.set((audience, change), 1 if exact else 0)
 
+    def set_identity(self, partition: int, counts: Mapping[str, int]) -> None:
+        """What the identity table of ``partition`` holds and has done (see
+        :class:`~streamsync.identity.resolver.IdentityStats`)."""
+        for name, value in counts.items():
+            self._identity.set((partition, name), value)
+
     def set_restore_progress(self, partition: int, restored: int, target: int) -> None:
         """Restoring ``partition``'s state: ``restored`` of ``target`` changelog records."""
         self._restored.set((partition,), restored)
@@ -498,6 +514,8 @@ class Telemetry:
             self._lag.discard(topic=topic, partition=partition)
         self._restored.discard(partition=partition)
         self._restore_total.discard(partition=partition)
+        if topic is None:
+            self._identity.discard(partition=partition)
 
     def forget_audience(self, audience: str) -> None:
         """Drop the gauges of an audience no longer evaluated here."""

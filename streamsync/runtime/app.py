@@ -77,6 +77,7 @@ from streamsync.runtime.errors import (
     RestartRequired,
     StartupError,
 )
+from streamsync.runtime.identity_stage import IdentityStage
 from streamsync.runtime.repartition import Purger, Repartitioner
 from streamsync.runtime.router import ENGINE_ERROR, Router
 from streamsync.runtime.stats import EvaluateStats
@@ -151,9 +152,22 @@ class Runtime:
                 plan.raw_partitions,
                 settings.repartition_partitioner,
             )
-            if admin is not None:
-                interval_s = settings.repartition_purge_interval_ms / 1000
-                purger = Purger(admin, names.rekeyed.values(), interval_s)
+        internal = [*names.rekeyed.values(), *names.identity_topics]
+        if internal and admin is not None:
+            interval_s = settings.repartition_purge_interval_ms / 1000
+            purger = Purger(admin, internal, interval_s)
+        identity = None
+        if names.identity:
+            identity = IdentityStage(
+                config.identity,
+                identity_topic=names.identity,
+                forward_topic=names.forward,
+                partitions=plan.partitions,
+                input_partitions={
+                    topic: plan.raw_partitions.get(topic, plan.partitions) for topic in names.inputs
+                },
+                partitioner=settings.repartition_partitioner,
+            )
         positions: dict[tuple[str, int], int] = {}
         collector = Collector(
             producer,
@@ -178,6 +192,7 @@ class Runtime:
             repartitioner=repartitioner,
             decoders=decoders,
             stopping=stopping,
+            identity=identity,
         )
         router = Router(
             decoders=decoders,
@@ -193,6 +208,7 @@ class Runtime:
             # consumer's waits behind the fetch long-poll in flight (up to 500 ms).
             query_end=functools.partial(end_offset, restorer, cached=False),
             lateness_ms=settings.allowed_lateness_ms,
+            identity=identity,
         )
         checkpoint = Checkpoint(
             settings=settings,
@@ -278,7 +294,10 @@ class Application:
         ingest = config.ingest
         if registry is None:
             registry = configured_registry(ingest)
-        self.decoders = {topic.name: Decoder(topic, registry) for topic in ingest.topics}
+        links = config.identity.resolves_live  # anonymous records and aliases decoded
+        self.decoders = {
+            topic.name: Decoder(topic, registry, links=links) for topic in ingest.topics
+        }
         self.names = topic_names(config)
         #: the configured input topics
         self.topics = self.names.inputs

@@ -167,6 +167,10 @@ class Checkpoint:
         if stage is not None:  # progress marks of the raw partitions, after their events
             for target, number, value in stage.marks():
                 collector.send(target, None, value, partition=number)
+        identity = self.manager.identity
+        if identity is not None:  # and of the identity topics, after theirs
+            for target, number, value in identity.marks():
+                collector.send(target, None, value, partition=number)
         if not collector.in_txn and not self.positions:
             return True
         offsets = [TopicPartition(t, p, o) for (t, p), o in self.positions.items()]
@@ -212,6 +216,8 @@ class Checkpoint:
         self.positions.clear()
         if stage is not None:
             stage.committed()
+        if identity is not None:
+            identity.committed()
         stats = self.stats
         stats.commits += 1
         for task in self.manager.tasks.values():
@@ -260,6 +266,8 @@ class Checkpoint:
         self.positions.clear()
         if self.repartitioner is not None:
             self.repartitioner.reset()
+        if self.manager.identity is not None:
+            self.manager.identity.reset()
         self.telemetry.aborted()
 
     def rewind(self) -> None:
@@ -298,6 +306,8 @@ class Checkpoint:
         if self.repartitioner is not None:
             rekeyed = self.manager.names.rekeyed
             self.repartitioner.reset([tp for tp in revoked if tp[0] in rekeyed])
+        if self.manager.identity is not None:
+            self.manager.identity.reset(sorted(revoked), numbers)
 
     def close(self) -> None:
         """Abort a transaction still open (the run failed), quietly; stop the purger

@@ -37,6 +37,7 @@ from __future__ import annotations
 import time
 from collections import Counter, OrderedDict
 from collections.abc import Iterable, Sequence
+from dataclasses import asdict
 from typing import TYPE_CHECKING, cast
 
 from opentelemetry.trace import SpanKind
@@ -234,6 +235,9 @@ class EvaluateObserver:
         if consumer is not None and now >= self._next_lag:
             self._next_lag = now + self.lag_interval_s
             report_consumer_lag(telemetry, cast("LagSource", consumer), self.group)
+            for task in tasks:
+                if task.identity_topic:
+                    telemetry.set_identity(task.partition, asdict(task.table.stats))
         if now >= self._next_stuck:
             self._next_stuck = now + self.stuck_interval_s
             before_ms = int(time.time() * 1000) - self.stuck_after_ms

@@ -50,9 +50,13 @@ from streamsync.ingest.event import Event, SourcePosition
 
 log = logging.getLogger(__name__)
 
-#: First byte of a repartition record's value: a re-keyed event, or a progress mark.
+#: First byte of a repartition record's value: a re-keyed event, or a progress mark;
+#: on the identity topics also a link, and a record attributed through a link (see
+#: :mod:`streamsync.runtime.identity_stage`).
 EVENT_TAG = 0x01
 MARK_TAG = 0x02
+LINK_TAG = 0x03
+FORWARD_TAG = 0x04
 
 Partitioner = Literal["consistent", "murmur2"]
 
@@ -100,31 +104,62 @@ def partition_for(key: bytes, partitions: int, partitioner: Partitioner) -> int:
     return (murmur2(key) & 0x7FFFFFFF) % partitions
 
 
-def encode_event(event: Event) -> bytes:
-    return bytes((EVENT_TAG,)) + orjson.dumps(
-        [
-            event.customer_id,
-            event.kind,
-            event.name,
-            event.timestamp_ms,
-            event.record_id,
-            event.properties,
-            event.traits,
-            event.identifiers,
-            event.id_kind,
-            event.received_ms,
-        ]
-    )
+def _fields(event: Event) -> list[Any]:
+    return [
+        event.customer_id,
+        event.kind,
+        event.name,
+        event.timestamp_ms,
+        event.record_id,
+        event.properties,
+        event.traits,
+        event.identifiers,
+        event.id_kind,
+        event.received_ms,
+    ]
 
 
-def decode_event(value: bytes, source: SourcePosition) -> Event:
-    cid, kind, name, ts, rid, properties, traits, identifiers, id_kind, *rest = orjson.loads(
-        value[1:]
-    )
+def _event(fields: list[Any], source: SourcePosition | None) -> Event:
+    cid, kind, name, ts, rid, properties, traits, identifiers, id_kind, *rest = fields
     received = rest[0] if rest else None  # written before received times were carried
     return Event(
         cid, kind, name, ts, rid, properties, traits, identifiers, source, id_kind, received
     )
+
+
+def encode_event(event: Event) -> bytes:
+    return bytes((EVENT_TAG,)) + orjson.dumps(_fields(event))
+
+
+def decode_event(value: bytes, source: SourcePosition | None) -> Event:
+    return _event(orjson.loads(value[1:]), source)
+
+
+def encode_link(linked_id: str, at_ms: int, event: Event) -> bytes:
+    """A link of ``linked_id`` to ``event``'s customer at ``at_ms`` (``event``: the
+    record that links, without its properties: only who, when and which record)."""
+    return bytes((LINK_TAG,)) + orjson.dumps(
+        [linked_id, at_ms, event.customer_id, event.id_kind, event.record_id, event.kind]
+    )
+
+
+def decode_link(value: bytes) -> tuple[str, int, str, str, str | None, str]:
+    """``(linked id, at, person, person's id kind, record id, record kind)``."""
+    xid, at, person, id_kind, rid, kind = orjson.loads(value[1:])
+    return str(xid), int(at), str(person), str(id_kind), rid, str(kind)
+
+
+def encode_forward(event: Event, from_ms: int) -> bytes:
+    """A record attributed to ``event.customer_id`` through linked id ``event.via`` from
+    instant ``from_ms`` on."""
+    return bytes((FORWARD_TAG,)) + orjson.dumps([from_ms, event.via, _fields(event)])
+
+
+def decode_forward(value: bytes, source: SourcePosition) -> tuple[Event, int]:
+    from_ms, via, fields = orjson.loads(value[1:])
+    event = _event(fields, source)
+    event.via = via
+    return event, int(from_ms)
 
 
 def source_key(topic: str, partition: int) -> str:

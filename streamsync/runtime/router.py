@@ -17,6 +17,10 @@ outcome has one place:
   consumer returns while a broker restarts;
 * a record of a re-keyed topic: decoded and produced, keyed by customer, to its
   repartition topic (see :mod:`streamsync.runtime.repartition`);
+* with identity resolved live (:mod:`.identity_stage`): each event of an input is its
+  customer's own record, a record or link of another id (produced to the identity
+  topic, keyed by that id), or both; a record of the identity topic goes to its task's
+  identity table, one of the forward topic to its task's engine;
 * a record of a partition this process no longer holds (revoked within this very
   batch): skipped;
 * a record of a task input: decoded and handed to its task; the deltas the task emits
@@ -40,16 +44,24 @@ from types import TracebackType
 from confluent_kafka import KafkaError, Message
 
 from streamsync.dead_letter import ENGINE_ERROR
+from streamsync.deltas.record import MembershipDelta
+from streamsync.identity.table import PendingLink
 from streamsync.ingest.decoder import Decoder, record_time_ms
 from streamsync.ingest.errors import DecodeError, DecodeReason
 from streamsync.ingest.event import Event, SourcePosition, progress_ms
-from streamsync.ingest.outcomes import Outcomes
+from streamsync.ingest.outcomes import Outcomes, TopicStats
 from streamsync.kafka.health import KafkaUnavailable
 from streamsync.runtime.collector import Collector
+from streamsync.runtime.identity_stage import IdentityStage, message_headers
 from streamsync.runtime.repartition import (
+    EVENT_TAG,
+    FORWARD_TAG,
+    LINK_TAG,
     MARK_TAG,
     Repartitioner,
     decode_event,
+    decode_forward,
+    decode_link,
     parse_source_key,
 )
 from streamsync.runtime.stats import EvaluateStats
@@ -83,6 +95,7 @@ class Router:
         end_offset: Callable[[str, int], int],
         query_end: Callable[[str, int], int],
         lateness_ms: int,
+        identity: IdentityStage | None = None,
     ) -> None:
         self.decoders = dict(decoders)
         #: how far past its receipt a record's time may move a clock (``progress_ms``)
@@ -106,6 +119,10 @@ class Router:
         #: decode outcomes to where they belong; dead letters to the collector
         self.outcomes = Outcomes(collector.dead_letter)
         self._reject = self.outcomes.reject
+        #: identity resolution (``identity.live``): where identity records go
+        self.identity = identity
+        self._identity_topic = "" if identity is None else identity.identity_topic
+        self._forward_topic = "" if identity is None else identity.forward_topic
 
     def route(self, messages: list[Message]) -> int:
         """Decode and evaluate a batch; return how many records it held."""
@@ -151,6 +168,11 @@ class Router:
                     if value and value[0] == MARK_TAG:
                         task.mark(topic, value)
                         continue
+                    if topic == self._identity_topic or topic == self._forward_topic:
+                        deltas = self._identity_record(task, topic, value or b"", source)
+                        if deltas:
+                            emit(deltas, partition)
+                        continue
                     event = decode_event(value or b"", source)
                 except (ValueError, TypeError):  # not written by the re-keying stage
                     detail = "not a record of the re-keying stage"
@@ -162,6 +184,9 @@ class Router:
                     emit(deltas, partition)
                 continue
             record_ms = record_time_ms(message)
+            if self.identity is not None:
+                self._keyed_with_identity(message, task, source, topic_stats)
+                continue
             for outcome in decoders[topic].decode_all(value, message.key(), source, record_ms):
                 if isinstance(outcome, Event):
                     topic_stats.decoded += 1
@@ -178,6 +203,59 @@ class Router:
         if handled:
             self._place()
         return handled
+
+    def _identity_record(
+        self, task: Task, topic: str, value: bytes, source: SourcePosition
+    ) -> list[MembershipDelta]:
+        """A record of the identity topic (a link or an id's record, for the task's
+        identity table) or of the forward topic (a record a link attributes to one of
+        the task's customers). Raises ``ValueError`` for anything else."""
+        tag = value[0] if value else 0
+        if topic == self._identity_topic:
+            if tag == LINK_TAG:
+                xid, at, person, id_kind, rid, _ = decode_link(value)
+                task.table.link(PendingLink(xid, at, person, id_kind, rid))
+                return []
+            if tag == EVENT_TAG:
+                task.table.record(decode_event(value, source))
+                return []
+        elif tag == FORWARD_TAG:
+            event, from_ms = decode_forward(value, source)
+            return task.process_forwarded(event, from_ms)
+        raise ValueError("not an identity record")
+
+    def _keyed_with_identity(
+        self, message: Message, task: Task, source: SourcePosition, topic_stats: TopicStats
+    ) -> None:
+        """A record of a keyed input when identity is resolved: each event is its
+        customer's own record, an identity record, or both (see
+        :mod:`.identity_stage`); the partition's progress is reported to the identity
+        topic."""
+        identity = self.identity
+        assert identity is not None
+        emit = self.collector.deltas
+        partition = source.partition
+        newest: int | None = None
+        lateness = self.lateness_ms
+
+        def own(event: Event) -> None:
+            deltas = task.process(event)
+            if deltas:
+                emit(deltas, partition)
+
+        def evaluated(event: Event) -> None:
+            nonlocal newest
+            self.telemetry.received(message, event)
+            identity.route(event, own, self.collector.send, message_headers(message))
+            progress = progress_ms(event, lateness)
+            if newest is None or progress > newest:
+                newest = progress
+
+        decoded = self.decoders[source.topic].decode_all(
+            message.value(), message.key(), source, record_time_ms(message)
+        )
+        self.outcomes.dispatch(decoded, message, source, topic_stats, evaluated)
+        identity.sources.seen(source.topic, partition, newest)
 
     def _place(self) -> None:
         """Place the task inputs at their positions and end offsets (see :mod:`.task`).
@@ -247,6 +325,9 @@ class Router:
             offset = message.offset()
             if offset is None or offset < 0:
                 offset = self.positions.get((topic, partition), 0)
+            identity = self.identity
+            if identity is not None and topic in identity.sources.targets:
+                identity.sources.at_end(topic, partition, offset)
             if topic in self.rekeyed:
                 if self.repartitioner is not None:
                     self.repartitioner.at_end(topic, partition, offset)
@@ -279,10 +360,18 @@ class Router:
         newest: int | None = None
         lateness = self.lateness_ms
 
-        def rekeyed(event: Event) -> None:
-            nonlocal newest
+        def own(event: Event) -> None:
             key, number, value = stage.route(event)
             send(target, key, value, partition=number, headers=headers)
+
+        identity = self.identity
+
+        def rekeyed(event: Event) -> None:
+            nonlocal newest
+            if identity is None:
+                own(event)
+            else:
+                identity.route(event, own, send, headers)
             progress = progress_ms(event, lateness)
             if newest is None or progress > newest:
                 newest = progress
@@ -292,6 +381,8 @@ class Router:
         )
         self.outcomes.dispatch(decoded, message, source, topic_stats, rekeyed)
         stage.seen(topic, partition, newest)
+        if identity is not None:
+            identity.sources.seen(topic, partition, newest)
 
     def poisoned(self, exc: Exception) -> SourcePosition:
         """The engine raised ``exc``: remember the record it was applying, to be

@@ -30,6 +30,11 @@ only event time moves it, so evaluating a finished log from the start gives what
 merges many raw partitions: its progress is what the raw partitions' marks report, and
 it is caught up only when they all were at their end.
 
+Identity (``identity.live``; see :mod:`streamsync.runtime.identity_stage`). The task
+also keeps the identity table of partition ``p`` of the identity topic. That input holds
+only the table's clock (:meth:`Task.decide_identity`); the forward topic, which brings
+what links attribute to the task's customers, holds the customers' clock like any input.
+
 State. After each commit the task hands over its changes as store keys (see
 :mod:`streamsync.state.codec`): the customers the engine changed, the records accepted
 in this commit that are still in the reorder buffer (one segment), their record ids,
@@ -63,6 +68,8 @@ from streamsync.audiences.definition import Audience
 from streamsync.audiences.engine import Engine
 from streamsync.audiences.migration import Migration, definitions_record, stored_definitions
 from streamsync.deltas.record import ENTER, MembershipDelta
+from streamsync.identity.config import IdentityConfig
+from streamsync.identity.table import IDENTITY_PREFIX, Forward, IdentityTable
 from streamsync.ingest.event import Event, progress_ms
 from streamsync.runtime.repartition import MergedInput
 from streamsync.state.codec import (
@@ -136,9 +143,16 @@ class Task:
         idle_grace_ms: int,
         merged: Mapping[str, frozenset[str]] | None = None,
         max_keys: int = DEFAULT_MAX_KEYS,
+        identity: IdentityConfig | None = None,
+        identity_topic: str = "",
     ) -> None:
         self.partition = partition
         self.topics = list(topics)
+        #: the input of the identity table (``""``: identity is not resolved live); the
+        #: other inputs hold the clock of the task's customers, this one the table's
+        self.identity_topic = identity_topic
+        self._customer_topics = [t for t in self.topics if t != identity_topic]
+        self.table = IdentityTable(identity or IdentityConfig(), allowed_lateness_ms)
         self.engine = Engine(
             audiences,
             allowed_lateness_ms=allowed_lateness_ms,
@@ -214,6 +228,43 @@ class Task:
                 self.newest[source.topic] = progress
         return out
 
+    def process_forwarded(self, event: Event, from_ms: int) -> list[MembershipDelta]:
+        """A record attributed to its customer through a link, from ``from_ms`` on
+        (read from the forward topic): see :meth:`Engine.process_attributed`."""
+        engine = self.engine
+        arrival = engine.arrivals
+        out = engine.process_attributed(event, from_ms)
+        if out:
+            self._count(out)
+        if engine.arrivals != arrival:
+            entry = engine.last_accepted
+            assert entry is not None
+            self._new.append(entry)
+            if event.record_id is not None:
+                self._new_ids.append(event.record_id)
+        return out
+
+    def decide_identity(self, now_ms: int) -> list[Forward]:
+        """Move the identity table to its own clock (the identity input's progress);
+        return what links attribute to a person."""
+        if not self.identity_topic:
+            return []
+        mark = self._watermark((self.identity_topic,), now_ms)
+        if mark == UNKNOWN:
+            return []
+        return self.table.release(mark)
+
+    def identity_progress(self) -> tuple[int | None, bool, int]:
+        """What the forward topic's mark of this task says: the progress that lets a
+        customer's clock reach the table's (``None``: nothing decided yet), whether the
+        table waits for nothing (its input is caught up and every item decided), and
+        the identity input's position."""
+        topic = self.identity_topic
+        closed = self.table.closed
+        newest = None if closed == UNKNOWN else closed + self.lateness
+        done = self.caught_up[topic] and not self.table.waiting
+        return newest, done, max(self.positions[topic], self.ends[topic])
+
     def mark(self, topic: str, value: bytes) -> None:
         """A progress mark read from repartition input ``topic``."""
         merged = self.merged[topic]
@@ -274,12 +325,16 @@ class Task:
         except, without the wall clock, an input that has given records (a keyed input,
         or a raw partition behind a repartition input): it still counts with its
         newest, since its producer may append records older than another topic's
-        newest (only each partition's own order is certain)."""
+        newest (only each partition's own order is certain). The identity input holds
+        the identity table's clock only (:meth:`decide_identity`)."""
+        return self._watermark(self._customer_topics, now_ms)
+
+    def _watermark(self, topics: Iterable[str], now_ms: int) -> int:
         lateness = self.lateness
         wall_clock = self.wall_clock
         low = NEVER
         high = UNKNOWN
-        for topic in self.topics:
+        for topic in topics:
             newest = self.newest[topic]
             if self.caught_up[topic] and (wall_clock or newest == UNKNOWN):
                 if newest != UNKNOWN and newest - lateness > high:
@@ -479,6 +534,8 @@ class Task:
         customers = engine.customers
         if self._migrated:  # the converted customers, before any changed since
             out.update(self._migrated)
+        if self.identity_topic:
+            out.update(self.table.changes())
         if self._record_definitions:
             out[DEFINITIONS_KEY] = definitions_record(self.audiences, LAYOUT_VERSION)
             self._record_definitions = False
@@ -547,6 +604,8 @@ class Task:
         of customers it holds (none is read: see the module docstring). Raises
         :class:`StateError` if it was written by other definitions."""
         self.store = store
+        if self.identity_topic:
+            self.table.load(store.items(IDENTITY_PREFIX))
         raw = store.get(META_KEY)
         if raw is None:
             return 0

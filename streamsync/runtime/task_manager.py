@@ -30,12 +30,13 @@ from streamsync.runtime import gc_policy
 from streamsync.runtime.collector import Collector
 from streamsync.runtime.config import EvaluateConfig
 from streamsync.runtime.history import Coverage, read_history, uncovered
+from streamsync.runtime.identity_stage import IdentityStage
 from streamsync.runtime.repartition import Repartitioner
 from streamsync.runtime.stats import EvaluateStats
 from streamsync.runtime.task import Task
 from streamsync.runtime.telemetry import EvaluateTelemetry
 from streamsync.runtime.topics import TopicNames
-from streamsync.state.recovery import RestoreStopped, restore_partition
+from streamsync.state.recovery import RestoreStopped, partition_range, restore_partition
 from streamsync.state.store import PartitionStore, StoreDamaged
 
 log = logging.getLogger(__name__)
@@ -67,6 +68,7 @@ class TaskManager:
         repartitioner: Repartitioner | None,
         decoders: Mapping[str, Decoder],
         stopping: Callable[[], bool] = lambda: False,
+        identity: IdentityStage | None = None,
     ) -> None:
         self.settings = settings
         #: whether a stop was asked for: checked between restore steps (see ``open``)
@@ -91,6 +93,10 @@ class TaskManager:
             if repartitioner is None
             else {target: repartitioner.sources(raw) for raw, target in names.rekeyed.items()}
         )
+        #: identity resolution (``identity.live``), or ``None``
+        self.identity = identity
+        if identity is not None:
+            self.merged.update(identity.merged())
 
     def numbers(self, partitions: Iterable[TopicPartition]) -> list[int]:
         """The tasks of ``partitions``: raw partitions of re-keyed topics have none."""
@@ -166,9 +172,7 @@ class TaskManager:
             task = self.tasks.get(tp.partition)
             if task is None or tp.topic in rekeyed or tp.topic not in task.caught_up:
                 continue
-            low, high = self.restorer.get_watermark_offsets(
-                TopicPartition(tp.topic, tp.partition), timeout=30, cached=False
-            )
+            low, high = partition_range(self.restorer, tp.topic, tp.partition)
             position = tp.offset if tp.offset >= 0 else int(low)
             task.place(tp.topic, position, int(high))
             ranges.setdefault(tp.partition, {})[tp.topic] = (int(low), position)
@@ -291,23 +295,26 @@ class TaskManager:
             idle_grace_ms=settings.idle_grace_ms,
             merged=self.merged,
             max_keys=settings.max_keys_per_customer,
+            identity=None if self.identity is None else self.identity.config,
+            identity_topic=self.names.identity,
         )
 
     def task_dir(self, partition: int) -> Path:
         return self.settings.state_dir / self.names.changelog / str(partition)
 
     def _changelog_end(self, partition: int) -> int:
-        _, high = self.restorer.get_watermark_offsets(
-            TopicPartition(self.names.changelog, partition), timeout=30, cached=False
-        )
-        return int(high)
+        _, high = partition_range(self.restorer, self.names.changelog, partition)
+        return high
 
     # -- time ----------------------------------------------------------------------------
 
     def advance(self, now_ms: int) -> None:
         """Move every task's watermark to what ``now_ms`` allows; produce what fires."""
         emit = self.collector.deltas
+        identity = self.identity
         for task in self.tasks.values():
+            if identity is not None:
+                identity.decide(task, now_ms, self.collector.send)
             deltas = task.advance(now_ms)
             if deltas:
                 emit(deltas, task.partition)

@@ -62,11 +62,30 @@ class TopicNames:
     #: the current-membership table, written with the deltas
     members: str
     dead_letters: str
+    #: identity resolution (``identity.live``): the topic keyed by linked id that the
+    #: identity tasks read, and the repartition topic of what links attribute to a
+    #: person (``""``: off); both are task inputs, at the end of :attr:`task_topics`
+    identity: str = ""
+    forward: str = ""
 
     @property
     def subscription(self) -> list[str]:
         """What the consumer subscribes to: every input and every repartition topic."""
-        return self.inputs + list(self.rekeyed.values())
+        return self.inputs + list(self.rekeyed.values()) + self.identity_topics
+
+    @property
+    def identity_topics(self) -> list[str]:
+        return [self.identity, self.forward] if self.identity else []
+
+
+def identity_topic(group_id: str) -> str:
+    """The internal topic of links and records keyed by the id they link."""
+    return f"{group_id}.identity"
+
+
+def forward_topic(group_id: str) -> str:
+    """The repartition topic of records attributed through a link, keyed by person."""
+    return f"{group_id}.identity.forward"
 
 
 @dataclass(frozen=True)
@@ -100,14 +119,19 @@ def topic_names(config: AppConfig) -> TopicNames:
         t.name: repartition_topic(settings.group_id, t.name) for t in topics if t.repartition
     }
     keyed = [t.name for t in topics if t.name not in rekeyed]
+    live = config.identity.resolves_live
+    identity = identity_topic(settings.group_id) if live else ""
+    forward = forward_topic(settings.group_id) if live else ""
     return TopicNames(
         inputs=[t.name for t in topics],
         rekeyed=rekeyed,
-        task_topics=keyed + list(rekeyed.values()),
+        task_topics=keyed + list(rekeyed.values()) + ([identity, forward] if live else []),
         changelog=settings.changelog,
         deltas=config.deltas.topic,
         members=config.deltas.members,
         dead_letters=config.ingest.dead_letter_topic,
+        identity=identity,
+        forward=forward,
     )
 
 
@@ -140,7 +164,7 @@ def plan_topics(config: AppConfig, counts: Mapping[str, int]) -> TopicPlan:
         )
     partitions = _task_count(settings, keyed, raw)
     _require(counts, "changelog", names.changelog, "the input topics", partitions)
-    for name in names.rekeyed.values():
+    for name in [*names.rekeyed.values(), *names.identity_topics]:
         _require(counts, "repartition", name, "the tasks", partitions)
     # Partitioned like the deltas: a customer's records sit in the partition their id
     # hashes to, so a table with another count than it was written with would keep
@@ -153,6 +177,7 @@ def plan_topics(config: AppConfig, counts: Mapping[str, int]) -> TopicPlan:
         TopicSpec(names.members, members_partitions, dict(MEMBERS_CONFIG)),
         TopicSpec(names.dead_letters, partitions),
         *(TopicSpec(name, partitions) for name in names.rekeyed.values()),
+        *(TopicSpec(name, partitions) for name in names.identity_topics),
     ]
     return TopicPlan(
         names=names,
@@ -170,6 +195,7 @@ def _distinct(names: TopicNames) -> None:
     for role, name in (
         *(("input", n) for n in names.inputs),
         *(("repartition", n) for n in names.rekeyed.values()),
+        *(("identity", n) for n in names.identity_topics),
         ("changelog", names.changelog),
         ("deltas", names.deltas),
         ("membership", names.members),

@@ -17,6 +17,8 @@ Keys of a partition store (also the changelog keys):
 * ``i:<segment>`` - record ids seen in one commit (deduplication across restarts);
 * ``m`` - the partition's meta record: codec version, fingerprint, engine clock,
   per-topic newest event time, live segments, customer count and audience sizes;
+* ``x:...`` - the partition's identity table, when the service resolves identity
+  (:mod:`streamsync.identity.table`: links, held records, undecided items, its meta);
 * ``d`` - the audience definitions the customers were evaluated with (written when they
   change): what a later start with other definitions compiles to read the stored
   customers and turn them into its own layout (:mod:`streamsync.audiences.migration`).
@@ -147,6 +149,7 @@ def _event_tuple(ts: int, arrival: int, e: Event) -> tuple[Any, ...]:
         e.id_kind,
         e.timestamp_ms,
         e.received_ms,
+        e.via,
     )
 
 
@@ -164,6 +167,8 @@ def decode_events(data: bytes) -> list[tuple[int, int, Event]]:
         source = None if src is None else SourcePosition(*src)
         received = rest[0] if rest else None  # segments written before received times
         event = Event(cid, kind, name, own, rid, props, traits, ids, source, id_kind, received)
+        if len(rest) > 1:  # the linked id a record came through (written since identity)
+            event.via = rest[1]
         out.append((ts, arrival, event))
     return out
 

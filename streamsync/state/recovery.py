@@ -17,7 +17,7 @@ import logging
 import time
 from collections.abc import Callable
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
 from streamsync.errors import NeedsOperator, Unavailable
 from streamsync.state.store import PartitionStore
@@ -41,6 +41,42 @@ class ChangelogLost(NeedsOperator):
     offsets) were built on: exit status 1, never a silent start from empty state."""
 
 
+#: Errors of a watermark query that pass once the partition's leadership settles (a
+#: changelog created a moment ago, a broker restarting): asked again for a while.
+_LEADERSHIP = frozenset(
+    (
+        KafkaError.NOT_LEADER_FOR_PARTITION,
+        KafkaError.LEADER_NOT_AVAILABLE,
+        KafkaError.UNKNOWN_TOPIC_OR_PART,
+        KafkaError._TRANSPORT,
+        KafkaError._TIMED_OUT,
+    )
+)
+
+
+def partition_range(
+    consumer: Consumer, topic: str, partition: int, *, budget_s: float = 30.0
+) -> tuple[int, int]:
+    """``(low, high)`` watermarks of ``topic[partition]``, asked again for up to
+    ``budget_s`` while the broker answers with an error that passes once leadership
+    settles (the metadata shows a new topic before its leaders are known everywhere):
+    for the changelog here, for every task input when a task is placed."""
+    deadline = time.monotonic() + budget_s
+    while True:
+        try:
+            low, high = consumer.get_watermark_offsets(
+                TopicPartition(topic, partition), timeout=30, cached=False
+            )
+            return int(low), int(high)
+        except KafkaException as exc:
+            error = exc.args[0] if exc.args else None
+            if not isinstance(error, KafkaError) or error.code() not in _LEADERSHIP:
+                raise
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(0.2)
+
+
 def restore_partition(
     consumer: Consumer,
     store: PartitionStore,
@@ -59,9 +95,7 @@ def restore_partition(
     ``stopping()`` true between batches raises :class:`RestoreStopped`, what was read so
     far written to the store with its offset."""
     say = progress or log.info
-    low, high = consumer.get_watermark_offsets(
-        TopicPartition(topic, partition), timeout=30, cached=False
-    )
+    low, high = partition_range(consumer, topic, partition)
     identity = f"{topic}[{partition}]"
     claimed = store.identity
     if claimed is not None and claimed != identity:
