@@ -17,7 +17,11 @@ violation.
 
 from __future__ import annotations
 
+import sys
+import textwrap
 import threading
+import time
+import traceback
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -35,7 +39,6 @@ from streamsync.dev.standins.compare import braze_members, expected_members
 from tests.destinations.conftest import BRAZE_KEY, delta
 from tests.destinations.helpers import produce_with_members, synthetic_deltas
 from tests.destinations.test_reconcile import SUBSCRIBED, WINBACK, _config, _topics
-from tests.destinations.test_reconcile import _wait as _wait_for
 
 
 def test_the_control_records_fold_into_one_view() -> None:
@@ -69,12 +72,37 @@ _RUNNING: list[tuple[DeliverLoop, threading.Thread, list[object]]] = []
 
 
 def _wait(condition: Callable[[], bool], what: str, timeout_s: float = 60.0) -> None:
-    def checked() -> bool:
+    """Wait for ``condition``; fail at once naming a replica that stopped, and past
+    ``timeout_s`` with what each replica was doing (its state and where its thread is),
+    so a stalled replica is told apart from one that runs but sends nothing."""
+    deadline = time.monotonic() + timeout_s
+    while True:
         for index, (_, thread, ended) in enumerate(_RUNNING):
             assert thread.is_alive(), f"replica {index} stopped: {ended!r}"
-        return condition()
+        if condition():
+            return
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out waiting for {what}\n{_replica_states()}")
+        time.sleep(0.2)
 
-    _wait_for(checked, what, timeout_s)
+
+def _replica_states() -> str:
+    """One paragraph per running replica: partitions, the sink's state, the stack."""
+    frames = sys._current_frames()
+    lines = []
+    for index, (loop, thread, _) in enumerate(_RUNNING):
+        sink = loop.sink
+        state = "no sink yet" if sink is None else (
+            f"paused={sink.paused} buffered={sink.buffered} backlog={sink.backlog} "
+            f"sending={sink.sending} requests={sink.stats.requests} "
+            f"last_error={sink.last_error!r}"
+        )  # fmt: skip
+        lines.append(f"replica {index}: partitions {loop.partitions}, {state}")
+        frame = frames.get(thread.ident or -1)
+        if frame is not None:
+            stack = "".join(traceback.format_stack(frame)[-8:]).rstrip()
+            lines.append(textwrap.indent(stack, "    "))
+    return "\n".join(lines)
 
 
 @contextmanager
