@@ -33,6 +33,7 @@ from streamsync.cli import main
 from streamsync.config import load_config
 from streamsync.destinations.commands import ControlView, fold
 from streamsync.destinations.deliver import DeliverLoop
+from streamsync.destinations.operations import read_view
 from streamsync.destinations.rollout import Cohort, Rollout
 from streamsync.dev.standins import StandInAdmin, StandInServer
 from streamsync.dev.standins.compare import braze_members, expected_members
@@ -282,6 +283,56 @@ def test_resync_detach_resume_and_status(
         _wait(lambda: profiles().get("newcomer") == {SUBSCRIBED, WINBACK}, "the audience resume")
     assert admin.report()["violations"] == []
     assert admin.report()["counters"].get("remove_never_added", 0) == 0
+
+
+@pytest.mark.kafka
+def test_a_resync_written_while_no_replica_runs_is_applied_by_the_next_one(
+    tmp_path: Path, kafka_bootstrap_servers: str, standins: StandInServer
+) -> None:
+    deltas = synthetic_deltas(customers=60, events=1200, seed=34)
+    topic, members_topic = _topics(kafka_bootstrap_servers, 2)
+    produce_with_members(kafka_bootstrap_servers, topic, members_topic, 2, deltas)
+    admin = StandInAdmin(standins.urls["braze"])
+    admin.faults(strict=True)
+    everyone = expected_members(deltas)
+    path = _config(
+        tmp_path / "c.yaml", kafka_bootstrap_servers, topic, standins.urls["braze"],
+        f"later-{uuid.uuid4().hex[:8]}",
+    )  # fmt: skip
+    users = standins.standins["braze"].users  # type: ignore[attr-defined]
+
+    def profiles() -> dict[str, set[str]]:
+        return braze_members(admin.profiles())
+
+    with _replicas(path):
+        _wait(lambda: profiles() == everyone, "the backfill")
+    lost = sorted(everyone)[:10]
+    for customer in lost:  # the vendor lost these profiles' values while deliver was down
+        users[f"external_id:{customer}"]["streamsync_audiences"] = []
+    _cli(path, "resync")
+    with _replicas(path, 2) as loops:  # two, so the request reaches every partition's owner
+        _wait(lambda: all(loop.partitions for loop in loops), "both replicas to own partitions")
+        _wait(lambda: profiles() == everyone, "the resync written before the replicas started")
+    # each partition's owner recorded it as applied: a later start does not send it again
+    view = read_view(load_config(path, env={}), "braze")
+    assert set(view.resynced) == {0, 1}
+    assert [view.resyncs_due(p) for p in (0, 1)] == [[], []]
+    assert admin.report()["violations"] == []
+
+
+def test_a_resync_is_due_on_a_partition_until_its_owner_applied_it() -> None:
+    records = {
+        ("resync", None): b'{"id": "r2"}',
+        ("resync", "A"): b'{"id": "a1"}',
+        ("resynced", "0"): b'{"applied": [[null, "r1"], ["A", "a1"]]}',
+        ("resynced", "1"): b'{"applied": [[null, "r2"], ["A", "a1"]]}',
+        ("resynced", "x"): b'{"applied": []}',  # not a partition: left out
+    }
+    view = fold(records)  # type: ignore[arg-type]
+    assert view.resynced == {0: {None: "r1", "A": "a1"}, 1: {None: "r2", "A": "a1"}}
+    assert view.resyncs_due(0) == [None] and view.resyncs_due(1) == []
+    assert view.resyncs_due(2) == [None, "A"]  # never applied there
+    assert view.resyncs_due(0, {None: "r2"}) == []  # applied here since the topic was read
 
 
 def test_mistakes_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
