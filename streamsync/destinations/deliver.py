@@ -400,6 +400,13 @@ class DeliverLoop:
         """Take a new view of the control topic: pauses at once; a changed filter or a new
         resync makes the owned partitions be compared again (:meth:`_compare_again`)."""
         previous, self.view = self.view, view
+        held = (view.paused, view.paused_audiences)
+        if held != (previous.paused, previous.paused_audiences) or (first and any(held)):
+            log.info(  # each replica says when it took a pause or a resume
+                "control topic: destination %s, paused audiences: %s",
+                "paused" if view.paused else "running",
+                ", ".join(sorted(view.paused_audiences)) or "none",
+            )
         if first or not view.same_filter(previous):
             rollout = view.effective_rollout(self.dest.rollout)
             self.want = sink.want = DesiredFilter(

@@ -17,6 +17,7 @@ violation.
 
 from __future__ import annotations
 
+import logging
 import sys
 import textwrap
 import threading
@@ -65,6 +66,13 @@ def test_the_control_records_fold_into_one_view() -> None:
 
 def _cli(path: Path, *args: str) -> None:
     assert main(["destinations", *args, "--config", str(path), "--destination", "braze"]) == 0
+
+
+@pytest.fixture(autouse=True)
+def _deliver_log(caplog: pytest.LogCaptureFixture) -> None:
+    """Keep the replicas' INFO lines (assignments compared, control taken, resyncs), so a
+    failing test shows how far each replica got, not only its warnings."""
+    caplog.set_level(logging.INFO, logger="streamsync.deliver")
 
 
 #: the replicas of the running test and how each ended (an error, or a result whose
