@@ -16,9 +16,13 @@ destination; value: a JSON object, or none to undo):
 * ``rollout``: a :class:`~streamsync.destinations.rollout.Cohort` replacing the
   configuration's (the destination's, or that audience's); none: the configuration's.
 * ``resync``: ``{"id", "at_ms", "by"}``: a one-off request to send the whole desired
-  state again (to the audience, or all). Replicas running when it is written apply it to
-  their partitions; compaction keeps the latest, which a replica that starts later reads
-  as already done (its start reconciles anyway).
+  state again (to the audience, or all). Compaction keeps the latest per scope.
+* ``resynced``: keyed by deltas partition (its number as a string) instead of audience;
+  ``{"applied": [[<audience> | null, "<id>"], ...], "at_ms", "by"}``: the resyncs the
+  partition's owner applied to it. A replica applies every resync its partitions have not
+  applied when they are assigned to it, so a request written while no replica ran, or
+  while the partition changed hands, is not lost (the latest record alone could not tell
+  a request already done from one nobody saw).
 * ``replica``: keyed by replica id instead of audience; what a running replica reports
   (partitions, paused, last error) for ``streamsync destinations status``; none when it
   stopped cleanly.
@@ -38,8 +42,8 @@ from pydantic import ValidationError
 
 from streamsync.destinations.rollout import Cohort, Rollout
 
-Command = Literal["pause", "detach", "rollout", "resync", "replica"]
-COMMANDS: tuple[Command, ...] = ("pause", "detach", "rollout", "resync", "replica")
+Command = Literal["pause", "detach", "rollout", "resync", "resynced", "replica"]
+COMMANDS: tuple[Command, ...] = ("pause", "detach", "rollout", "resync", "resynced", "replica")
 #: What every record's value carries besides the command's own fields: when, and who.
 METADATA = ("at_ms", "by")
 #: A control key: (command, audience or replica id; ``None``: the whole destination).
@@ -81,8 +85,18 @@ class ControlView:
     audience_rollouts: Mapping[str, Cohort] = field(default_factory=dict)
     #: the latest resync request per scope: its id
     resyncs: Mapping[str | None, str] = field(default_factory=dict)
+    #: deltas partition -> the resync id applied to it per scope
+    resynced: Mapping[int, Mapping[str | None, str]] = field(default_factory=dict)
     #: replica id -> what it reported
     replicas: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+
+    def resyncs_due(
+        self, partition: int, applied: Mapping[str | None, str] | None = None
+    ) -> list[str | None]:
+        """The scopes whose latest resync ``partition`` has not applied (``applied``: what
+        its owner applied since the topic was read, which wins)."""
+        done = {**self.resynced.get(partition, {}), **(applied or {})}
+        return [scope for scope, request in self.resyncs.items() if done.get(scope) != request]
 
     def effective_rollout(self, configured: Rollout) -> Rollout:
         """The configuration's rollout with this view's overrides."""
@@ -116,6 +130,7 @@ def fold(records: Mapping[ControlKey, bytes]) -> ControlView:
     audience_rollouts: dict[str, Cohort] = {}
     resyncs: dict[str | None, str] = {}
     replicas: dict[str, Mapping[str, Any]] = {}
+    resynced: dict[int, Mapping[str | None, str]] = {}
     for (command, scope), raw in records.items():
         try:
             value = orjson.loads(raw)
@@ -140,11 +155,16 @@ def fold(records: Mapping[ControlKey, bytes]) -> ControlView:
                     audience_rollouts[scope] = cohort
             elif command == "resync":
                 resyncs[scope] = str(value["id"])
+            elif command == "resynced" and scope is not None:
+                resynced[int(scope)] = {
+                    (None if audience is None else str(audience)): str(request)
+                    for audience, request in value["applied"]
+                }
             elif command == "replica" and scope is not None:
                 replicas[scope] = value
-        except (orjson.JSONDecodeError, ValidationError, KeyError):
+        except (orjson.JSONDecodeError, ValidationError, KeyError, TypeError, ValueError):
             continue
     return ControlView(
         paused, frozenset(paused_audiences), detached_all, frozenset(detached), rollout,
-        audience_rollouts, resyncs, replicas,
+        audience_rollouts, resyncs, resynced, replicas,
     )  # fmt: skip

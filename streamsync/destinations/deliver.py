@@ -231,7 +231,10 @@ class DeliverLoop:
         self.replica_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         #: the filter changed or a resync came: compare the owned partitions again
         self._replan = False
-        self._resync: list[str | None] = []
+        #: owned partition -> resync id per scope applied here since the topic was read
+        self._applied: dict[int, dict[str | None, str]] = {}
+        #: writes this replica's records to the control topic (set by :meth:`run`)
+        self._reporter: ControlWriter | None = None
         self._reported: tuple[object, ...] = ()
         self._reported_at = float("-inf")
         #: desired members per audience of each owned partition, as last compared
@@ -293,6 +296,7 @@ class DeliverLoop:
             self._topic_ready = True
         acknowledged = sink.acknowledged
         acknowledged.restore(self.config, numbers)
+        self._apply_resyncs(sink, numbers)
         table = table_partitions(self.config)
         if table is not None and table != count:
             raise DeliverSetupError(
@@ -335,6 +339,7 @@ class DeliverLoop:
         self.offsets.forget(gone)
         for partition in gone:
             self._desired.pop(partition, None)
+            self._applied.pop(partition, None)  # the new owner reads the topic's record
         self._assigned = [p for p in self._assigned if p.partition not in gone]
 
     # -- the loop ----------------------------------------------------------------------
@@ -395,6 +400,13 @@ class DeliverLoop:
         """Take a new view of the control topic: pauses at once; a changed filter or a new
         resync makes the owned partitions be compared again (:meth:`_compare_again`)."""
         previous, self.view = self.view, view
+        held = (view.paused, view.paused_audiences)
+        if held != (previous.paused, previous.paused_audiences) or (first and any(held)):
+            log.info(  # each replica says when it took a pause or a resume
+                "control topic: destination %s, paused audiences: %s",
+                "paused" if view.paused else "running",
+                ", ".join(sorted(view.paused_audiences)) or "none",
+            )
         if first or not view.same_filter(previous):
             rollout = view.effective_rollout(self.dest.rollout)
             self.want = sink.want = DesiredFilter(
@@ -406,8 +418,32 @@ class DeliverLoop:
         for scope, request in view.resyncs.items():
             if not first and previous.resyncs.get(scope) != request:
                 log.info("control: resync of %s requested", scope or "every audience")
-                self._resync.append(scope)
                 self._replan = True
+
+    def _apply_resyncs(self, sink: DeliverySink, partitions: list[int]) -> None:
+        """Apply to each of ``partitions`` the resyncs it has not applied yet (marking its
+        acknowledged values pending), and record them as applied on the control topic: a
+        request written while no replica ran, or before the partition came here, is
+        applied by whichever replica owns the partition next."""
+        if self.dry_run:  # a dry run records nothing, so it must not mark either
+            return
+        for partition in partitions:
+            due = self.view.resyncs_due(partition, self._applied.get(partition))
+            if not due:
+                continue
+            marked = sum(sink.acknowledged.resend([partition], scope) for scope in due)
+            log.info("resync of partition %d (%s): %d acknowledged values to send again",
+                     partition, ", ".join(s or "every audience" for s in due), marked)  # fmt: skip
+            applied = self._applied.setdefault(partition, {})
+            applied.update({scope: self.view.resyncs[scope] for scope in due})
+            if self._reporter is None:
+                continue
+            try:
+                self._reporter.write("resynced", str(partition), {
+                    "applied": [[scope, request] for scope, request in applied.items()],
+                })  # fmt: skip
+            except KafkaUnavailable as exc:  # applied again by the next owner: harmless
+                log.warning("control: resync of partition %d not recorded: %s", partition, exc)
 
     def _start_control(self, follower: ControlFollower, sink: DeliverySink) -> None:
         """Read the control topic before the first assignment (so a paused destination
@@ -436,11 +472,7 @@ class DeliverLoop:
         if sink.sending:
             return
         numbers = self.partitions
-        if numbers and not self.dry_run:
-            for scope in self._resync:
-                marked = sink.acknowledged.resend(numbers, scope)
-                log.info("resync: %d acknowledged values to send again", marked)
-        self._resync = []
+        self._apply_resyncs(sink, numbers)
         self._replan = False
         sink.forget_repairs()
         if not numbers:
@@ -518,7 +550,8 @@ class DeliverLoop:
             want=self.want,
         )
         follower = ControlFollower(self.config, self.control_topic, self.kafka_health)
-        reporter = ControlWriter(self.config, self.control_topic, by=self.replica_id)
+        reporter = self._reporter = ControlWriter(self.config, self.control_topic,
+                                                  by=self.replica_id)  # fmt: skip
         self._start_control(follower, sink)
         keep_headers = sink.tracer is not None  # else no per-delta tracing work at all
         result = DeliverResult(self.name, sink.stats)

@@ -17,7 +17,12 @@ violation.
 
 from __future__ import annotations
 
+import logging
+import sys
+import textwrap
 import threading
+import time
+import traceback
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -29,13 +34,13 @@ from streamsync.cli import main
 from streamsync.config import load_config
 from streamsync.destinations.commands import ControlView, fold
 from streamsync.destinations.deliver import DeliverLoop
+from streamsync.destinations.operations import read_view
 from streamsync.destinations.rollout import Cohort, Rollout
 from streamsync.dev.standins import StandInAdmin, StandInServer
 from streamsync.dev.standins.compare import braze_members, expected_members
 from tests.destinations.conftest import BRAZE_KEY, delta
 from tests.destinations.helpers import produce_with_members, synthetic_deltas
 from tests.destinations.test_reconcile import SUBSCRIBED, WINBACK, _config, _topics
-from tests.destinations.test_reconcile import _wait as _wait_for
 
 
 def test_the_control_records_fold_into_one_view() -> None:
@@ -63,18 +68,50 @@ def _cli(path: Path, *args: str) -> None:
     assert main(["destinations", *args, "--config", str(path), "--destination", "braze"]) == 0
 
 
+@pytest.fixture(autouse=True)
+def _deliver_log(caplog: pytest.LogCaptureFixture) -> None:
+    """Keep the replicas' INFO lines (assignments compared, control taken, resyncs), so a
+    failing test shows how far each replica got, not only its warnings."""
+    caplog.set_level(logging.INFO, logger="streamsync.deliver")
+
+
 #: the replicas of the running test and how each ended (an error, or a result whose
 #: ``error`` is set), so a wait fails at once naming a replica that stopped
 _RUNNING: list[tuple[DeliverLoop, threading.Thread, list[object]]] = []
 
 
 def _wait(condition: Callable[[], bool], what: str, timeout_s: float = 60.0) -> None:
-    def checked() -> bool:
+    """Wait for ``condition``; fail at once naming a replica that stopped, and past
+    ``timeout_s`` with what each replica was doing (its state and where its thread is),
+    so a stalled replica is told apart from one that runs but sends nothing."""
+    deadline = time.monotonic() + timeout_s
+    while True:
         for index, (_, thread, ended) in enumerate(_RUNNING):
             assert thread.is_alive(), f"replica {index} stopped: {ended!r}"
-        return condition()
+        if condition():
+            return
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out waiting for {what}\n{_replica_states()}")
+        time.sleep(0.2)
 
-    _wait_for(checked, what, timeout_s)
+
+def _replica_states() -> str:
+    """One paragraph per running replica: partitions, the sink's state, the stack."""
+    frames = sys._current_frames()
+    lines = []
+    for index, (loop, thread, _) in enumerate(_RUNNING):
+        sink = loop.sink
+        state = "no sink yet" if sink is None else (
+            f"paused={sink.paused} buffered={sink.buffered} backlog={sink.backlog} "
+            f"sending={sink.sending} requests={sink.stats.requests} "
+            f"last_error={sink.last_error!r}"
+        )  # fmt: skip
+        lines.append(f"replica {index}: partitions {loop.partitions}, {state}")
+        frame = frames.get(thread.ident or -1)
+        if frame is not None:
+            stack = "".join(traceback.format_stack(frame)[-8:]).rstrip()
+            lines.append(textwrap.indent(stack, "    "))
+    return "\n".join(lines)
 
 
 @contextmanager
@@ -254,6 +291,56 @@ def test_resync_detach_resume_and_status(
         _wait(lambda: profiles().get("newcomer") == {SUBSCRIBED, WINBACK}, "the audience resume")
     assert admin.report()["violations"] == []
     assert admin.report()["counters"].get("remove_never_added", 0) == 0
+
+
+@pytest.mark.kafka
+def test_a_resync_written_while_no_replica_runs_is_applied_by_the_next_one(
+    tmp_path: Path, kafka_bootstrap_servers: str, standins: StandInServer
+) -> None:
+    deltas = synthetic_deltas(customers=60, events=1200, seed=34)
+    topic, members_topic = _topics(kafka_bootstrap_servers, 2)
+    produce_with_members(kafka_bootstrap_servers, topic, members_topic, 2, deltas)
+    admin = StandInAdmin(standins.urls["braze"])
+    admin.faults(strict=True)
+    everyone = expected_members(deltas)
+    path = _config(
+        tmp_path / "c.yaml", kafka_bootstrap_servers, topic, standins.urls["braze"],
+        f"later-{uuid.uuid4().hex[:8]}",
+    )  # fmt: skip
+    users = standins.standins["braze"].users  # type: ignore[attr-defined]
+
+    def profiles() -> dict[str, set[str]]:
+        return braze_members(admin.profiles())
+
+    with _replicas(path):
+        _wait(lambda: profiles() == everyone, "the backfill")
+    lost = sorted(everyone)[:10]
+    for customer in lost:  # the vendor lost these profiles' values while deliver was down
+        users[f"external_id:{customer}"]["streamsync_audiences"] = []
+    _cli(path, "resync")
+    with _replicas(path, 2) as loops:  # two, so the request reaches every partition's owner
+        _wait(lambda: all(loop.partitions for loop in loops), "both replicas to own partitions")
+        _wait(lambda: profiles() == everyone, "the resync written before the replicas started")
+    # each partition's owner recorded it as applied: a later start does not send it again
+    view = read_view(load_config(path, env={}), "braze")
+    assert set(view.resynced) == {0, 1}
+    assert [view.resyncs_due(p) for p in (0, 1)] == [[], []]
+    assert admin.report()["violations"] == []
+
+
+def test_a_resync_is_due_on_a_partition_until_its_owner_applied_it() -> None:
+    records = {
+        ("resync", None): b'{"id": "r2"}',
+        ("resync", "A"): b'{"id": "a1"}',
+        ("resynced", "0"): b'{"applied": [[null, "r1"], ["A", "a1"]]}',
+        ("resynced", "1"): b'{"applied": [[null, "r2"], ["A", "a1"]]}',
+        ("resynced", "x"): b'{"applied": []}',  # not a partition: left out
+    }
+    view = fold(records)  # type: ignore[arg-type]
+    assert view.resynced == {0: {None: "r1", "A": "a1"}, 1: {None: "r2", "A": "a1"}}
+    assert view.resyncs_due(0) == [None] and view.resyncs_due(1) == []
+    assert view.resyncs_due(2) == [None, "A"]  # never applied there
+    assert view.resyncs_due(0, {None: "r2"}) == []  # applied here since the topic was read
 
 
 def test_mistakes_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
