@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from streamsync.audiences.loader import load_audiences
@@ -24,7 +24,7 @@ from streamsync.identity.resolver import IdentityResolver, IdentityStats
 from streamsync.ingest.jsonl import read_events
 from streamsync.runtime.repartition import repartition_topic
 from streamsync.runtime.topics import forward_topic, identity_topic
-from tests.runtime.evaluate_support import EXAMPLE_AUDIENCES, Stream
+from tests.runtime.evaluate_support import EXAMPLE_AUDIENCES, Stream, uncommitted
 from tests.topics import create_topics
 
 MINUTE = 60_000
@@ -192,25 +192,14 @@ class IdentityStream(Stream):
         """Records of the inputs and identity topics not yet committed by the evaluate
         group (an internal topic's last offset is a commit marker, never consumed)."""
         internal = [identity_topic(self.group), forward_topic(self.group)]
-        consumer = Consumer({"bootstrap.servers": self.bootstrap, "group.id": self.group})
-        try:
-            tps = [
-                TopicPartition(topic, p)
-                for topic in self.inputs + internal
-                for p in range(
-                    self.anonymous_partitions if topic == self.anonymous else self.partitions
-                )
-            ]
-            if self.rekeyed:
-                internal.append(repartition_topic(self.group, self.anonymous))
-                tps += [TopicPartition(internal[-1], p) for p in range(self.partitions)]
-            committed = {(tp.topic, tp.partition): tp.offset for tp in consumer.committed(tps, 10)}
-            lag = 0
-            for tp in tps:
-                end = consumer.get_watermark_offsets(tp, 10)[1]
-                if tp.topic in internal and end > 0:
-                    end -= 1
-                lag += max(0, end - max(0, committed[(tp.topic, tp.partition)]))
-            return lag
-        finally:
-            consumer.close()
+        tps = [
+            TopicPartition(topic, p)
+            for topic in self.inputs + internal
+            for p in range(
+                self.anonymous_partitions if topic == self.anonymous else self.partitions
+            )
+        ]
+        if self.rekeyed:
+            internal.append(repartition_topic(self.group, self.anonymous))
+            tps += [TopicPartition(internal[-1], p) for p in range(self.partitions)]
+        return uncommitted(self.bootstrap, self.group, tps, set(internal))

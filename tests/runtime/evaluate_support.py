@@ -203,6 +203,28 @@ def first_enter_readable_at(reader: Consumer, customer: str, deadline_ms: int) -
     return None
 
 
+def uncommitted(
+    bootstrap: str, group: str, partitions: list[TopicPartition], internal: set[str]
+) -> int:
+    """Records of ``partitions`` the evaluate ``group`` has not committed yet. The
+    ``internal`` topics are written in transactions, so their last offset is a commit
+    marker, never consumed."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
+    try:
+        committed = {
+            (tp.topic, tp.partition): tp.offset for tp in consumer.committed(partitions, 10)
+        }
+        lag = 0
+        for tp in partitions:
+            end = consumer.get_watermark_offsets(tp, 10)[1]
+            if tp.topic in internal and end > 0:
+                end -= 1
+            lag += max(0, end - max(0, committed[(tp.topic, tp.partition)]))
+        return lag
+    finally:
+        consumer.close()
+
+
 def replay_deltas(lines: list[bytes], until_ms: int | None = None) -> list[MembershipDelta]:
     audiences = load_audiences(EXAMPLE_AUDIENCES)
     return list(replay(audiences, read_events(lines, "test"), until_ms=until_ms, progress=None))

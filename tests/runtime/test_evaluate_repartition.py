@@ -32,6 +32,7 @@ from tests.runtime.evaluate_support import (
     read_deltas,
     replay_deltas,
     synthetic,
+    uncommitted,
 )
 from tests.runtime.test_evaluate_app import CART_WAIT, _track
 from tests.runtime.test_evaluate_faults import Instance
@@ -112,16 +113,9 @@ class MixedStream(Stream):
                 for topic in self.inputs + internal
                 for p in range(len(consumer.list_topics(topic, 10).topics[topic].partitions))
             ]
-            committed = {(tp.topic, tp.partition): tp.offset for tp in consumer.committed(tps, 10)}
-            lag = 0
-            for tp in tps:
-                end = consumer.get_watermark_offsets(tp, 10)[1]
-                if tp.topic in internal and end > 0:
-                    end -= 1
-                lag += max(0, end - max(0, committed[(tp.topic, tp.partition)]))
-            return lag
         finally:
             consumer.close()
+        return uncommitted(self.bootstrap, self.group, tps, set(internal))
 
 
 def _collect(sink: list[tuple[Any, Any]]) -> Any:
