@@ -44,7 +44,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka import Consumer, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from streamsync.audiences.definition import Audience
@@ -57,7 +57,7 @@ from streamsync.ingest.avro import SchemaRegistry
 from streamsync.ingest.decoder import Decoder
 from streamsync.ingest.outcomes import TopicStats
 from streamsync.ingest.registry_client import configured_registry
-from streamsync.kafka.health import ClientHealth, KafkaUnavailable
+from streamsync.kafka.health import ClientHealth
 from streamsync.runtime import gc_policy
 from streamsync.runtime.checkpoint import Checkpoint, Watchdog, watchdog_for
 from streamsync.runtime.clients import (
@@ -78,6 +78,7 @@ from streamsync.runtime.errors import (
     StartupError,
 )
 from streamsync.runtime.identity_stage import IdentityStage
+from streamsync.runtime.offsets import committed_offsets, end_offset
 from streamsync.runtime.repartition import Purger, Repartitioner
 from streamsync.runtime.router import ENGINE_ERROR, Router
 from streamsync.runtime.stats import EvaluateStats
@@ -264,7 +265,7 @@ class Runtime:
         try:
             self.manager.lost(self.manager.numbers(partitions))
             if not self.failed:
-                self.checkpoint.rewind()
+                self.checkpoint.rewind(lost=partitions)
         except BaseException as exc:
             self.health.failed(exc)
 
@@ -444,46 +445,6 @@ class Application:
         if first is None:
             return []
         return [first, *consumer.consume(self.batch_size - 1, 0)]
-
-
-def committed_offsets(
-    consumer: Consumer, partitions: list[TopicPartition], budget_s: float
-) -> list[TopicPartition]:
-    """The group's committed offsets of ``partitions``, asked again while the broker
-    answers with a retriable error (a coordinator moving during a broker restart:
-    ``NOT_COORDINATOR``) for up to ``budget_s``; then :class:`KafkaUnavailable`."""
-    deadline = time.monotonic() + budget_s
-    while True:
-        try:
-            return list(consumer.committed(partitions, timeout=max(1.0, min(10.0, budget_s))))
-        except KafkaException as exc:
-            error = exc.args[0] if exc.args else None
-            retriable = isinstance(error, KafkaError) and error.retriable()
-            if not retriable and not (
-                isinstance(error, KafkaError)
-                and error.code() in (KafkaError.NOT_COORDINATOR, KafkaError._TIMED_OUT)
-            ):
-                raise KafkaUnavailable(f"cannot read the committed offsets: {exc}") from None
-            if time.monotonic() >= deadline:
-                raise KafkaUnavailable(
-                    f"cannot read the committed offsets for {budget_s:.0f}s: {exc}"
-                ) from None
-            time.sleep(0.2)
-
-
-def end_offset(consumer: Consumer, topic: str, partition: int, *, cached: bool) -> int:
-    """A partition's end offset: with ``cached``, what ``consumer``'s last fetch of it
-    reported (no request), else asked of the broker now; ``-1`` when there is none."""
-    tp = TopicPartition(topic, partition)
-    try:
-        _, high = (
-            consumer.get_watermark_offsets(tp, cached=True)
-            if cached
-            else consumer.get_watermark_offsets(tp, timeout=10)
-        )
-    except KafkaException:
-        return -1
-    return int(high) if high is not None and high >= 0 else -1
 
 
 def _settings(config: AppConfig) -> EvaluateConfig:

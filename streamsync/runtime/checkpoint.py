@@ -26,6 +26,7 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Collection
 
 from confluent_kafka import (
     OFFSET_BEGINNING,
@@ -42,6 +43,7 @@ from streamsync.runtime import stats as counts
 from streamsync.runtime.collector import Collector
 from streamsync.runtime.config import EvaluateConfig
 from streamsync.runtime.errors import RESTART_EXIT_STATUS, RestartRequired
+from streamsync.runtime.offsets import committed_offsets
 from streamsync.runtime.repartition import Purger, Repartitioner
 from streamsync.runtime.stats import EvaluateStats
 from streamsync.runtime.task import Task
@@ -270,25 +272,22 @@ class Checkpoint:
             self.manager.identity.reset()
         self.telemetry.aborted()
 
-    def rewind(self) -> None:
+    def rewind(self, lost: Collection[TopicPartition] = ()) -> None:
         """Abort, drop every task's in-memory state and resume from the last commit:
-        the consumer seeks back to the committed offsets, the tasks are restored."""
+        the consumer seeks back to the committed offsets, the tasks are restored.
+
+        Partitions in ``lost`` (taken away by a rebalance) are not asked for: they are
+        no longer this member's, and their next owner, this one included, reads their
+        committed offsets when it is assigned them. Asking would only wait on a
+        coordinator that is often the reason they were lost (a broker restart)."""
         self.abort()
         consumer = self.consumer
         numbers = self.manager.drop()
-        assignment = consumer.assignment()
-        if not assignment:
+        gone = {(tp.topic, tp.partition) for tp in lost}
+        owned = [tp for tp in consumer.assignment() if (tp.topic, tp.partition) not in gone]
+        if not owned:
             return
-        deadline = time.monotonic() + self.settings.broker_timeout_ms / 1000
-        while True:
-            try:
-                committed = consumer.committed(assignment, timeout=10)
-                break
-            except KafkaException as exc:
-                if time.monotonic() >= deadline:
-                    raise KafkaUnavailable(
-                        f"cannot read the committed offsets to rewind to: {exc}"
-                    ) from None
+        committed = committed_offsets(consumer, owned, self.settings.broker_timeout_ms / 1000)
         for tp in committed:
             offset = tp.offset if tp.offset >= 0 else OFFSET_BEGINNING
             try:

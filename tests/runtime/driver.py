@@ -229,6 +229,17 @@ class FakeProducer:
         self.in_txn = False
 
 
+@dataclass(frozen=True)
+class FailedOffset:
+    """A partition of a ``committed()`` answer that carries an error (librdkafka's
+    ``TopicPartition`` cannot be given one from Python)."""
+
+    topic: str
+    partition: int
+    offset: int
+    error: KafkaError
+
+
 class FakeConsumer:
     """The group consumer: reads its assignment from the cluster's logs. Error messages
     piped with :meth:`push` come first in the next :meth:`take`."""
@@ -244,6 +255,13 @@ class FakeConsumer:
         #: topics whose fetches have not come back yet (see :meth:`hold`)
         self.held: set[str] = set()
         self._pushed: list[FakeMessage] = []
+        #: how many more :meth:`committed` answers mark every partition
+        #: ``COORDINATOR_LOAD_IN_PROGRESS`` (a coordinator restarted and still loading)
+        self.coordinator_loading = 0
+        #: :meth:`committed` times out (no coordinator answers) while this is set
+        self.coordinator_away = False
+        #: the partitions each :meth:`committed` call asked for
+        self.committed_asked: list[list[tuple[str, int]]] = []
 
     def assign(self, partitions: list[TopicPartition]) -> None:
         self._assignment = list(partitions)
@@ -256,6 +274,18 @@ class FakeConsumer:
         return list(self._assignment)
 
     def committed(self, partitions: list[TopicPartition], timeout: float = 0) -> list[Any]:
+        """As librdkafka answers: the offsets; a raised ``_TIMED_OUT`` while the
+        coordinator is away; partitions without offsets, each with its error, while it
+        loads."""
+        self.committed_asked.append([(tp.topic, tp.partition) for tp in partitions])
+        if self.coordinator_away:
+            raise _error(KafkaError._TIMED_OUT, "Failed to get committed offsets")
+        if self.coordinator_loading > 0:
+            self.coordinator_loading -= 1
+            loading = KafkaError(KafkaError.COORDINATOR_LOAD_IN_PROGRESS)
+            return [
+                FailedOffset(tp.topic, tp.partition, OFFSET_INVALID, loading) for tp in partitions
+            ]
         return [
             TopicPartition(
                 tp.topic,
@@ -442,6 +472,14 @@ class EvaluateDriver:
         """Revoke every partition (the work so far is committed first, as on a broker)."""
         tps = self.consumer.assignment()
         self.runtime.on_revoke(self.consumer, tps)
+        self.consumer.assign([])
+        self.runtime.health.check()
+
+    def lose(self) -> None:
+        """Every partition is lost (the member was dropped from the group, as after a
+        session timed out during a broker restart): nothing can be committed for them."""
+        tps = self.consumer.assignment()
+        self.runtime.on_lost(self.consumer, tps)
         self.consumer.assign([])
         self.runtime.health.check()
 

@@ -27,6 +27,7 @@ from streamsync.deltas.record import ENTER, MembershipDelta
 from streamsync.dev.synthetic import generate_records
 from streamsync.ingest.jsonl import is_webhook_record, read_events
 from streamsync.resources import project_path
+from streamsync.runtime.offsets import committed_offsets
 from tests.topics import create_topics
 
 EXAMPLE_AUDIENCES = project_path("examples", "audiences")
@@ -120,7 +121,9 @@ class Stream:
             consumer.close()
 
     def committed(self) -> dict[tuple[str, int], int]:
-        """The evaluate group's committed offsets (read without joining the group)."""
+        """The evaluate group's committed offsets (read without joining the group),
+        asked again while a coordinator loads or moves (a broker just restarted: the
+        offsets of a transaction it has not resolved yet are not stable)."""
         consumer = Consumer({"bootstrap.servers": self.bootstrap, "group.id": self.group})
         try:
             tps = [
@@ -128,7 +131,8 @@ class Stream:
                 for topic in (self.pipelines, self.webhooks)
                 for p in range(self.partitions)
             ]
-            return {(tp.topic, tp.partition): tp.offset for tp in consumer.committed(tps, 10)}
+            answer = committed_offsets(consumer, tps, 60.0)
+            return {(tp.topic, tp.partition): tp.offset for tp in answer}
         finally:
             consumer.close()
 

@@ -495,3 +495,57 @@ def test_a_fatal_producer_error_asks_for_a_restart_instead_of_a_traceback(
     with pytest.raises(NeedsRestart):
         driver.runtime.health.check()
     assert RestartRequired("x").exit_status == 3
+
+
+def test_a_rewind_while_the_coordinator_loads_waits_for_the_committed_offsets(
+    tmp_path: Path, cart_wait: Path, drivers: list[EvaluateDriver]
+) -> None:
+    """After a broker restart the coordinator answers ``committed()`` with partitions
+    marked ``COORDINATOR_LOAD_IN_PROGRESS`` and no offset. A rewind that took that for
+    "nothing committed" sought the consumer back to offset 0 and placed the restored
+    task at the start of its input."""
+    now = int(time.time() * 1000)
+    driver = _driver(drivers, driver_config(tmp_path, cart_wait), now_ms=now)
+    for n in range(3):
+        driver.pipe("pipelines", _track(f"c{n}", "Product Added", now, sku="A"), key=b"c")
+    driver.process()
+    assert driver.commit()
+    driver.pipe("pipelines", _track("d", "Product Added", now, sku="A"), key=b"d")
+    driver.process()
+    driver.consumer.coordinator_loading = 2  # the restarted coordinator reads its topic
+    driver.fail_next_commit()
+    assert not driver.commit()  # aborted: rewound to the last commit
+    assert driver.consumer.coordinator_loading == 0  # asked until it answered
+    assert driver.consumer.positions[("pipelines", 0)] == 3  # not 0
+    assert driver.process() == 1  # only the record after the commit, read again
+    assert driver.commit()
+    assert driver.committed_offsets() == {("pipelines", 0): 4}
+    assert driver.stats.records == 4
+
+
+def test_partitions_lost_while_no_coordinator_answers_are_left_to_their_next_assignment(
+    tmp_path: Path, cart_wait: Path, drivers: list[EvaluateDriver]
+) -> None:
+    """Lost partitions (the member dropped from the group during a broker restart) are
+    not this member's any more: the rewind does not ask for their offsets, which would
+    wait for the same absent coordinator and end the process after ``broker_timeout``;
+    their next assignment reads them."""
+    now = int(time.time() * 1000)
+    config = driver_config(tmp_path, cart_wait, broker_timeout="1s")
+    driver = _driver(drivers, config, partitions=2, now_ms=now)
+    driver.pipe("pipelines", _track("a", "Product Added", now, sku="A"), key=b"a")
+    driver.process()
+    assert driver.commit()
+    driver.pipe("pipelines", _track("b", "Product Added", now, sku="B"), key=b"b", partition=1)
+    driver.process()
+    driver.consumer.coordinator_away = True
+    asked = len(driver.consumer.committed_asked)
+    driver.lose()  # raised KafkaUnavailable after broker_timeout, asking for both
+    assert driver.consumer.committed_asked[asked:] == []
+    assert driver.tasks == {}
+    driver.consumer.coordinator_away = False
+    driver.assign()  # given back: from the committed offsets, the task restored
+    assert driver.consumer.positions == {("pipelines", 0): 1, ("pipelines", 1): 0}
+    assert driver.process() == 1
+    assert driver.commit()
+    assert driver.committed_offsets() == {("pipelines", 0): 1, ("pipelines", 1): 1}

@@ -1,14 +1,14 @@
 """A write the filesystem refuses (a full disk) stops the service with one line in the
 operator's group (exit status 1), never a traceback.
 
-What these tests prove, and what not: no small filesystem can be made full here without
-root (no tmpfs, no loop device), so the failure is injected where the project meets it -
-the text RocksDB raises for ``ENOSPC`` (``IO error: No space left on device: ...``) from
-the store's write, and Python's ``OSError(ENOSPC)`` from a file write. They prove that
-such a failure, wherever the store meets it (a commit's write batch, a restore, the
-instance id), becomes one line and exit status 1 in a real ``streamsync evaluate``
-process on a real broker; they do not prove which call RocksDB fails on a real full
-disk (a flush in the background surfaces at the next write, with the same text).
+Two kinds of proof. Injected, where the project meets the failure: the text RocksDB
+raises for ``ENOSPC`` (``IO error: No space left on device: ...``) from the store's
+write, and Python's ``OSError(ENOSPC)`` from a file write, so that every place the store
+meets it (a commit's write batch, a restore, the instance id) is covered. And real: a
+``streamsync evaluate`` process whose ``state_dir`` is a small tmpfs of its own (a mount
+namespace made with ``unshare``, so no root is needed where user namespaces are allowed),
+filled from outside while the service runs, so that RocksDB itself meets the full disk
+at whichever call it meets it.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -146,3 +147,72 @@ def test_evaluate_stops_with_one_line_when_the_disk_fills(
     last = text.splitlines()[-1]
     assert last.startswith(f"streamsync evaluate: local state {tmp_path / 'state'}"), text
     assert "cannot be written (IO error: No space left on device" in last
+
+
+def _namespaces_allowed() -> bool:
+    """Whether this machine lets a process mount a tmpfs in a mount namespace of its own
+    (``unshare`` present, user and mount namespaces allowed)."""
+    if shutil.which("unshare") is None:
+        return False
+    probe = subprocess.run(
+        ["unshare", "-rm", "sh", "-c", "mount -t tmpfs -o size=1m tmpfs /mnt || exit 1"],
+        capture_output=True,
+        check=False,
+    )
+    return probe.returncode == 0
+
+
+def _fill(directory: Path) -> int:
+    """Write zeros into ``directory`` until its filesystem refuses: the bytes written."""
+    written = 0
+    with contextlib.suppress(OSError), (directory / "filler").open("wb") as out:
+        while True:
+            out.write(bytes(1 << 16))
+            out.flush()
+            written += 1 << 16
+    return written
+
+
+@pytest.mark.kafka
+def test_evaluate_stops_with_one_line_on_a_real_full_filesystem(
+    kafka_bootstrap_servers: str, tmp_path: Path
+) -> None:
+    """``state_dir`` is a 16 MiB tmpfs seen only by the evaluate process; once it has
+    committed, the test fills that filesystem through ``/proc/<pid>/root`` (the
+    process's own view of the mounts) and produces more records: the next commit's
+    RocksDB write meets the real ``ENOSPC``."""
+    if not _namespaces_allowed():
+        pytest.skip("this machine does not allow a tmpfs in a mount namespace (unshare -rm)")
+    stream = Stream(kafka_bootstrap_servers, partitions=1)
+    stream.produce(synthetic(20, 200, seed=7))
+    config = stream.config(tmp_path)
+    state = tmp_path / "state"
+    state.mkdir()
+    log = tmp_path / "evaluate.log"
+    mount = f'mount -t tmpfs -o size=16m tmpfs {state} && exec "$@"'
+    command = ["unshare", "-rm", "sh", "-c", mount, "sh", sys.executable, "-m", "streamsync"]
+    command += ["evaluate", "--config", str(config)]
+    with log.open("wb") as out:
+        process = subprocess.Popen(command, stdout=out, stderr=out)
+    try:
+        wait_until_committed(stream, 60)  # runs normally first, on its own tmpfs
+        seen = Path(f"/proc/{process.pid}/root") / state.relative_to("/")
+        assert (seen / "lock").exists(), log.read_text()  # the process's tmpfs, not ours
+        assert not (state / "lock").exists()
+        assert _fill(seen) > 0
+        deadline = time.monotonic() + 60
+        while process.poll() is None:  # every commit writes the store: the next one fails
+            assert time.monotonic() < deadline, log.read_text()
+            stream.produce(synthetic(5, 20, seed=8))
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(1.0)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(30)
+    text = log.read_text()
+    assert process.returncode == 1, text
+    assert "Traceback" not in text
+    last = text.splitlines()[-1]
+    assert last.startswith(f"streamsync evaluate: local state {state}"), text
+    assert "No space left on device" in last, text
